@@ -1,0 +1,124 @@
+"""The `noa` command: one sub-command per pipeline stage, each a thin call into the package.
+
+User mistakes surface as :class:`noa.errors.NoaError` and are printed as one line with exit
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from noa.errors import NoaError
+
+Handler = Callable[[argparse.Namespace], int | None]
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="generate, inspect and featurize datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="{generate,info,features}")
+
+    gen = data_sub.add_parser(
+        "generate",
+        help="sample operators and ICs, replay them and write an HDF5 dataset",
+        description="Draw θ from a scrambled Sobol sequence, an initial condition and an operator seed per "
+        "sample, replay every CNO rollout (flagging divergent ones) and write a self-describing HDF5 file. "
+        "Interrupted runs continue with --resume.",
+    )
+    gen.add_argument("--out", required=True, help="path of the .h5 file to write")
+    gen.add_argument("--n-samples", type=int, required=True, help="number of samples")
+    gen.add_argument("--grid", type=int, default=64, help="grid size (square, periodic); default 64")
+    gen.add_argument("--timesteps", type=int, default=256, help="rollout length T; default 256")
+    gen.add_argument("--realizations", type=int, default=1, help="stochastic realizations M per sample; default 1")
+    gen.add_argument("--seed", type=int, default=0, help="dataset seed; default 0")
+    gen.add_argument("--ic-families", nargs="+", default=None, metavar="FAMILY", help="IC families to cycle through (default: all)")
+    gen.add_argument("--store-trajectories", action="store_true", help="also store the replayed trajectories (a cache)")
+    gen.add_argument("--no-features", action="store_true", help="skip the behavioural features (compute later with `noa data features`)")
+    gen.add_argument("--batch-size", type=int, default=16, help="operators replayed together; default 16")
+    gen.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
+    gen.add_argument("--resume", action="store_true", help="continue an interrupted generation of the same configuration")
+    gen.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.set_defaults(handler=_data_generate)
+
+    info = data_sub.add_parser("info", help="summarize a dataset file")
+    info.add_argument("path")
+    info.set_defaults(handler=_data_info)
+
+    feats = data_sub.add_parser("features", help="replay a dataset and store its behavioural features (resumable)")
+    feats.add_argument("path")
+    feats.add_argument("--batch-size", type=int, default=16)
+    feats.add_argument("--device", default="cpu")
+    feats.add_argument("--overwrite", action="store_true", help="recompute complete features")
+    feats.add_argument("--no-progress", action="store_true")
+    feats.set_defaults(handler=_data_features)
+
+
+def _data_generate(args: argparse.Namespace) -> None:
+    from noa.data.generate import GenerateConfig, generate
+    from noa.data.ics import IC_FAMILIES
+    from noa.data.info import describe
+    from noa.runtime import resolve_device
+
+    cfg = GenerateConfig(
+        n_samples=args.n_samples,
+        grid=args.grid,
+        timesteps=args.timesteps,
+        realizations=args.realizations,
+        seed=args.seed,
+        ic_families=list(args.ic_families or IC_FAMILIES),
+        store_trajectories=args.store_trajectories,
+        features=not args.no_features,
+    )
+    path = generate(
+        cfg,
+        args.out,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+    print(f"Wrote {path}")
+    print(describe(path))
+
+
+def _data_info(args: argparse.Namespace) -> None:
+    from noa.data.info import describe
+
+    print(describe(args.path))
+
+
+def _data_features(args: argparse.Namespace) -> None:
+    from noa.data.generate import add_features
+    from noa.runtime import resolve_device
+
+    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"Features stored in {args.path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="noa",
+        description="Neural Operator Agents: generate CNO datasets, train the behavioural tokenizer, "
+        "train and diagnose U-AFNO agents.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_data(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        status = args.handler(args)
+    except NoaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

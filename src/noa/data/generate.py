@@ -1,0 +1,240 @@
+"""`noa data generate`: θ, initial conditions and operator seeds, replayed and written to HDF5.
+
+Generation writes into ``OUT.partial`` and renames it to ``OUT`` only when every sample is
+replayed, so an existing file is never touched until its replacement is complete, and an
+interrupted run leaves a ``.partial`` file that ``--resume`` continues from: samples whose
+``/metadata/replayed`` flag is set are never recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+from scipy.stats import qmc
+from tqdm import tqdm
+
+import noa
+from noa.data import h5
+from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
+from noa.errors import NoaError
+from noa.operators.replay import replay, rollout_status
+from noa.operators.space import CNO_SPACE
+from noa.seeding import derive_seed
+
+MAX_GRID = 512
+
+
+@dataclass
+class GenerateConfig:
+    """Everything that determines a dataset's content (stored as the file's ``config``)."""
+
+    n_samples: int
+    grid: int = 64
+    channels: int = 3
+    timesteps: int = 256
+    realizations: int = 1
+    seed: int = 0
+    ic_families: list[str] = field(default_factory=lambda: list(IC_FAMILIES))
+    store_trajectories: bool = False
+    features: bool = True
+
+    def validate(self) -> None:
+        if self.n_samples < 1:
+            raise NoaError(f"--n-samples must be >= 1; got {self.n_samples}")
+        if not 8 <= self.grid <= MAX_GRID:
+            raise NoaError(f"--grid must be between 8 and {MAX_GRID} (the CNO's kernels span 7 cells); got {self.grid}")
+        if self.timesteps < 1 or self.realizations < 1 or self.channels < 1:
+            raise NoaError("--timesteps, --realizations and channels must all be >= 1")
+        self.ic_families = list(validate_families(self.ic_families))
+
+
+def sobol_params(n: int, seed: int, dims: int) -> np.ndarray:
+    """n scrambled Sobol points in [0, 1)^dims (the first n of the next power of two)."""
+    sampler = qmc.Sobol(d=dims, scramble=True, seed=derive_seed(seed, "sobol"))
+    return sampler.random_base2(max(0, math.ceil(math.log2(n))))[:n].astype(np.float32)
+
+
+def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]] | None, chunk: int) -> None:
+    """Write the layout, θ, ICs and per-sample metadata; rollouts follow batch by batch."""
+    n, c, g, t, m = cfg.n_samples, cfg.channels, cfg.grid, cfg.timesteps, cfg.realizations
+    with h5py.File(path, "w") as f:
+        f.attrs.update(
+            format=h5.FORMAT,
+            format_version=h5.FORMAT_VERSION,
+            complete=False,
+            config=json.dumps(asdict(cfg)),
+            grid=g,
+            channels=c,
+            timesteps=t,
+            realizations=m,
+            parameter_space=CNO_SPACE.to_json(),
+            ic_families=json.dumps(cfg.ic_families),
+            amplitude_levels=json.dumps(list(AMPLITUDE_LEVELS)),
+            noa_version=noa.__version__,
+        )
+        params = f.create_dataset("parameters/params", data=sobol_params(n, cfg.seed, CNO_SPACE.size))
+        params.attrs["names"] = json.dumps(CNO_SPACE.names)
+        fields = f.create_dataset("inputs/fields", (n, c, g, g), dtype="f4", chunks=(1, c, g, g))
+        meta = f.create_group("metadata")
+        ic_seeds = np.array([derive_seed(cfg.seed, "ic", i) for i in range(n)], dtype=np.int64)
+        meta["ic_seed"] = ic_seeds
+        meta["operator_seed"] = np.array([derive_seed(cfg.seed, "operator", i) for i in range(n)], dtype=np.int64)
+        family_index = np.arange(n) % len(cfg.ic_families)
+        meta["ic_family"] = family_index.astype(np.int16)
+        amplitude = meta.create_dataset("ic_amplitude", (n,), dtype="i2")
+        length = meta.create_dataset("ic_length_scale", (n,), dtype="f4")
+        for start in range(0, n, chunk):
+            rows = range(start, min(n, start + chunk))
+            ics, specs = make_ics([cfg.ic_families[family_index[i]] for i in rows], [int(ic_seeds[i]) for i in rows], c, g)
+            fields[start : rows.stop] = ics.numpy()
+            amplitude[start : rows.stop] = [list(AMPLITUDE_LEVELS).index(s.amplitude_level) for s in specs]
+            length[start : rows.stop] = [s.length_scale for s in specs]
+        meta["replayed"] = np.zeros(n, dtype=bool)
+        meta["valid"] = np.zeros(n, dtype=bool)
+        meta["max_abs"] = np.zeros(n, dtype=np.float32)
+        if cfg.store_trajectories:
+            f.create_dataset("trajectories", (n, m, t + 1, c, g, g), dtype="f4", chunks=(1, 1, t + 1, c, g, g))
+        if feature_names is not None:
+            create_feature_datasets(f, feature_names, n, t)
+
+
+def create_feature_datasets(f: h5py.File, names: dict[str, list[str]], n: int, timesteps: int) -> None:
+    """The /features group, empty, with column names and a per-sample done flag."""
+    group = f.require_group("features")
+    for fam in h5.FEATURE_FAMILIES:
+        shape = (n, timesteps + 1, len(names[fam])) if fam == "temporal" else (n, len(names[fam]))
+        ds = group.create_dataset(fam, shape, dtype="f4", chunks=(1, *shape[1:]))
+        ds.attrs["names"] = json.dumps(names[fam])
+    group.create_dataset("done", data=np.zeros(n, dtype=bool))
+
+
+def write_features(f: h5py.File, rows: np.ndarray, trajectories: torch.Tensor) -> None:
+    """Compute and store the behavioural features of replayed rows (sorted indices)."""
+    from noa.features import compute_features
+
+    feats = compute_features(trajectories)
+    for fam in h5.FEATURE_FAMILIES:
+        f["features"][fam][rows] = feats[fam].cpu().numpy()
+    f["features/done"][rows] = True
+
+
+def _replay_pending(
+    path: Path, cfg: GenerateConfig, batch_size: int, device: str, progress: bool, with_features: bool
+) -> None:
+    with h5py.File(path, "r+") as f:
+        pending = np.flatnonzero(~f["metadata/replayed"][:])
+        bar = tqdm(total=cfg.n_samples, initial=cfg.n_samples - len(pending), unit="sample", disable=not progress, desc="replay")
+        for start in range(0, len(pending), batch_size):
+            rows = pending[start : start + batch_size]
+            params = torch.from_numpy(f["parameters/params"][rows])
+            ics = torch.from_numpy(f["inputs/fields"][rows])
+            seeds = f["metadata/operator_seed"][rows].tolist()
+            traj = replay(params, ics.to(device), seeds, cfg.timesteps, cfg.realizations)
+            status = rollout_status(traj)
+            if "trajectories" in f:
+                f["trajectories"][rows] = traj.cpu().numpy()
+            if with_features:
+                write_features(f, rows, traj)
+            f["metadata/valid"][rows] = status.valid.numpy()
+            f["metadata/max_abs"][rows] = status.max_abs.numpy()
+            f["metadata/replayed"][rows] = True
+            f.flush()
+            bar.update(len(rows))
+        bar.close()
+        f.attrs["complete"] = True
+
+
+def generate(
+    cfg: GenerateConfig,
+    out: str | Path,
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Create (or continue) the dataset ``out``; returns its path once complete."""
+    cfg.validate()
+    out = Path(out)
+    partial = out.with_name(out.name + ".partial")
+    if batch_size < 1:
+        raise NoaError(f"--batch-size must be >= 1; got {batch_size}")
+    if out.is_dir():
+        raise NoaError(f"--out {out} is a directory; give a file path such as {out / 'dataset.h5'}")
+    if out.exists() and not (overwrite or resume):
+        raise NoaError(f"{out} already exists; pass --overwrite to replace it (it is kept until the new file is complete) or choose another --out")
+    if out.exists() and resume and not overwrite and not partial.exists():
+        log(f"{out} is already complete; nothing to resume")
+        return out
+    if partial.exists() and not resume and not overwrite:
+        raise NoaError(f"an interrupted generation left {partial}; pass --resume to continue it or --overwrite to start again")
+    feature_names = None
+    if cfg.features:
+        from noa.features import feature_names as names_for
+
+        feature_names = names_for(cfg.channels)
+    if partial.exists() and resume:
+        _check_resumable(partial, cfg)
+        log(f"Resuming generation in {partial}")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _create(partial, cfg, feature_names, chunk=256)
+    _replay_pending(partial, cfg, batch_size, device, progress, with_features=cfg.features)
+    os.replace(partial, out)
+    return out
+
+
+def _check_resumable(partial: Path, cfg: GenerateConfig) -> None:
+    with h5.open_dataset(partial) as f:
+        stored = json.loads(f.attrs["config"])
+    if stored != asdict(cfg):
+        diff = ", ".join(f"{k}: file has {stored.get(k)!r}, you asked {v!r}" for k, v in asdict(cfg).items() if stored.get(k) != v)
+        raise NoaError(f"cannot resume {partial}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
+
+
+def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> None:
+    """Replay a dataset's samples and store their features (`noa data features`).
+
+    Resumable: rows whose ``/features/done`` flag is set are skipped. Existing complete
+    features are kept unless ``overwrite``.
+    """
+    from noa.features import feature_names as names_for
+
+    with h5.open_dataset(path) as f:
+        info = h5.read_info(f)
+    names = names_for(info.channels)
+    with h5py.File(path, "r+") as f:
+        if "features" in f:
+            stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
+            same_names = all(fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam] for fam in h5.FEATURE_FAMILIES)
+            if stored_done.all() and same_names and not overwrite:
+                log(f"{path} already has complete features; pass --overwrite to recompute them")
+                return
+            if overwrite or not same_names:
+                del f["features"]
+        if "features" not in f:
+            create_feature_datasets(f, names, info.n_samples, info.timesteps)
+        pending = np.flatnonzero(~f["features/done"][:])
+        bar = tqdm(total=info.n_samples, initial=info.n_samples - len(pending), unit="sample", disable=not progress, desc="features")
+        for start in range(0, len(pending), batch_size):
+            rows = pending[start : start + batch_size]
+            if "trajectories" in f:
+                traj = torch.from_numpy(f["trajectories"][rows]).to(device)
+            else:
+                params = torch.from_numpy(f["parameters/params"][rows])
+                ics = torch.from_numpy(f["inputs/fields"][rows]).to(device)
+                traj = replay(params, ics, f["metadata/operator_seed"][rows].tolist(), info.timesteps, info.realizations)
+            write_features(f, rows, traj)
+            f.flush()
+            bar.update(len(rows))
+        bar.close()

@@ -1,0 +1,149 @@
+"""The dataset file: a self-describing HDF5 layout, its writer helpers and a validating reader.
+
+Layout (format ``noa-dataset`` version 1)::
+
+    /                      attrs: format, format_version, complete, config (JSON), grid,
+                                  channels, timesteps, realizations, parameter_space (JSON),
+                                  ic_families (JSON), amplitude_levels (JSON), noa_version
+    /parameters/params     [N, P] float32   θ in unit coordinates      attrs: names (JSON)
+    /inputs/fields         [N, C, H, W] float32 initial conditions
+    /metadata/ic_family    [N] int16   index into ic_families
+    /metadata/ic_amplitude [N] int16   index into amplitude_levels
+    /metadata/ic_length_scale [N] float32
+    /metadata/ic_seed, operator_seed [N] int64
+    /metadata/replayed     [N] bool    the rollout of this sample has been computed
+    /metadata/valid        [N] bool    the rollout stayed finite and below the bound
+    /metadata/max_abs      [N] float32 largest |x| over the rollout
+    /trajectories          [N, M, T+1, C, H, W] float32   optional cache of the replay
+    /features/{initial,summary,temporal}   attrs: names (JSON); /features/done [N] bool
+
+Everything a replay needs (θ, IC, operator seed, T, M) is in the file, so trajectories are
+a cache, never the only copy of the truth.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from noa.errors import NoaError
+from noa.operators.space import ParameterSpace
+
+FORMAT = "noa-dataset"
+FORMAT_VERSION = 1
+REQUIRED = (
+    "parameters/params",
+    "inputs/fields",
+    "metadata/ic_family",
+    "metadata/ic_amplitude",
+    "metadata/ic_length_scale",
+    "metadata/ic_seed",
+    "metadata/operator_seed",
+    "metadata/replayed",
+    "metadata/valid",
+    "metadata/max_abs",
+)
+FEATURE_FAMILIES = ("initial", "summary", "temporal")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the root attributes of a dataset file declare."""
+
+    path: Path
+    n_samples: int
+    grid: int
+    channels: int
+    timesteps: int
+    realizations: int
+    space: ParameterSpace
+    ic_families: tuple[str, ...]
+    amplitude_levels: tuple[str, ...]
+    config: dict[str, Any]
+    complete: bool
+    has_trajectories: bool
+    has_features: bool
+
+
+def open_dataset(path: str | Path) -> h5py.File:
+    """Open a dataset file read-only, with one clear message for the usual mistakes."""
+    p = Path(path)
+    if not p.exists():
+        raise NoaError(f"dataset {p} does not exist; create one with `noa data generate --out {p}`")
+    if p.is_dir():
+        raise NoaError(f"dataset {p} is a directory; pass the path of an .h5 file")
+    try:
+        f = h5py.File(p, "r")
+    except OSError as err:
+        raise NoaError(f"dataset {p} is not a readable HDF5 file ({err}); regenerate it with `noa data generate`") from err
+    if f.attrs.get("format") != FORMAT:
+        f.close()
+        raise NoaError(f"{p} is an HDF5 file but not a noa dataset (its 'format' attribute is not '{FORMAT}')")
+    return f
+
+
+def read_info(f: h5py.File) -> DatasetInfo:
+    """Validate the layout of an open dataset and return what it declares."""
+    p = Path(f.filename)
+    version = int(f.attrs.get("format_version", -1))
+    if version != FORMAT_VERSION:
+        raise NoaError(f"{p} has dataset format version {version}; this noa reads version {FORMAT_VERSION}")
+    missing = [name for name in REQUIRED if name not in f]
+    if missing:
+        raise NoaError(f"dataset {p} is missing {', '.join('/' + m for m in missing)}; regenerate it with `noa data generate`")
+    try:
+        space = ParameterSpace.from_json(f.attrs["parameter_space"])
+        config = json.loads(f.attrs["config"])
+        info = DatasetInfo(
+            path=p,
+            n_samples=int(f["parameters/params"].shape[0]),
+            grid=int(f.attrs["grid"]),
+            channels=int(f.attrs["channels"]),
+            timesteps=int(f.attrs["timesteps"]),
+            realizations=int(f.attrs["realizations"]),
+            space=space,
+            ic_families=tuple(json.loads(f.attrs["ic_families"])),
+            amplitude_levels=tuple(json.loads(f.attrs["amplitude_levels"])),
+            config=config,
+            complete=bool(f.attrs["complete"]),
+            has_trajectories="trajectories" in f,
+            has_features="features" in f and all(fam in f["features"] for fam in FEATURE_FAMILIES),
+        )
+    except KeyError as err:
+        raise NoaError(f"dataset {p} lacks the root attribute {err}; regenerate it with `noa data generate`") from err
+    n, c, g = info.n_samples, info.channels, info.grid
+    expected = {
+        "parameters/params": (n, space.size),
+        "inputs/fields": (n, c, g, g),
+        **{f"metadata/{k}": (n,) for k in ("ic_family", "ic_amplitude", "ic_length_scale", "ic_seed", "operator_seed", "replayed", "valid", "max_abs")},
+    }
+    if info.has_trajectories:
+        expected["trajectories"] = (n, info.realizations, info.timesteps + 1, c, g, g)
+    for name, shape in expected.items():
+        if tuple(f[name].shape) != shape:
+            raise NoaError(f"dataset {p}: /{name} has shape {tuple(f[name].shape)}, expected {shape}")
+    return info
+
+
+def check_finite(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
+    """NoaError if θ or an IC of the given (sorted) rows holds NaN or inf."""
+    for name in ("parameters/params", "inputs/fields"):
+        for start in range(0, len(rows), chunk):
+            block = f[name][rows[start : start + chunk]]
+            if not np.isfinite(block).all():
+                bad = rows[start + int(np.argwhere(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0][0])]
+                raise NoaError(f"dataset {f.filename}: /{name} holds NaN or inf at sample {bad}; regenerate the dataset")
+
+
+def feature_names(f: h5py.File) -> dict[str, list[str]]:
+    """Names of the stored feature columns per family."""
+    if "features" not in f or not all(fam in f["features"] for fam in FEATURE_FAMILIES):
+        raise NoaError(
+            f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`"
+        )
+    return {fam: json.loads(f["features"][fam].attrs["names"]) for fam in FEATURE_FAMILIES}
