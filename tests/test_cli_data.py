@@ -1,0 +1,46 @@
+"""The `noa data` commands end to end, and their handling of user mistakes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from noa.cli import main
+
+
+def test_generate_then_info_from_the_console_script(tmp_path: Path) -> None:
+    out = tmp_path / "ds" / "tiny.h5"
+    run = subprocess.run(
+        [sys.executable, "-m", "noa.cli", "data", "generate", "--out", str(out), "--n-samples", "6", "--grid", "16",
+         "--timesteps", "3", "--no-progress", "--no-features"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert out.exists() and "samples:       6" in run.stdout
+    info = subprocess.run([sys.executable, "-m", "noa.cli", "data", "info", str(out)], capture_output=True, text=True)
+    assert info.returncode == 0 and "IC families" in info.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data", "info", "missing.h5"], "does not exist"),
+        (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--grid", "5", "--no-features"], "--grid"),
+        (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--ic-families", "vortex", "--no-features"], "vortex"),
+        (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--device", "cuda:7", "--no-features"], "CUDA"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_2(argv, message, tmp_path: Path, monkeypatch, capsys) -> None:
+    import torch
+
+    if "cuda:7" in argv and torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert err.count("\n") == 1
+    assert not (tmp_path / "x.h5").exists()

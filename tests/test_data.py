@@ -1,0 +1,177 @@
+"""Dataset generation, the HDF5 layout and its validating reader."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from noa.data import generate as generate_module
+from noa.data.generate import GenerateConfig, generate, sobol_params
+from noa.data.h5 import open_dataset, read_info
+from noa.data.info import describe
+from noa.data.loader import usable_rows
+from noa.errors import NoaError
+from noa.operators.replay import replay
+
+
+def _cfg(**kw) -> GenerateConfig:
+    base = dict(n_samples=10, grid=16, timesteps=4, seed=3, store_trajectories=True, features=False)
+    base.update(kw)
+    return GenerateConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "d.h5"
+    generate(_cfg(), path, batch_size=4, progress=False, log=lambda _: None)
+    return path
+
+
+def test_layout_and_attributes(dataset: Path) -> None:
+    with open_dataset(dataset) as f:
+        info = read_info(f)
+        assert info.complete and info.has_trajectories
+        assert (info.n_samples, info.grid, info.channels, info.timesteps, info.realizations) == (10, 16, 3, 4, 1)
+        assert f["trajectories"].shape == (10, 1, 5, 3, 16, 16)
+        assert json.loads(f["parameters/params"].attrs["names"]) == info.space.names
+        assert f["metadata/valid"][:].all() and f["metadata/replayed"][:].all()
+        params = f["parameters/params"][:]
+        assert params.min() >= 0 and params.max() < 1
+        assert len(set(f["metadata/operator_seed"][:].tolist())) == 10
+
+
+def test_stored_trajectories_equal_a_fresh_replay(dataset: Path) -> None:
+    with open_dataset(dataset) as f:
+        rows = [1, 4, 7]
+        params = torch.from_numpy(f["parameters/params"][rows])
+        ics = torch.from_numpy(f["inputs/fields"][rows])
+        seeds = f["metadata/operator_seed"][rows].tolist()
+        stored = torch.from_numpy(f["trajectories"][rows])
+    assert torch.equal(replay(params, ics, seeds, 4), stored)
+
+
+def test_generation_is_deterministic(tmp_path: Path, dataset: Path) -> None:
+    again = tmp_path / "again.h5"
+    generate(_cfg(), again, batch_size=3, progress=False, log=lambda _: None)
+    with h5py.File(dataset) as a, h5py.File(again) as b:
+        for name in ("parameters/params", "inputs/fields", "trajectories", "metadata/operator_seed"):
+            assert np.array_equal(a[name][:], b[name][:]), name
+
+
+def test_sobol_prefix_is_stable() -> None:
+    assert np.array_equal(sobol_params(5, 1, 4), sobol_params(8, 1, 4)[:5])
+
+
+def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "r.h5"
+    real_replay = generate_module.replay
+    calls: list[int] = []
+
+    def failing_replay(params, *args, **kwargs):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(params))
+        return real_replay(params, *args, **kwargs)
+
+    monkeypatch.setattr(generate_module, "replay", failing_replay)
+    with pytest.raises(KeyboardInterrupt):
+        generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)
+    assert not out.exists() and (tmp_path / "r.h5.partial").exists()
+    with pytest.raises(NoaError, match="--resume"):
+        generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)
+
+    replayed: list[int] = []
+    monkeypatch.setattr(generate_module, "replay", lambda p, *a, **k: replayed.append(len(p)) or real_replay(p, *a, **k))
+    generate(_cfg(), out, batch_size=4, resume=True, progress=False, log=lambda _: None)
+    assert sum(replayed) == 6  # the 4 finished samples were not replayed again
+    with h5py.File(dataset) as a, h5py.File(out) as b:
+        assert np.array_equal(a["trajectories"][:], b["trajectories"][:])
+        assert bool(b.attrs["complete"])
+
+
+def test_resume_with_other_flags_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "x.h5"
+    generate_module._create(out.with_name("x.h5.partial"), _cfg(), None, chunk=8)
+    with pytest.raises(NoaError, match="configuration differs"):
+        generate(_cfg(seed=4), out, resume=True, progress=False, log=lambda _: None)
+
+
+def test_existing_output_is_never_overwritten_without_consent(tmp_path: Path, dataset: Path) -> None:
+    out = tmp_path / "keep.h5"
+    shutil.copy(dataset, out)
+    before = out.read_bytes()
+    with pytest.raises(NoaError, match="already exists"):
+        generate(_cfg(), out, progress=False, log=lambda _: None)
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"grid": 4}, "--grid"),
+        ({"n_samples": 0}, "--n-samples"),
+        ({"ic_families": ["gaussian_random_field", "plasma"]}, "plasma"),
+        ({"timesteps": 0}, "--timesteps"),
+    ],
+)
+def test_bad_generation_flags(tmp_path: Path, kw: dict, message: str) -> None:
+    with pytest.raises(NoaError, match=message):
+        generate(_cfg(**kw), tmp_path / "bad.h5", progress=False, log=lambda _: None)
+    assert not (tmp_path / "bad.h5").exists()
+
+
+def test_reader_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(NoaError, match="does not exist"):
+        open_dataset(tmp_path / "nope.h5")
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(NoaError, match="not a readable HDF5"):
+        open_dataset(junk)
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(NoaError, match="not a noa dataset"):
+        open_dataset(foreign)
+
+
+def test_reader_names_a_missing_group(tmp_path: Path, dataset: Path) -> None:
+    broken = tmp_path / "broken.h5"
+    shutil.copy(dataset, broken)
+    with h5py.File(broken, "r+") as f:
+        del f["inputs"]
+    with pytest.raises(NoaError, match="/inputs/fields"):
+        with open_dataset(broken) as f:
+            read_info(f)
+
+
+def test_nan_inputs_are_refused(tmp_path: Path, dataset: Path) -> None:
+    bad = tmp_path / "nan.h5"
+    shutil.copy(dataset, bad)
+    with h5py.File(bad, "r+") as f:
+        f["inputs/fields"][3, 0, 0, 0] = np.nan
+    with pytest.raises(NoaError, match="NaN or inf at sample 3"):
+        usable_rows(bad, None)
+
+
+def test_invalid_samples_are_skipped_and_too_many_samples_refused(tmp_path: Path, dataset: Path) -> None:
+    flagged = tmp_path / "flagged.h5"
+    shutil.copy(dataset, flagged)
+    with h5py.File(flagged, "r+") as f:
+        f["metadata/valid"][2] = False
+    assert usable_rows(flagged, 5).tolist() == [0, 1, 3, 4, 5]
+    with pytest.raises(NoaError, match="more than the 9 valid samples"):
+        usable_rows(flagged, 10)
+
+
+def test_describe_reports_units_and_families(dataset: Path) -> None:
+    text = describe(dataset)
+    assert "samples:       10" in text and "valid 10" in text
+    assert "gaussian_random_field 2" in text
+    assert "noise_scale" in text and "log-float" in text
+    assert "kernel_size" in text
