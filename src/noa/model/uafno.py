@@ -1,0 +1,221 @@
+"""The Neural Operator Agent backbone: a θ-conditioned U-AFNO that advances a field one step.
+
+``x_{t+1} = x_t + f(x_t, θ)``. ``f`` is a U-Net whose encoder halves the grid ``encoder_levels``
+times (doubling channels each time), whose bottleneck is a stack of AFNO blocks mixing the
+coarse map globally in Fourier space, and whose decoder climbs back with skip connections.
+θ enters everywhere through FiLM (per-channel scale and shift) from one shared embedding.
+
+Fields live on a torus, so every convolution pads circularly. Normalisation is per sample
+(GroupNorm / LayerNorm), so a sample's output never depends on its batch neighbours.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from noa.errors import NoaError
+from noa.model.afno import AFNOBlock
+
+FILM_INIT_SCALE = 0.1  # FiLM starts near (scale 1, shift 0) yet already depends on θ
+HEAD_INIT_SCALE = 1e-2  # the untrained model starts near the identity map
+
+
+@dataclass
+class UAFNOConfig:
+    """Architecture of a :class:`UAFNO`; plain data, stored in checkpoints as a dict."""
+
+    channels: int = 3
+    param_dim: int = 10
+    base_channels: int = 32
+    encoder_levels: int = 3
+    modes: int = 16
+    afno_blocks: int = 4
+    afno_num_blocks: int = 8  # block-diagonal groups in the spectral MLP
+    sparsity_threshold: float = 0.01
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "sparsity_threshold":
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                    raise NoaError(f"model config: sparsity_threshold must be a number >= 0, got {value!r}")
+                continue
+            minimum = 0 if field.name == "afno_blocks" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise NoaError(f"model config: {field.name} must be an integer >= {minimum}, got {value!r}")
+        if self.bottleneck_channels % self.afno_num_blocks:
+            raise NoaError(
+                f"model config: the bottleneck has {self.bottleneck_channels} channels "
+                f"(base_channels * 2**encoder_levels), which afno_num_blocks={self.afno_num_blocks} "
+                "does not divide; choose afno_num_blocks dividing it (e.g. a power of two)"
+            )
+
+    @property
+    def bottleneck_channels(self) -> int:
+        return self.base_channels * 2**self.encoder_levels
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UAFNOConfig:
+        """Build from a dict; missing keys take defaults, unknown keys are an error."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise NoaError(
+                f"model config: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(known))}"
+            )
+        return cls(**d)
+
+
+def check_grid(config: UAFNOConfig, grid: int) -> None:
+    """Fail clearly unless ``grid`` survives ``encoder_levels`` halvings with at least 2 cells."""
+    factor = 2**config.encoder_levels
+    if grid % factor:
+        raise NoaError(
+            f"grid {grid} is not divisible by 2**encoder_levels = {factor}; "
+            "use a grid that is a multiple of it or fewer encoder levels"
+        )
+    if grid // factor < 2:
+        raise NoaError(
+            f"grid {grid} leaves a {grid // factor}x{grid // factor} bottleneck after "
+            f"{config.encoder_levels} encoder levels; it must be at least 2x2: use fewer encoder levels"
+        )
+
+
+def _groups(channels: int) -> int:
+    """The largest GroupNorm group count <= 8 that divides ``channels``."""
+    return max(g for g in range(1, 9) if channels % g == 0)
+
+
+class FiLM(nn.Module):
+    """Per-channel ``(scale, shift)`` from the θ embedding, starting near ``(1, 0)``."""
+
+    def __init__(self, embed_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embed_dim, 2 * channels)
+        with torch.no_grad():
+            self.proj.weight.mul_(FILM_INIT_SCALE)
+            self.proj.bias.zero_()
+
+    def forward(self, emb: Tensor) -> tuple[Tensor, Tensor]:
+        delta, shift = self.proj(emb).chunk(2, dim=-1)
+        return 1.0 + delta, shift
+
+
+class ConvBlock(nn.Module):
+    """Two periodic 3x3 convolutions with GroupNorm, GELU, FiLM after the first, and a residual."""
+
+    def __init__(self, in_channels: int, out_channels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="circular")
+        self.norm1 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.film = FiLM(embed_dim, out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, padding_mode="circular")
+        self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
+        self.shortcut = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.film(emb)
+        h = self.norm1(self.conv1(x)) * scale[:, :, None, None] + shift[:, :, None, None]
+        h = self.norm2(self.conv2(self.act(h)))
+        return self.act(h + self.shortcut(x))
+
+
+class UAFNO(nn.Module):
+    """θ-conditioned U-AFNO; ``forward(x, params) = x + f(x, params)``."""
+
+    def __init__(self, config: UAFNOConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.bottleneck_channels = config.bottleneck_channels
+        widths = [config.base_channels * 2**level for level in range(config.encoder_levels + 1)]
+        embed_dim = 4 * config.base_channels
+        self.embed = nn.Sequential(
+            nn.Linear(config.param_dim, embed_dim),
+            nn.GELU(),
+            nn.Linear(embed_dim, embed_dim),
+            nn.GELU(),
+        )
+        self.stem = ConvBlock(config.channels, widths[0], embed_dim)
+        self.down = nn.ModuleList(
+            nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, padding_mode="circular")
+            for i in range(config.encoder_levels)
+        )
+        self.encoder = nn.ModuleList(ConvBlock(w, w, embed_dim) for w in widths[1:])
+        self.afno = nn.ModuleList(
+            AFNOBlock(widths[-1], config.modes, config.afno_num_blocks, config.sparsity_threshold)
+            for _ in range(config.afno_blocks)
+        )
+        self.afno_film = nn.ModuleList(FiLM(embed_dim, widths[-1]) for _ in range(config.afno_blocks))
+        # Decoder level i climbs from widths[i + 1] to widths[i]; listed from the bottom up.
+        levels = list(reversed(range(config.encoder_levels)))
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
+        self.decoder = nn.ModuleList(ConvBlock(2 * widths[i], widths[i], embed_dim) for i in levels)
+        self.head = nn.Conv2d(widths[0], config.channels, 1)
+        with torch.no_grad():
+            self.head.weight.mul_(HEAD_INIT_SCALE)
+            self.head.bias.zero_()
+
+    @property
+    def layers(self) -> list[str]:
+        """Names accepted by :meth:`get_intermediate_features`, shallow to deep."""
+        return [f"encoder_{i}" for i in range(self.config.encoder_levels + 1)] + ["bottleneck"]
+
+    def forward(self, x: Tensor, params: Tensor) -> Tensor:
+        """``[B, C, H, W]``, ``[B, P]`` -> the next state ``[B, C, H, W]``."""
+        return self.step(x, params)
+
+    def step(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """One step; with ``return_bottleneck`` also the bottleneck map of this same pass."""
+        self._check_inputs(x, params)
+        emb = self.embed(2.0 * params - 1.0)
+        skips = self._encode(x, emb)
+        bottleneck = self._bottleneck(skips[-1], emb)
+        h = bottleneck
+        for up, block, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
+            h = block(torch.cat([up(h), skip], dim=1), emb)
+        out = x + self.head(h)
+        return (out, bottleneck) if return_bottleneck else out
+
+    def get_intermediate_features(self, state: Tensor, layer: str = "bottleneck", params: Tensor | None = None) -> Tensor:
+        """The named feature map for ``state`` under ``params``; runs only the layers it needs."""
+        if params is None:
+            raise NoaError("get_intermediate_features needs params=θ ([B, param_dim]): the U-AFNO is θ-conditioned")
+        if layer not in self.layers:
+            raise NoaError(f"unknown layer {layer!r}; valid layers are {', '.join(self.layers)}")
+        self._check_inputs(state, params)
+        emb = self.embed(2.0 * params - 1.0)
+        skips = self._encode(state, emb)
+        if layer == "bottleneck":
+            return self._bottleneck(skips[-1], emb)
+        return skips[int(layer.removeprefix("encoder_"))]
+
+    def _encode(self, x: Tensor, emb: Tensor) -> list[Tensor]:
+        """Encoder outputs at every level, full resolution first."""
+        skips = [self.stem(x, emb)]
+        for down, block in zip(self.down, self.encoder):
+            skips.append(block(down(skips[-1]), emb))
+        return skips
+
+    def _bottleneck(self, h: Tensor, emb: Tensor) -> Tensor:
+        for block, film in zip(self.afno, self.afno_film):
+            h = block(h, *film(emb))
+        return h
+
+    def _check_inputs(self, x: Tensor, params: Tensor) -> None:
+        cfg = self.config
+        if x.ndim != 4 or x.shape[1] != cfg.channels:
+            raise NoaError(f"state must be [B, {cfg.channels}, H, W] for this model, got {list(x.shape)}")
+        if params.ndim != 2 or params.shape != (x.shape[0], cfg.param_dim):
+            raise NoaError(
+                f"params must be [B, param_dim] = [{x.shape[0]}, {cfg.param_dim}] for this model, got {list(params.shape)}"
+            )
+        for grid in set(x.shape[2:]):
+            check_grid(cfg, grid)
