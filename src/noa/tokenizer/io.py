@@ -1,0 +1,201 @@
+"""The tokenizer's checkpoint directory, and the checks that it fits a dataset.
+
+A directory holds ``config.json`` (format marker + :class:`TokenizerConfig`), ``weights.pt``
+(the state dict, normalization buffers included; loads with ``weights_only=True``),
+``history.json`` and ``metrics.json``. Files are written to a temporary name and renamed,
+so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from noa.errors import NoaError
+from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
+
+FORMAT = "noa-tokenizer"
+FORMAT_VERSION = 1
+CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "weights.pt", "history.json", "metrics.json"
+
+# What torch.load raises on a truncated, empty or foreign file.
+_TORCH_LOAD_ERRORS = (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError)
+
+
+def save_tokenizer(
+    model: CategoricalVQVAE, out_dir: Path, history: dict, metrics: dict, *, overwrite: bool = False
+) -> None:
+    """Write a tokenizer directory; refuse to write into a non-empty one unless ``overwrite``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NoaError(f"{out_dir} exists and is not a directory; choose another output path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise NoaError(f"{out_dir} is not empty; choose a new directory or pass overwrite to replace it")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(out_dir / WEIGHTS_FILE, lambda f: torch.save(state, f))
+    _atomic_write(out_dir / HISTORY_FILE, lambda f: f.write(_json_bytes(history)))
+    _atomic_write(out_dir / METRICS_FILE, lambda f: f.write(_json_bytes(metrics)))
+    _atomic_write(out_dir / CONFIG_FILE, lambda f: f.write(_json_bytes(config)))
+
+
+def _json_bytes(data: object) -> bytes:
+    return (json.dumps(data, indent=2) + "\n").encode()
+
+
+def _atomic_write(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_config(path: str | Path) -> TokenizerConfig:
+    """The config of the tokenizer directory ``path`` (no weights are read)."""
+    data = _read_json(_existing_dir(path) / CONFIG_FILE, required=True)
+    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("config"), dict):
+        raise NoaError(f"{Path(path) / CONFIG_FILE} is not a noa tokenizer config (no '{FORMAT}' format marker)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise NoaError(
+            f"{Path(path) / CONFIG_FILE} has tokenizer format version {data.get('format_version')!r}, "
+            f"this noa reads version {FORMAT_VERSION}; retrain the tokenizer with this version"
+        )
+    try:
+        return TokenizerConfig.from_dict(data["config"])
+    except NoaError as err:
+        raise NoaError(f"{Path(path) / CONFIG_FILE}: {err}") from err
+
+
+def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> CategoricalVQVAE:
+    """A frozen tokenizer ready to use: eval mode, no parameter requires grad, on ``device``."""
+    path = _existing_dir(path)
+    config = load_config(path)
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        raise NoaError(f"{weights} is missing; {path} is not a complete tokenizer directory (retrain or copy it again)")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except _TORCH_LOAD_ERRORS as err:
+        raise NoaError(
+            f"{weights} is corrupt or not a torch file ({type(err).__name__}: {err}); retrain or copy it again"
+        ) from err
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise NoaError(f"{weights} does not hold a tokenizer state dict; retrain or copy it again")
+    # Building the model draws default initial weights from torch's RNG; keep that away from the caller's.
+    with isolated_global_rng(0, "cpu"):
+        model = CategoricalVQVAE(config)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise NoaError(f"{weights} does not fit {path / CONFIG_FILE}: {err}") from err
+    if not bool(model.normalization_set):
+        raise NoaError(f"{weights} has no normalization statistics; retrain the tokenizer")
+    model.requires_grad_(False)
+    return model.to(device).eval()
+
+
+def _existing_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise NoaError(f"tokenizer directory {path} does not exist; train one with `noa vqvae train` or fix the path")
+    return path
+
+
+def _read_json(path: Path, *, required: bool) -> object:
+    if not path.is_file():
+        if required:
+            raise NoaError(f"{path} is missing; {path.parent} is not a complete tokenizer directory")
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise NoaError(f"{path} is not valid JSON ({err}); retrain the tokenizer or restore the file") from err
+
+
+def check_compatible(
+    tokenizer_config: TokenizerConfig,
+    *,
+    feature_names: Mapping[str, list[str]],
+    timesteps: int,
+    channels: int,
+    grid: int,
+    source: str,
+) -> None:
+    """Raise one NoaError listing every way ``source``'s features differ from the tokenizer's."""
+    cfg = tokenizer_config
+    problems = []
+    for family in FAMILIES:
+        ours = list(cfg.feature_names[family])
+        if family not in feature_names:
+            problems.append(f"{family} features: tokenizer has {len(ours)}, {source} has none")
+            continue
+        theirs = list(feature_names[family])
+        if len(ours) != len(theirs):
+            problems.append(f"{family} feature count: tokenizer has {len(ours)}, {source} has {len(theirs)}")
+        if ours != theirs:
+            only_ours = [n for n in ours if n not in theirs]
+            only_theirs = [n for n in theirs if n not in ours]
+            if only_ours or only_theirs:
+                problems.append(f"{family} feature names: tokenizer has {only_ours}, {source} has {only_theirs} instead")
+            else:
+                problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
+    for name, theirs in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
+        ours = getattr(cfg, name)
+        if ours != theirs:
+            problems.append(f"{name}: tokenizer has {ours}, {source} has {theirs}")
+    if problems:
+        raise NoaError(
+            f"the tokenizer does not fit {source}:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse a tokenizer trained on features of this data (noa vqvae train)."
+        )
+
+
+def tokenizer_info(path: str | Path) -> str:
+    """A human summary of a tokenizer directory: config, validation metrics, last history values."""
+    path = _existing_dir(path)
+    cfg = load_config(path)
+    weights = path / WEIGHTS_FILE
+    n_entries = len(FAMILIES) * cfg.levels
+    lines = [
+        f"tokenizer {path}",
+        f"  weights: {'present' if weights.is_file() else 'MISSING'} ({WEIGHTS_FILE})",
+        "  features: "
+        + ", ".join(f"{f} {cfg.feature_dims[f]}" for f in FAMILIES)
+        + f" (temporal over {cfg.timesteps + 1} frames)",
+        f"  rollouts: timesteps {cfg.timesteps}, channels {cfg.channels}, grid {cfg.grid}",
+        f"  codebooks: {len(FAMILIES)} categories x {cfg.levels} levels x {cfg.codebook_size} codes, "
+        f"latent {cfg.latent_dim} per level (total latent_dim {n_entries * cfg.latent_dim}), hidden {cfg.hidden}",
+        f"  quantizer: commitment {cfg.commitment_weight}, EMA decay {cfg.ema_decay}, "
+        f"dead-code threshold {cfg.dead_code_threshold}, k-means iters {cfg.kmeans_iters}",
+    ]
+    metrics = _read_json(path / METRICS_FILE, required=False)
+    if isinstance(metrics, dict) and isinstance(metrics.get("recon_mse"), dict):
+        mse = metrics["recon_mse"]
+        lines.append(f"validation metrics ({metrics.get('n_samples', '?')} samples):")
+        lines.append(
+            f"  recon MSE (normalized): total {mse.get('total', float('nan')):.4f}  "
+            + "  ".join(f"{f} {mse.get(f, float('nan')):.4f}" for f in FAMILIES)
+        )
+        for cb in metrics.get("codebooks", []):
+            lines.append(
+                f"  {cb.get('category')!s:<9} L{cb.get('level')}: used {cb.get('used')}/{cb.get('size')} "
+                f"({100 * cb.get('utilization', float('nan')):.1f}%), perplexity {cb.get('perplexity', float('nan')):.1f}"
+            )
+    else:
+        lines.append(f"validation metrics: none ({METRICS_FILE} missing or unreadable)")
+    history = _read_json(path / HISTORY_FILE, required=False)
+    if isinstance(history, dict) and history.get("train_loss"):
+        last = "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if isinstance(v, list) and v)
+        lines.append(f"history ({len(history['train_loss'])} epochs), last: {last}")
+    else:
+        lines.append(f"history: none ({HISTORY_FILE} missing or empty)")
+    return "\n".join(lines)
