@@ -1,0 +1,72 @@
+"""The one entry point that turns rollouts into features, for dataset and model rollouts alike.
+
+Realizations are flattened into the batch, featurized independently, then averaged over M
+for every family (INITIAL included: it is identical across M whenever frame 0 is shared,
+as it is for CNO and NOA rollouts). Nothing mixes samples, so a sample's features do not
+depend on its batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from noa.errors import NoaError
+from noa.features.frames import normalize_frames
+from noa.features.initial import initial_columns
+from noa.features.registry import assemble
+from noa.features.summary import summary_columns
+from noa.features.temporal import temporal_columns
+
+MIN_GRID = 4
+
+
+def compute_features(trajectory: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Features of rollouts ``[B, T+1, C, H, W]`` or ``[B, M, T+1, C, H, W]``.
+
+    Returns float32 tensors on the input's device: ``"initial"`` ``[B, D_i]``, ``"summary"``
+    ``[B, D_s]`` and ``"temporal"`` ``[B, T+1, D_t]``, columns as listed by ``feature_specs(C)``.
+    Finite and differentiable for every finite input; non-finite inputs propagate.
+    """
+    _validate(trajectory)
+    x = trajectory.to(torch.float32)
+    batch = x.shape[0]
+    realizations = x.shape[1] if x.dim() == 6 else 1
+    x = x.reshape(batch * realizations, *x.shape[-4:])
+
+    frames = normalize_frames(x)
+    temporal, temporal_pairs = temporal_columns(frames)
+    initial, initial_pairs = initial_columns(frames, temporal, temporal_pairs)
+    features = {
+        "initial": assemble("initial", initial, initial_pairs),
+        "summary": assemble("summary", summary_columns(frames), None),
+        "temporal": assemble("temporal", temporal, temporal_pairs),
+    }
+    return {
+        family: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1)
+        for family, values in features.items()
+    }
+
+
+def _validate(trajectory: torch.Tensor) -> None:
+    if not isinstance(trajectory, torch.Tensor):
+        raise NoaError(f"features need a torch.Tensor trajectory, got {type(trajectory).__name__}")
+    if not trajectory.is_floating_point():
+        raise NoaError(
+            f"features need a floating-point trajectory, got dtype {trajectory.dtype}; cast it with .float()"
+        )
+    if trajectory.dim() not in (5, 6):
+        raise NoaError(
+            f"features need a trajectory shaped [B, T+1, C, H, W] or [B, M, T+1, C, H, W], got shape "
+            f"{tuple(trajectory.shape)}"
+        )
+    *leading, frames, channels, height, width = trajectory.shape
+    if height != width:
+        raise NoaError(f"features need a square periodic grid, got {height}x{width}; resample to H == W")
+    if height < MIN_GRID:
+        raise NoaError(f"features need a grid of at least {MIN_GRID}x{MIN_GRID}, got {height}x{width}")
+    if frames < 2:
+        raise NoaError(f"features need at least 2 frames (T+1 >= 2: the initial condition and one step), got {frames}")
+    if channels < 1 or min(leading) < 1:
+        raise NoaError(
+            f"features need non-empty batch, realization and channel axes, got shape {tuple(trajectory.shape)}"
+        )

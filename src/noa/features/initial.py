@@ -1,0 +1,58 @@
+"""INITIAL features: the statistics and spatial structure of frame 0 (the initial condition).
+
+The amplitude features are the temporal ones at frame 0, so the two families agree exactly;
+the rest describe the IC's shape: higher moments, the radially averaged power spectrum
+(slope and centroid) and a differentiable correlation length.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from noa.features import spectral
+from noa.features.frames import SHAPE_EPS, Frames
+
+SHARED_WITH_TEMPORAL = ("mean", "std", "max_abs", "grad_energy", "laplacian_energy")
+SPECTRUM_FLOOR = 1e-8  # relative shell power (white noise = 1) below which the slope fit stops resolving
+CROSSING_LEVEL = math.exp(-1.0)
+CROSSING_SOFTNESS = 0.05
+
+
+def initial_columns(
+    frames: Frames, temporal: dict[str, torch.Tensor], temporal_pairs: torch.Tensor
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-channel features ``{stem: [N, C]}`` and pair correlations ``[N, C(C-1)/2]`` of frame 0."""
+    y = frames.scaled[:, 0]
+    power = frames.power[:, 0]
+    n = y.shape[-1]
+    # Standardization denominator: the variance, plus the floors as a fraction of it.
+    variance = frames.var[:, 0] + SHAPE_EPS * frames.shape_var[:, 0]
+    standardized = (y - frames.mean[:, 0, :, None, None]) * torch.rsqrt(frames.shape_var[:, 0])[..., None, None]
+    shell_power = power.flatten(-2) @ spectral.shell_operator(n, y.device)
+    columns = {stem: temporal[stem][:, 0] for stem in SHARED_WITH_TEMPORAL}
+    columns["skewness"] = torch.asinh(standardized.pow(3).mean(dim=(-2, -1)))
+    columns["kurtosis"] = torch.log1p(standardized.square().square().mean(dim=(-2, -1)))
+    columns["spectral_slope"] = spectral_slope(shell_power * (n * n) / variance[..., None])
+    columns["spectral_centroid"] = frames.sums[:, 0, :, 3] / variance
+    columns["corr_length"] = correlation_length(spectral.radial_autocorrelation(power) / variance[..., None]) / n
+    return columns, temporal_pairs[:, 0]
+
+
+def spectral_slope(relative_power: torch.Tensor) -> torch.Tensor:
+    """Least-squares slope of log shell power (white noise = 1) against log |k|; 0 for white noise and flat fields."""
+    log_power = torch.log(relative_power + SPECTRUM_FLOOR)
+    shells = torch.arange(1, relative_power.shape[-1] + 1, device=relative_power.device, dtype=relative_power.dtype)
+    log_k = shells.log() - shells.log().mean()
+    return (log_power * log_k).sum(dim=-1) / log_k.square().sum()
+
+
+def correlation_length(correlation: torch.Tensor) -> torch.Tensor:
+    """Soft count of the shells before the radial correlation first drops below 1/e.
+
+    A running product of sigmoids is ~1 up to the first crossing and ~0 after it, so its sum is
+    the e-folding distance in grid cells, yet every shell keeps a gradient.
+    """
+    above = torch.sigmoid((correlation - CROSSING_LEVEL) / CROSSING_SOFTNESS)
+    return torch.cumprod(above, dim=-1).sum(dim=-1)
