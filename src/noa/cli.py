@@ -98,6 +98,83 @@ def _data_features(args: argparse.Namespace) -> None:
     print(f"Features stored in {args.path}")
 
 
+def _add_vqvae(sub: argparse._SubParsersAction) -> None:
+    vq = sub.add_parser("vqvae", help="train and inspect the behavioural tokenizer (categorical hierarchical VQ-VAE)")
+    vq_sub = vq.add_subparsers(dest="vqvae_command", required=True, metavar="{train,info}")
+    tr = vq_sub.add_parser(
+        "train",
+        help="train the tokenizer on a dataset's features",
+        description="Train the frozen behavioural tokenizer (INITIAL / SUMMARY / TEMPORAL categories, residual "
+        "levels of EMA codebooks) on a dataset's stored features and write its checkpoint directory.",
+    )
+    tr.add_argument("--dataset", required=True, help="dataset with features (see `noa data features`)")
+    tr.add_argument("--out", required=True, help="checkpoint directory to create")
+    tr.add_argument("--epochs", type=int, default=30)
+    tr.add_argument("--batch-size", type=int, default=128)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--levels", type=int, default=2, help="residual quantization levels per category")
+    tr.add_argument("--codebook-size", type=int, default=64, help="codes per codebook")
+    tr.add_argument("--latent-dim", type=int, default=16, help="latent width per category and level")
+    tr.add_argument("--hidden", type=int, default=128, help="encoder/decoder width")
+    tr.add_argument("--val-split", type=float, default=0.1)
+    tr.add_argument("--n-samples", type=int, default=None, help="use the first N valid samples (default all)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default="cpu")
+    tr.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    tr.add_argument("--no-progress", action="store_true")
+    tr.set_defaults(handler=_vqvae_train)
+    info = vq_sub.add_parser("info", help="print a tokenizer's config and metrics")
+    info.add_argument("path")
+    info.set_defaults(handler=_vqvae_info)
+
+
+def _vqvae_train(args: argparse.Namespace) -> None:
+    from noa.runtime import resolve_device
+    from noa.tokenizer import tokenizer_info
+    from noa.tokenizer.job import train_tokenizer_on_dataset
+
+    train_tokenizer_on_dataset(
+        args.dataset, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, levels=args.levels,
+        codebook_size=args.codebook_size, latent_dim=args.latent_dim, hidden=args.hidden, seed=args.seed,
+        device=resolve_device(args.device), val_split=args.val_split, n_samples=args.n_samples,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print(tokenizer_info(args.out))
+
+
+def _vqvae_info(args: argparse.Namespace) -> None:
+    from noa.tokenizer import tokenizer_info
+
+    print(tokenizer_info(args.path))
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from noa.train.config import add_train_arguments
+
+    train = sub.add_parser(
+        "train",
+        help="train a NOA against CNO rollouts (L_traj + λ_commit·L_commit + λ_latent·L_latent, TBPTT)",
+        description="Train a θ-conditioned U-AFNO to reproduce CNO rollouts with truncated BPTT, optionally "
+        "aligned with a frozen tokenizer (--vqvae-path, --enable-latent-loss). Checkpoints step_N.pt, "
+        "epoch_N.pt and best_model.pt go to --checkpoint-dir; --resume continues a run exactly.",
+    )
+    add_train_arguments(train)
+    train.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from noa.train.loop import TrainingInterrupted, train
+
+    values = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
+    try:
+        result = train(values)
+    except TrainingInterrupted as stop:
+        print(f"error: {stop}", file=sys.stderr)
+        return stop.exit_code
+    print(f"\nTraining finished at step {result.global_step}; best val loss {result.best_val_loss:.6f}; checkpoints in {result.checkpoint_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noa",
@@ -106,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_data(sub)
+    _add_vqvae(sub)
+    _add_train(sub)
     return parser
 
 

@@ -147,3 +147,33 @@ def feature_names(f: h5py.File) -> dict[str, list[str]]:
             f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`"
         )
     return {fam: json.loads(f["features"][fam].attrs["names"]) for fam in FEATURE_FAMILIES}
+
+
+def fingerprint(path: str | Path) -> str:
+    """A short hash of what defines a dataset's samples (config, θ, seeds), not its caches."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=12)
+    with open_dataset(path) as f:
+        digest.update(str(f.attrs["config"]).encode())
+        for name in ("parameters/params", "metadata/operator_seed", "metadata/ic_seed"):
+            digest.update(np.ascontiguousarray(f[name][:]).tobytes())
+    return digest.hexdigest()
+
+
+def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, "torch.Tensor"]:
+    """Stored features of the given sorted rows, checked complete and finite."""
+    import torch
+
+    feature_names(f)  # clear message when absent
+    done = f["features/done"][:] if "done" in f["features"] else np.ones(len(f["parameters/params"]), bool)
+    if not done[rows].all():
+        raise NoaError(f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`")
+    out = {}
+    for fam in FEATURE_FAMILIES:
+        values = f["features"][fam][rows]
+        if not np.isfinite(values).all():
+            bad = rows[int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0][0])]
+            raise NoaError(f"dataset {f.filename}: /features/{fam} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`")
+        out[fam] = torch.from_numpy(values)
+    return out

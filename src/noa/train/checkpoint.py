@@ -1,0 +1,99 @@
+"""NOA checkpoints: atomic writes, safe loading, retention, and rebuilding the model.
+
+A checkpoint is a plain dict of tensors and Python containers (no pickled objects), so it
+loads with ``torch.load(weights_only=True)``: opening a checkpoint never runs code. Writes go
+to a temporary file in the same directory, are fsynced, then renamed over the final name, so
+a crash mid-write leaves either the previous file or none, never a torn one.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from noa.errors import NoaError
+from noa.model import LatentProjector, UAFNO, UAFNOConfig
+
+FORMAT_VERSION = 2  # 1 = the guide's "old format" (no global_step / scheduler / projector)
+STEP_NAME = re.compile(r"^step_(\d+)\.pt$")
+EPOCH_NAME = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
+    """torch.save to ``path`` through a fsynced temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; NoaError naming the file if it is missing, torn or unsafe."""
+    path = Path(path)
+    if not path.is_file():
+        raise NoaError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise NoaError(
+            f"checkpoint {path} needs arbitrary unpickling to load (it holds Python objects, not just "
+            f"tensors and containers), which could run code; refusing it. Details: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        raise NoaError(f"checkpoint {path} is truncated or corrupted ({str(err).splitlines()[0]})") from err
+    if not isinstance(obj, dict):
+        raise NoaError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
+    if "model_state_dict" not in obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        obj = {"model_state_dict": obj}  # a bare state_dict: the oldest format of all
+    if "model_state_dict" not in obj:
+        raise NoaError(f"checkpoint {path} has no model_state_dict")
+    return obj
+
+
+def build_model(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> tuple[UAFNO, LatentProjector | None]:
+    """The NOA (and its latent projector, when the checkpoint has one) with trained weights."""
+    if "config" not in ckpt:
+        raise NoaError("the checkpoint has no model config; it cannot be rebuilt")
+    model = UAFNO(UAFNOConfig.from_dict(ckpt["config"]))
+    _load_state(model, ckpt["model_state_dict"], "model")
+    projector = None
+    align = ckpt.get("alignment_state")
+    if align:
+        projector = LatentProjector(int(align["in_channels"]), int(align["latent_dim"]), int(align["hidden"]))
+        _load_state(projector, align["state_dict"], "latent projector")
+    model.to(device).eval()
+    if projector is not None:
+        projector.to(device).eval()
+    return model, projector
+
+
+def _load_state(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise NoaError(f"the checkpoint's {what} weights do not fit its config: {str(err).splitlines()[0]}") from err
+
+
+def step_from_name(path: str | Path) -> tuple[str, int] | None:
+    """('step', N) or ('epoch', N) from a ``step_N.pt`` / ``epoch_N.pt`` file name."""
+    name = Path(path).name
+    for kind, pattern in (("step", STEP_NAME), ("epoch", EPOCH_NAME)):
+        match = pattern.match(name)
+        if match:
+            return kind, int(match.group(1))
+    return None

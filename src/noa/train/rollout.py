@@ -1,0 +1,54 @@
+"""NOA rollouts: the learned operator applied T times from an initial condition.
+
+``sample_steps`` picks the timesteps whose bottleneck feeds L_latent (the guide's
+``--latent-sample-steps``): 3 means first, middle and last step, K evenly spaced steps in
+general, -1 every step. Step t is the forward pass that maps frame t to frame t+1, so the
+bottleneck of step t describes the state x_t.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from noa.errors import NoaError
+from noa.model import UAFNO
+
+
+def sample_steps(timesteps: int, k: int) -> list[int]:
+    """K evenly spaced steps of 0..T-1 including both ends (all of them for k = -1)."""
+    if k == -1 or k >= timesteps:
+        if k > timesteps:
+            raise NoaError(f"--latent-sample-steps {k} is more than the {timesteps} timesteps available")
+        return list(range(timesteps))
+    if k < 1:
+        raise NoaError(f"--latent-sample-steps must be -1 (all) or between 1 and --timesteps; got {k}")
+    if k == 1:
+        return [timesteps - 1]
+    return sorted({round(i * (timesteps - 1) / (k - 1)) for i in range(k)})
+
+
+@torch.no_grad()
+def rollout_noa(
+    model: UAFNO,
+    ic: torch.Tensor,
+    params: torch.Tensor,
+    timesteps: int,
+    projector: nn.Module | None = None,
+    steps: list[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Frames ``[B, T+1, C, H, W]`` (frame 0 = ic) and, with a projector, the projected
+    bottleneck latents ``[B, K, D]`` at ``steps`` (no gradients)."""
+    frames = [ic]
+    latents = []
+    wanted = set(steps or [])
+    x = ic
+    for t in range(timesteps):
+        if projector is not None and t in wanted:
+            x, bottleneck = model.step(x, params, return_bottleneck=True)
+            latents.append(projector(bottleneck))
+        else:
+            x = model(x, params)
+        frames.append(x)
+    projected = torch.stack(latents, dim=1) if latents else None
+    return torch.stack(frames, dim=1), projected

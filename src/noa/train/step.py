@@ -1,0 +1,145 @@
+"""One training batch: the three losses under truncated BPTT.
+
+    L_total = L_traj + λ_commit·L_commit + λ_latent·L_latent
+
+* **L_traj** = MSE over ``[B, T, C, H, W]`` between the NOA rollout and the CNO target.
+* **L_commit** = MSE(z, sg(z_q)), z = concatenated ``tokenizer.encode(features(rollout))``,
+  features of the *full-length* rollout (frame 0 = the IC), computed by the same code the
+  tokenizer was trained on.
+* **L_latent** = MSE(mean_k projector(bottleneck_{t_k}), sg(z)) over the sampled steps t_k.
+
+Where the gradients go. The rollout runs in windows of ``bptt_window`` steps and the state is
+detached between windows, so activation memory is bounded by one window and no gradient
+crosses a window boundary. L_traj is a sum over frames, so each window's share is exact.
+L_commit and L_latent depend on the whole rollout at once (features span all T frames;
+L_latent averages over steps in different windows), so a *scout* pass first rolls the model
+out without gradients and takes their values and their gradients with respect to each frame
+(dL_commit/dx_t) and each sampled projector output (dL_latent/dp_k). Each window is then
+recomputed with gradients and back-propagated with the surrogate
+
+    Σ_t ||x_t - y_t||² / N  +  λ_commit·Σ_t <dL_commit/dx_t, x_t>  +  λ_latent·Σ_k <dL_latent/dp_k, p_k>,
+
+whose gradient equals the true gradient of L_total truncated at window boundaries. The
+tokenizer is frozen: L_commit moves only the NOA (through its frames), L_latent moves the
+projector and, through the bottleneck of the same forward pass that produced x_{t+1}, the
+NOA's encoder. Without a tokenizer there is no scout pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noa.features import compute_features
+from noa.model import UAFNO
+from noa.train.rollout import rollout_noa
+
+
+@dataclass
+class Objective:
+    """What a batch is scored with: the model, optional alignment pieces and loss weights."""
+
+    model: UAFNO
+    projector: nn.Module | None
+    tokenizer: nn.Module | None
+    lambda_commit: float
+    lambda_latent: float
+    bptt_window: int
+    latent_steps: list[int]
+
+    @property
+    def uses_latent(self) -> bool:
+        return self.projector is not None and self.tokenizer is not None
+
+
+@dataclass
+class Alignment:
+    """Scout-pass values and gradients of L_commit and L_latent."""
+
+    commit: torch.Tensor
+    latent: torch.Tensor | None
+    frame_grad: torch.Tensor  # dL_commit/dx_t, [B, T+1, C, H, W]
+    projection_grad: torch.Tensor | None  # dL_latent/dp_k (the same for every k), [B, D]
+
+
+def alignment(obj: Objective, frames: torch.Tensor, projected: torch.Tensor | None, need_grad: bool) -> Alignment:
+    """L_commit and L_latent of a rollout ``frames`` (and their gradients when ``need_grad``)."""
+    assert obj.tokenizer is not None
+    x = frames.detach().requires_grad_(need_grad)
+    with torch.enable_grad() if need_grad else torch.no_grad():
+        latents = obj.tokenizer.encode(compute_features(x))
+        z = torch.cat(latents, dim=1)
+        z_q = torch.cat(obj.tokenizer.quantize([entry.detach() for entry in latents])[0], dim=1)
+        commit = F.mse_loss(z, z_q)
+        frame_grad = torch.autograd.grad(commit, x)[0] if need_grad else torch.zeros(0)
+    latent = projection_grad = None
+    if projected is not None:
+        p_mean = projected.mean(dim=1)
+        target = z.detach()
+        latent = F.mse_loss(p_mean, target)
+        # d MSE(mean_k p_k, z) / d p_k = 2 (mean_k p_k - z) / (B·D·K)
+        projection_grad = 2.0 * (p_mean - target) / (p_mean.numel() * projected.shape[1])
+    return Alignment(commit.detach(), latent, frame_grad, projection_grad)
+
+
+@dataclass
+class BatchLosses:
+    total: float
+    traj: float
+    commit: float | None
+    latent: float | None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {"total": self.total, "traj": self.traj, "commit": self.commit, "latent": self.latent}
+
+
+def _combine(obj: Objective, traj: float, align: Alignment | None) -> BatchLosses:
+    commit = float(align.commit) if align is not None else None
+    latent = float(align.latent) if align is not None and align.latent is not None else None
+    total = traj + obj.lambda_commit * (commit or 0.0) + obj.lambda_latent * (latent or 0.0)
+    return BatchLosses(total, traj, commit, latent)
+
+
+def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: torch.Tensor) -> BatchLosses:
+    """Accumulate the gradient of L_total for one batch into ``.grad`` (TBPTT); return the losses.
+
+    ``target`` is the CNO rollout ``[B, T+1, C, H, W]`` (frame 0 = ic).
+    """
+    timesteps = target.shape[1] - 1
+    align = None
+    if obj.tokenizer is not None:
+        frames, projected = rollout_noa(obj.model, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+        align = alignment(obj, frames, projected, need_grad=True)
+    wanted = set(obj.latent_steps) if obj.uses_latent else set()
+    n_values = target[:, 1:].numel()
+    sq_total = torch.zeros((), device=ic.device)
+    x = ic
+    for start in range(0, timesteps, obj.bptt_window):
+        sq = torch.zeros((), device=ic.device)
+        surrogate = torch.zeros((), device=ic.device)
+        for t in range(start, min(timesteps, start + obj.bptt_window)):
+            if t in wanted:
+                x, bottleneck = obj.model.step(x, params, return_bottleneck=True)
+                surrogate = surrogate + obj.lambda_latent * (align.projection_grad * obj.projector(bottleneck)).sum()
+            else:
+                x = obj.model(x, params)
+            sq = sq + (x - target[:, t + 1]).pow(2).sum()
+            if align is not None and obj.lambda_commit > 0:
+                surrogate = surrogate + obj.lambda_commit * (align.frame_grad[:, t + 1] * x).sum()
+        (sq / n_values + surrogate).backward()
+        sq_total = sq_total + sq.detach()
+        x = x.detach()
+    return _combine(obj, float(sq_total) / n_values, align)
+
+
+@torch.no_grad()
+def eval_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: torch.Tensor) -> BatchLosses:
+    """The same losses without gradients (one rollout)."""
+    timesteps = target.shape[1] - 1
+    frames, projected = rollout_noa(obj.model, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+    traj = float(F.mse_loss(frames[:, 1:], target[:, 1:]))
+    align = alignment(obj, frames, projected, need_grad=False) if obj.tokenizer is not None else None
+    return _combine(obj, traj, align)

@@ -1,0 +1,183 @@
+"""The three losses, truncated BPTT and the schedule, checked against hand computations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from noa.data.loader import SampleSource, usable_rows
+from noa.features import compute_features
+from noa.model import LatentProjector, UAFNO, UAFNOConfig
+from noa.tokenizer import load_tokenizer
+from noa.train.rollout import sample_steps
+from noa.train.schedule import lr_at
+from noa.train.step import Objective, eval_batch, train_batch
+
+SMALL = dict(channels=3, param_dim=10, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
+
+
+def _model(seed: int = 0) -> UAFNO:
+    with torch.random.fork_rng():
+        torch.random.manual_seed(seed)
+        return UAFNO(UAFNOConfig(**SMALL))
+
+
+def _batch(dataset: Path, n: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    src = SampleSource(dataset, usable_rows(dataset, None), with_trajectories=True)
+    batch = src.get_batch(list(range(n)))
+    src.close()
+    return batch["ic"], batch["params"], batch["trajectory"].mean(dim=1)
+
+
+def _objective(model, window, tokenizer=None, projector=None, steps=(), lc=0.5, ll=0.5) -> Objective:
+    return Objective(model, projector, tokenizer, lc, ll, window, list(steps))
+
+
+def _grads(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in module.parameters()]
+
+
+def test_sample_steps_follow_the_guide() -> None:
+    assert sample_steps(8, 3) == [0, 4, 7]  # first, middle, last
+    assert sample_steps(8, -1) == list(range(8))
+    assert sample_steps(8, 1) == [7]
+    assert len(sample_steps(256, 8)) == 8
+    from noa.errors import NoaError
+
+    with pytest.raises(NoaError):
+        sample_steps(8, 0)
+    with pytest.raises(NoaError):
+        sample_steps(8, 9)
+
+
+def test_l_traj_is_the_mse_of_a_hand_rollout(tiny_dataset: Path) -> None:
+    ic, params, target = _batch(tiny_dataset)
+    model = _model()
+    losses = eval_batch(_objective(model, 4), ic, params, target)
+    x, frames = ic, []
+    with torch.no_grad():
+        for _ in range(target.shape[1] - 1):
+            x = model(x, params)
+            frames.append(x)
+    expected = F.mse_loss(torch.stack(frames, 1), target[:, 1:]).item()
+    assert losses.traj == pytest.approx(expected, rel=1e-6)
+    assert losses.commit is None and losses.latent is None and losses.total == losses.traj
+
+
+def test_tbptt_gradient_stops_at_window_boundaries(tiny_dataset: Path) -> None:
+    ic, params, target = _batch(tiny_dataset)
+    model = _model()
+    train_batch(_objective(model, 4), ic, params, target)
+    tbptt = _grads(model)
+
+    model.zero_grad()
+    n = target[:, 1:].numel()
+    x = ic
+    for start in (0, 4):
+        loss = 0
+        for t in range(start, start + 4):
+            x = model(x, params)
+            loss = loss + (x - target[:, t + 1]).pow(2).sum() / n
+        loss.backward()
+        x = x.detach()
+    manual = _grads(model)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(tbptt, manual))
+
+    model.zero_grad()
+    train_batch(_objective(model, 8), ic, params, target)  # one window: full BPTT
+    full = _grads(model)
+    assert any(not torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(tbptt, full))
+
+
+def test_tbptt_memory_is_bounded_by_one_window(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The autograd graph alive at each backward holds one window, whatever T is."""
+    ic, params, target = _batch(tiny_dataset)
+    model = _model()
+    saved = {"bytes": 0, "peaks": []}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved["bytes"] += t.numel() * t.element_size()
+        return t
+
+    real_backward = torch.Tensor.backward
+
+    def backward(self, *a, **k):
+        saved["peaks"].append(saved["bytes"])
+        saved["bytes"] = 0
+        return real_backward(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "backward", backward)
+
+    def peak(window: int, steps: int) -> int:
+        saved["peaks"].clear()
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            train_batch(_objective(model, window), ic, params, target[:, : steps + 1])
+        return max(saved["peaks"])
+
+    assert peak(2, 8) == peak(2, 4)  # longer rollout, same memory
+    assert peak(4, 8) == pytest.approx(2 * peak(2, 8), rel=0.01)
+
+
+def test_surrogate_gradient_equals_full_autograd_of_the_three_losses(tiny_dataset: Path, tiny_tokenizer: Path) -> None:
+    """With one window, train_batch's gradient must equal autograd of L_total built by hand."""
+    ic, params, target = _batch(tiny_dataset)
+    tokenizer = load_tokenizer(tiny_tokenizer)
+    model = _model()
+    with torch.random.fork_rng():
+        torch.random.manual_seed(1)
+        projector = LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, hidden=16)
+    steps = sample_steps(8, 3)
+    obj = _objective(model, 8, tokenizer, projector, steps, lc=0.7, ll=0.3)
+    losses = train_batch(obj, ic, params, target)
+    got = _grads(model) + _grads(projector)
+
+    model.zero_grad()
+    projector.zero_grad()
+    x, frames, projections = ic, [ic], []
+    for t in range(8):
+        x, bottleneck = model.step(x, params, return_bottleneck=True)
+        if t in steps:
+            projections.append(projector(bottleneck))
+        frames.append(x)
+    rollout = torch.stack(frames, 1)
+    latents = tokenizer.encode(compute_features(rollout))
+    z = torch.cat(latents, 1)
+    z_q = torch.cat(tokenizer.quantize([e.detach() for e in latents])[0], 1)
+    l_traj = F.mse_loss(rollout[:, 1:], target[:, 1:])
+    l_commit = F.mse_loss(z, z_q.detach())
+    l_latent = F.mse_loss(torch.stack(projections, 1).mean(1), z.detach())
+    (l_traj + 0.7 * l_commit + 0.3 * l_latent).backward()
+    want = _grads(model) + _grads(projector)
+
+    assert losses.traj == pytest.approx(l_traj.item(), rel=1e-5)
+    assert losses.commit == pytest.approx(l_commit.item(), rel=1e-5)
+    assert losses.latent == pytest.approx(l_latent.item(), rel=1e-5)
+    assert losses.total == pytest.approx((l_traj + 0.7 * l_commit + 0.3 * l_latent).item(), rel=1e-5)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+    assert all(p.grad is None for p in tokenizer.parameters())  # the tokenizer stays frozen
+
+
+def test_projector_weights_change_after_a_step(tiny_dataset: Path, tiny_tokenizer: Path) -> None:
+    ic, params, target = _batch(tiny_dataset)
+    tokenizer = load_tokenizer(tiny_tokenizer)
+    model = _model()
+    projector = LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, hidden=16)
+    before = [p.detach().clone() for p in projector.parameters()]
+    opt = torch.optim.AdamW([*model.parameters(), *projector.parameters()], lr=1e-3)
+    train_batch(_objective(model, 4, tokenizer, projector, sample_steps(8, 3)), ic, params, target)
+    opt.step()
+    assert all(not torch.equal(a, b) for a, b in zip(before, projector.parameters()))
+
+
+def test_schedule_warmup_and_cosine() -> None:
+    assert lr_at(0, 3e-4, 500, 10_000) == pytest.approx(3e-5)
+    assert lr_at(250, 3e-4, 500, 10_000) == pytest.approx(3e-5 + 0.5 * 2.7e-4)
+    assert lr_at(500, 3e-4, 500, 10_000) == pytest.approx(3e-4)
+    assert lr_at(5250, 3e-4, 500, 10_000) == pytest.approx(1.5e-4)
+    assert lr_at(10_000, 3e-4, 500, 10_000) == pytest.approx(0.0, abs=1e-12)
+    assert lr_at(9_000, 3e-4, 500, 10_000, "constant") == 3e-4
+    assert lr_at(0, 3e-4, 0, 100) == 3e-4
