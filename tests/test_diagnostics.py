@@ -1,0 +1,317 @@
+"""`noa diagnose` on a tiny real setup: a generated dataset, a trained tokenizer on its
+features, and a small untrained NOA (+ latent projector) saved as a training checkpoint.
+
+Pins: the guide's report layout, numbers in range, the assessment ladders and verdict rule
+at their boundaries, summary.json == printed numbers, the report directory, the skipped
+sections without a projector, and one clear error for pieces that do not fit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+
+import h5py
+import pytest
+import torch
+
+from noa.data import h5
+from noa.data.generate import GenerateConfig, generate
+from noa.diagnostics import add_diagnose_arguments, diagnose
+from noa.diagnostics import alignment as guide
+from noa.diagnostics.report import SKIP_REASON
+from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
+from noa.errors import NoaError
+from noa.model import LatentProjector, UAFNO, UAFNOConfig
+from noa.operators.space import CNO_SPACE
+
+tokenizer_api = pytest.importorskip("noa.tokenizer", reason="noa.tokenizer is not importable yet (written concurrently)")
+
+T, GRID, N = 4, 16, 16
+GUIDE_LINES = [
+    "L_latent Alignment Diagnostics",
+    "1. VQ Reconstruction Quality",
+    "Per-category reconstruction errors:",
+    "➜ Quality Assessment: ",
+    "2. Token Diversity",
+    "➜ Diversity Assessment: ",
+    "3. Alignment Correlation",
+    "4. Temporal Consistency",
+    "Overall Summary",
+    "➜ Final Verdict: ",
+    "5. Rollout Quality (NOA vs CNO ground truth)",
+    "Assessment scale",
+]
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def save_checkpoint(path, tokenizer_dir, dataset, *, projector_dim: int | None, seed: int = 0) -> None:
+    """A checkpoint in the training loop's format around a small untrained U-AFNO."""
+    config = UAFNOConfig(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = UAFNO(config)
+        projector = LatentProjector(config.bottleneck_channels, projector_dim, hidden=32) if projector_dim else None
+    alignment_state = None
+    if projector is not None:
+        alignment_state = {
+            "in_channels": config.bottleneck_channels,
+            "latent_dim": projector_dim,
+            "hidden": 32,
+            "state_dict": projector.state_dict(),
+        }
+    history = {
+        "train_loss": [3.0, 2.0, 1.5],
+        "val_loss": [3.2, 2.4, 1.9],
+        "train_traj": [2.5, 1.6, 1.2],
+        "val_traj": [2.7, 2.0, 1.6],
+        "train_latent": [0.7, 0.6, 0.55],
+    }
+    args = {
+        "dataset": str(dataset),
+        "vqvae_path": str(tokenizer_dir),
+        "n_samples": N,
+        "val_split": 0.25,
+        "seed": 0,
+        "timesteps": T,
+        "latent_sample_steps": 3,
+    }
+    torch.save(
+        {
+            "config": config.to_dict(),
+            "model_state_dict": model.state_dict(),
+            "alignment_state": alignment_state,
+            "history": history,
+            "args": args,
+        },
+        path,
+    )
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("diagnostics")
+    dataset = generate(GenerateConfig(n_samples=N, grid=GRID, timesteps=T, seed=0), root / "data.h5", progress=False, log=quiet)
+    with h5py.File(dataset, "r") as f:
+        names = h5.feature_names(f)
+        features = {family: torch.from_numpy(f["features"][family][:]) for family in h5.FEATURE_FAMILIES}
+    config = tokenizer_api.TokenizerConfig(
+        feature_dims={k: len(v) for k, v in names.items()},
+        feature_names=names,
+        timesteps=T,
+        channels=3,
+        grid=GRID,
+        latent_dim=8,
+        levels=2,
+        codebook_size=16,
+        hidden=32,
+    )
+    train = {k: v[:12] for k, v in features.items()}
+    val = {k: v[12:] for k, v in features.items()}
+    model, history = tokenizer_api.train_tokenizer(
+        train, val, config, epochs=2, batch_size=8, lr=3e-3, seed=0, device="cpu", log=quiet, progress=False
+    )
+    tokenizer_dir = root / "vqvae"
+    tokenizer_api.save_tokenizer(model, tokenizer_dir, history, {})
+    checkpoint = root / "noa" / "best_model.pt"
+    checkpoint.parent.mkdir()
+    save_checkpoint(checkpoint, tokenizer_dir, dataset, projector_dim=model.latent_dim)
+    return {"root": root, "dataset": dataset, "tokenizer": tokenizer_dir, "checkpoint": checkpoint, "latent_dim": model.latent_dim}
+
+
+@pytest.fixture(scope="module")
+def report(setup):
+    printed: list[str] = []
+    out = setup["root"] / "report"
+    result = diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], batch_size=3, out_dir=out, log=printed.append)
+    return result, "\n".join(printed), out
+
+
+def line_value(text: str, prefix: str) -> str:
+    """The rest of the (unique) printed line starting with ``prefix``."""
+    hits = [line[len(prefix) :] for line in text.splitlines() if line.startswith(prefix)]
+    assert len(hits) == 1, (prefix, hits)
+    return hits[0]
+
+
+def key_numbers(r) -> torch.Tensor:
+    return torch.tensor(
+        [r.reconstruction.total, r.diversity.utilization, r.alignment.cosine_mean, r.alignment.latent_mse,
+         r.consistency.cv, *r.rollout.mse, *r.rollout.floor, r.rollout.token_agreement],
+        dtype=torch.float64,
+    )
+
+
+def test_report_has_every_section_in_the_guides_layout(report):
+    result, printed, _ = report
+    assert result.text in printed
+    position = -1
+    for label in GUIDE_LINES:
+        found = result.text.find(label)
+        assert found > position, label
+        position = found
+    for category in ("INITIAL", "SUMMARY", "TEMPORAL"):
+        assert re.search(rf"^  {category}\s*: \d+\.\d{{4}}$", result.text, re.M)
+    for name in ("VQ Reconstruction:", "Token Diversity:", "Alignment Correlation:", "Temporal Consistency:"):
+        assert re.search(rf"^{name}\s+(Excellent|Good|Moderate|Poor)$", result.text, re.M)
+    assert re.search(r"^Overall utilization: \d+\.\d% \(\d+/\d+ codes\)$", result.text, re.M)
+    assert re.search(r"^Cosine similarity: -?\d\.\d{3} ± \d\.\d{3}$", result.text, re.M)
+    assert re.search(r"^➜ Final Verdict: (EXCELLENT|GOOD|MODERATE|POOR) - ", result.text, re.M)
+    # Only the 4 validation samples of the training run are held out; the report says so.
+    assert result.n_samples == 4
+    assert "only 4 held-out samples are available (asked for 100)" in result.text
+
+
+def test_numbers_are_finite_and_in_range(report):
+    result, _, _ = report
+    rec, div, ali, con, q = result.reconstruction, result.diversity, result.alignment, result.consistency, result.rollout
+    assert all(math.isfinite(v) and v >= 0 for v in [rec.total, *rec.per_category.values()])
+    assert 0 <= div.utilization <= 1 and div.used == sum(b.used for b in div.codebooks) <= div.total
+    assert div.total == sum(tokenizer_api.load_tokenizer(result.tokenizer).codebook_sizes)
+    assert 0 <= div.entropy_bits <= div.entropy_ceiling_bits + 1e-9
+    assert -1 <= ali.cosine_mean <= 1 and ali.cosine_std >= 0 and ali.latent_mse >= 0
+    assert ali.sampled_steps == [0, 2, 3]  # latent_sample_steps 3 over T=4, as in training
+    assert con.norm_mean > 0 and con.norm_std >= 0 and con.cv >= 0
+    assert q.steps == list(range(1, T + 1)) and q.horizons == [1, 2, 4]
+    for values in (q.mse, q.nrmse, q.floor, q.realization_gap):
+        assert len(values) == T and all(math.isfinite(v) and v >= 0 for v in values)
+    assert all(f == pytest.approx(g / 2) for f, g in zip(q.floor, q.realization_gap))
+    assert 0 <= q.token_agreement <= 1 and 0 <= q.token_agreement_reference <= 1
+    assert len(q.token_agreement_per_codebook) == len(div.codebooks)
+
+
+def test_summary_json_matches_printed_numbers(report):
+    result, _, out = report
+    summary = json.loads((out / "summary.json").read_text())
+    text = result.text
+    rec = summary["reconstruction"]
+    assert line_value(text, "Total MSE: ") == f"{rec['total']:.4f}"
+    for category, value in rec["per_category"].items():
+        assert line_value(text, f"  {category.upper():<12}: ") == f"{value:.4f}"
+    div = summary["diversity"]
+    assert line_value(text, "Overall utilization: ") == f"{100 * div['utilization']:.1f}% ({div['used']}/{div['total']} codes)"
+    assert line_value(text, "Token entropy: ").startswith(f"{div['entropy_bits']:.2f} bits")
+    ali, con = summary["alignment"], summary["consistency"]
+    assert line_value(text, "Cosine similarity: ") == f"{ali['cosine_mean']:.3f} ± {ali['cosine_std']:.3f}"
+    assert line_value(text, "L_latent (MSE): ") == f"{ali['latent_mse']:.3f}"
+    assert line_value(text, "Latent norm: ") == f"{con['norm_mean']:.3f} ± {con['norm_std']:.3f}"
+    assert line_value(text, "Coefficient of variation: ") == f"{con['cv']:.3f}"
+    assert line_value(text, "➜ Final Verdict: ") == summary["verdict"]
+    for name, word in summary["assessments"].items():
+        assert line_value(text, f"{name}:").strip() == word
+    q = summary["rollout"]
+    overall = line_value(text, "Overall: ")
+    assert f"MSE {q['overall_mse']:.4g}" in overall and f"nRMSE {q['overall_nrmse']:.3f}" in overall
+    assert line_value(text, "Token agreement NOA vs CNO: ").startswith(f"{100 * q['token_agreement']:.1f}%")
+    assert summary["rows"] == result.rows and summary["n_samples"] == 4
+
+
+def test_numbers_do_not_depend_on_batch_size(setup, report):
+    result, _, _ = report
+    alone = diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], batch_size=1, log=quiet)
+    assert alone.rows == result.rows and alone.verdict == result.verdict
+    assert torch.allclose(key_numbers(alone), key_numbers(result), rtol=1e-4, atol=1e-6)
+
+
+def test_report_directory_has_markdown_and_plots(report):
+    result, _, out = report
+    md = (out / "report.md").read_text()
+    assert result.text in md
+    for png in ("training_curves.png", "error_vs_horizon.png", "frames.png", "codebook_usage.png"):
+        assert f"]({png})" in md
+        assert (out / png).read_bytes()[:4] == b"\x89PNG" and (out / png).stat().st_size > 1024
+
+
+def test_without_projector_sections_3_and_4_are_skipped(setup):
+    checkpoint = setup["root"] / "no_projector.pt"
+    save_checkpoint(checkpoint, setup["tokenizer"], setup["dataset"], projector_dim=None)
+    result = diagnose(checkpoint, None, None, n_samples=2, log=quiet)  # tokenizer and dataset from the args
+    assert result.alignment is None and result.consistency is None and result.n_samples == 2
+    assert result.text.count(f"skipped: {SKIP_REASON}") == 2
+    assert re.search(r"^Alignment Correlation:\s+skipped$", result.text, re.M)
+    for label in ("Total MSE: ", "Overall utilization: ", "➜ Final Verdict: ", "Overall: MSE"):
+        assert label in result.text
+    assert "(alignment not evaluated: no latent projector)" in result.verdict
+
+
+def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
+    with pytest.raises(NoaError, match=r"timesteps: tokenizer .*vqvae was trained on T=4, --timesteps gives T=6"):
+        diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
+
+    other = generate(
+        GenerateConfig(n_samples=2, grid=32, timesteps=T, seed=1, features=False), setup["root"] / "grid32.h5", progress=False, log=quiet
+    )
+    with pytest.raises(NoaError, match=r"grid: tokenizer .*vqvae was trained on 16x16, dataset .*grid32\.h5 has 32x32") as err:
+        diagnose(setup["checkpoint"], setup["tokenizer"], other, log=quiet)
+    assert "do not fit each other" in str(err.value)
+
+    wrong = setup["root"] / "wrong_dim.pt"
+    save_checkpoint(wrong, setup["tokenizer"], setup["dataset"], projector_dim=setup["latent_dim"] + 8)
+    with pytest.raises(NoaError, match=rf"latent projector outputs {setup['latent_dim'] + 8}, tokenizer .* has latent_dim {setup['latent_dim']}"):
+        diagnose(wrong, None, None, log=quiet)
+
+
+def test_cli_flags_and_defaults():
+    parser = argparse.ArgumentParser()
+    add_diagnose_arguments(parser)
+    args = parser.parse_args(["--noa-checkpoint", "c.pt", "--vqvae-path", "v", "--dataset", "d.h5"])
+    assert (args.n_samples, args.timesteps, args.out, args.device, args.seed, args.batch_size) == (100, None, None, "cpu", 0, 8)
+
+
+# ---- ladders and verdict at their boundaries ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ladder, cases",
+    [
+        (guide.RECONSTRUCTION, [(0.0999, "Excellent"), (0.1, "Good"), (0.4999, "Good"), (0.5, "Moderate"), (0.9999, "Moderate"), (1.0, "Poor")]),
+        (guide.DIVERSITY, [(0.8001, "Excellent"), (0.8, "Good"), (0.5001, "Good"), (0.5, "Moderate"), (0.2501, "Moderate"), (0.25, "Poor")]),
+        (guide.CORRELATION, [(0.9001, "Excellent"), (0.9, "Good"), (0.7001, "Good"), (0.623, "Moderate"), (0.5, "Poor"), (-1.0, "Poor")]),
+        (guide.CONSISTENCY, [(0.0499, "Excellent"), (0.05, "Good"), (0.055, "Good"), (0.1, "Moderate"), (0.1999, "Moderate"), (0.2, "Poor")]),
+    ],
+)
+def test_ladders_at_and_around_each_boundary(ladder, cases):
+    for value, word in cases:
+        assert ladder.assess(value) == word, (ladder.metric, value)
+    assert ladder.assess(float("nan")) == "Poor"
+
+
+def test_guide_example_and_verdict_rule():
+    # The guide's sample output: 0.3245 / 67.3% / 0.623 / 0.055 -> Good, Good, Moderate, Good -> GOOD.
+    words = [guide.RECONSTRUCTION.assess(0.3245), guide.DIVERSITY.assess(0.673), guide.CORRELATION.assess(0.623), guide.CONSISTENCY.assess(0.055)]
+    assert words == ["Good", "Good", "Moderate", "Good"]
+    assert guide.final_verdict(words, aligned=True) == "GOOD - L_latent provides meaningful alignment"
+    E, G, M, P = "Excellent", "Good", "Moderate", "Poor"
+    assert guide.final_verdict([E, E, E, G], True).startswith("EXCELLENT")
+    assert guide.final_verdict([E, E, G, G], True).startswith("GOOD")  # half Excellent is not a majority
+    assert guide.final_verdict([E, E, E, M], True).startswith("GOOD")  # one Moderate blocks EXCELLENT
+    assert guide.final_verdict([G, G, M, M], True).startswith("MODERATE")  # half Good is not most
+    assert guide.final_verdict([E, E, E, P], True).startswith("MODERATE")  # one Poor blocks GOOD
+    assert guide.final_verdict([G, G, P, P], True).startswith("POOR")
+    assert guide.final_verdict([G, E], False).startswith("GOOD")
+    assert guide.final_verdict([E, E], False) == "EXCELLENT - NOA outputs tokenize very well (alignment not evaluated: no latent projector)"
+    assert guide.final_verdict([G, M], False).startswith("MODERATE")
+
+
+def test_rollout_metrics_on_known_values():
+    # Two realizations 0.2 apart everywhere: gap 0.04, floor 0.02; the NOA is 0.1 off realization 0.
+    cno = torch.zeros(2, 2, T + 1, 1, 8, 8)
+    cno[:, 0] = torch.linspace(-1, 1, 64).reshape(8, 8)
+    cno[:, 1] = cno[:, 0] + 0.2
+    noa = cno[:, 0] + 0.1
+    tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    cno_tokens = torch.tensor([[1, 2, 0], [4, 0, 0]])
+    q = summarize(step_errors(noa, cno), tokens, cno_tokens, torch.tensor([[1, 2, 0], [9, 9, 9]]))
+    assert q.mse == pytest.approx([0.01] * T) and q.floor == pytest.approx([0.02] * T)
+    assert q.realization_gap == pytest.approx([0.04] * T) and q.overall_ratio == pytest.approx(0.5)
+    assert q.token_agreement == pytest.approx(0.5) and q.token_agreement_per_codebook == pytest.approx([1.0, 0.5, 0.0])
+    assert q.token_agreement_reference == pytest.approx(0.5)
+    std = cno[0, 0, 1].std(unbiased=False).item()
+    assert q.nrmse == pytest.approx([0.1 / std] * T, rel=1e-5)
+    assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens).overall_ratio is None  # noiseless CNO
+    assert report_horizons(1) == [1] and report_horizons(256) == [1, 64, 128, 256]
