@@ -175,6 +175,40 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_diagnose(sub: argparse._SubParsersAction) -> None:
+    from noa.diagnostics.report import add_diagnose_arguments, run_diagnose
+
+    diag = sub.add_parser(
+        "diagnose",
+        help="evaluate a trained NOA: the guide's alignment report, rollout quality, plots",
+        description="Roll out a NOA checkpoint on held-out samples and report VQ reconstruction, token diversity, "
+        "alignment correlation, temporal consistency and rollout quality against the CNO's stochastic floor; "
+        "writes report.md, summary.json and plots to --out.",
+    )
+    add_diagnose_arguments(diag)
+    diag.set_defaults(handler=run_diagnose)
+
+
+def _add_quickstart(sub: argparse._SubParsersAction) -> None:
+    qs = sub.add_parser(
+        "quickstart",
+        help="the whole pipeline on a small embedded default: data, tokenizer, NOA (stop + resume), diagnosis",
+    )
+    qs.add_argument("--out", default="noa-quickstart", help="working directory; default ./noa-quickstart")
+    qs.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present); default auto")
+    qs.add_argument("--seed", type=int, default=0)
+    qs.add_argument("--overwrite", action="store_true", help="replace an existing quickstart directory's results")
+    qs.set_defaults(handler=_quickstart)
+
+
+def _quickstart(args: argparse.Namespace) -> int:
+    from noa.quickstart import run_quickstart
+    from noa.runtime import resolve_device
+
+    run_quickstart(args.out, device=resolve_device(args.device), seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="noa",
@@ -185,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(sub)
     _add_vqvae(sub)
     _add_train(sub)
+    _add_diagnose(sub)
+    _add_quickstart(sub)
     return parser
 
 

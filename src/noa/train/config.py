@@ -20,7 +20,7 @@ from noa.errors import NoaError
 
 @dataclass
 class TrainConfig:
-    dataset: str | None = None
+    dataset: str = "datasets/100k_full_features.h5"
     n_samples: int | None = None
     epochs: int = 10
     batch_size: int = 4
@@ -54,15 +54,20 @@ class TrainConfig:
     resume: str | None = None
     init_from: str | None = None
     max_steps: int | None = None
+    overwrite: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-# Flags that define the optimisation trajectory: a resume must not change them.
-RESUME_LOCKED = ("batch_size", "timesteps", "bptt_window", "dataset")
+# Flags that define the optimisation trajectory: a resume must not change them (a different
+# dataset makes the resume a fine-tune instead).
+RESUME_LOCKED = ("batch_size", "timesteps", "bptt_window")
 # Flags that are about this invocation, never inherited from a checkpoint.
-PER_RUN = ("resume", "init_from", "device", "max_steps")
+PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite")
+# Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
+# budget and output, not the model or its objective.
+NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
 
 _HELP = {
     "dataset": "HDF5 dataset made by `noa data generate`",
@@ -99,6 +104,7 @@ _HELP = {
     "resume": "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir",
     "init_from": "initialise model and projector weights from a checkpoint, then train afresh (fine-tuning)",
     "max_steps": "stop after this many batches in this invocation (for tests and smoke runs)",
+    "overwrite": "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them",
     "config": "YAML or JSON file whose keys are flag names; the command line overrides it",
 }
 
@@ -153,8 +159,6 @@ def merge(cli: dict[str, Any], file_values: dict[str, Any], checkpoint_args: dic
 
 def validate(cfg: TrainConfig) -> None:
     """Flag errors that need no file access; one message, before any work."""
-    if cfg.dataset is None:
-        raise NoaError("--dataset is required (an HDF5 file made by `noa data generate`)")
     checks = [
         (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
@@ -177,7 +181,6 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.keep_last is None or cfg.keep_last >= 1, "--keep-last must be >= 1"),
         (cfg.max_nan_skips >= 1 and cfg.log_every >= 1, "--max-nan-skips and --log-every must be >= 1"),
         (cfg.lr_schedule in ("cosine", "constant"), f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule}"),
-        (not (cfg.resume and cfg.init_from), "give either --resume or --init-from, not both"),
     ]
     for ok, message in checks:
         if not ok:

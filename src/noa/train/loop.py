@@ -139,6 +139,10 @@ class Trainer:
             mode, ckpt_path = "finetune", Path(requested["init_from"])
             ckpt = load_checkpoint(ckpt_path)
         inherited = ckpt.get("args") if (ckpt is not None and mode == "resume") else None
+        if inherited is not None and self._is_other_dataset(requested.get("dataset", inherited.get("dataset")), ckpt):
+            mode = "finetune"
+            inherited = {k: v for k, v in inherited.items() if k not in config_module.NOT_INHERITED_BY_FINETUNE}
+            self.log(f"The dataset differs from the one {ckpt_path.name} was trained on: fine-tuning (weights only).")
         cfg, explicit = config_module.merge(cli, file_values, inherited)
         if ckpt is not None and "config" in ckpt:  # the architecture is the checkpoint's
             stored = ckpt["config"]
@@ -167,18 +171,14 @@ class Trainer:
         self.batches_per_epoch = len(self.train_sampler)
         self.dataset_fingerprint = h5.fingerprint(cfg.dataset)
 
-        if ckpt is not None and mode == "resume" and inherited is not None:
-            stored_fp = ckpt.get("fingerprints", {}).get("dataset")
-            if stored_fp is not None and stored_fp != self.dataset_fingerprint:
-                mode = "finetune"
-                self.log(f"The dataset differs from the one {ckpt_path.name} was trained on: fine-tuning (weights only).")
-            else:
-                diffs = locked_differences(inherited, cfg.to_dict(), ("batch_size", "timesteps", "bptt_window"))
-                if diffs:
-                    raise NoaError(
-                        "cannot resume with settings that change the optimisation path: " + "; ".join(diffs)
-                        + ". Drop these flags to continue the run, or fine-tune from its weights with --init-from"
-                    )
+        if mode == "resume" and inherited is not None:
+            diffs = locked_differences(inherited, cfg.to_dict(), config_module.RESUME_LOCKED)
+            if diffs:
+                raise NoaError(
+                    "cannot resume with settings that change the optimisation path: " + "; ".join(diffs)
+                    + ". Drop these flags to continue the run, or fine-tune from its weights with --init-from"
+                )
+        self.checkpoint_dir = Path(cfg.checkpoint_dir)
 
         # Tokenizer.
         self.tokenizer, self.tokenizer_fp = None, None
@@ -233,13 +233,33 @@ class Trainer:
             latent_steps=sample_steps(cfg.timesteps, cfg.latent_sample_steps) if cfg.enable_latent_loss else [],
         )
         self.cursor, self.progress = Cursor(), Progress()
-        self.checkpoint_dir = Path(cfg.checkpoint_dir)
         if mode == "resume":
             self._restore(ckpt_path, ckpt)
         elif mode == "finetune":
             self._init_from(ckpt_path, ckpt)
+        if mode != "resume":
+            self._claim_checkpoint_dir(cfg.overwrite)
         if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
             self.log(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
+
+    @staticmethod
+    def _is_other_dataset(dataset: str | None, ckpt: dict[str, Any]) -> bool:
+        stored = ckpt.get("fingerprints", {}).get("dataset")
+        return dataset is not None and stored is not None and h5.fingerprint(dataset) != stored
+
+    def _claim_checkpoint_dir(self, overwrite: bool) -> None:
+        """A new run never mixes its checkpoints with another run's, nor deletes them unasked."""
+        existing = sorted(p.name for p in self.checkpoint_dir.glob("*.pt"))
+        if not existing:
+            return
+        if not overwrite:
+            raise NoaError(
+                f"--checkpoint-dir {self.checkpoint_dir} already holds checkpoints ({', '.join(existing[:4])}"
+                f"{', …' if len(existing) > 4 else ''}); continue that run with --resume auto, choose another "
+                "--checkpoint-dir, or pass --overwrite to delete them"
+            )
+        for name in [*existing, "latest.json", "metrics.jsonl"]:
+            (self.checkpoint_dir / name).unlink(missing_ok=True)
 
     def _load_weights(self, ckpt: dict[str, Any]) -> bool:
         """Model and (when both sides have one) projector weights; True if the projector loaded."""
@@ -413,7 +433,7 @@ class Trainer:
                 for positions in self.train_sampler.batches(epoch, first):
                     if cfg.max_steps is not None and steps_this_run >= cfg.max_steps:
                         bar.close()
-                        self._stop_early("max-steps")
+                        self._stop_early()
                         return self._result(last)
                     t0 = time.perf_counter()
                     batch = self.train_source.get_batch(positions)
@@ -491,11 +511,11 @@ class Trainer:
             return True
         return False
 
-    def _stop_early(self, reason: str) -> None:
+    def _stop_early(self) -> None:
         name = f"step_{self.cursor.global_step}.pt"
         if not (self.checkpoint_dir / name).exists():
             self.save(name)
-        self.log(f"Stopped after this run's --max-steps {self.cfg.max_steps} ({reason}); checkpoint {self.checkpoint_dir / name}")
+        self.log(f"Stopped after {self.cfg.max_steps} batches as asked (--max-steps); checkpoint {self.checkpoint_dir / name}")
 
     def _interrupted(self, signum: int) -> None:
         path = self.save(f"step_{self.cursor.global_step}.pt")
