@@ -217,10 +217,12 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
             same_names = all(fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam] for fam in h5.FEATURE_FAMILIES)
-            if stored_done.all() and same_names and not overwrite:
+            if not same_names and not overwrite:
+                raise NoaError(f"{path} holds features with other names than this noa computes; pass --overwrite to recompute them")
+            if stored_done.all() and not overwrite:
                 log(f"{path} already has complete features; pass --overwrite to recompute them")
                 return
-            if overwrite or not same_names:
+            if overwrite:
                 del f["features"]
         if "features" not in f:
             create_feature_datasets(f, names, info.n_samples, info.timesteps)

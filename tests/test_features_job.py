@@ -1,0 +1,79 @@
+"""`noa data features`: features added to an existing dataset, resumably, and refused input."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from noa.data import generate as generate_module
+from noa.data.generate import GenerateConfig, add_features, generate
+from noa.errors import NoaError
+from noa.tokenizer.job import train_tokenizer_on_dataset
+
+CFG = dict(n_samples=8, grid=16, timesteps=4, seed=2)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("feat")
+    with_features, bare = root / "with.h5", root / "bare.h5"
+    generate(GenerateConfig(**CFG), with_features, batch_size=4, progress=False, log=lambda _: None)
+    generate(GenerateConfig(**CFG, features=False), bare, batch_size=4, progress=False, log=lambda _: None)
+    return with_features, bare
+
+
+def test_features_of_generate_and_of_the_features_command_agree(pair, tmp_path: Path) -> None:
+    with_features, bare = pair
+    target = tmp_path / "added.h5"
+    shutil.copy(bare, target)
+    add_features(target, batch_size=3, progress=False, log=lambda _: None)
+    with h5py.File(with_features) as a, h5py.File(target) as b:
+        for fam in ("initial", "summary", "temporal"):
+            assert np.allclose(a["features"][fam][:], b["features"][fam][:], rtol=1e-5, atol=1e-6)
+            assert a["features"][fam].attrs["names"] == b["features"][fam].attrs["names"]
+        assert b["features/done"][:].all()
+
+
+def test_interrupted_feature_computation_resumes(pair, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, bare = pair
+    target = tmp_path / "resumed.h5"
+    shutil.copy(bare, target)
+    real = generate_module.write_features
+    calls: list[int] = []
+
+    def flaky(f, rows, traj):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(len(rows))
+        real(f, rows, traj)
+
+    monkeypatch.setattr(generate_module, "write_features", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        add_features(target, batch_size=3, progress=False, log=lambda _: None)
+    done_rows: list[int] = []
+    monkeypatch.setattr(generate_module, "write_features", lambda f, rows, traj: done_rows.extend(rows.tolist()) or real(f, rows, traj))
+    add_features(target, batch_size=3, progress=False, log=lambda _: None)
+    assert sorted(done_rows) == [3, 4, 5, 6, 7]
+    with h5py.File(target) as f:
+        assert f["features/done"][:].all()
+
+
+def test_tokenizer_on_a_dataset_without_features_says_how_to_compute_them(pair, tmp_path: Path) -> None:
+    _, bare = pair
+    with pytest.raises(NoaError, match="noa data features"):
+        train_tokenizer_on_dataset(bare, tmp_path / "tok", epochs=1, log=lambda _: None, progress=False)
+    assert not (tmp_path / "tok").exists()
+
+
+def test_nan_features_are_refused(pair, tmp_path: Path) -> None:
+    with_features, _ = pair
+    bad = tmp_path / "nan.h5"
+    shutil.copy(with_features, bad)
+    with h5py.File(bad, "r+") as f:
+        f["features/summary"][2, 0] = np.nan
+    with pytest.raises(NoaError, match="NaN or inf at sample 2"):
+        train_tokenizer_on_dataset(bad, tmp_path / "tok", epochs=1, val_split=0.25, log=lambda _: None, progress=False)
