@@ -14,14 +14,16 @@ where ξ is unit-variance Gaussian noise smoothed over ``noise_correlation`` of 
 drawn from a counter-based stream (:mod:`noa.operators.noise`). ``tanh`` bounds O, so no
 operator of the family can blow up faster than linearly in time.
 
-Batching heterogeneous operators: every operator is embedded in one padded shape
-(``MAX_CHANNELS`` hidden channels, ``MAX_KERNEL`` taps, ``MAX_LAYERS`` blocks): unused
-channels and taps hold zero weights (and act(0) = 0 for every activation, so padded channels
-stay exactly zero), and blocks beyond ``n_layers`` are skipped per sample with a mask. A batch
-of B operators then costs one grouped convolution and one batched matmul per block and step,
-and a sample's arithmetic has the same shape whatever batch it sits in. The padding is part of
-the operator's definition: replay always runs it, so the ground truth is one well-defined
-computation.
+Batching heterogeneous operators: each operator is embedded in a padded shape that depends on
+itself alone: hidden channels rounded up to a multiple of ``CHANNEL_BUCKET`` (16, 32, 48 or
+64) with its own kernel size. Unused channels hold zero weights (act(0) = 0 for every
+activation, so they stay exactly zero). Operators that share a padded shape form a group that
+costs one grouped depthwise convolution and one batched matmul per block and step; blocks
+beyond a sample's ``n_layers`` are skipped by a per-sample mask, which selects values exactly.
+So a batch of B operators costs at most 12 group calls per block (4 channel buckets × 3
+kernels), not B rollouts, and a sample's arithmetic has the same shape whatever batch it sits
+in. The padding is part of the operator's definition: replay always runs it, so the ground
+truth is one well-defined computation.
 """
 
 from __future__ import annotations
@@ -35,25 +37,84 @@ import torch.nn.functional as F
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
 from noa.seeding import derive_seed, generator
 
-MAX_CHANNELS = 64
-MAX_KERNEL = 7
 MAX_LAYERS = 5
+CHANNEL_BUCKET = 16
+
+
+def padded_shape(hp: dict[str, Any]) -> tuple[int, int]:
+    """(hidden channels rounded up to the bucket, kernel size): a sample's computing shape."""
+    return -(-hp["base_channels"] // CHANNEL_BUCKET) * CHANNEL_BUCKET, int(hp["kernel_size"])
+
+
+def _runs(keys: list[Any]) -> list[tuple[Any, int, int]]:
+    """Maximal runs of equal consecutive keys as (key, start, end)."""
+    runs: list[tuple[Any, int, int]] = []
+    for i, key in enumerate(keys):
+        if runs and runs[-1][0] == key:
+            runs[-1] = (key, runs[-1][1], i + 1)
+        else:
+            runs.append((key, i, i + 1))
+    return runs
+
+
+@dataclass
+class ShapeGroup:
+    """Operators with one padded shape: rows ``start:end`` of the batch, weights stacked."""
+
+    start: int
+    end: int
+    channels: int
+    kernel: int
+    w_in: torch.Tensor  # [n, ch, C]
+    b_in: torch.Tensor  # [n, ch, 1]
+    depthwise: torch.Tensor  # [MAX_LAYERS, n * ch, 1, k, k]
+    pointwise: torch.Tensor  # [MAX_LAYERS, n, ch, ch]
+    b_hidden: torch.Tensor  # [MAX_LAYERS, n, ch, 1]
+    w_out: torch.Tensor  # [n, C, ch]
+    b_out: torch.Tensor  # [n, C, 1]
+    layer_active: torch.Tensor  # [MAX_LAYERS, n, 1, 1] bool
+    activation_ids: list[int]  # per row, index into ACTIVATIONS (host)
+    layer_counts: list[int]  # per row n_layers (host)
+
+    def __post_init__(self) -> None:
+        # Host-side plans, fixed per batch, so the time loop never inspects device values.
+        self.activation_runs = [(ACTIVATIONS[a], s, e) for a, s, e in _runs(self.activation_ids)]
+        self.layer_plan = [
+            "all" if min(self.layer_counts) > layer else "none" if max(self.layer_counts) <= layer else "mixed"
+            for layer in range(MAX_LAYERS)
+        ]
+
+    def repeat(self, m: int) -> "ShapeGroup":
+        """Each operator repeated m times in a row (realizations share weights, not noise)."""
+        n, ch, k = self.end - self.start, self.channels, self.kernel
+
+        def rep(t: torch.Tensor, dim: int) -> torch.Tensor:
+            return t.repeat_interleave(m, dim=dim)
+
+        depthwise = self.depthwise.reshape(MAX_LAYERS, n, ch, 1, k, k)
+        return ShapeGroup(
+            start=self.start * m,
+            end=self.end * m,
+            channels=ch,
+            kernel=k,
+            w_in=rep(self.w_in, 0),
+            b_in=rep(self.b_in, 0),
+            depthwise=rep(depthwise, 1).reshape(MAX_LAYERS, n * m * ch, 1, k, k),
+            pointwise=rep(self.pointwise, 1),
+            b_hidden=rep(self.b_hidden, 1),
+            w_out=rep(self.w_out, 0),
+            b_out=rep(self.b_out, 0),
+            layer_active=rep(self.layer_active, 1),
+            activation_ids=[a for a in self.activation_ids for _ in range(m)],
+            layer_counts=[c for c in self.layer_counts for _ in range(m)],
+        )
 
 
 @dataclass
 class OperatorBatch:
-    """Padded weights and per-sample scalars of B operators, on one device."""
+    """B operators on one device: shape groups plus per-sample update and noise settings."""
 
-    w_in: torch.Tensor  # [B, MAX_CHANNELS, C]
-    b_in: torch.Tensor  # [B, MAX_CHANNELS, 1]
-    depthwise: torch.Tensor  # [MAX_LAYERS, B * MAX_CHANNELS, 1, K, K]
-    pointwise: torch.Tensor  # [MAX_LAYERS, B, MAX_CHANNELS, MAX_CHANNELS]
-    b_hidden: torch.Tensor  # [MAX_LAYERS, B, MAX_CHANNELS, 1]
-    w_out: torch.Tensor  # [B, C, MAX_CHANNELS]
-    b_out: torch.Tensor  # [B, C, 1]
-    layer_active: torch.Tensor  # [MAX_LAYERS, B, 1, 1] bool
-    activation_ids: list[int]  # per sample, index into ACTIVATIONS (host)
-    layer_counts: list[int]  # per sample n_layers (host)
+    groups: list[ShapeGroup]
     residual: torch.Tensor  # [B, 1, 1, 1] bool: residual (True) or convex policy
     dt: torch.Tensor  # [B, 1, 1, 1]
     alpha: torch.Tensor  # [B, 1, 1, 1]
@@ -61,48 +122,19 @@ class OperatorBatch:
     noise_filter: torch.Tensor  # [B, 1, H, W//2+1] real, unit-variance smoothing in Fourier space
     noise_keys: list[int]
 
-    def __post_init__(self) -> None:
-        # Host-side plans, fixed per batch, so the time loop never inspects device values.
-        # Runs of consecutive rows sharing an activation (replay sorts rows so there are few).
-        self.activation_runs: list[tuple[str, int, int]] = []
-        for i, a in enumerate(self.activation_ids):
-            if self.activation_runs and self.activation_runs[-1][0] == ACTIVATIONS[a]:
-                name, start, _ = self.activation_runs[-1]
-                self.activation_runs[-1] = (name, start, i + 1)
-            else:
-                self.activation_runs.append((ACTIVATIONS[a], i, i + 1))
-        self.layer_plan = [
-            "all" if min(self.layer_counts) > layer else "none" if max(self.layer_counts) <= layer else "mixed"
-            for layer in range(MAX_LAYERS)
-        ]
-
     @property
     def size(self) -> int:
-        return self.w_in.shape[0]
+        return self.residual.shape[0]
 
     def repeat(self, m: int) -> "OperatorBatch":
         """Each operator repeated m times in a row (realizations share weights, not noise)."""
-        def rep(t: torch.Tensor, dim: int) -> torch.Tensor:
-            return t.repeat_interleave(m, dim=dim)
-
-        b = self.size
-        depthwise = self.depthwise.reshape(MAX_LAYERS, b, MAX_CHANNELS, 1, MAX_KERNEL, MAX_KERNEL)
         return OperatorBatch(
-            w_in=rep(self.w_in, 0),
-            b_in=rep(self.b_in, 0),
-            depthwise=rep(depthwise, 1).reshape(MAX_LAYERS, b * m * MAX_CHANNELS, 1, MAX_KERNEL, MAX_KERNEL),
-            pointwise=rep(self.pointwise, 1),
-            b_hidden=rep(self.b_hidden, 1),
-            w_out=rep(self.w_out, 0),
-            b_out=rep(self.b_out, 0),
-            layer_active=rep(self.layer_active, 1),
-            activation_ids=[a for a in self.activation_ids for _ in range(m)],
-            layer_counts=[n for n in self.layer_counts for _ in range(m)],
-            residual=rep(self.residual, 0),
-            dt=rep(self.dt, 0),
-            alpha=rep(self.alpha, 0),
-            noise_scale=rep(self.noise_scale, 0),
-            noise_filter=rep(self.noise_filter, 0),
+            groups=[g.repeat(m) for g in self.groups],
+            residual=self.residual.repeat_interleave(m, dim=0),
+            dt=self.dt.repeat_interleave(m, dim=0),
+            alpha=self.alpha.repeat_interleave(m, dim=0),
+            noise_scale=self.noise_scale.repeat_interleave(m, dim=0),
+            noise_filter=self.noise_filter.repeat_interleave(m, dim=0),
             noise_keys=[k for k in self.noise_keys for _ in range(m)],
         )
 
@@ -141,6 +173,49 @@ def _draw_weights(hp: dict[str, Any], channels: int, seed: int) -> dict[str, tor
     }
 
 
+def _build_group(
+    hps: list[dict[str, Any]], seeds: list[int], start: int, end: int, channels: int, device: torch.device
+) -> ShapeGroup:
+    n = end - start
+    ch, k = padded_shape(hps[start])
+    w_in = torch.zeros(n, ch, channels)
+    b_in = torch.zeros(n, ch, 1)
+    depthwise = torch.zeros(MAX_LAYERS, n, ch, k, k)
+    pointwise = torch.zeros(MAX_LAYERS, n, ch, ch)
+    b_hidden = torch.zeros(MAX_LAYERS, n, ch, 1)
+    w_out = torch.zeros(n, channels, ch)
+    b_out = torch.zeros(n, channels, 1)
+    layer_active = torch.zeros(MAX_LAYERS, n, 1, 1, dtype=torch.bool)
+    for row, i in enumerate(range(start, end)):
+        hp = hps[i]
+        w = _draw_weights(hp, channels, int(seeds[i]))
+        c, layers = hp["base_channels"], hp["n_layers"]
+        w_in[row, :c] = w["w_in"]
+        b_in[row, :c, 0] = w["b_in"]
+        depthwise[:layers, row, :c] = w["depthwise"]
+        pointwise[:layers, row, :c, :c] = w["pointwise"]
+        b_hidden[:layers, row, :c, 0] = w["b_hidden"]
+        w_out[row, :, :c] = w["w_out"]
+        b_out[row, :, 0] = w["b_out"]
+        layer_active[:layers, row] = True
+    return ShapeGroup(
+        start=start,
+        end=end,
+        channels=ch,
+        kernel=k,
+        w_in=w_in.to(device),
+        b_in=b_in.to(device),
+        depthwise=depthwise.reshape(MAX_LAYERS, n * ch, 1, k, k).to(device),
+        pointwise=pointwise.to(device),
+        b_hidden=b_hidden.to(device),
+        w_out=w_out.to(device),
+        b_out=b_out.to(device),
+        layer_active=layer_active.to(device),
+        activation_ids=[ACTIVATIONS.index(hps[i]["activation"]) for i in range(start, end)],
+        layer_counts=[hps[i]["n_layers"] for i in range(start, end)],
+    )
+
+
 def build_operators(
     params: torch.Tensor,
     seeds: list[int],
@@ -149,58 +224,25 @@ def build_operators(
     device: torch.device | str = "cpu",
     space: ParameterSpace = CNO_SPACE,
 ) -> OperatorBatch:
-    """The padded weights of B operators from unit θ rows [B, P] and operator seeds."""
-    b = params.shape[0]
-    c, K = channels, MAX_KERNEL
-    w_in = torch.zeros(b, MAX_CHANNELS, c)
-    b_in = torch.zeros(b, MAX_CHANNELS, 1)
-    depthwise = torch.zeros(MAX_LAYERS, b, MAX_CHANNELS, K, K)
-    pointwise = torch.zeros(MAX_LAYERS, b, MAX_CHANNELS, MAX_CHANNELS)
-    b_hidden = torch.zeros(MAX_LAYERS, b, MAX_CHANNELS, 1)
-    w_out = torch.zeros(b, c, MAX_CHANNELS)
-    b_out = torch.zeros(b, c, 1)
-    layer_active = torch.zeros(MAX_LAYERS, b, 1, 1, dtype=torch.bool)
-    scalars = {name: torch.zeros(b, 1, 1, 1) for name in ("dt", "alpha", "noise_scale")}
-    residual = torch.zeros(b, 1, 1, 1, dtype=torch.bool)
-    activation_ids: list[int] = []
-    layer_counts: list[int] = []
-    filters = torch.zeros(b, 1, grid, grid // 2 + 1)
-    for i in range(b):
-        hp = space.decode(params[i].tolist())
-        w = _draw_weights(hp, c, int(seeds[i]))
-        ch, k, layers = hp["base_channels"], int(hp["kernel_size"]), hp["n_layers"]
-        off = (K - k) // 2
-        w_in[i, :ch] = w["w_in"]
-        b_in[i, :ch, 0] = w["b_in"]
-        depthwise[:layers, i, :ch, off : off + k, off : off + k] = w["depthwise"]
-        pointwise[:layers, i, :ch, :ch] = w["pointwise"]
-        b_hidden[:layers, i, :ch, 0] = w["b_hidden"]
-        w_out[i, :, :ch] = w["w_out"]
-        b_out[i, :, 0] = w["b_out"]
-        layer_active[:layers, i] = True
-        activation_ids.append(ACTIVATIONS.index(hp["activation"]))
-        layer_counts.append(layers)
-        residual[i] = hp["update_policy"] == UPDATE_POLICIES[0]
-        for name in scalars:
-            scalars[name][i] = hp[name]
-        filters[i, 0] = _noise_filter(hp["noise_correlation"], grid)
+    """B operators from unit θ rows [B, P] and operator seeds.
+
+    Consecutive rows with the same padded shape share a group; callers that sort rows by
+    (padded shape, activation) get the fewest groups and activation runs.
+    """
     dev = torch.device(device)
+    hps = [space.decode(row.tolist()) for row in params]
+    groups = [_build_group(hps, seeds, start, end, channels, dev) for _, start, end in _runs([padded_shape(hp) for hp in hps])]
+
+    def column(name: str) -> torch.Tensor:
+        return torch.tensor([float(hp[name]) for hp in hps], dtype=torch.float32).reshape(-1, 1, 1, 1).to(dev)
+
     return OperatorBatch(
-        w_in=w_in.to(dev),
-        b_in=b_in.to(dev),
-        depthwise=depthwise.reshape(MAX_LAYERS, b * MAX_CHANNELS, 1, K, K).to(dev),
-        pointwise=pointwise.to(dev),
-        b_hidden=b_hidden.to(dev),
-        w_out=w_out.to(dev),
-        b_out=b_out.to(dev),
-        layer_active=layer_active.to(dev),
-        activation_ids=activation_ids,
-        layer_counts=layer_counts,
-        residual=residual.to(dev),
-        dt=scalars["dt"].to(dev),
-        alpha=scalars["alpha"].to(dev),
-        noise_scale=scalars["noise_scale"].to(dev),
-        noise_filter=filters.to(dev),
+        groups=groups,
+        residual=torch.tensor([hp["update_policy"] == UPDATE_POLICIES[0] for hp in hps]).reshape(-1, 1, 1, 1).to(dev),
+        dt=column("dt"),
+        alpha=column("alpha"),
+        noise_scale=column("noise_scale"),
+        noise_filter=torch.stack([_noise_filter(hp["noise_correlation"], grid)[None] for hp in hps]).to(dev),
         noise_keys=[derive_seed(int(s), "cno-noise") for s in seeds],
     )
 
@@ -208,29 +250,34 @@ def build_operators(
 _ACTIVATION_FNS = {"tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sin": torch.sin, "relu": torch.relu}
 
 
-def _activate(h: torch.Tensor, ops: OperatorBatch) -> torch.Tensor:
+def _activate(h: torch.Tensor, group: ShapeGroup) -> torch.Tensor:
     """Per-sample activation: each run of rows gets its own function (elementwise, so a
     sample's values never depend on its neighbours)."""
-    if len(ops.activation_runs) == 1:
-        return _ACTIVATION_FNS[ops.activation_runs[0][0]](h)
-    return torch.cat([_ACTIVATION_FNS[name](h[start:end]) for name, start, end in ops.activation_runs])
+    if len(group.activation_runs) == 1:
+        return _ACTIVATION_FNS[group.activation_runs[0][0]](h)
+    return torch.cat([_ACTIVATION_FNS[name](h[start:end]) for name, start, end in group.activation_runs])
+
+
+def _apply_group(g: ShapeGroup, x: torch.Tensor) -> torch.Tensor:
+    n, c, hgt, wid = x.shape
+    ch, pad = g.channels, g.kernel // 2
+    h = torch.bmm(g.w_in, x.reshape(n, c, hgt * wid)) + g.b_in  # [n, ch, HW]
+    for layer, plan in enumerate(g.layer_plan):
+        if plan == "none":
+            break
+        padded = F.pad(h.reshape(1, n * ch, hgt, wid), (pad, pad, pad, pad), mode="circular")
+        spatial = F.conv2d(padded, g.depthwise[layer], groups=n * ch)
+        mixed = torch.bmm(g.pointwise[layer], spatial.reshape(n, ch, hgt * wid)) + g.b_hidden[layer]
+        new = _activate(mixed, g)
+        h = new if plan == "all" else torch.where(g.layer_active[layer], new, h)
+    return torch.tanh(torch.bmm(g.w_out, h) + g.b_out).reshape(n, c, hgt, wid)
 
 
 def apply_operator(ops: OperatorBatch, x: torch.Tensor) -> torch.Tensor:
     """O(x) for a batch of states x [B, C, H, W] (one operator per row)."""
-    b, c, hgt, wid = x.shape
-    pad = MAX_KERNEL // 2
-    h = torch.bmm(ops.w_in, x.reshape(b, c, hgt * wid)) + ops.b_in  # [B, Ch, HW]
-    for layer, plan in enumerate(ops.layer_plan):
-        if plan == "none":
-            break
-        grid = F.pad(h.reshape(1, b * MAX_CHANNELS, hgt, wid), (pad, pad, pad, pad), mode="circular")
-        spatial = F.conv2d(grid, ops.depthwise[layer], groups=b * MAX_CHANNELS)
-        mixed = torch.bmm(ops.pointwise[layer], spatial.reshape(b, MAX_CHANNELS, hgt * wid)) + ops.b_hidden[layer]
-        new = _activate(mixed, ops)
-        h = new if plan == "all" else torch.where(ops.layer_active[layer], new, h)
-    out = torch.bmm(ops.w_out, h) + ops.b_out
-    return torch.tanh(out).reshape(b, c, hgt, wid)
+    if len(ops.groups) == 1:
+        return _apply_group(ops.groups[0], x)
+    return torch.cat([_apply_group(g, x[g.start : g.end]) for g in ops.groups])
 
 
 def smooth_noise(ops: OperatorBatch, white: torch.Tensor) -> torch.Tensor:

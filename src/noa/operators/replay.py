@@ -2,8 +2,8 @@
 
 A rollout is a pure function of (θ row, initial condition, operator seed, T, M): weights come
 from the operator seed, noise from a counter-based stream keyed by (operator seed,
-realization, step, element), and every operator runs in the same padded shape
-(:mod:`noa.operators.cno`). So a dataset only needs to store those inputs, and any sample's
+realization, step, element), and every operator runs in a padded shape that depends on itself
+alone (:mod:`noa.operators.cno`). So a dataset only needs to store those inputs, and any sample's
 trajectory can be rebuilt at any time, in any batch, bit for bit on the same device.
 
 The time loop issues device work only: no ``.item()``, no host draws. Divergence (non-finite
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from noa.errors import NoaError
-from noa.operators.cno import OperatorBatch, build_operators, step
+from noa.operators.cno import OperatorBatch, build_operators, padded_shape, step
 from noa.operators.noise import CounterNormal
 from noa.operators.space import CNO_SPACE, ParameterSpace
 
@@ -64,8 +64,10 @@ def replay(
     _check_inputs(params, ics, seeds, timesteps, realizations)
     dev = torch.device(device) if device is not None else ics.device
     b, c, h, w = ics.shape
-    # Rows sorted by activation run each nonlinearity once per step; outputs are put back.
-    order = sorted(range(b), key=lambda i: space.decode(params[i].tolist())["activation"])
+    # Rows sorted by padded shape, then activation: one group per shape, one call per
+    # nonlinearity within it. Outputs are put back in the caller's order.
+    hps = [space.decode(row.tolist()) for row in params]
+    order = sorted(range(b), key=lambda i: (padded_shape(hps[i]), hps[i]["activation"]))
     index = torch.tensor(order, device=dev)
     ops: OperatorBatch = build_operators(params.cpu()[index.cpu()], [seeds[i] for i in order], c, h, dev, space)
     ops = ops.repeat(realizations)
