@@ -8,6 +8,7 @@ printed command can be rerun by hand at a larger scale.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from pathlib import Path
@@ -18,10 +19,10 @@ from noa.data.info import describe
 from noa.errors import NoaError
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
-DATA = dict(n_samples=192, grid=32, timesteps=16, seed=0, store_trajectories=True)
-TOKENIZER = dict(epochs=40, batch_size=64, lr=2e-3, levels=2, codebook_size=16, latent_dim=8, hidden=64)
+DATA = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
+TOKENIZER = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
 NOA = dict(
-    n_samples=192, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
+    n_samples=256, epochs=5, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
     base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, projector_hidden=64,
     lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, save_every=20, log_every=10,
 )
@@ -59,15 +60,16 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     log(describe(paths["dataset"]))
 
     stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
-    metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=log, progress=False, **TOKENIZER)
+    every_20th_epoch = lambda line: None if re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20 else log(line)  # noqa: E731
+    metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, **TOKENIZER)
     codebooks = metrics["codebooks"]
     log(f"held-out recon MSE {metrics['recon_mse']['total']:.4f}; codebook utilization "
         f"{sum(c['utilization'] for c in codebooks) / len(codebooks):.1%} (mean over {len(codebooks)} codebooks)")
 
     args = {**NOA, "dataset": str(paths["dataset"]), "vqvae_path": str(paths["tokenizer"]),
             "checkpoint_dir": str(paths["checkpoints"]), "seed": seed, "device": device}
-    batches_per_epoch = int(NOA["n_samples"] * 0.9) // NOA["batch_size"]
-    stop_at = batches_per_epoch + batches_per_epoch // 2
+    batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
+    stop_at = 2 * batches_per_epoch + batches_per_epoch // 2
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
     train({**args, "max_steps": stop_at}, log=log)
 
@@ -75,7 +77,7 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     result = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device}, log=log)
 
     stage("5/5  Diagnosis on held-out samples")
-    diagnose(paths["checkpoints"] / "best_model.pt", paths["tokenizer"], paths["dataset"], n_samples=16,
+    diagnose(paths["checkpoints"] / "best_model.pt", paths["tokenizer"], paths["dataset"], n_samples=32,
              device=device, seed=seed, out_dir=paths["report"], log=log)
 
     log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {result.best_val_loss:.4f}).")

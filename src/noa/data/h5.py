@@ -23,6 +23,7 @@ a cache, never the only copy of the truth.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+import torch
 
 from noa.errors import NoaError
 from noa.operators.space import ParameterSpace
@@ -151,8 +153,6 @@ def feature_names(f: h5py.File) -> dict[str, list[str]]:
 
 def fingerprint(path: str | Path) -> str:
     """A short hash of what defines a dataset's samples (config, θ, seeds), not its caches."""
-    import hashlib
-
     digest = hashlib.blake2b(digest_size=12)
     with open_dataset(path) as f:
         digest.update(str(f.attrs["config"]).encode())
@@ -161,10 +161,8 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, "torch.Tensor"]:
+def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, torch.Tensor]:
     """Stored features of the given sorted rows, checked complete and finite."""
-    import torch
-
     feature_names(f)  # clear message when absent
     done = f["features/done"][:] if "done" in f["features"] else np.ones(len(f["parameters/params"]), bool)
     if not done[rows].all():

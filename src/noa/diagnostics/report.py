@@ -217,7 +217,7 @@ def check_fit(
             )
     if problems:
         raise NoaError(
-            f"the checkpoint, tokenizer and dataset do not fit each other:\n  - "
+            "the checkpoint, tokenizer and dataset do not fit each other:\n  - "
             + "\n  - ".join(problems)
             + "\nUse the tokenizer and data the NOA was trained with (and --timesteps equal to the tokenizer's T)."
         )

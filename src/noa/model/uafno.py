@@ -156,7 +156,12 @@ class UAFNO(nn.Module):
         self.afno_film = nn.ModuleList(FiLM(embed_dim, widths[-1]) for _ in range(config.afno_blocks))
         # Decoder level i climbs from widths[i + 1] to widths[i]; listed from the bottom up.
         levels = list(reversed(range(config.encoder_levels)))
-        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in levels)
+        # Nearest upsampling then a circular 3x3 conv: a stride-2 transposed conv gives each of
+        # the four sub-pixel positions its own kernel, which shows up as checkerboard artefacts.
+        self.up = nn.ModuleList(
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i + 1], widths[i], 3, padding=1, padding_mode="circular"))
+            for i in levels
+        )
         self.decoder = nn.ModuleList(ConvBlock(2 * widths[i], widths[i], embed_dim) for i in levels)
         self.head = nn.Conv2d(widths[0], config.channels, 1)
         with torch.no_grad():
