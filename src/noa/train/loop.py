@@ -122,6 +122,30 @@ class Trainer:
     # ---------------------------------------------------------------- setup
 
     def _setup(self, cli: dict[str, Any]) -> None:
+        cfg, mode, ckpt_path, ckpt = self._starting_point(cli)
+        self._setup_data(cfg)
+        if mode == "resume" and ckpt.get("args") is not None:
+            diffs = locked_differences(ckpt["args"], cfg.to_dict(), config_module.RESUME_LOCKED)
+            if diffs:
+                raise NoaError(
+                    "cannot resume with settings that change the optimisation path: " + "; ".join(diffs)
+                    + ". Drop these flags to continue the run, or fine-tune from its weights with --init-from"
+                )
+        self.checkpoint_dir = Path(cfg.checkpoint_dir)
+        self._setup_tokenizer(cfg)
+        self._setup_model(cfg, ckpt)
+        self.cursor, self.progress = Cursor(), Progress()
+        if mode == "resume":
+            self._restore(ckpt_path, ckpt)
+        elif mode == "finetune":
+            self._init_from(ckpt_path, ckpt)
+        if mode != "resume":
+            self._claim_checkpoint_dir(cfg.overwrite)
+        if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
+            self.log(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
+
+    def _starting_point(self, cli: dict[str, Any]) -> tuple[TrainConfig, str, Path | None, dict[str, Any] | None]:
+        """The effective config and where training starts: fresh, resume or fine-tune."""
         file_values = config_module.read_config_file(cli["config"]) if cli.get("config") else {}
         requested = {**file_values, **{k: v for k, v in cli.items() if v is not None}}
         ckpt, ckpt_path, mode = None, None, "fresh"
@@ -153,8 +177,9 @@ class Trainer:
                 setattr(cfg, k, stored.get(k, getattr(cfg, k)))
         config_module.validate(cfg)
         self.device = resolve_device(cfg.device)
+        return cfg, mode, ckpt_path, ckpt
 
-        # Data.
+    def _setup_data(self, cfg: TrainConfig) -> None:
         rows = usable_rows(cfg.dataset, cfg.n_samples)
         split = split_rows(rows, cfg.val_split, cfg.seed)
         with h5.open_dataset(cfg.dataset) as f:
@@ -171,16 +196,7 @@ class Trainer:
         self.batches_per_epoch = len(self.train_sampler)
         self.dataset_fingerprint = h5.fingerprint(cfg.dataset)
 
-        if mode == "resume" and inherited is not None:
-            diffs = locked_differences(inherited, cfg.to_dict(), config_module.RESUME_LOCKED)
-            if diffs:
-                raise NoaError(
-                    "cannot resume with settings that change the optimisation path: " + "; ".join(diffs)
-                    + ". Drop these flags to continue the run, or fine-tune from its weights with --init-from"
-                )
-        self.checkpoint_dir = Path(cfg.checkpoint_dir)
-
-        # Tokenizer.
+    def _setup_tokenizer(self, cfg: TrainConfig) -> None:
         self.tokenizer, self.tokenizer_fp = None, None
         if cfg.vqvae_path:
             from noa.tokenizer import check_compatible, load_tokenizer
@@ -196,7 +212,8 @@ class Trainer:
             )
             self.tokenizer_fp = tokenizer_fingerprint(cfg.vqvae_path)
 
-        # Model, projector, optimizer, schedule.
+    def _setup_model(self, cfg: TrainConfig, ckpt: dict[str, Any] | None) -> None:
+        """Model, projector, optimizer, schedule and the objective they are trained on."""
         model_cfg = UAFNOConfig(
             channels=self.info.channels,
             param_dim=self.info.space.size,
@@ -232,16 +249,6 @@ class Trainer:
             bptt_window=cfg.bptt_window,
             latent_steps=sample_steps(cfg.timesteps, cfg.latent_sample_steps) if cfg.enable_latent_loss else [],
         )
-        self.cursor, self.progress = Cursor(), Progress()
-        if mode == "resume":
-            self._restore(ckpt_path, ckpt)
-        elif mode == "finetune":
-            self._init_from(ckpt_path, ckpt)
-        if mode != "resume":
-            self._claim_checkpoint_dir(cfg.overwrite)
-        if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
-            self.log(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
-
     @staticmethod
     def _is_other_dataset(dataset: str | None, ckpt: dict[str, Any]) -> bool:
         stored = ckpt.get("fingerprints", {}).get("dataset")
