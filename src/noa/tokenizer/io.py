@@ -104,6 +104,8 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Cate
 
 def _existing_dir(path: str | Path) -> Path:
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NoaError(f"{path} is a file, not a tokenizer directory; pass the directory `noa vqvae train --out` wrote")
     if not path.is_dir():
         raise NoaError(f"tokenizer directory {path} does not exist; train one with `noa vqvae train` or fix the path")
     return path

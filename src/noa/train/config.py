@@ -134,7 +134,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise NoaError(f"--config {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {err}") from err
+        first_line = str(err).strip().splitlines()[0]
+        raise NoaError(f"--config {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first_line}") from err
     if not isinstance(data, dict):
         raise NoaError(f"--config {p} must hold a mapping of flag names to values")
     known = {f.name for f in fields(TrainConfig)}
