@@ -20,45 +20,21 @@ from pathlib import Path
 
 import torch
 
-from noa.data.generate import GenerateConfig, generate
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.loop import Trainer
 
-WORK = Path(__file__).resolve().parent / ".work"
+from common import WORK, ensure_dataset, training_parser
+
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--n-samples", type=int, default=400)
-    p.add_argument("--grid", type=int, default=16)
-    p.add_argument("--timesteps", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--bptt-window", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--warmup-steps", type=int, default=20)
-    p.add_argument("--base-channels", type=int, default=16)
-    p.add_argument("--encoder-levels", type=int, default=2)
-    p.add_argument("--modes", type=int, default=8)
-    p.add_argument("--afno-blocks", type=int, default=2)
+    p = training_parser(__doc__.split("\n\n")[0])
     p.add_argument("--lambda-commit", type=float, default=0.5)
     p.add_argument("--lambda-latent", type=float, default=0.5)
     p.add_argument("--latent-sample-steps", type=int, default=3)
     p.add_argument("--no-latent-loss", action="store_true", help="train with L_traj + L_commit only")
     p.add_argument("--tokenizer-epochs", type=int, default=30)
-    p.add_argument("--val-split", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     return p.parse_args(argv)
-
-
-def ensure_dataset(args: argparse.Namespace) -> Path:
-    path = WORK / f"toolkit_g{args.grid}_t{args.timesteps}_n{args.n_samples}_s{args.seed}.h5"
-    if not path.exists():
-        cfg = GenerateConfig(n_samples=args.n_samples, grid=args.grid, timesteps=args.timesteps, seed=args.seed, store_trajectories=True)
-        generate(cfg, path, progress=False, log=lambda _: None)
-    return path
 
 
 def ensure_tokenizer(args: argparse.Namespace, dataset: Path) -> Path:
