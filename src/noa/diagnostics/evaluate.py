@@ -1,0 +1,369 @@
+"""Evaluate a trained NOA on held-out samples against its frozen tokenizer.
+
+One pass over the held-out samples replays two CNO realizations per operator (ground truth
+and its noise), rolls the NOA out with the latent projector applied at every step, and
+tokenizes both. From that pass come the guide's four sections (:mod:`.alignment`) and the
+rollout-quality section (:mod:`.rollout_quality`); :mod:`.report` turns them into text,
+``report.md``, ``summary.json`` and the figures.
+
+Held-out means: the validation split the training run used (rebuilt from the checkpoint's
+args exactly as training built it), plus dataset rows beyond the run's ``--n-samples``,
+which training never read. Nothing here draws random numbers except the choice of which
+held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from noa.data import h5
+from noa.data.loader import SampleSource, split_rows, usable_rows
+from noa.diagnostics import alignment as guide
+from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
+from noa.errors import NoaError
+from noa.features import compute_features, feature_names
+from noa.model import LatentProjector, UAFNO
+from noa.operators.replay import replay
+from noa.seeding import generator
+from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
+from noa.train.checkpoint import build_model, load_checkpoint
+from noa.train.rollout import rollout_noa, sample_steps
+
+SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
+DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
+PLOTTED_OPERATORS = 3
+SECTION_NAMES = ("VQ Reconstruction", "Token Diversity", "Alignment Correlation", "Temporal Consistency")
+
+
+@dataclass
+class DiagnosticsResult:
+    """Every number of one diagnosis; ``text`` is the printed report."""
+
+    checkpoint: str
+    tokenizer: str
+    dataset: str
+    timesteps: int
+    n_samples: int
+    rows: list[int]
+    notes: list[str]
+    reconstruction: guide.Reconstruction
+    diversity: guide.Diversity
+    alignment: guide.Alignment | None
+    consistency: guide.Consistency | None
+    skipped: str | None
+    verdict: str
+    rollout: RolloutQuality
+    cno_reconstruction: float  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
+    text: str = ""
+
+    @property
+    def assessments(self) -> dict[str, str | None]:
+        sections = (self.reconstruction, self.diversity, self.alignment, self.consistency)
+        return {name: (s.assessment if s is not None else None) for name, s in zip(SECTION_NAMES, sections)}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (non-finite values become null); the text is left out."""
+        data = asdict(self)
+        data.pop("text")
+        data["assessments"] = self.assessments
+        data["ladders"] = {ladder.metric: ladder.describe() for ladder in guide.LADDERS}
+        data["verdict_rule"] = guide.VERDICT_RULE
+        return _finite(data)
+
+
+@dataclass
+class _Collected:
+    """What the evaluation pass keeps for the metrics and figures (CPU tensors)."""
+
+    features_noa: dict[str, torch.Tensor]
+    features_cno: dict[str, torch.Tensor]
+    tokens_noa: torch.Tensor  # [N, E]
+    tokens_cno: torch.Tensor
+    tokens_cno_other: torch.Tensor
+    errors: StepErrors
+    targets: torch.Tensor  # [N, D] cat(encode(features of the NOA rollout))
+    projected: torch.Tensor | None  # [N, D] projector latents, mean over the sampled steps
+    norms: torch.Tensor | None  # [N, T] projector latent norms at every step
+    frames_cno: torch.Tensor  # [S, K, H, W] channel 0 at the plotted times
+    frames_noa: torch.Tensor
+    non_finite: int  # NOA rollouts with NaN/inf
+
+
+
+@dataclass
+class Evaluation:
+    """One diagnosis and what presenting it needs beyond the numbers."""
+
+    result: DiagnosticsResult
+    data: _Collected
+    times: list[int]  # the rollout steps shown in the frames figure
+    history: dict  # the checkpoint's training history, for the curves figure
+
+
+def evaluate(
+    noa_checkpoint: str | Path,
+    vqvae_path: str | Path | None,
+    dataset: str | Path | None,
+    *,
+    n_samples: int = 100,
+    timesteps: int | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    batch_size: int = 8,
+    log: Callable[[str], None] = print,
+) -> Evaluation:
+    """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
+
+    ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
+    ``timesteps`` defaults to the training run's T, else the dataset's.
+    """
+    if n_samples < 1 or batch_size < 1:
+        raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
+    ckpt = load_checkpoint(noa_checkpoint)
+    args = ckpt.get("args") or {}
+    vqvae_path = _from_args(vqvae_path, args, "vqvae_path", "--vqvae-path")
+    dataset = _from_args(dataset, args, "dataset", "--dataset")
+    model, projector = build_model(ckpt, device)
+    tokenizer = load_tokenizer(vqvae_path, device)
+    with h5.open_dataset(dataset) as f:
+        info = h5.read_info(f)
+    if timesteps is not None:
+        t_source = "--timesteps"
+    elif args.get("timesteps") is not None:
+        timesteps, t_source = int(args["timesteps"]), f"checkpoint {noa_checkpoint} (its training --timesteps)"
+    else:
+        timesteps, t_source = info.timesteps, f"dataset {dataset}"
+    if timesteps < 1:
+        raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
+    check_fit(model, projector, tokenizer, info, timesteps, t_source, noa_checkpoint, vqvae_path)
+
+    rows, notes = held_out_rows(dataset, args, n_samples, seed)
+    trained_with = args.get("vqvae_path")
+    if trained_with is not None and Path(trained_with).resolve() != Path(vqvae_path).resolve():
+        notes.append(f"the NOA was trained with tokenizer {trained_with}, not this one")
+    k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
+    steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
+    times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
+    log(f"Diagnosing {noa_checkpoint} on {len(rows)} held-out samples of {dataset} (T={timesteps}, device {device})")
+    source = SampleSource(dataset, rows)
+    try:
+        data = _evaluate(model, projector, tokenizer, source, timesteps, steps, times, batch_size, device)
+    finally:
+        source.close()
+    if data.non_finite:
+        notes.append(f"{data.non_finite} of {len(rows)} NOA rollouts hold NaN/inf; metrics that touch them are NaN")
+
+    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, tokenizer, data, steps, batch_size)
+    return Evaluation(result, data, times, ckpt.get("history") or {})
+
+
+def _from_args(value: str | Path | None, args: dict, key: str, flag: str) -> str | Path:
+    if value is not None:
+        return value
+    if args.get(key):
+        return args[key]
+    raise NoaError(f"the checkpoint does not record its {key.replace('_', ' ')}; pass {flag}")
+
+
+def check_fit(
+    model: UAFNO,
+    projector: LatentProjector | None,
+    tokenizer: CategoricalVQVAE,
+    info: h5.DatasetInfo,
+    timesteps: int,
+    t_source: str,
+    checkpoint: str | Path,
+    vqvae_path: str | Path,
+) -> None:
+    """One NoaError listing every way the checkpoint, tokenizer and dataset disagree."""
+    cfg, tok = model.config, tokenizer.config
+    ck, tk, ds = f"checkpoint {checkpoint}", f"tokenizer {vqvae_path}", f"dataset {info.path}"
+    problems = []
+    if cfg.channels != info.channels:
+        problems.append(f"channels: {ck} has {cfg.channels}, {ds} has {info.channels}")
+    if cfg.param_dim != info.space.size:
+        problems.append(f"operator parameters: {ck} takes {cfg.param_dim}, {ds} has {info.space.size}")
+    factor = 2**cfg.encoder_levels
+    if info.grid % factor or info.grid // factor < 2:
+        problems.append(
+            f"grid: {ck} needs a multiple of {factor} of at least {2 * factor} ({cfg.encoder_levels} encoder levels), "
+            f"{ds} has {info.grid}"
+        )
+    if tok.grid != info.grid:
+        problems.append(f"grid: {tk} was trained on {tok.grid}x{tok.grid}, {ds} has {info.grid}x{info.grid}")
+    if tok.channels != info.channels:
+        problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
+    elif tok.feature_names != feature_names(info.channels):
+        problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
+    if tok.timesteps != timesteps:
+        problems.append(f"timesteps: {tk} was trained on T={tok.timesteps}, {t_source} gives T={timesteps}")
+    if projector is not None:
+        if projector.latent_dim != tokenizer.latent_dim:
+            problems.append(
+                f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
+            )
+        if projector.in_channels != cfg.bottleneck_channels:
+            problems.append(
+                f"bottleneck: {ck}'s latent projector takes {projector.in_channels} channels, "
+                f"its model's bottleneck has {cfg.bottleneck_channels}"
+            )
+    if problems:
+        raise NoaError(
+            "the checkpoint, tokenizer and dataset do not fit each other:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse the tokenizer and data the NOA was trained with (and --timesteps equal to the tokenizer's T)."
+        )
+
+
+def held_out_rows(dataset: str | Path, args: dict, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """Sorted dataset rows to evaluate and notes saying where they come from."""
+    notes: list[str] = []
+    every = usable_rows(dataset, None)
+    trained_on = args.get("dataset")
+    if trained_on is not None and Path(trained_on).resolve() == Path(dataset).resolve():
+        train_rows = usable_rows(dataset, args.get("n_samples"))
+        val = split_rows(train_rows, float(args.get("val_split", 0.0)), int(args.get("seed", 0))).val
+        unseen = np.setdiff1d(every, train_rows)
+        candidates = np.union1d(val, unseen)
+        origin = f"{len(val)} validation samples of the training run"
+        if len(unseen):
+            origin += f" and {len(unseen)} samples beyond its --n-samples"
+        if not len(candidates):
+            raise NoaError(
+                f"no held-out samples: the NOA was trained on every valid sample of {dataset} without a validation "
+                "split; diagnose it on another dataset (e.g. `noa data generate` with another --seed)"
+            )
+    else:
+        candidates = every
+        if trained_on is None:
+            origin = f"{len(every)} valid samples; the checkpoint does not record its training data, so some may be training samples"
+        else:
+            origin = (
+                f"{len(every)} valid samples; it is not the training dataset ({trained_on}), so none were trained on "
+                "unless it is a copy of that data"
+            )
+    notes.append(f"held-out pool: {origin}")
+    if len(candidates) < n_samples:
+        notes.append(f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them")
+        return np.sort(candidates), notes
+    if len(candidates) > n_samples:
+        pick = torch.randperm(len(candidates), generator=generator(seed, "diagnose/samples"))[:n_samples].numpy()
+        notes.append(f"evaluating {n_samples} of them, chosen with --seed {seed}")
+        return np.sort(candidates[pick]), notes
+    return np.sort(candidates), notes
+
+
+def _tokens(tokenizer: CategoricalVQVAE, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(cat of the pre-quantization latents [B, D], code indices [B, E]) on the CPU."""
+    latents = tokenizer.encode(features)
+    _, indices = tokenizer.quantize(latents)
+    return torch.cat(latents, dim=1).cpu(), torch.stack(indices, dim=1).cpu()
+
+
+@torch.no_grad()
+def _evaluate(
+    model: UAFNO,
+    projector: LatentProjector | None,
+    tokenizer: CategoricalVQVAE,
+    source: SampleSource,
+    timesteps: int,
+    steps: list[int],
+    times: list[int],
+    batch_size: int,
+    device: str,
+) -> _Collected:
+    parts: dict[str, list] = {name: [] for name in _Collected.__dataclass_fields__}
+    for start in range(0, len(source), batch_size):
+        batch = source.get_batch(list(range(start, min(start + batch_size, len(source)))))
+        ic, params = batch["ic"].to(device), batch["params"].to(device)
+        cno = replay(params, ic, batch["seed"].tolist(), timesteps, realizations=2, device=device)
+        every_step = list(range(timesteps)) if projector is not None else None
+        noa, projected = rollout_noa(model, ic, params, timesteps, projector, steps=every_step)
+        feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
+        targets, tokens_noa = _tokens(tokenizer, feats_noa)
+        parts["features_noa"].append({k: v.cpu() for k, v in feats_noa.items()})
+        parts["features_cno"].append({k: v.cpu() for k, v in feats_cno.items()})
+        parts["targets"].append(targets)
+        parts["tokens_noa"].append(tokens_noa)
+        parts["tokens_cno"].append(_tokens(tokenizer, feats_cno)[1])
+        parts["tokens_cno_other"].append(_tokens(tokenizer, feats_other)[1])
+        parts["errors"].append(step_errors(noa, cno))
+        parts["non_finite"].append(int((~torch.isfinite(noa.flatten(1))).any(dim=1).sum()))
+        if projected is not None:
+            parts["projected"].append(projected[:, steps].mean(dim=1).cpu())
+            parts["norms"].append(projected.norm(dim=-1).cpu())
+        shown = max(0, min(PLOTTED_OPERATORS - start, noa.shape[0]))
+        parts["frames_noa"].append(noa[:shown, times, 0].cpu())
+        parts["frames_cno"].append(cno[:shown, 0, times, 0].cpu())
+    families = parts["features_noa"][0].keys()
+    return _Collected(
+        features_noa={k: torch.cat([p[k] for p in parts["features_noa"]]) for k in families},
+        features_cno={k: torch.cat([p[k] for p in parts["features_cno"]]) for k in families},
+        tokens_noa=torch.cat(parts["tokens_noa"]),
+        tokens_cno=torch.cat(parts["tokens_cno"]),
+        tokens_cno_other=torch.cat(parts["tokens_cno_other"]),
+        errors=StepErrors.concat(parts["errors"]),
+        targets=torch.cat(parts["targets"]),
+        projected=torch.cat(parts["projected"]) if parts["projected"] else None,
+        norms=torch.cat(parts["norms"]) if parts["norms"] else None,
+        frames_cno=torch.cat(parts["frames_cno"]),
+        frames_noa=torch.cat(parts["frames_noa"]),
+        non_finite=sum(parts["non_finite"]),
+    )
+
+
+def _result(
+    checkpoint: str | Path,
+    vqvae_path: str | Path,
+    dataset: str | Path,
+    timesteps: int,
+    rows: np.ndarray,
+    notes: list[str],
+    tokenizer: CategoricalVQVAE,
+    data: _Collected,
+    steps: list[int],
+    batch_size: int,
+) -> DiagnosticsResult:
+    sizes = tokenizer.codebook_sizes
+    counts = guide.code_counts(list(data.tokens_noa.T), sizes)
+    sections = {
+        "reconstruction": guide.reconstruction(tokenizer, data.features_noa, batch_size),
+        "diversity": guide.diversity(counts, tokenizer.entries),
+        "alignment": None,
+        "consistency": None,
+    }
+    if data.projected is not None:
+        sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
+        sections["consistency"] = guide.consistency(data.norms)
+    assessed = [s.assessment for s in sections.values() if s is not None]
+    return DiagnosticsResult(
+        checkpoint=str(checkpoint),
+        tokenizer=str(vqvae_path),
+        dataset=str(dataset),
+        timesteps=timesteps,
+        n_samples=len(rows),
+        rows=[int(r) for r in rows],
+        notes=notes,
+        skipped=None if data.projected is not None else SKIP_REASON,
+        verdict=guide.final_verdict(assessed, aligned=data.projected is not None),
+        rollout=summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other),
+        cno_reconstruction=reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"],
+        **sections,
+    )
+
+
+def _finite(value: Any) -> Any:
+    """Non-finite floats -> None, recursively, so the JSON is standard."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
