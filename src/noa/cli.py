@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable, Sequence
+from typing import Sequence
 
 from noa.errors import NoaError
-
-Handler = Callable[[argparse.Namespace], int | None]
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:

@@ -127,7 +127,7 @@ def write_features(f: h5py.File, rows: np.ndarray, trajectories: torch.Tensor) -
 
 
 def _replay_pending(
-    path: Path, cfg: GenerateConfig, batch_size: int, device: str, progress: bool, with_features: bool
+    path: Path, cfg: GenerateConfig, batch_size: int, device: str, progress: bool
 ) -> None:
     with h5py.File(path, "r+") as f:
         pending = np.flatnonzero(~f["metadata/replayed"][:])
@@ -141,7 +141,7 @@ def _replay_pending(
             status = rollout_status(traj)
             if "trajectories" in f:
                 f["trajectories"][rows] = traj.cpu().numpy()
-            if with_features:
+            if cfg.features:
                 write_features(f, rows, traj)
             f["metadata/valid"][rows] = status.valid.numpy()
             f["metadata/max_abs"][rows] = status.max_abs.numpy()
@@ -189,7 +189,7 @@ def generate(
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         _create(partial, cfg, feature_names, chunk=256)
-    _replay_pending(partial, cfg, batch_size, device, progress, with_features=cfg.features)
+    _replay_pending(partial, cfg, batch_size, device, progress)
     os.replace(partial, out)
     return out
 

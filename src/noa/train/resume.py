@@ -100,7 +100,7 @@ def progress_of(ckpt: dict[str, Any]) -> Progress:
     saved = ckpt.get("progress", {})
     return Progress(
         history={k: list(v) for k, v in ckpt.get("history", {}).items()},
-        best_val_loss=float(ckpt.get("best_val_loss", float("inf")) if ckpt.get("best_val_loss") is not None else float("inf")),
+        best_val_loss=float("inf") if ckpt.get("best_val_loss") is None else float(ckpt["best_val_loss"]),
         epochs_without_improvement=int(saved.get("epochs_without_improvement", 0)),
         nan_skips_total=int(saved.get("nan_skips_total", 0)),
         nan_skips_in_a_row=int(saved.get("nan_skips_in_a_row", 0)),
