@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from noa.data.generate import GenerateConfig, generate
 
@@ -40,3 +43,28 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
         cfg = GenerateConfig(n_samples=args.n_samples, grid=args.grid, timesteps=args.timesteps, seed=args.seed, store_trajectories=True)
         generate(cfg, path, progress=False, log=lambda _: None)
     return path
+
+
+class _EpochSummaries(logging.Handler):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = record.getMessage().strip()
+        if line.startswith(("Train:", "Val:")):
+            print(f"    {self.prefix}{line}", flush=True)
+
+
+@contextmanager
+def epoch_summaries(prefix: str = "") -> Iterator[None]:
+    """Print only the epoch Train:/Val: lines of `noa train`'s log, as a benchmark's progress."""
+    logger = logging.getLogger("noa.train")
+    handler, level = _EpochSummaries(prefix), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)

@@ -22,8 +22,9 @@ import torch
 
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.loop import Trainer
+from noa.train.settle import settle
 
-from common import WORK, ensure_dataset, training_parser
+from common import WORK, ensure_dataset, epoch_summaries, training_parser
 
 
 
@@ -81,12 +82,9 @@ def main(argv: list[str] | None = None) -> None:
         "save_every": 0, "log_every": 10**9,
     }
 
-    def log(line: str) -> None:  # the epoch summaries only, as progress
-        if line.strip().startswith(("Train:", "Val:")):
-            print(f"    {line.strip()}", flush=True)
-
     start = time.perf_counter()
-    history = Trainer(values, log=log).fit().history
+    with epoch_summaries():
+        history = Trainer(settle(values)).fit().history
     print(f"  training: {time.perf_counter() - start:.0f} s\n")
     keys = ["traj", "commit"] + (["latent"] if latent else [])
     print("| epoch | " + " | ".join(f"train {k} | val {k}" for k in keys) + " | epoch s |")

@@ -30,8 +30,9 @@ from noa.data import h5
 from noa.data.loader import split_rows, usable_rows
 from noa.model import UAFNO
 from noa.train.loop import Trainer
+from noa.train.settle import settle
 
-from common import WORK, ensure_dataset, training_parser
+from common import WORK, ensure_dataset, epoch_summaries, training_parser
 
 
 
@@ -73,15 +74,12 @@ def run(args: argparse.Namespace, dataset: Path, blind: bool) -> dict[str, list[
         "checkpoint_dir": str(WORK / f"theta_run_{name}"), "save_every": 0, "log_every": 10**9,
     }
     shutil.rmtree(values["checkpoint_dir"], ignore_errors=True)  # a fresh run, fresh metrics.jsonl
-    def log(line: str) -> None:  # the epoch summaries only, as progress
-        if line.strip().startswith(("Train:", "Val:")):
-            print(f"    {name} {line.strip()}", flush=True)
-
-    trainer = Trainer(values, log=log)
-    if blind:
-        trainer.objective = dataclasses.replace(trainer.objective, model=ThetaBlind(trainer.model))
-    start = time.perf_counter()
-    history = trainer.fit().history
+    with epoch_summaries(f"{name} "):
+        trainer = Trainer(settle(values))
+        if blind:
+            trainer.objective = dataclasses.replace(trainer.objective, model=ThetaBlind(trainer.model))
+        start = time.perf_counter()
+        history = trainer.fit().history
     print(f"  {name}: {time.perf_counter() - start:.0f} s, {trainer.batches_per_epoch} batches/epoch", flush=True)
     return history
 

@@ -29,3 +29,23 @@ def tiny_tokenizer(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
         hidden=32, seed=0, device="cpu", val_split=0.2, log=lambda _: None, progress=False,
     )
     return out
+
+
+@pytest.fixture
+def train_log():
+    """The lines noa logs (loggers "noa.*": training, quickstart) during a test."""
+    import logging
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+
+    logger, handler = logging.getLogger("noa"), Collect()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)

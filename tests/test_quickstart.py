@@ -18,10 +18,9 @@ def tiny_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
                                             "base_channels": 8, "modes": 4, "afno_blocks": 1, "projector_hidden": 16})
 
 
-def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None, tmp_path: Path) -> None:
-    lines: list[str] = []
-    paths = quickstart.run_quickstart(tmp_path / "qs", device="cpu", log=lines.append)
-    text = "\n".join(lines)
+def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None, tmp_path: Path, train_log: list[str]) -> None:
+    paths = quickstart.run_quickstart(tmp_path / "qs", device="cpu")
+    text = "\n".join(train_log)
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert stage in text
     assert "Stopped after 22 batches as asked (--max-steps)" in text  # 9 batches per epoch, 2.5 epochs
@@ -30,4 +29,4 @@ def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None,
     assert (paths["report"] / "report.md").exists() and (paths["report"] / "summary.json").exists()
     assert (paths["checkpoints"] / "epoch_3.pt").exists()
     with pytest.raises(NoaError, match="already holds a quickstart"):
-        quickstart.run_quickstart(tmp_path / "qs", device="cpu", log=lambda _: None)
+        quickstart.run_quickstart(tmp_path / "qs", device="cpu")

@@ -17,7 +17,7 @@ from noa.errors import NoaError
 from noa.train import checkpoint as checkpoint_module
 from noa.train.checkpoint import load_checkpoint, save_atomic
 from noa.train.loop import train
-from noa.train.resume import find_latest
+from noa.train.checkpoint import find_latest
 
 from test_train_loop import run_args
 
@@ -51,18 +51,19 @@ def _assert_same_state(a: dict, b: dict) -> None:
 @pytest.fixture(scope="module")
 def straight(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ck = tmp_path_factory.mktemp("straight")
-    train(_args(tiny_dataset, tiny_tokenizer, ck), log=lambda _: None)
+    train(_args(tiny_dataset, tiny_tokenizer, ck))
     return ck
 
 
-def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
     ck = tmp_path / "ck"
-    train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=2), log=lambda _: None)
+    train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=2))
     assert (ck / "step_2.pt").exists() and not (ck / "epoch_1.pt").exists()
-    lines: list[str] = []
+    lines = train_log
+    lines.clear()  # only what follows
     # The guide's short resume command: flags it leaves out come from the checkpoint.
     train({"resume": str(ck / "step_2.pt"), "dataset": str(tiny_dataset), "epochs": 2, "batch_size": 4,
-           "enable_latent_loss": True, "device": "cpu"}, log=lines.append)
+           "enable_latent_loss": True, "device": "cpu"})
     text = "\n".join(lines)
     for expected in ("Resuming from checkpoint:", "  ✓ Loaded model weights", "  ✓ Loaded optimizer state",
                      "  ✓ Loaded scheduler state", "  ✓ Resuming from epoch 1, step 2",
@@ -75,18 +76,19 @@ def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(straight: Path, tiny_d
     assert _batch_records(straight) == _batch_records(ck)
 
 
-def test_resume_from_an_epoch_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_resume_from_an_epoch_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
     ck = tmp_path / "ck"
-    train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=3), log=lambda _: None)
-    lines: list[str] = []
-    train({"resume": str(ck / "epoch_1.pt"), "device": "cpu"}, log=lines.append)
+    train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=3))
+    lines = train_log
+    lines.clear()  # only what follows
+    train({"resume": str(ck / "epoch_1.pt"), "device": "cpu"})
     text = "\n".join(lines)
     assert "  ✓ Resuming from epoch 2, step 3" in text and "Will skip" not in text
     assert "  ✓ Best val loss so far: " in text
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
-def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path: Path) -> None:
+def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
     import shutil
 
     ck = tmp_path / "ck"
@@ -95,25 +97,25 @@ def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path
     os.utime(newest, None)
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])  # torn
-    notes: list[str] = []
-    path, ckpt = find_latest(ck, notes.append)
+    path, ckpt = find_latest(ck)
     assert path.name != "step_6.pt" and "model_state_dict" in ckpt
-    assert any("step_6.pt" in n and "truncated or corrupted" in n for n in notes)
+    assert any("step_6.pt" in n and "truncated or corrupted" in n for n in train_log)
 
 
 def test_changing_the_optimisation_path_on_resume_is_refused(straight: Path, tiny_dataset: Path) -> None:
     with pytest.raises(NoaError) as err:
-        train({"resume": str(straight / "step_4.pt"), "batch_size": 2, "bptt_window": 4, "device": "cpu"}, log=lambda _: None)
+        train({"resume": str(straight / "step_4.pt"), "batch_size": 2, "bptt_window": 4, "device": "cpu"})
     assert "--batch-size: checkpoint 4, now 2" in str(err.value) and "--bptt-window: checkpoint 2, now 4" in str(err.value)
 
 
-def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
     full = load_checkpoint(straight / "step_2.pt")
     ck = tmp_path / "old"
     ck.mkdir()
     save_atomic({"model_state_dict": full["model_state_dict"], "optimizer_state_dict": full["optimizer_state_dict"]}, ck / "step_2.pt")
-    lines: list[str] = []
-    result = train({**_args(tiny_dataset, tiny_tokenizer, ck), "resume": str(ck / "step_2.pt"), "epochs": 1}, log=lines.append)
+    lines = train_log
+    lines.clear()  # only what follows
+    result = train({**_args(tiny_dataset, tiny_tokenizer, ck), "resume": str(ck / "step_2.pt"), "epochs": 1})
     text = "\n".join(lines)
     for expected in ("  ⚠ Old checkpoint format detected - inferred global_step=2 from filename",
                      "  ⚠ Syncing scheduler to step 2...", "  ✓ Scheduler synced to step 2, lr=",
@@ -129,14 +131,15 @@ def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_datase
     assert f"lr={lr_at(2, 1e-3, 2, 6):.2e}" in synced
 
 
-def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, tmp_path: Path) -> None:
+def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
     other = tmp_path / "other.h5"
-    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True), other, progress=False, log=lambda _: None)
+    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True), other, progress=False)
     source = load_checkpoint(straight / "best_model.pt")
-    lines: list[str] = []
+    lines = train_log
+    lines.clear()  # only what follows
     ck = tmp_path / "ft"
     result = train({"resume": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "lr": 1e-4,
-                    "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"}, log=lines.append)
+                    "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"})
     text = "\n".join(lines)
     assert "fine-tuning (weights only)" in text and "Fresh optimizer, LR schedule (with warmup) and epoch count" in text
     assert result.global_step == 0
@@ -147,7 +150,7 @@ def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, tmp_path: P
     lines.clear()
     train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft2"),
            "max_steps": 0, "device": "cpu", "timesteps": 8, "bptt_window": 4, **{k: source["args"][k] for k in ("base_channels", "encoder_levels", "modes", "afno_blocks")}},
-          log=lines.append)
+          )
     assert any(l.startswith("Fine-tuning from") for l in lines)
 
 
@@ -180,7 +183,7 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path: Path) -> None:
 
 def test_keep_last_prunes_only_step_checkpoints(tiny_dataset: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
-    train(run_args(tiny_dataset, ck, save_every=1, keep_last=2), log=lambda _: None)
+    train(run_args(tiny_dataset, ck, save_every=1, keep_last=2))
     names = {p.name for p in ck.glob("*.pt")}
     assert {n for n in names if n.startswith("step_")} == {"step_5.pt", "step_6.pt"}
     assert {"epoch_1.pt", "epoch_2.pt"} <= names
@@ -203,3 +206,133 @@ def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, t
     assert saved, "no checkpoint written on SIGINT"
     ckpt = load_checkpoint(saved[-1])
     assert ckpt["global_step"] >= 1
+
+
+def _copy_to(src: Path, directory: Path) -> Path:
+    import shutil
+
+    directory.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copy2(src, directory / src.name))
+
+
+def _epoch_records(ck: Path) -> list[dict]:
+    return [r for r in _batch_records(ck) if r["kind"] == "epoch"]
+
+
+def test_a_step_checkpoint_on_an_epochs_last_batch_still_ends_that_epoch(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    # A run killed right after step_3.pt (the last batch of epoch 1, written before validation).
+    full = tmp_path / "full"
+    train(_args(tiny_dataset, tiny_tokenizer, full, save_every=3))
+    ck = tmp_path / "ck"
+    step_3 = _copy_to(full / "step_3.pt", ck)
+    assert load_checkpoint(step_3)["parts"]["cursor"] == {"epoch": 0, "batch_in_epoch": 3, "global_step": 3, "epoch_ended": False}
+    train({"resume": str(step_3), "checkpoint_dir": str(ck), "device": "cpu"})
+    assert (ck / "epoch_1.pt").exists() and (ck / "best_model.pt").exists()
+    _assert_same_state(load_checkpoint(straight / "epoch_1.pt"), load_checkpoint(ck / "epoch_1.pt"))
+    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert _epoch_records(ck) == _epoch_records(straight)  # epoch 1 validated exactly once
+
+
+def test_resuming_an_epoch_checkpoint_does_not_end_that_epoch_again(straight: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    epoch_1 = _copy_to(straight / "epoch_1.pt", ck)
+    train({"resume": str(epoch_1), "checkpoint_dir": str(ck), "device": "cpu"})
+    assert [r["epoch"] for r in _epoch_records(ck)] == [2]
+    assert len(load_checkpoint(ck / "epoch_2.pt")["history"]["val_loss"]) == 2
+
+
+def _commit_only(tiny_dataset: Path, tiny_tokenizer: Path, ck: Path, **kw) -> dict:
+    return run_args(tiny_dataset, ck, vqvae_path=str(tiny_tokenizer), **kw)
+
+
+def test_l_latent_switched_on_at_resume_keeps_the_models_adam_state(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    train(_commit_only(tiny_dataset, tiny_tokenizer, ck, max_steps=2))
+    before = load_checkpoint(ck / "step_2.pt")
+    assert before["alignment_state"] is None
+    train_log.clear()
+    train({"resume": str(ck / "step_2.pt"), "enable_latent_loss": True, "max_steps": 1, "device": "cpu"})
+    assert "  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization" in train_log
+    after = load_checkpoint(ck / "step_3.pt")
+    assert after["alignment_state"] is not None and after["args"]["enable_latent_loss"] is True
+    groups = [g["name"] for g in after["optimizer_state_dict"]["param_groups"]]
+    assert groups == ["model", "projector"]
+    record = [r for r in _batch_records(ck) if r["kind"] == "train_batch"][-1]
+    assert record["global_step"] == 3 and record["latent"] is not None
+
+
+def test_l_latent_switched_off_at_resume_as_the_guide_advises(straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from noa.cli import main
+
+    ck = tmp_path / "ck"
+    step_4 = _copy_to(straight / "step_4.pt", ck)
+    # The guide's "Resume Warnings" advice 2: disable --enable-latent-loss and resume.
+    code = main(["train", "--resume", str(step_4), "--checkpoint-dir", str(ck), "--no-enable-latent-loss", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0 and "  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on" in out
+    final = load_checkpoint(ck / "epoch_2.pt")
+    assert final["alignment_state"] is None and final["args"]["enable_latent_loss"] is False
+    assert [g["name"] for g in final["optimizer_state_dict"]["param_groups"]] == ["model"]
+    assert final["history"]["val_latent"][-1] is None and final["history"]["val_commit"][-1] is not None
+    # The same from a config file.
+    config = tmp_path / "off.yaml"
+    config.write_text("enable_latent_loss: false\n")
+    ck2 = tmp_path / "ck2"
+    step_4b = _copy_to(straight / "step_4.pt", ck2)
+    assert main(["train", "--config", str(config), "--resume", str(step_4b), "--checkpoint-dir", str(ck2), "--device", "cpu"]) == 0
+    assert load_checkpoint(ck2 / "epoch_2.pt")["alignment_state"] is None
+
+
+def test_a_format_2_single_group_optimizer_is_split_by_part(straight: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(straight / "step_4.pt")
+    model_group, projector_group = ckpt["optimizer_state_dict"]["param_groups"]
+    merged = {k: v for k, v in model_group.items() if k != "name"}
+    merged["params"] = model_group["params"] + projector_group["params"]
+    legacy = {**ckpt, "format_version": 2, "optimizer_state_dict": {"state": ckpt["optimizer_state_dict"]["state"], "param_groups": [merged]}}
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_atomic(legacy, ck / "step_4.pt")
+    train({"resume": str(ck / "step_4.pt"), "checkpoint_dir": str(ck), "device": "cpu"})
+    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+
+
+@pytest.mark.parametrize("flag, value", [("n_samples", 14), ("val_split", 0.25), ("seed", 3), ("lr", 5e-4)])
+def test_resume_refuses_flags_that_change_the_split_or_schedule(straight: Path, flag: str, value: object) -> None:
+    with pytest.raises(NoaError, match=f"--{flag.replace('_', '-')}: checkpoint .*--init-from"):
+        train({"resume": str(straight / "step_2.pt"), flag: value, "device": "cpu"})
+
+
+def test_resume_refuses_another_tokenizer(straight: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "other_vqvae"
+    shutil.copytree(tiny_tokenizer, other)
+    weights = torch.load(other / "weights.pt", weights_only=True)
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = weights[first] + 1e-3
+    torch.save(weights, other / "weights.pt")
+    with pytest.raises(NoaError, match="is not the one step_2.pt was trained with.*--init-from"):
+        train({"resume": str(straight / "step_2.pt"), "vqvae_path": str(other), "device": "cpu"})
+    # The same tokenizer under another path is the same tokenizer.
+    same = tmp_path / "moved_vqvae"
+    shutil.copytree(tiny_tokenizer, same)
+    ck = tmp_path / "ck"
+    step_2 = _copy_to(straight / "step_2.pt", ck)
+    train({"resume": str(step_2), "vqvae_path": str(same), "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"})
+
+
+def test_a_longer_run_at_resume_bends_the_lr_without_a_jump(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+    from noa.train.schedule import lr_at
+
+    ck = tmp_path / "ck"
+    step_4 = _copy_to(straight / "step_4.pt", ck)
+    train_log.clear()
+    train({"resume": str(step_4), "checkpoint_dir": str(ck), "epochs": 4, "device": "cpu"})
+    planned_at_4 = lr_at(4, 1e-3, 2, 6)  # the original 2-epoch plan's lr for batch 5
+    line = next(l for l in train_log if "LR schedule re-planned" in l)
+    assert f"from lr={planned_at_4:.2e} at step 4 to 0 at step 12 (was step 6)" in line
+    lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
+    assert lrs[0] == pytest.approx(planned_at_4, rel=1e-12)  # continuous: no jump
+    assert all(a > b for a, b in zip(lrs, lrs[1:])) and len(lrs) == 8  # then a smooth decay over the longer run
+    straight_lrs = [r["lr"] for r in _batch_records(straight) if r["kind"] == "train_batch"]
+    assert straight_lrs[4] == pytest.approx(planned_at_4, rel=1e-12)

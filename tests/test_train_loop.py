@@ -13,6 +13,7 @@ from noa.errors import NoaError
 from noa.train import loop as loop_module
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
+from noa.train.settle import settle
 
 TINY_MODEL = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1, projector_hidden=16)
 
@@ -26,10 +27,11 @@ def run_args(dataset: Path, ckdir: Path, **kw) -> dict:
     return values
 
 
-def test_training_logs_checkpoints_and_history(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
-    lines: list[str] = []
+def test_training_logs_checkpoints_and_history(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+    lines = train_log
+    lines.clear()  # only what follows
     args = run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, lambda_latent=0.5)
-    result = train(args, log=lines.append)
+    result = train(args)
     text = "\n".join(lines)
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
     assert "  [1/3] loss=" in text and " commit=" in text and " latent=" in text and "s/b" in text
@@ -76,16 +78,16 @@ def test_config_file_and_command_line_precedence(tiny_dataset: Path, tmp_path: P
 )
 def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, overrides: dict, message: str) -> None:
     with pytest.raises(NoaError, match=message):
-        train(run_args(tiny_dataset, tmp_path / "ck", **overrides), log=lambda _: None)
+        train(run_args(tiny_dataset, tmp_path / "ck", **overrides))
     assert not (tmp_path / "ck").exists()
 
 
 def test_tokenizer_trained_on_another_horizon_is_refused(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
     with pytest.raises(NoaError, match=r"tokenizer has 8.*has 4"):
-        train(run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), timesteps=4), log=lambda _: None)
+        train(run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), timesteps=4))
 
 
-def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]) -> None:
     real = loop_module.train_batch
     calls = {"n": 0}
 
@@ -97,8 +99,9 @@ def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: P
         return losses
 
     monkeypatch.setattr(loop_module, "train_batch", poisoned)
-    lines: list[str] = []
-    trainer = loop_module.Trainer(run_args(tiny_dataset, tmp_path / "ck", max_nan_skips=3, epochs=3), log=lines.append)
+    lines = train_log
+    lines.clear()  # only what follows
+    trainer = loop_module.Trainer(settle(run_args(tiny_dataset, tmp_path / "ck", max_nan_skips=3, epochs=3)))
     weights: list[dict] = []
     real_update = trainer._update
 
@@ -113,4 +116,94 @@ def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: P
     assert "Warning: NaN/Inf gradients at batch 2, skipping update" in lines
     assert sum("skipping update" in l for l in lines) == 3
     assert all(torch.equal(weights[0][k], weights[-1][k]) for k in weights[0])  # no update after batch 1
-    assert trainer.progress.nan_skips_total == 3
+    assert trainer.state.progress.nan_skips_total == 3
+
+
+def _open_handles(trainer: loop_module.Trainer) -> list[str]:
+    handles = {"train HDF5": trainer.train_source._file, "val HDF5": trainer.val_source._file}
+    still = [name for name, f in handles.items() if f is not None]
+    if trainer._metrics is not None and not trainer._metrics.closed:
+        still.append("metrics.jsonl")
+    if trainer._tb is not None and trainer._tb.all_writers is not None:
+        still.append("TensorBoard")
+    return still
+
+
+@pytest.mark.parametrize("ending", ["finished", "bug", "nan_stop", "max_steps"])
+def test_fit_closes_every_handle_on_every_exit(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+    real = loop_module.train_batch
+    calls = {"n": 0}
+
+    def faulty(obj, ic, params, target):
+        calls["n"] += 1
+        losses = real(obj, ic, params, target)
+        if calls["n"] == 2 and ending == "bug":
+            raise RuntimeError("a bug in the step")
+        if ending == "nan_stop":
+            next(obj.model.parameters()).grad.fill_(float("nan"))
+        return losses
+
+    monkeypatch.setattr(loop_module, "train_batch", faulty)
+    extra = {"max_steps": 2} if ending == "max_steps" else {"max_nan_skips": 2} if ending == "nan_stop" else {}
+    trainer = loop_module.Trainer(settle(run_args(tiny_dataset, tmp_path / "ck", tensorboard=True, **extra)))
+    if ending in ("bug", "nan_stop"):
+        with pytest.raises(RuntimeError if ending == "bug" else NoaError):
+            trainer.fit()
+    else:
+        trainer.fit()
+    assert trainer._metrics is not None and trainer._tb is not None  # they were opened ...
+    assert _open_handles(trainer) == []  # ... and closed
+
+
+def test_tensorboard_only_when_asked(tiny_dataset: Path, tmp_path: Path) -> None:
+    train(run_args(tiny_dataset, tmp_path / "plain", max_steps=1))
+    assert not (tmp_path / "plain" / "tensorboard").exists()
+    train(run_args(tiny_dataset, tmp_path / "tb", max_steps=1, tensorboard=True))
+    assert list((tmp_path / "tb" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_settle_gives_a_typed_config_with_the_model_nested(tiny_dataset: Path, tmp_path: Path) -> None:
+    run = settle(run_args(tiny_dataset, tmp_path / "ck", base_channels=16))
+    cfg = run.config
+    assert cfg.model.base_channels == 16 and cfg.model.channels == run.data.info.channels
+    assert cfg.model.param_dim == run.data.info.space.size
+    assert cfg.flags()["base_channels"] == 16 and "model" not in cfg.flags()
+    assert run.start.kind == "fresh" and len(run.data.split.train) == 14 and not (tmp_path / "ck").exists()
+
+
+def test_settle_opens_the_dataset_once(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from noa.data import h5
+
+    opened: list[str] = []
+    real_file = h5.h5py.File
+
+    def counting(path, *a, **k):
+        opened.append(str(path))
+        return real_file(path, *a, **k)
+
+    monkeypatch.setattr(h5.h5py, "File", counting)
+    loop_module.Trainer(settle(run_args(tiny_dataset, tmp_path / "ck")))
+    assert opened == [str(tiny_dataset)]
+
+
+@pytest.mark.parametrize("line, message", [("epochs: ten", "epochs must be an integer"), ("lr: [1]", "lr must be a number"),
+                                           ("enable_latent_loss: 1", "enable_latent_loss must be true or false")])
+def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path: Path, line: str, message: str) -> None:
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text(line + "\n")
+    with pytest.raises(NoaError, match=message):
+        settle({"config": str(cfg_file)})
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--lambda-commit"])
+def test_non_finite_flags_are_refused(tiny_dataset: Path, tmp_path: Path, flag: str, capsys: pytest.CaptureFixture) -> None:
+    code = main(["train", "--dataset", str(tiny_dataset), flag, "inf", "--checkpoint-dir", str(tmp_path / "ck")])
+    assert code == 2 and "must be finite" in capsys.readouterr().err
+
+
+def test_python_dash_m_noa_is_the_noa_command() -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "noa", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "--no-enable-latent-loss" in out and "--tensorboard" in out

@@ -7,6 +7,7 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Sequence
 
@@ -163,9 +164,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from noa.train.loop import TrainingInterrupted, train
 
-    values = {k: v for k, v in vars(args).items() if k not in ("handler", "command")}
     try:
-        result = train(values)
+        result = train(vars(args))
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return stop.exit_code
@@ -222,7 +222,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CurrentStdout(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time of each line (it may be redirected)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def _show_progress_lines() -> None:
+    """The library logs through ``logging`` ("noa.*"); the command prints those lines as they are."""
+    logger = logging.getLogger("noa")
+    if not logger.handlers:
+        handler = _CurrentStdout()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _show_progress_lines()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -8,12 +8,11 @@ printed command can be rerun by hand at a larger scale.
 
 from __future__ import annotations
 
+import logging
 import re
 import shutil
 import time
 from pathlib import Path
-from typing import Callable
-
 from noa.data.generate import GenerateConfig, generate
 from noa.data.info import describe
 from noa.errors import NoaError
@@ -28,8 +27,9 @@ NOA = dict(
 )
 
 
-def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overwrite: bool = False, log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Run every stage; returns the paths of what it made."""
+def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
+    """Run every stage, logging to "noa.quickstart" (training to "noa.train"); returns the paths of what it made."""
+    log = logging.getLogger("noa.quickstart").info
     from noa.diagnostics.report import diagnose
     from noa.tokenizer.job import train_tokenizer_on_dataset
     from noa.train.loop import train
@@ -71,10 +71,10 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
     stop_at = 2 * batches_per_epoch + batches_per_epoch // 2
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
-    train({**args, "max_steps": stop_at}, log=log)
+    train({**args, "max_steps": stop_at})
 
     stage("4/5  Resume with --resume auto: continues mid-epoch, exactly where it stopped")
-    result = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device}, log=log)
+    result = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device})
 
     stage("5/5  Diagnosis on held-out samples")
     diagnose(paths["checkpoints"] / "best_model.pt", paths["tokenizer"], paths["dataset"], n_samples=32,

@@ -153,11 +153,16 @@ def feature_names(f: h5py.File) -> dict[str, list[str]]:
 
 def fingerprint(path: str | Path) -> str:
     """A short hash of what defines a dataset's samples (config, θ, seeds), not its caches."""
-    digest = hashlib.blake2b(digest_size=12)
     with open_dataset(path) as f:
-        digest.update(str(f.attrs["config"]).encode())
-        for name in ("parameters/params", "metadata/operator_seed", "metadata/ic_seed"):
-            digest.update(np.ascontiguousarray(f[name][:]).tobytes())
+        return fingerprint_of(f)
+
+
+def fingerprint_of(f: h5py.File) -> str:
+    """:func:`fingerprint` of an open dataset."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(str(f.attrs["config"]).encode())
+    for name in ("parameters/params", "metadata/operator_seed", "metadata/ic_seed"):
+        digest.update(np.ascontiguousarray(f[name][:]).tobytes())
     return digest.hexdigest()
 
 

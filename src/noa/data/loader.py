@@ -32,20 +32,25 @@ class Split:
 def usable_rows(path: str | Path, n_samples: int | None) -> np.ndarray:
     """The first ``n_samples`` valid rows of the dataset (all valid rows when None)."""
     with h5.open_dataset(path) as f:
-        info = h5.read_info(f)
-        if not info.complete:
-            raise NoaError(f"dataset {path} is incomplete; finish it with `noa data generate --out {path} --resume` and the original flags")
-        ok = np.flatnonzero(f["metadata/replayed"][:] & f["metadata/valid"][:])
-        if n_samples is not None:
-            if n_samples < 2:
-                raise NoaError(f"--n-samples must be at least 2 (one to train, one to validate); got {n_samples}")
-            if n_samples > len(ok):
-                raise NoaError(
-                    f"--n-samples {n_samples} is more than the {len(ok)} valid samples in {path} "
-                    f"({info.n_samples} in all); lower it or generate a larger dataset"
-                )
-            ok = ok[:n_samples]
-        h5.check_finite(f, ok)
+        return usable_rows_of(f, h5.read_info(f), n_samples)
+
+
+def usable_rows_of(f: h5py.File, info: h5.DatasetInfo, n_samples: int | None) -> np.ndarray:
+    """:func:`usable_rows` of an open, validated dataset."""
+    path = f.filename
+    if not info.complete:
+        raise NoaError(f"dataset {path} is incomplete; finish it with `noa data generate --out {path} --resume` and the original flags")
+    ok = np.flatnonzero(f["metadata/replayed"][:] & f["metadata/valid"][:])
+    if n_samples is not None:
+        if n_samples < 2:
+            raise NoaError(f"--n-samples must be at least 2 (one to train, one to validate); got {n_samples}")
+        if n_samples > len(ok):
+            raise NoaError(
+                f"--n-samples {n_samples} is more than the {len(ok)} valid samples in {path} "
+                f"({info.n_samples} in all); lower it or generate a larger dataset"
+            )
+        ok = ok[:n_samples]
+    h5.check_finite(f, ok)
     return ok
 
 
@@ -63,15 +68,20 @@ def split_rows(rows: np.ndarray, val_fraction: float, seed: int) -> Split:
 class SampleSource(torch.utils.data.Dataset):
     """(ic, params, operator seed, index) for a fixed list of dataset rows, read lazily.
 
+    The file opens at the first read and stays open until :meth:`close`; pass ``info`` when
+    the caller has already validated the file, so constructing a source does not open it.
+
     ``trajectory`` is added when the file caches trajectories and ``with_trajectories``.
     """
 
-    def __init__(self, path: str | Path, rows: np.ndarray, with_trajectories: bool = False):
+    def __init__(self, path: str | Path, rows: np.ndarray, with_trajectories: bool = False, info: h5.DatasetInfo | None = None):
         self.path = Path(path)
         self.rows = np.asarray(rows, dtype=np.int64)
         self._file: h5py.File | None = None
-        with h5.open_dataset(self.path) as f:
-            self.info = h5.read_info(f)
+        if info is None:
+            with h5.open_dataset(self.path) as f:
+                info = h5.read_info(f)
+        self.info = info
         self.with_trajectories = with_trajectories and self.info.has_trajectories
 
     def __len__(self) -> int:

@@ -21,6 +21,7 @@ class LatentProjector(nn.Module):
         super().__init__()
         self.in_channels = in_channels
         self.latent_dim = latent_dim
+        self.hidden = hidden
         self.pointwise = nn.Sequential(nn.Conv2d(in_channels, hidden, 1), nn.GELU())
         self.mlp = nn.Sequential(
             nn.Linear(2 * hidden, hidden),

@@ -8,6 +8,7 @@ a crash mid-write leaves either the previous file or none, never a torn one.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import re
@@ -20,7 +21,12 @@ import torch
 from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 
-FORMAT_VERSION = 2  # 1 = the guide's "old format" (no global_step / scheduler / projector)
+log = logging.getLogger("noa.train")
+
+# 1 = the guide's "old format" (no global_step / scheduler / projector); 2 = one optimizer group,
+# schedule step only; 3 = named optimizer groups, stateful parts under "parts".
+FORMAT_VERSION = 3
+CHECKPOINT_GLOBS = ("step_*.pt", "epoch_*.pt", "best_model.pt")
 STEP_NAME = re.compile(r"^step_(\d+)\.pt$")
 EPOCH_NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
@@ -97,3 +103,19 @@ def step_from_name(path: str | Path) -> tuple[str, int] | None:
         if match:
             return kind, int(match.group(1))
     return None
+
+
+def find_latest(checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The newest checkpoint in the directory that loads; torn ones are reported and passed over."""
+    directory = Path(checkpoint_dir)
+    candidates = sorted(
+        {p for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)},
+        key=lambda p: (p.stat().st_mtime_ns, p.name),
+        reverse=True,
+    )
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path)
+        except NoaError as err:
+            log.warning(f"  ⚠ Skipping {path.name}: {err}")
+    raise NoaError(f"--resume auto found no intact checkpoint in {directory}; start without --resume")

@@ -1,25 +1,47 @@
-"""Training configuration: the guide's flags as plain data, their precedence and validation.
+"""Training configuration: the guide's flags, typed, with one rule of precedence.
 
-Values come, highest precedence first, from the command line, a ``--config`` file (YAML or
-JSON whose keys are the flag names), the resumed checkpoint's ``args`` (so the guide's short
-resume commands keep the original run's settings), and the defaults below.
+``TrainConfig`` is what a run is: the training settings plus the model's architecture nested as
+a :class:`~noa.model.UAFNOConfig` (one source of truth; the flags ``--base-channels`` and
+friends are views of it). Values come, lowest precedence first, from the defaults, the
+checkpoint's ``args`` (a resume inherits the run's settings so the guide's short resume
+commands work; a fine-tune inherits the objective, not the data or budget), a ``--config`` file
+(YAML or JSON whose keys are flag names) and the command line. :func:`resolve_flags` is the
+only place that order is decided.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass, fields
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from noa.errors import NoaError
+from noa.model import UAFNOConfig
+
+# Flags that are views of the nested model config.
+ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks")
+# Flags about this invocation, never inherited from a checkpoint.
+PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite")
+# Flags a resume must not change: they define the data split, the batches, the target and the
+# learning-rate schedule. A different dataset makes the resume a fine-tune instead.
+RESUME_LOCKED = (
+    "n_samples", "val_split", "seed", "batch_size", "timesteps", "bptt_window", "n_realizations",
+    "lr", "warmup_steps", "lr_schedule",
+)
+# Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
+# budget and output, not the model or its objective.
+NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
 
 
 @dataclass
 class TrainConfig:
+    """Everything that defines a training run (``model`` holds the architecture)."""
+
     dataset: str = "datasets/100k_full_features.h5"
     n_samples: int | None = None
     epochs: int = 10
@@ -38,10 +60,6 @@ class TrainConfig:
     save_every: int = 200
     early_stop_patience: int | None = None
     keep_last: int | None = None
-    base_channels: int = 32
-    encoder_levels: int = 3
-    modes: int = 16
-    afno_blocks: int = 4
     projector_hidden: int = 512
     val_split: float = 0.1
     seed: int = 0
@@ -51,82 +69,103 @@ class TrainConfig:
     n_realizations: int = 1
     max_nan_skips: int = 10
     log_every: int = 1
+    tensorboard: bool = False
     resume: str | None = None
     init_from: str | None = None
     max_steps: int | None = None
     overwrite: bool = False
+    model: UAFNOConfig = field(default_factory=UAFNOConfig)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    def flags(self) -> dict[str, Any]:
+        """The flat flag view (flag name -> value), as stored in a checkpoint's ``args``."""
+        flat = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        flat.update({name: getattr(self.model, name) for name in ARCHITECTURE})
+        return flat
+
+    @classmethod
+    def from_flags(cls, values: dict[str, Any], model: UAFNOConfig | None = None) -> TrainConfig:
+        """A config from flag values; the architecture flags go into ``model``."""
+        own = {k: v for k, v in values.items() if k not in ARCHITECTURE}
+        base = model or UAFNOConfig()
+        arch = {k: values[k] for k in ARCHITECTURE if k in values}
+        return cls(**own, model=replace(base, **arch))
 
 
-# Flags that define the optimisation trajectory: a resume must not change them (a different
-# dataset makes the resume a fine-tune instead).
-RESUME_LOCKED = ("batch_size", "timesteps", "bptt_window")
-# Flags that are about this invocation, never inherited from a checkpoint.
-PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite")
-# Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
-# budget and output, not the model or its objective.
-NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
-
-_HELP = {
-    "dataset": "HDF5 dataset made by `noa data generate`",
-    "n_samples": "use the first N valid samples (train + validation); default all",
-    "epochs": "training epochs (total, also when resuming)",
-    "batch_size": "samples per batch",
-    "lr": "peak learning rate",
-    "bptt_window": "truncated-BPTT window in steps; the state is detached between windows",
-    "timesteps": "rollout length T (at most the dataset's)",
-    "vqvae_path": "frozen tokenizer directory (enables L_commit)",
-    "lambda_commit": "weight of L_commit",
-    "enable_latent_loss": "enable L_latent (needs --vqvae-path)",
-    "lambda_latent": "weight of L_latent",
-    "latent_sample_steps": "timesteps sampled for L_latent: K evenly spaced (3 = first, middle, last), -1 = all",
-    "lr_schedule": "cosine (linear warmup from 0.1·lr, then cosine to 0) or constant (warmup, then lr)",
-    "warmup_steps": "warmup batches",
-    "checkpoint_dir": "where checkpoints, metrics.jsonl and TensorBoard events go",
-    "save_every": "write step_N.pt every N batches (0 = never)",
-    "early_stop_patience": "stop after N epochs without validation improvement (default: never)",
-    "keep_last": "keep only the newest K step_N.pt files (epoch and best files stay)",
-    "base_channels": "U-AFNO base channels",
-    "encoder_levels": "U-Net encoder levels",
-    "modes": "Fourier modes kept in the AFNO blocks",
-    "afno_blocks": "AFNO blocks at the bottleneck",
-    "projector_hidden": "hidden width of the latent projector",
-    "val_split": "fraction of samples held out for validation",
-    "seed": "seed of the split, data order and initialisation",
-    "device": "cpu, cuda, cuda:N or auto",
-    "weight_decay": "AdamW weight decay",
-    "grad_clip": "clip the global gradient norm to this (0 = off)",
-    "n_realizations": "CNO realizations per sample; the target is their mean",
-    "max_nan_skips": "stop after this many consecutive non-finite updates",
-    "log_every": "print a batch line every N batches",
-    "resume": "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir",
-    "init_from": "initialise model and projector weights from a checkpoint, then train afresh (fine-tuning)",
-    "max_steps": "stop after this many batches in this invocation (for tests and smoke runs)",
-    "overwrite": "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them",
-    "config": "YAML or JSON file whose keys are flag names; the command line overrides it",
+_DEFAULTS = TrainConfig().flags()
+# (parser type, may be None, help)
+_FLAGS: dict[str, tuple[type, bool, str]] = {
+    "dataset": (str, False, "HDF5 dataset made by `noa data generate`"),
+    "n_samples": (int, True, "use the first N valid samples (train + validation); default all"),
+    "epochs": (int, False, "training epochs (total, also when resuming; a change re-plans the LR decay)"),
+    "batch_size": (int, False, "samples per batch"),
+    "lr": (float, False, "peak learning rate"),
+    "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows"),
+    "timesteps": (int, False, "rollout length T (at most the dataset's)"),
+    "vqvae_path": (str, True, "frozen tokenizer directory (enables L_commit)"),
+    "lambda_commit": (float, False, "weight of L_commit"),
+    "enable_latent_loss": (bool, False, "enable L_latent (needs --vqvae-path); --no-enable-latent-loss turns it off, e.g. at a resume"),
+    "lambda_latent": (float, False, "weight of L_latent"),
+    "latent_sample_steps": (int, False, "timesteps sampled for L_latent: K evenly spaced (3 = first, middle, last), -1 = all"),
+    "lr_schedule": (str, False, "cosine (linear warmup from 0.1·lr, then cosine to 0) or constant (warmup, then lr)"),
+    "warmup_steps": (int, False, "warmup batches"),
+    "checkpoint_dir": (str, False, "where checkpoints, metrics.jsonl and TensorBoard events go"),
+    "save_every": (int, False, "write step_N.pt every N batches (0 = never)"),
+    "early_stop_patience": (int, True, "stop after N epochs without validation improvement (default: never)"),
+    "keep_last": (int, True, "keep only the newest K step_N.pt files (epoch and best files stay)"),
+    "base_channels": (int, False, "U-AFNO base channels"),
+    "encoder_levels": (int, False, "U-Net encoder levels"),
+    "modes": (int, False, "Fourier modes kept in the AFNO blocks"),
+    "afno_blocks": (int, False, "AFNO blocks at the bottleneck"),
+    "projector_hidden": (int, False, "hidden width of the latent projector"),
+    "val_split": (float, False, "fraction of samples held out for validation"),
+    "seed": (int, False, "seed of the split, data order and initialisation"),
+    "device": (str, False, "cpu, cuda, cuda:N or auto"),
+    "weight_decay": (float, False, "AdamW weight decay"),
+    "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),
+    "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
+    "max_nan_skips": (int, False, "stop after this many consecutive non-finite updates"),
+    "log_every": (int, False, "print a batch line every N batches"),
+    "tensorboard": (bool, False, "also write TensorBoard events to --checkpoint-dir/tensorboard (needs the tensorboard package)"),
+    "resume": (str, True, "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir"),
+    "init_from": (str, True, "initialise model and projector weights from a checkpoint, then train afresh (fine-tuning)"),
+    "max_steps": (int, True, "stop after this many batches in this invocation (for tests and smoke runs)"),
+    "overwrite": (bool, False, "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them"),
 }
+assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
+
+
+def flag_name(key: str) -> str:
+    return "--" + key.replace("_", "-")
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every training flag, with no argparse defaults: absence must be detectable for merging."""
-    defaults = TrainConfig()
-    parser.add_argument("--config", default=None, help=_HELP["config"])
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        help_text = f"{_HELP[f.name]} (default: {default})"
-        if f.type in ("bool", bool):
-            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+    parser.add_argument("--config", default=None, help="YAML or JSON file whose keys are flag names; the command line overrides it")
+    for key, (kind, _, help_text) in _FLAGS.items():
+        text = f"{help_text} (default: {_DEFAULTS[key]})"
+        if kind is bool:
+            action: Any = "store_true" if key == "overwrite" else argparse.BooleanOptionalAction
+            parser.add_argument(flag_name(key), action=action, default=None, help=text)
             continue
-        kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
-        extra: dict[str, Any] = {"choices": ["cosine", "constant"]} if f.name == "lr_schedule" else {}
-        parser.add_argument(flag, type=kind, default=None, help=help_text, **extra)
+        extra: dict[str, Any] = {"choices": ["cosine", "constant"]} if key == "lr_schedule" else {}
+        parser.add_argument(flag_name(key), type=kind, default=None, help=text, **extra)
+
+
+def coerce(key: str, value: Any, source: str) -> Any:
+    """A config-file value checked against its flag's type (ints are accepted for floats)."""
+    kind, optional, _ = _FLAGS[key]
+    if value is None and optional:
+        return None
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise NoaError(f"{source}: {key} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'a string'}; got {value!r}")
+    return value
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Keys of a YAML/JSON config file, normalised to field names; unknown keys are an error."""
+    """Keys of a YAML/JSON config file, normalised to field names and type-checked."""
     p = Path(path)
     if not p.is_file():
         raise NoaError(f"--config {p} does not exist")
@@ -138,28 +177,32 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise NoaError(f"--config {p} is not valid {'JSON' if p.suffix == '.json' else 'YAML'}: {first_line}") from err
     if not isinstance(data, dict):
         raise NoaError(f"--config {p} must hold a mapping of flag names to values")
-    known = {f.name for f in fields(TrainConfig)}
     out = {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(out) - known)
+    unknown = sorted(set(out) - set(_FLAGS))
     if unknown:
         raise NoaError(f"--config {p} has unknown keys: {', '.join(unknown)}")
-    return out
+    return {k: coerce(k, v, f"--config {p}") for k, v in out.items()}
 
 
-def merge(cli: dict[str, Any], file_values: dict[str, Any], checkpoint_args: dict[str, Any] | None) -> tuple[TrainConfig, set[str]]:
-    """The effective config and the set of keys the user gave explicitly (CLI or file)."""
-    explicit = {k: v for k, v in file_values.items()}
-    explicit.update({k: v for k, v in cli.items() if v is not None and k != "config"})
-    values = TrainConfig().to_dict()
-    known = set(values)
-    if checkpoint_args:
-        values.update({k: v for k, v in checkpoint_args.items() if k in known and k not in PER_RUN})
+def requested_flags(cli: dict[str, Any], file_values: dict[str, Any]) -> dict[str, Any]:
+    """What the user asked for in this invocation: the config file, overridden by the command line."""
+    return {**file_values, **{k: v for k, v in cli.items() if v is not None and k in _FLAGS}}
+
+
+def resolve_flags(explicit: dict[str, Any], inherited: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults < checkpoint ``inherited`` args (less per-run flags) < ``explicit`` flags."""
+    values = dict(_DEFAULTS)
+    if inherited:
+        values.update({k: v for k, v in inherited.items() if k in _FLAGS and k not in PER_RUN})
     values.update(explicit)
-    return TrainConfig(**values), set(explicit)
+    return values
 
 
 def validate(cfg: TrainConfig) -> None:
     """Flag errors that need no file access; one message, before any work."""
+    finite = [k for k in ("lr", "lambda_commit", "lambda_latent", "val_split", "weight_decay", "grad_clip") if not math.isfinite(getattr(cfg, k))]
+    if finite:
+        raise NoaError(f"{', '.join(flag_name(k) for k in finite)} must be finite numbers")
     checks = [
         (cfg.epochs >= 1, f"--epochs must be >= 1; got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"--batch-size must be >= 1; got {cfg.batch_size}"),
@@ -181,6 +224,8 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "--early-stop-patience must be >= 1"),
         (cfg.keep_last is None or cfg.keep_last >= 1, "--keep-last must be >= 1"),
         (cfg.max_nan_skips >= 1 and cfg.log_every >= 1, "--max-nan-skips and --log-every must be >= 1"),
+        (cfg.max_steps is None or cfg.max_steps >= 0, f"--max-steps must be >= 0; got {cfg.max_steps}"),
+        (cfg.projector_hidden >= 1, f"--projector-hidden must be >= 1; got {cfg.projector_hidden}"),
         (cfg.lr_schedule in ("cosine", "constant"), f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule}"),
     ]
     for ok, message in checks:

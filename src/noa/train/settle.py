@@ -1,0 +1,221 @@
+"""Settle a run before it starts: flags + config file + checkpoint -> one typed run, all checked.
+
+:func:`settle` decides what run this is (fresh, resumed or fine-tuned), resolves every setting
+with the precedence of :mod:`noa.train.config`, opens the dataset once, and checks every lock
+and every flag against the data and the tokenizer. Only then is a trainer built from the
+result, so a mistake costs no model construction, no file written and no file deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from noa.data import h5
+from noa.data.loader import Split, split_rows, usable_rows_of
+from noa.errors import NoaError
+from noa.features import feature_names
+from noa.model import UAFNOConfig, check_grid
+from noa.runtime import resolve_device
+from noa.train import config as flags_module
+from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
+from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
+
+log = logging.getLogger("noa.train")
+
+
+@dataclass(frozen=True)
+class StartingPoint:
+    """Where training starts: ``fresh``, ``resume`` (exactly) or ``finetune`` (weights only)."""
+
+    kind: str
+    path: Path | None = None
+    checkpoint: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetView:
+    """What training needs to know about the dataset before reading samples."""
+
+    info: h5.DatasetInfo
+    rows: np.ndarray  # the first ``n_samples`` valid rows
+    split: Split
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class Run:
+    """A settled run: its config, starting point, data and device, all checked."""
+
+    config: TrainConfig
+    start: StartingPoint
+    data: DatasetView
+    device: str
+    tokenizer_fingerprint: str | None
+
+
+def tokenizer_fingerprint(path: str | Path) -> str:
+    """A hash of a tokenizer directory's config and weights: what L_commit/L_latent are measured by."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name in ("config.json", "weights.pt"):
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()
+
+
+def settle(cli: dict[str, Any]) -> Run:
+    """The run asked for by ``cli`` (flag name -> value, None = not given; ``config`` = file)."""
+    file_values = flags_module.read_config_file(cli["config"]) if cli.get("config") else {}
+    explicit = flags_module.requested_flags(cli, file_values)
+    start = _starting_point(explicit)
+    saved_args = (start.checkpoint or {}).get("args") or {}
+    dataset_path = explicit.get("dataset") or (saved_args.get("dataset") if start.kind == "resume" else None) or TrainConfig.dataset
+    with h5.open_dataset(dataset_path) as f:
+        info = h5.read_info(f)
+        fingerprint = h5.fingerprint_of(f)
+        start = _fine_tune_if_other_dataset(start, fingerprint)
+        cfg = _resolve(explicit, start, info)
+        rows = usable_rows_of(f, info, cfg.n_samples)
+    split = split_rows(rows, cfg.val_split, cfg.seed)
+    data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
+    _check_data(cfg, data)
+    tokenizer_fp = _check_tokenizer(cfg, start, info)
+    _check_outputs(cfg, start)
+    return Run(config=cfg, start=start, data=data, device=resolve_device(cfg.device), tokenizer_fingerprint=tokenizer_fp)
+
+
+def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
+    if explicit.get("resume") and explicit.get("init_from"):
+        raise NoaError("give either --resume or --init-from, not both")
+    if explicit.get("resume") == "auto":
+        path, ckpt = find_latest(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
+        return StartingPoint("resume", path, ckpt)
+    if explicit.get("resume"):
+        path = Path(explicit["resume"])
+        return StartingPoint("resume", path, load_checkpoint(path))
+    if explicit.get("init_from"):
+        path = Path(explicit["init_from"])
+        return StartingPoint("finetune", path, load_checkpoint(path))
+    return StartingPoint("fresh")
+
+
+def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> StartingPoint:
+    """The guide's fine-tune: ``--resume`` on another dataset loads the weights only."""
+    if start.kind != "resume":
+        return start
+    stored = start.checkpoint.get("fingerprints", {}).get("dataset")
+    if stored is None or stored == fingerprint:
+        return start
+    log.info(f"The dataset differs from the one {start.path.name} was trained on: fine-tuning (weights only).")
+    return replace(start, kind="finetune")
+
+
+def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInfo) -> TrainConfig:
+    """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
+    saved_args = (start.checkpoint or {}).get("args")
+    if start.kind == "resume":
+        inherited = saved_args
+    elif start.kind == "finetune" and saved_args and not explicit.get("init_from"):
+        inherited = {k: v for k, v in saved_args.items() if k not in flags_module.NOT_INHERITED_BY_FINETUNE}
+    else:
+        inherited = None
+    values = flags_module.resolve_flags(explicit, inherited)
+    model = UAFNOConfig(channels=info.channels, param_dim=info.space.size)
+    if start.checkpoint is not None and "config" in start.checkpoint:
+        model = UAFNOConfig.from_dict(start.checkpoint["config"])
+        clash = [f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}" for k in ARCHITECTURE if k in explicit and explicit[k] != getattr(model, k)]
+        if clash:
+            raise NoaError("the checkpoint's architecture differs from the flags: " + "; ".join(clash))
+        if (model.channels, model.param_dim) != (info.channels, info.space.size):
+            raise NoaError(
+                f"the checkpoint's model takes {model.channels} channels and {model.param_dim} parameters; "
+                f"dataset {info.path} has {info.channels} channels and {info.space.size} parameters"
+            )
+        values.update({k: getattr(model, k) for k in ARCHITECTURE})
+    if start.kind == "resume" and saved_args:
+        _check_resume_locks(saved_args, values, explicit)
+    cfg = TrainConfig.from_flags(values, model=model)
+    flags_module.validate(cfg)
+    return cfg
+
+
+def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any]) -> None:
+    diffs = [
+        f"{flag_name(k)}: checkpoint {saved[k]!r}, now {values[k]!r}"
+        for k in flags_module.RESUME_LOCKED
+        if k in explicit and k in saved and saved[k] != values[k]
+    ]
+    if diffs:
+        raise NoaError(
+            "cannot resume with settings that change the data split, the batches, the target or the LR schedule: "
+            + "; ".join(diffs)
+            + ". Drop these flags to continue the run, or start a fine-tune from its weights with --init-from CHECKPOINT "
+            "(fresh optimizer and schedule) and a new --checkpoint-dir"
+        )
+
+
+def _check_data(cfg: TrainConfig, data: DatasetView) -> None:
+    info = data.info
+    if cfg.timesteps > info.timesteps:
+        raise NoaError(f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset")
+    if len(data.split.val) == 0:
+        raise NoaError("the validation split is empty; raise --val-split or --n-samples")
+    if len(data.split.train) < cfg.batch_size:
+        raise NoaError(
+            f"--batch-size {cfg.batch_size} is larger than the {len(data.split.train)} training samples; "
+            "lower the batch size or use more samples"
+        )
+    check_grid(cfg.model, info.grid)
+
+
+def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInfo) -> str | None:
+    """The tokenizer fits the data, and a resume keeps the tokenizer it was trained with."""
+    if not cfg.vqvae_path:
+        return None
+    from noa.tokenizer import check_compatible
+    from noa.tokenizer.io import load_config
+
+    tokenizer_config = load_config(cfg.vqvae_path)
+    check_compatible(
+        tokenizer_config,
+        feature_names=feature_names(info.channels),
+        timesteps=cfg.timesteps,
+        channels=info.channels,
+        grid=info.grid,
+        source=f"dataset {cfg.dataset} at --timesteps {cfg.timesteps}",
+    )
+    weights = Path(cfg.vqvae_path) / "weights.pt"
+    if not weights.is_file():
+        raise NoaError(f"{weights} is missing; {cfg.vqvae_path} is not a complete tokenizer directory (retrain or copy it again)")
+    fingerprint = tokenizer_fingerprint(cfg.vqvae_path)
+    stored = (start.checkpoint or {}).get("fingerprints", {}).get("tokenizer")
+    if start.kind == "resume" and stored is not None and stored != fingerprint:
+        raise NoaError(
+            f"tokenizer {cfg.vqvae_path} is not the one {start.path.name} was trained with (its config or weights "
+            "differ), so L_commit and L_latent would change meaning mid-run. Resume with the original tokenizer, or "
+            "start a fine-tune with --init-from CHECKPOINT and a new --checkpoint-dir"
+        )
+    return fingerprint
+
+
+def _check_outputs(cfg: TrainConfig, start: StartingPoint) -> None:
+    """A new run never mixes its checkpoints with another run's, nor deletes them unasked."""
+    if cfg.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError as err:
+            raise NoaError("--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)") from err
+    if start.kind == "resume" or cfg.overwrite:
+        return
+    directory = Path(cfg.checkpoint_dir)
+    existing = sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
+    if existing:
+        raise NoaError(
+            f"--checkpoint-dir {directory} already holds checkpoints ({', '.join(existing[:4])}"
+            f"{', …' if len(existing) > 4 else ''}); continue that run with --resume auto, choose another "
+            "--checkpoint-dir, or pass --overwrite to delete them"
+        )
