@@ -86,7 +86,8 @@ def frame_gradient(loss: torch.Tensor, stats: RolloutStatistics, x: torch.Tensor
     """dL/dx ``[N, T+1, C, H, W]`` (float32) for a ``loss`` that depends on rollouts ``x`` only through
     ``stats = rollout_statistics(x).requiring_grad()``; frame 0 (the fixed initial condition) gets zeros.
 
-    The autograd graph alive at any time covers ``chunk`` frames, whatever T is.
+    The statistics' own graph (no spatial axes) is freed first; then each chunk of ``chunk`` frames
+    is differentiated on its own, so no graph over more than ``chunk`` frames is ever alive.
     """
     grads = torch.autograd.grad(loss, stats.leaves(), materialize_grads=True)
     names = FrameStatistics.differentiable()
@@ -102,7 +103,7 @@ def frame_gradient(loss: torch.Tensor, stats: RolloutStatistics, x: torch.Tensor
             surrogate = sum((frame_grads[name][:, start:stop] * getattr(part, name)).sum() for name in names)
             partners = _covariance_cotangent(x, covariance_grads, fields.spectrum.detach(), start)
             surrogate = surrogate + spectral.dot(partners, fields.spectrum).sum()
-            out[:, start:stop] = torch.autograd.grad(surrogate, piece)[0]
+        out[:, start:stop] = torch.autograd.grad(surrogate, piece)[0]
     return out
 
 
