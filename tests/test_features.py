@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from noa.errors import NoaError
-from noa.features import FAMILIES, FeatureSpec, compute_features, feature_dims, feature_names, feature_specs
+from noa.features import (
+    FAMILIES,
+    FeatureSpec,
+    compute_features,
+    feature_dims,
+    feature_names,
+    feature_specs,
+    features_from_statistics,
+    frame_gradient,
+    rollout_statistics,
+)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -241,6 +251,35 @@ def test_oscillating_amplitude_is_detected() -> None:
     assert _column(oscillating, "summary", "osc_crossings_c0").item() == pytest.approx(2.0 / period, rel=0.2)
     assert _column(steady, "summary", "osc_peak_c0").item() < 0.01
     assert _column(steady, "summary", "osc_crossings_c0").item() < 0.01
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 5, 17])
+def test_statistics_taken_chunk_by_chunk_give_the_same_features_and_gradient(chunk: int) -> None:
+    """T = 16: the lag-8 and lag-T covariances pair frames of different chunks (3 and 5 do not divide T+1)."""
+    amplitude = torch.logspace(-3, 3, 17).view(1, 17, 1, 1, 1)
+    x = amplitude * _noise(2, 17, 3, 16, 16, seed=110) + 0.3
+    weights = {family: _noise(*v.shape, seed=111 + i) for i, (family, v) in enumerate(compute_features(x).items())}
+
+    def objective(features: dict[str, torch.Tensor]) -> torch.Tensor:
+        return sum((features[family] * weights[family]).sum() for family in FAMILIES)
+
+    reference = x.clone().requires_grad_(True)
+    whole = compute_features(reference)
+    (want,) = torch.autograd.grad(objective(whole), reference)
+
+    with torch.no_grad():
+        stats = rollout_statistics(x, chunk)
+    for family, values in features_from_statistics(stats).items():
+        torch.testing.assert_close(values, whole[family].detach(), rtol=1e-6, atol=1e-6)
+    leaves = stats.requiring_grad()
+    got = frame_gradient(objective(features_from_statistics(leaves)), leaves, x, chunk)
+    assert torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))  # frame 0, the initial condition, is held fixed
+    torch.testing.assert_close(got[:, 1:], want[:, 1:], rtol=1e-4, atol=1e-6 * want.abs().max().item())
+
+    # Chunked statistics stay differentiable when the frames are (partners from other chunks included).
+    direct = x.clone().requires_grad_(True)
+    (through,) = torch.autograd.grad(objective(features_from_statistics(rollout_statistics(direct, chunk))), direct)
+    torch.testing.assert_close(through, want, rtol=1e-4, atol=1e-6 * want.abs().max().item())
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,5 +1,11 @@
 """The one entry point that turns rollouts into features, for dataset and model rollouts alike.
 
+Features are computed in two steps, rollout -> :class:`RolloutStatistics` -> features, and
+both callers take the same two steps: :func:`compute_features` (dataset rollouts, the
+tokenizer's training data) runs them back to back, while NOA training
+(``noa.train.step.alignment``) gathers the statistics chunk by chunk without gradients and
+differentiates only the second step, so that its memory does not grow with T.
+
 Realizations are flattened into the batch, featurized independently, then averaged over M
 for every family (INITIAL included: it is identical across M whenever frame 0 is shared,
 as it is for CNO and NOA rollouts). Nothing mixes samples, so a sample's features do not
@@ -11,9 +17,9 @@ from __future__ import annotations
 import torch
 
 from noa.errors import NoaError
-from noa.features.frames import normalize_frames
 from noa.features.initial import initial_columns
 from noa.features.registry import assemble
+from noa.features.statistics import RolloutStatistics, rollout_statistics
 from noa.features.summary import summary_columns
 from noa.features.temporal import temporal_columns
 
@@ -28,22 +34,24 @@ def compute_features(trajectory: torch.Tensor) -> dict[str, torch.Tensor]:
     Finite and differentiable for every finite input; non-finite inputs propagate.
     """
     _validate(trajectory)
-    x = trajectory.to(torch.float32)
-    batch = x.shape[0]
-    realizations = x.shape[1] if x.dim() == 6 else 1
-    x = x.reshape(batch * realizations, *x.shape[-4:])
-
-    frames = normalize_frames(x)
-    temporal, temporal_pairs = temporal_columns(frames)
-    initial, initial_pairs = initial_columns(frames, temporal, temporal_pairs)
-    features = {
-        "initial": assemble("initial", initial, initial_pairs),
-        "summary": assemble("summary", summary_columns(frames), None),
-        "temporal": assemble("temporal", temporal, temporal_pairs),
-    }
+    batch = trajectory.shape[0]
+    realizations = trajectory.shape[1] if trajectory.dim() == 6 else 1
+    x = trajectory.reshape(batch * realizations, *trajectory.shape[-4:])
+    features = features_from_statistics(rollout_statistics(x))
     return {
         family: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1)
         for family, values in features.items()
+    }
+
+
+def features_from_statistics(stats: RolloutStatistics) -> dict[str, torch.Tensor]:
+    """Features ``{family: [N, ...]}`` of the N rollouts that ``stats`` describe (one per realization)."""
+    temporal, temporal_pairs = temporal_columns(stats.frames)
+    initial, initial_pairs = initial_columns(stats.frames, stats.initial, temporal, temporal_pairs)
+    return {
+        "initial": assemble("initial", initial, initial_pairs),
+        "summary": assemble("summary", summary_columns(stats.frames, stats.covariances), None),
+        "temporal": assemble("temporal", temporal, temporal_pairs),
     }
 
 

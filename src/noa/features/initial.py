@@ -12,7 +12,7 @@ import math
 import torch
 
 from noa.features import spectral
-from noa.features.frames import SHAPE_EPS, Frames
+from noa.features.frames import SHAPE_EPS, Fields, FrameStatistics
 
 SHARED_WITH_TEMPORAL = ("mean", "std", "max_abs", "grad_energy", "laplacian_energy")
 SPECTRUM_FLOOR = 1e-8  # relative shell power (white noise = 1) below which the slope fit stops resolving
@@ -20,24 +20,41 @@ CROSSING_LEVEL = math.exp(-1.0)
 CROSSING_SOFTNESS = 0.05
 
 
-def initial_columns(
-    frames: Frames, temporal: dict[str, torch.Tensor], temporal_pairs: torch.Tensor
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-channel features ``{stem: [N, C]}`` and pair correlations ``[N, C(C-1)/2]`` of frame 0."""
-    y = frames.scaled[:, 0]
-    power = frames.power[:, 0]
+def initial_shape(frame0: Fields, stats0: FrameStatistics) -> dict[str, torch.Tensor]:
+    """The features ``{stem: [N, C]}`` that need frame 0's whole field: moments, spectral slope and
+    correlation length. ``frame0`` and ``stats0`` hold frame 0 only (one frame on axis 1)."""
+    y = frame0.scaled[:, 0]
+    power = frame0.power[:, 0]
     n = y.shape[-1]
-    # Standardization denominator: the variance, plus the floors as a fraction of it.
-    variance = frames.var[:, 0] + SHAPE_EPS * frames.shape_var[:, 0]
-    standardized = (y - frames.mean[:, 0, :, None, None]) * torch.rsqrt(frames.shape_var[:, 0])[..., None, None]
+    mean, shape_var = stats0.mean[:, 0], stats0.shape_var[:, 0]
+    variance = _standardizing_variance(stats0)
+    standardized = (y - mean[..., None, None]) * torch.rsqrt(shape_var)[..., None, None]
     shell_power = power.flatten(-2) @ spectral.shell_operator(n, y.device)
+    return {
+        "skewness": torch.asinh(standardized.pow(3).mean(dim=(-2, -1))),
+        "kurtosis": torch.log1p(standardized.square().square().mean(dim=(-2, -1))),
+        "spectral_slope": spectral_slope(shell_power * (n * n) / variance[..., None]),
+        "corr_length": correlation_length(spectral.radial_autocorrelation(power) / variance[..., None]) / n,
+    }
+
+
+def initial_columns(
+    frames: FrameStatistics,
+    shape: dict[str, torch.Tensor],
+    temporal: dict[str, torch.Tensor],
+    temporal_pairs: torch.Tensor,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Per-channel features ``{stem: [N, C]}`` and pair correlations ``[N, C(C-1)/2]`` of frame 0, from the
+    rollout's per-frame statistics, frame 0's :func:`initial_shape` and the TEMPORAL features."""
     columns = {stem: temporal[stem][:, 0] for stem in SHARED_WITH_TEMPORAL}
-    columns["skewness"] = torch.asinh(standardized.pow(3).mean(dim=(-2, -1)))
-    columns["kurtosis"] = torch.log1p(standardized.square().square().mean(dim=(-2, -1)))
-    columns["spectral_slope"] = spectral_slope(shell_power * (n * n) / variance[..., None])
-    columns["spectral_centroid"] = frames.sums[:, 0, :, 3] / variance
-    columns["corr_length"] = correlation_length(spectral.radial_autocorrelation(power) / variance[..., None]) / n
+    columns.update(shape)
+    columns["spectral_centroid"] = frames.sums[:, 0, :, 3] / _standardizing_variance(frames.frames(0, 1))
     return columns, temporal_pairs[:, 0]
+
+
+def _standardizing_variance(stats0: FrameStatistics) -> torch.Tensor:
+    """Frame 0's variance plus the floors as a fraction of it: the denominator of its shape features."""
+    return stats0.var[:, 0] + SHAPE_EPS * stats0.shape_var[:, 0]
 
 
 def spectral_slope(relative_power: torch.Tensor) -> torch.Tensor:

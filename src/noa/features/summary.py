@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from noa.features import spectral
-from noa.features.frames import RELATIVE_RESOLUTION, TINY, Frames
+from noa.features.frames import RELATIVE_RESOLUTION, TINY, FrameStatistics
 
 LAGS = (1, 8)
 LOG_NORM_RESOLUTION = 1e-3  # detrended log-RMS wiggles below this (in nats) do not count as oscillation
@@ -19,8 +18,14 @@ SIGN_SOFTNESS = 0.1  # in units of the detrended series' RMS
 PEAK_SOFTNESS = 0.05  # temperature of the softmax over power fractions
 
 
-def summary_columns(frames: Frames) -> dict[str, torch.Tensor]:
-    """Per-channel features ``{stem: [N, C]}`` of the rollouts behind ``frames``."""
+def covariance_lags(steps: int) -> tuple[int, ...]:
+    """The frame lags whose covariances the summary reads: 1, each of ``LAGS`` clamped to T, and T."""
+    return tuple(sorted({1, steps, *(min(lag, steps) for lag in LAGS)}))
+
+
+def summary_columns(frames: FrameStatistics, covariances: dict[int, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel features ``{stem: [N, C]}`` of the rollouts behind ``frames``, given the lagged
+    ``covariances`` ``{lag: [N, T+1-lag, C]}`` of y_{t+lag} and y_t for every lag of :func:`covariance_lags`."""
     log_norm = frames.log_norm
     steps = log_norm.shape[1] - 1
     time = torch.arange(steps + 1, device=log_norm.device, dtype=log_norm.dtype)
@@ -28,7 +33,6 @@ def summary_columns(frames: Frames) -> dict[str, torch.Tensor]:
     growth = (time * log_norm).sum(dim=1) / time.square().sum()
     detrended = log_norm - log_norm.mean(dim=1, keepdim=True) - growth[:, None] * time
     lags = {lag: min(lag, steps) for lag in LAGS}
-    covariances = {lag: lagged_covariance(frames, lag) for lag in {1, steps, *lags.values()}}
     columns = {
         "growth_rate": growth,
         "log_energy_ratio": 2.0 * (log_norm[:, -1] - log_norm[:, 0]),
@@ -47,17 +51,12 @@ def asinh_of_exp(log_value: torch.Tensor) -> torch.Tensor:
     return log_value + torch.log1p(torch.sqrt(1.0 + torch.exp(-2.0 * log_value)))
 
 
-def lagged_covariance(frames: Frames, lag: int) -> torch.Tensor:
-    """Spatial covariance of y_t and y_{t+lag}, ``[N, T+1-lag, C]``."""
-    return spectral.dot(frames.spectrum[:, lag:], frames.spectrum[:, :-lag])
-
-
 def standardize(covariance: torch.Tensor, shape_var: torch.Tensor, lag: int) -> torch.Tensor:
     """Turn lagged covariances into correlations of the standardized frames (0 for flat frames)."""
     return covariance * torch.rsqrt(shape_var[:, lag:] * shape_var[:, :-lag])
 
 
-def roughness(frames: Frames, covariance: torch.Tensor) -> torch.Tensor:
+def roughness(frames: FrameStatistics, covariance: torch.Tensor) -> torch.Tensor:
     """Mean squared frame-to-frame difference over the spatio-temporal variance, per channel (0 if static).
 
     Assembled from per-frame moments and the lag-1 ``covariance``, in units of the rollout's

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 
-from noa.features.frames import SHAPE_EPS, TINY, Frames, log1p_from_log
-from noa.features.registry import channel_pairs
+from noa.features.frames import SHAPE_EPS, TINY, FrameStatistics, log1p_from_log, pair_indices
 
 
-def temporal_columns(frames: Frames) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def temporal_columns(frames: FrameStatistics) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Per-channel features ``{stem: [N, T+1, C]}`` and pair correlations ``[N, T+1, C(C-1)/2]``."""
     log_scale, sums = frames.log_scale, frames.sums
     grad_sq, laplacian_sq, bands = sums[..., 1], sums[..., 2], sums[..., 4:]
@@ -27,18 +26,10 @@ def temporal_columns(frames: Frames) -> tuple[dict[str, torch.Tensor], torch.Ten
     }
     for band in range(fractions.shape[-1]):
         columns[f"power_band{band}"] = fractions[..., band]
-    return columns, pair_correlations(frames.spectrum, frames.shape_var)
+    return columns, pair_correlations(frames.pairs, frames.shape_var)
 
 
-def pair_correlations(spectrum: torch.Tensor, shape_var: torch.Tensor) -> torch.Tensor:
-    """Spatial correlation of every channel pair: spectra ``[..., C, H, W//2+1]`` -> ``[..., C(C-1)/2]``.
-
-    One batched Gram matrix over channels, rather than a product per pair, keeps the backward
-    pass to a single matmul instead of a full-size gradient buffer per channel slice.
-    """
-    pairs = channel_pairs(spectrum.shape[-3])
-    first = torch.tensor([i for i, _ in pairs], dtype=torch.long, device=spectrum.device)
-    second = torch.tensor([j for _, j in pairs], dtype=torch.long, device=spectrum.device)
-    flat = torch.view_as_real(spectrum).flatten(-3)
-    gram = flat @ flat.transpose(-1, -2)
-    return gram[..., first, second] * torch.rsqrt(shape_var[..., first] * shape_var[..., second])
+def pair_correlations(covariances: torch.Tensor, shape_var: torch.Tensor) -> torch.Tensor:
+    """Standardize channel-pair covariances ``[..., C(C-1)/2]`` by the channels' variances ``[..., C]``."""
+    first, second = pair_indices(shape_var.shape[-1], shape_var.device)
+    return covariances * torch.rsqrt(shape_var[..., first] * shape_var[..., second])

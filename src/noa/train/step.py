@@ -23,6 +23,15 @@ whose gradient equals the true gradient of L_total truncated at window boundarie
 tokenizer is frozen: L_commit moves only the NOA (through its frames), L_latent moves the
 projector and, through the bottleneck of the same forward pass that produced x_{t+1}, the
 NOA's encoder. Without a tokenizer there is no scout pass.
+
+What memory is bounded by. No autograd graph spans more than one window of frames, the scout
+pass's included. The features read each frame only through small statistics without spatial
+axes (``noa.features.rollout_statistics``), so the scout pass gathers them ``bptt_window``
+frames at a time without gradients, differentiates statistics -> features -> encoder ->
+L_commit, and pulls that gradient back to the frames one window of frames at a time
+(``noa.features.frame_gradient``; exact, frame 0 excepted: the IC is never trained). What
+still grows with T is that middle graph, which has no spatial axes, and two plain tensors the
+size of the rollout (its frames and dL_commit/dx_t) that belong to no graph.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noa.features import compute_features
+from noa.features import features_from_statistics, frame_gradient, rollout_statistics
 from noa.model import UAFNO
 from noa.train.rollout import rollout_noa
 
@@ -61,20 +70,28 @@ class Alignment:
 
     commit: torch.Tensor
     latent: torch.Tensor | None
-    frame_grad: torch.Tensor  # dL_commit/dx_t, [B, T+1, C, H, W]
+    frame_grad: torch.Tensor  # dL_commit/dx_t, [B, T+1, C, H, W]; zeros at frame 0 (the IC, never trained)
     projection_grad: torch.Tensor | None  # dL_latent/dp_k (the same for every k), [B, D]
 
 
 def alignment(obj: Objective, frames: torch.Tensor, projected: torch.Tensor | None, need_grad: bool) -> Alignment:
-    """L_commit and L_latent of a rollout ``frames`` (and their gradients when ``need_grad``)."""
+    """L_commit and L_latent of a rollout ``frames`` (and their gradients when ``need_grad``).
+
+    The features' statistics are gathered ``bptt_window`` frames at a time without gradients;
+    autograd runs through statistics -> features -> encoder only, then back to the frames one
+    chunk at a time (:func:`noa.features.frame_gradient`), so memory stays bounded by the window.
+    """
     assert obj.tokenizer is not None
-    x = frames.detach().requires_grad_(need_grad)
+    with torch.no_grad():
+        stats = rollout_statistics(frames, chunk=obj.bptt_window)
+    if need_grad:
+        stats = stats.requiring_grad()
     with torch.enable_grad() if need_grad else torch.no_grad():
-        latents = obj.tokenizer.encode(compute_features(x))
+        latents = obj.tokenizer.encode(features_from_statistics(stats))
         z = torch.cat(latents, dim=1)
         z_q = torch.cat(obj.tokenizer.quantize([entry.detach() for entry in latents])[0], dim=1)
         commit = F.mse_loss(z, z_q)
-        frame_grad = torch.autograd.grad(commit, x)[0] if need_grad else torch.zeros(0)
+    frame_grad = frame_gradient(commit, stats, frames, obj.bptt_window) if need_grad else torch.zeros(0)
     latent = projection_grad = None
     if projected is not None:
         p_mean = projected.mean(dim=1)
