@@ -103,9 +103,10 @@ def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path
 
 
 def test_changing_the_optimisation_path_on_resume_is_refused(straight: Path, tiny_dataset: Path) -> None:
-    with pytest.raises(NoaError) as err:
-        train({"resume": str(straight / "step_4.pt"), "batch_size": 2, "bptt_window": 4, "device": "cpu"})
-    assert "--batch-size: checkpoint 4, now 2" in str(err.value) and "--bptt-window: checkpoint 2, now 4" in str(err.value)
+    with pytest.raises(NoaError, match="--bptt-window: checkpoint 2, now 4"):
+        train({"resume": str(straight / "step_4.pt"), "bptt_window": 4, "device": "cpu"})
+    with pytest.raises(NoaError, match="--batch-size 2 on 1 rank.s. is a global batch of 2, but the run was trained with a global batch of 4"):
+        train({"resume": str(straight / "step_4.pt"), "batch_size": 2, "device": "cpu"})
 
 
 def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
@@ -225,7 +226,8 @@ def test_a_step_checkpoint_on_an_epochs_last_batch_still_ends_that_epoch(straigh
     train(_args(tiny_dataset, tiny_tokenizer, full, save_every=3))
     ck = tmp_path / "ck"
     step_3 = _copy_to(full / "step_3.pt", ck)
-    assert load_checkpoint(step_3)["parts"]["cursor"] == {"epoch": 0, "batch_in_epoch": 3, "global_step": 3, "epoch_ended": False}
+    cursor = load_checkpoint(step_3)["parts"]["cursor"]
+    assert cursor["batch_in_epoch"] == 3 and cursor["global_step"] == 3 and cursor["epoch_ended"] is False
     train({"resume": str(step_3), "checkpoint_dir": str(ck), "device": "cpu"})
     assert (ck / "epoch_1.pt").exists() and (ck / "best_model.pt").exists()
     _assert_same_state(load_checkpoint(straight / "epoch_1.pt"), load_checkpoint(ck / "epoch_1.pt"))

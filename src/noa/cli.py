@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -169,7 +170,9 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return stop.exit_code
-    print(f"\nTraining finished at step {result.global_step}; best val loss {result.best_val_loss:.6f}; checkpoints in {result.checkpoint_dir}")
+    logging.getLogger("noa.train").info(
+        f"\nTraining finished at step {result.global_step}; best val loss {result.best_val_loss:.6f}; checkpoints in {result.checkpoint_dir}"
+    )
     return 0
 
 
@@ -241,7 +244,8 @@ def _show_progress_lines() -> None:
         handler = _CurrentStdout()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+        # Under torchrun every rank runs this; rank 0 tells the story, the others only warn.
+        logger.setLevel(logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING)
         logger.propagate = False
 
 

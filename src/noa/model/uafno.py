@@ -173,9 +173,9 @@ class UAFNO(nn.Module):
         """Names accepted by :meth:`get_intermediate_features`, shallow to deep."""
         return [f"encoder_{i}" for i in range(self.config.encoder_levels + 1)] + ["bottleneck"]
 
-    def forward(self, x: Tensor, params: Tensor) -> Tensor:
-        """``[B, C, H, W]``, ``[B, P]`` -> the next state ``[B, C, H, W]``."""
-        return self.step(x, params)
+    def forward(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """``[B, C, H, W]``, ``[B, P]`` -> the next state ``[B, C, H, W]`` (see :meth:`step`)."""
+        return self.step(x, params, return_bottleneck)
 
     def step(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """One step; with ``return_bottleneck`` also the bottleneck map of this same pass."""

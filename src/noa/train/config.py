@@ -29,8 +29,9 @@ ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks")
 PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite")
 # Flags a resume must not change: they define the data split, the batches, the target and the
 # learning-rate schedule. A different dataset makes the resume a fine-tune instead.
+# (``--batch-size`` is per rank: a resume keeps the global batch instead, see settle.py.)
 RESUME_LOCKED = (
-    "n_samples", "val_split", "seed", "batch_size", "timesteps", "bptt_window", "n_realizations",
+    "n_samples", "val_split", "seed", "timesteps", "bptt_window", "n_realizations",
     "lr", "warmup_steps", "lr_schedule",
 )
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
@@ -97,7 +98,7 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "dataset": (str, False, "HDF5 dataset made by `noa data generate`"),
     "n_samples": (int, True, "use the first N valid samples (train + validation); default all"),
     "epochs": (int, False, "training epochs (total, also when resuming; a change re-plans the LR decay)"),
-    "batch_size": (int, False, "samples per batch"),
+    "batch_size": (int, False, "samples per batch on each rank (the global batch is this times the number of torchrun ranks)"),
     "lr": (float, False, "peak learning rate"),
     "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows"),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),

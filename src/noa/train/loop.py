@@ -28,6 +28,7 @@ from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
+from noa.train import distributed
 from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
@@ -100,7 +101,7 @@ class Trainer:
     """One settled training run; see the module docstring for its shape."""
 
     def __init__(self, run: Run):
-        self.run, self.cfg, self.device = run, run.config, run.device
+        self.run, self.cfg, self.device, self.ranks = run, run.config, run.device, run.ranks
         self.checkpoint_dir = Path(self.cfg.checkpoint_dir)
         self._build_data(run)
         self._build_model(run)
@@ -122,8 +123,9 @@ class Trainer:
         use_cache = info.has_trajectories and info.realizations >= cfg.n_realizations
         self.train_source = SampleSource(cfg.dataset, split.train, with_trajectories=use_cache, info=info)
         self.val_source = SampleSource(cfg.dataset, split.val, with_trajectories=use_cache, info=info)
-        self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed)
-        self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False)
+        ranks = {"rank": run.ranks.rank, "world_size": run.ranks.world_size}
+        self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, **ranks)
+        self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, **ranks)
         self.batches_per_epoch = len(self.train_sampler)
 
     def _build_model(self, run: Run) -> None:
@@ -145,7 +147,7 @@ class Trainer:
         schedule = WarmupCosine(optimizer, cfg.lr, cfg.warmup_steps, cfg.epochs * self.batches_per_epoch, cfg.lr_schedule)
         self.state = TrainingState(
             config=cfg, model=model, projector=projector, optimizer=optimizer, schedule=schedule,
-            cursor=Cursor(), progress=Progress(), early_stopping=EarlyStopping(cfg.early_stop_patience),
+            cursor=Cursor(global_batch=run.global_batch), progress=Progress(), early_stopping=EarlyStopping(cfg.early_stop_patience),
             fingerprints={"dataset": run.data.fingerprint, "tokenizer": run.tokenizer_fingerprint},
         )
         self.model, self.projector, self.optimizer, self.scheduler = model, projector, optimizer, schedule
@@ -157,11 +159,36 @@ class Trainer:
             lambda_latent=cfg.lambda_latent,
             bptt_window=cfg.bptt_window,
             latent_steps=sample_steps(cfg.timesteps, cfg.latent_sample_steps) if cfg.enable_latent_loss else [],
+            **self._ddp_wrappers(model, projector),
+        )
+
+    def _ddp_wrappers(self, model: UAFNO, projector: LatentProjector | None) -> dict[str, torch.nn.Module | None]:
+        """DistributedDataParallel around the trained parts when several ranks train (the
+        tokenizer is frozen and stays unwrapped). DDP broadcasts rank 0's weights at wrapping."""
+        if not self.ranks.distributed:
+            return {}
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [torch.device(self.device).index] if self.device.startswith("cuda") else None
+        wrap = lambda module: DistributedDataParallel(module, device_ids=ids)  # noqa: E731
+        return {"ddp_model": wrap(model), "ddp_projector": wrap(projector) if projector is not None else None}
+
+    def _log_header(self) -> None:
+        cfg, run = self.cfg, self.run
+        n_params = sum(p.numel() for p in self.model.parameters())
+        log.info(
+            f"noa train: {run.start.kind} run on {self.device}"
+            f"{f' x {self.ranks.world_size} ranks' if self.ranks.distributed else ''}; "
+            f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
+            f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
+            f"U-AFNO {n_params / 1e6:.2f} M parameters; threads {torch.get_num_threads()}"
         )
 
     def _prepare_output(self) -> None:
         """Create the checkpoint directory; with --overwrite, remove what an earlier run wrote
-        there (its checkpoints, pointer and metrics), nothing else."""
+        there (its checkpoints, pointer and metrics), nothing else. Rank 0 alone writes."""
+        if not self.ranks.is_main:
+            return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.overwrite and self.run.start.kind != "resume":
             for path in {p for pattern in CHECKPOINT_GLOBS for p in self.checkpoint_dir.glob(pattern)}:
@@ -172,7 +199,10 @@ class Trainer:
     # ---------------------------------------------------------------- state
 
     def save(self, name: str) -> Path:
+        """Rank 0 writes ``name``; every rank holds the same state, so one file serves all."""
         path = self.checkpoint_dir / name
+        if not self.ranks.is_main:
+            return path
         save_atomic(self.state.checkpoint(), path)
         (self.checkpoint_dir / "latest.json").write_text(json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
         if name.startswith("step_") and self.cfg.keep_last:
@@ -193,6 +223,8 @@ class Trainer:
         return traj.mean(dim=1)
 
     def _record(self, record: dict[str, Any]) -> None:
+        if self._metrics is None:  # not rank 0
+            return
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._tb is not None:
@@ -202,18 +234,20 @@ class Trainer:
                     self._tb.add_scalar(f"{record['kind']}/{key}", value, step)
 
     def validate(self) -> dict[str, float | None]:
-        sums: dict[str, float] = {}
-        count = 0
+        """Mean losses over the validation samples of all ranks (a rank may hold none)."""
+        sums = torch.zeros(2, len(LOSS_KEYS), dtype=torch.float64)  # per key: sum of values, samples
         self.model.eval()
         for positions in self.val_sampler.batches(0):
             batch = self.val_source.get_batch(positions)
             losses = eval_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
-            for key, value in losses.as_dict().items():
+            for k, key in enumerate(LOSS_KEYS):
+                value = losses.as_dict()[key]
                 if value is not None:
-                    sums[key] = sums.get(key, 0.0) + value * len(positions)
-            count += len(positions)
+                    sums[0, k] += value * len(positions)
+                    sums[1, k] += len(positions)
         self.model.train()
-        return {key: (sums[key] / count if key in sums else None) for key in LOSS_KEYS}
+        totals = distributed.sum_over_ranks(sums.to(self.device)).cpu()
+        return {key: (float(totals[0, k] / totals[1, k]) if totals[1, k] > 0 else None) for k, key in enumerate(LOSS_KEYS)}
 
     def _update(self, losses: BatchLosses) -> bool:
         """Clip and apply the accumulated gradient unless it is non-finite; True if applied."""
@@ -242,14 +276,26 @@ class Trainer:
             stack.callback(self.train_source.close)
             stack.callback(self.val_source.close)
             self._prepare_output()
-            self._metrics = stack.enter_context(open(self.checkpoint_dir / "metrics.jsonl", "a"))
-            if self.cfg.tensorboard:
+            distributed.barrier()
+            self._log_header()
+            if self.ranks.is_main:
+                self._metrics = stack.enter_context(open(self.checkpoint_dir / "metrics.jsonl", "a"))
+            if self.cfg.tensorboard and self.ranks.is_main:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self._tb = SummaryWriter(log_dir=str(self.checkpoint_dir / "tensorboard"))
                 stack.callback(self._tb.close)
             stack.enter_context(stop.installed())
-            last = self._epochs(stop)
+            try:
+                last = self._epochs(stop)
+            except RuntimeError as err:
+                if not (self.ranks.distributed and distributed.lost_peer(err)):
+                    raise
+                raise NoaError(
+                    f"a training process was lost (another rank died or was killed: {str(err).splitlines()[0][:200]}); "
+                    f"the newest checkpoint in {self.checkpoint_dir} resumes the run: "
+                    f"noa train --resume auto --checkpoint-dir {self.checkpoint_dir}"
+                ) from err
         return TrainResult(self.checkpoint_dir, self.state.cursor.global_step, self.state.progress.history, self.state.early_stopping.best, last)
 
     def _epochs(self, stop: _StopFlag) -> BatchLosses | None:
@@ -277,6 +323,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
                 last = train_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
+                last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
                     progress.add_batch(last.as_dict())
                 self.scheduler.step()
@@ -293,14 +340,26 @@ class Trainer:
                     log.info(line)
                 if cfg.save_every and cursor.global_step % cfg.save_every == 0:
                     self.save(f"step_{cursor.global_step}.pt")
-                if stop.signum is not None:
+                if stopping:
                     bar.close()
-                    self._interrupted(stop.signum)
+                    self._interrupted(stop.signum or signal.SIGTERM)
             bar.close()
             if self._end_epoch(epoch, time.perf_counter() - epoch_start):
                 break
             cursor.next_epoch()
         return last
+
+    def _over_ranks(self, losses: BatchLosses, stop_asked: bool) -> tuple[BatchLosses, bool]:
+        """The batch's losses as means over all ranks' samples, and whether any rank was asked
+        to stop; one collective, so every rank logs, skips and stops alike."""
+        if not self.ranks.distributed:
+            return losses, stop_asked
+        values = losses.as_dict()
+        present = [key for key in LOSS_KEYS if values[key] is not None]
+        packed = torch.tensor([values[key] for key in present] + [float(stop_asked)], dtype=torch.float64, device=self.device)
+        reduced = distributed.sum_over_ranks(packed).tolist()
+        means = {key: value / self.ranks.world_size for key, value in zip(present, reduced)}
+        return BatchLosses(**{key: means.get(key) for key in LOSS_KEYS}), reduced[-1] > 0
 
     def _batch_line(self, losses: BatchLosses, lr: float, seconds: float) -> str:
         parts = [f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"]
@@ -344,6 +403,7 @@ class Trainer:
     def _interrupted(self, signum: int) -> None:
         cursor = self.state.cursor
         path = self.save(f"step_{cursor.global_step}.pt")
+        distributed.barrier()  # every rank exits after the one checkpoint is whole
         raise TrainingInterrupted(
             f"training interrupted by {signal.Signals(signum).name} at epoch {cursor.epoch + 1}, "
             f"batch {cursor.batch}/{self.batches_per_epoch}; checkpoint written to {path}. "
@@ -353,5 +413,9 @@ class Trainer:
 
 
 def train(flags: dict[str, Any]) -> TrainResult:
-    """Run `noa train` with the given flag values (None or absent = not given)."""
-    return Trainer(settle(flags)).fit()
+    """Run `noa train` with the given flag values (None or absent = not given), on the ranks
+    torchrun started (one process without torchrun)."""
+    ranks = distributed.ranks_from_environment()
+    run = settle(flags, ranks)
+    with distributed.process_group(ranks, run.device):
+        return Trainer(run).fit()

@@ -25,6 +25,7 @@ from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
+from noa.train.distributed import Ranks, rank_device
 
 log = logging.getLogger("noa.train")
 
@@ -57,6 +58,12 @@ class Run:
     data: DatasetView
     device: str
     tokenizer_fingerprint: str | None
+    ranks: Ranks = Ranks()
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all ranks (``--batch-size`` is per rank)."""
+        return self.config.batch_size * self.ranks.world_size
 
 
 def tokenizer_fingerprint(path: str | Path) -> str:
@@ -67,8 +74,9 @@ def tokenizer_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def settle(cli: dict[str, Any]) -> Run:
-    """The run asked for by ``cli`` (flag name -> value, None = not given; ``config`` = file)."""
+def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
+    """The run asked for by ``cli`` (flag name -> value, None = not given; ``config`` = file)
+    on this process's ``ranks``."""
     file_values = flags_module.read_config_file(cli["config"]) if cli.get("config") else {}
     explicit = flags_module.requested_flags(cli, file_values)
     start = _starting_point(explicit)
@@ -78,14 +86,15 @@ def settle(cli: dict[str, Any]) -> Run:
         info = h5.read_info(f)
         fingerprint = h5.fingerprint_of(f)
         start = _fine_tune_if_other_dataset(start, fingerprint)
-        cfg = _resolve(explicit, start, info)
+        cfg = _resolve(explicit, start, info, ranks)
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
-    _check_data(cfg, data)
+    _check_data(cfg, data, ranks)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     _check_outputs(cfg, start)
-    return Run(config=cfg, start=start, data=data, device=resolve_device(cfg.device), tokenizer_fingerprint=tokenizer_fp)
+    device = rank_device(resolve_device(cfg.device), ranks)
+    return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks)
 
 
 def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
@@ -114,7 +123,7 @@ def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> Start
     return replace(start, kind="finetune")
 
 
-def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInfo) -> TrainConfig:
+def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInfo, ranks: Ranks) -> TrainConfig:
     """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
     saved_args = (start.checkpoint or {}).get("args")
     if start.kind == "resume":
@@ -137,10 +146,32 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
             )
         values.update({k: getattr(model, k) for k in ARCHITECTURE})
     if start.kind == "resume" and saved_args:
+        values["batch_size"] = _per_rank_batch(start.checkpoint, values, explicit, ranks)
         _check_resume_locks(saved_args, values, explicit)
     cfg = TrainConfig.from_flags(values, model=model)
     flags_module.validate(cfg)
     return cfg
+
+
+def _per_rank_batch(ckpt: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], ranks: Ranks) -> int:
+    """A resume keeps the global batch (per-rank batch x ranks), so N ranks can resume on M:
+    the per-rank batch follows from it unless given, and must then agree with it."""
+    saved_global = int(ckpt.get("parts", {}).get("cursor", {}).get("global_batch", ckpt["args"]["batch_size"]))
+    world = ranks.world_size
+    if "batch_size" in explicit:
+        if explicit["batch_size"] * world != saved_global:
+            raise NoaError(
+                f"--batch-size {explicit['batch_size']} on {world} rank(s) is a global batch of {explicit['batch_size'] * world}, "
+                f"but the run was trained with a global batch of {saved_global}; a resume keeps it "
+                f"(drop --batch-size, or fine-tune with --init-from)"
+            )
+        return int(explicit["batch_size"])
+    if saved_global % world:
+        raise NoaError(
+            f"the run's global batch {saved_global} does not split over {world} ranks; resume on a number of ranks "
+            f"that divides it, or fine-tune with --init-from"
+        )
+    return saved_global // world
 
 
 def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any]) -> None:
@@ -158,16 +189,16 @@ def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit:
         )
 
 
-def _check_data(cfg: TrainConfig, data: DatasetView) -> None:
+def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
     info = data.info
     if cfg.timesteps > info.timesteps:
         raise NoaError(f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset")
     if len(data.split.val) == 0:
         raise NoaError("the validation split is empty; raise --val-split or --n-samples")
-    if len(data.split.train) < cfg.batch_size:
+    if len(data.split.train) < cfg.batch_size * ranks.world_size:
         raise NoaError(
-            f"--batch-size {cfg.batch_size} is larger than the {len(data.split.train)} training samples; "
-            "lower the batch size or use more samples"
+            f"--batch-size {cfg.batch_size} (x {ranks.world_size} ranks) is larger than the {len(data.split.train)} "
+            "training samples; lower the batch size or use more samples"
         )
     check_grid(cfg.model, info.grid)
 

@@ -22,16 +22,21 @@ class Cursor:
     batch: int = 0
     global_step: int = 0
     epoch_ended: bool = False
+    global_batch: int = 1  # samples per step over all ranks; a resume keeps it (N ranks -> M ranks)
 
     def next_epoch(self) -> None:
         self.epoch, self.batch, self.epoch_ended = self.epoch + 1, 0, False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch_in_epoch": self.batch, "global_step": self.global_step, "epoch_ended": self.epoch_ended}
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch, "global_step": self.global_step,
+                "epoch_ended": self.epoch_ended, "global_batch": self.global_batch,
+                "samples_in_epoch": self.batch * self.global_batch}
 
     def load_state_dict(self, state: dict[str, Any], global_step: int, batches_per_epoch: int, legacy_epoch_ended: bool) -> None:
         """Restore; ``legacy_epoch_ended`` says whether an old checkpoint that stands at an
-        epoch's last batch was written after that epoch's end (its file name tells)."""
+        epoch's last batch was written after that epoch's end (its file name tells). The
+        global batch is the run's (settled before), so batch k means the same samples on any
+        number of ranks."""
         self.global_step = global_step
         if "batch_in_epoch" in state and "epoch" in state:
             self.epoch, self.batch = int(state["epoch"]), int(state["batch_in_epoch"])

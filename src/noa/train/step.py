@@ -36,7 +36,9 @@ size of the rollout (its frames and dL_commit/dx_t) that belong to no graph.
 
 from __future__ import annotations
 
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +60,10 @@ class Objective:
     lambda_latent: float
     bptt_window: int
     latent_steps: list[int]
+    # The modules that train, when they differ from the above: DistributedDataParallel
+    # wrappers, whose gradients are synchronised once per batch, at the last window.
+    ddp_model: nn.Module | None = None
+    ddp_projector: nn.Module | None = None
 
     @property
     def uses_latent(self) -> bool:
@@ -131,25 +137,41 @@ def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: 
         frames, projected = rollout_noa(obj.model, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
         align = alignment(obj, frames, projected, need_grad=True)
     wanted = set(obj.latent_steps) if obj.uses_latent else set()
+    model = obj.ddp_model or obj.model
+    projector = obj.ddp_projector or obj.projector
     n_values = target[:, 1:].numel()
     sq_total = torch.zeros((), device=ic.device)
     x = ic
-    for start in range(0, timesteps, obj.bptt_window):
-        sq = torch.zeros((), device=ic.device)
-        surrogate = torch.zeros((), device=ic.device)
-        for t in range(start, min(timesteps, start + obj.bptt_window)):
-            if t in wanted:
-                x, bottleneck = obj.model.step(x, params, return_bottleneck=True)
-                surrogate = surrogate + obj.lambda_latent * (align.projection_grad * obj.projector(bottleneck)).sum()
-            else:
-                x = obj.model(x, params)
-            sq = sq + (x - target[:, t + 1]).pow(2).sum()
-            if align is not None and obj.lambda_commit > 0:
-                surrogate = surrogate + obj.lambda_commit * (align.frame_grad[:, t + 1] * x).sum()
-        (sq / n_values + surrogate).backward()
+    starts = range(0, timesteps, obj.bptt_window)
+    for start in starts:
+        with _sync_gradients(obj, now=start == starts[-1]):
+            sq = torch.zeros((), device=ic.device)
+            surrogate = torch.zeros((), device=ic.device)
+            for t in range(start, min(timesteps, start + obj.bptt_window)):
+                if t in wanted:
+                    x, bottleneck = model(x, params, return_bottleneck=True)
+                    surrogate = surrogate + obj.lambda_latent * (align.projection_grad * projector(bottleneck)).sum()
+                else:
+                    x = model(x, params)
+                sq = sq + (x - target[:, t + 1]).pow(2).sum()
+                if align is not None and obj.lambda_commit > 0:
+                    surrogate = surrogate + obj.lambda_commit * (align.frame_grad[:, t + 1] * x).sum()
+            (sq / n_values + surrogate).backward()
         sq_total = sq_total + sq.detach()
         x = x.detach()
     return _combine(obj, float(sq_total) / n_values, align)
+
+
+@contextmanager
+def _sync_gradients(obj: Objective, now: bool) -> Iterator[None]:
+    """Let DDP all-reduce gradients only in the batch's last window (``now``); earlier windows
+    accumulate locally under ``no_sync``, so a batch costs one synchronisation, not one per window."""
+    with ExitStack() as stack:
+        if not now:
+            for wrapped in (obj.ddp_model, obj.ddp_projector):
+                if wrapped is not None:
+                    stack.enter_context(wrapped.no_sync())
+        yield
 
 
 @torch.no_grad()
