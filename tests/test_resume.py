@@ -338,3 +338,13 @@ def test_a_longer_run_at_resume_bends_the_lr_without_a_jump(straight: Path, tmp_
     assert all(a > b for a, b in zip(lrs, lrs[1:])) and len(lrs) == 8  # then a smooth decay over the longer run
     straight_lrs = [r["lr"] for r in _batch_records(straight) if r["kind"] == "train_batch"]
     assert straight_lrs[4] == pytest.approx(planned_at_4, rel=1e-12)
+
+
+def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    # Two worker processes read the batches (each opens the HDF5 file itself); stopped mid-epoch
+    # and resumed, the run equals the uninterrupted single-process-reading one bit for bit.
+    ck = tmp_path / "ck"
+    train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=2, num_workers=2))
+    train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
+    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert _batch_records(straight) == _batch_records(ck)

@@ -96,6 +96,14 @@ class SampleSource(torch.utils.data.Dataset):
         batch = self.get_batch([position])
         return {k: v[0] for k, v in batch.items()}
 
+    def __getitems__(self, positions: list[int]) -> dict[str, torch.Tensor]:
+        """A whole batch in one read (the DataLoader calls this with a batch sampler's batch)."""
+        return self.get_batch(positions)
+
+    def __getstate__(self) -> dict:
+        """A copy sent to a DataLoader worker opens the file itself (HDF5 handles do not travel)."""
+        return {**self.__dict__, "_file": None}
+
     def get_batch(self, positions: Sequence[int]) -> dict[str, torch.Tensor]:
         """Stacked samples at ``positions`` (indices into ``rows``), in the order given."""
         rows = self.rows[np.asarray(positions, dtype=np.int64)]
@@ -165,3 +173,39 @@ class EpochBatchSampler:
             chunk = order[start : start + self.batch_size]
             if len(chunk):
                 yield chunk.tolist()
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """The batch sampler a DataLoader iterates: this rank's batches of one epoch, from a start
+    batch on. Set the epoch (and start) before each pass; the order is the sampler's, so a
+    DataLoader with or without workers yields the same batches in the same order."""
+
+    def __init__(self, sampler: EpochBatchSampler) -> None:
+        self.sampler = sampler
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start = epoch, start_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.sampler.batches(self.epoch, self.start)
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.start)
+
+
+def _batch_as_read(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return batch
+
+
+def batch_loader(source: SampleSource, batches: EpochBatches, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+    """A DataLoader over ``source`` whose batches come from ``batches``; with workers, each
+    opens the HDF5 file itself and they persist across epochs."""
+    return torch.utils.data.DataLoader(
+        source,
+        batch_sampler=batches,
+        num_workers=num_workers,
+        collate_fn=_batch_as_read,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -70,6 +70,7 @@ class TrainConfig:
     n_realizations: int = 1
     max_nan_skips: int = 10
     log_every: int = 1
+    num_workers: int = 0
     tensorboard: bool = False
     resume: str | None = None
     init_from: str | None = None
@@ -126,6 +127,7 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
     "max_nan_skips": (int, False, "stop after this many consecutive non-finite updates"),
     "log_every": (int, False, "print a batch line every N batches"),
+    "num_workers": (int, False, "DataLoader worker processes reading the dataset (each opens the HDF5 file itself); 0 = read in the training process"),
     "tensorboard": (bool, False, "also write TensorBoard events to --checkpoint-dir/tensorboard (needs the tensorboard package)"),
     "resume": (str, True, "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir"),
     "init_from": (str, True, "initialise model and projector weights from a checkpoint, then train afresh (fine-tuning)"),
@@ -226,6 +228,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.keep_last is None or cfg.keep_last >= 1, "--keep-last must be >= 1"),
         (cfg.max_nan_skips >= 1 and cfg.log_every >= 1, "--max-nan-skips and --log-every must be >= 1"),
         (cfg.max_steps is None or cfg.max_steps >= 0, f"--max-steps must be >= 0; got {cfg.max_steps}"),
+        (cfg.num_workers >= 0, f"--num-workers must be >= 0; got {cfg.num_workers}"),
         (cfg.projector_hidden >= 1, f"--projector-hidden must be >= 1; got {cfg.projector_hidden}"),
         (cfg.lr_schedule in ("cosine", "constant"), f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule}"),
     ]

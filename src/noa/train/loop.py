@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import torch
 from tqdm import tqdm
 
-from noa.data.loader import EpochBatchSampler, SampleSource
+from noa.data.loader import EpochBatchSampler, EpochBatches, SampleSource, batch_loader
 from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
@@ -127,6 +127,10 @@ class Trainer:
         self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, **ranks)
         self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, **ranks)
         self.batches_per_epoch = len(self.train_sampler)
+        pin = self.device.startswith("cuda")
+        self.train_batches, self.val_batches = EpochBatches(self.train_sampler), EpochBatches(self.val_sampler)
+        self.train_loader = batch_loader(self.train_source, self.train_batches, cfg.num_workers, pin)
+        self.val_loader = batch_loader(self.val_source, self.val_batches, cfg.num_workers, pin)
 
     def _build_model(self, run: Run) -> None:
         """Tokenizer, model, projector, optimizer, schedule, the objective and the run's state."""
@@ -237,14 +241,14 @@ class Trainer:
         """Mean losses over the validation samples of all ranks (a rank may hold none)."""
         sums = torch.zeros(2, len(LOSS_KEYS), dtype=torch.float64)  # per key: sum of values, samples
         self.model.eval()
-        for positions in self.val_sampler.batches(0):
-            batch = self.val_source.get_batch(positions)
+        for batch in self.val_loader:
+            n = len(batch["index"])
             losses = eval_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
             for k, key in enumerate(LOSS_KEYS):
                 value = losses.as_dict()[key]
                 if value is not None:
-                    sums[0, k] += value * len(positions)
-                    sums[1, k] += len(positions)
+                    sums[0, k] += value * n
+                    sums[1, k] += n
         self.model.train()
         totals = distributed.sum_over_ranks(sums.to(self.device)).cpu()
         return {key: (float(totals[0, k] / totals[1, k]) if totals[1, k] > 0 else None) for k, key in enumerate(LOSS_KEYS)}
@@ -313,13 +317,13 @@ class Trainer:
                 progress.epoch_sums = {}
             epoch_start = time.perf_counter()
             bar = tqdm(total=self.batches_per_epoch, initial=cursor.batch, disable=not tty, leave=False, unit="b")
-            for positions in self.train_sampler.batches(epoch, cursor.batch):
+            self.train_batches.set_epoch(epoch, cursor.batch)
+            for batch in self.train_loader:
                 if cfg.max_steps is not None and steps_this_run >= cfg.max_steps:
                     bar.close()
                     self._stop_early()
                     return last
                 t0 = time.perf_counter()
-                batch = self.train_source.get_batch(positions)
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
                 last = train_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
