@@ -43,7 +43,7 @@ def test_layout_and_attributes(dataset: Path) -> None:
         assert f["metadata/valid"][:].all() and f["metadata/replayed"][:].all()
         params = f["parameters/params"][:]
         assert params.min() >= 0 and params.max() < 1
-        assert len(set(f["metadata/operator_seed"][:].tolist())) == 10
+        assert len(set(f["metadata/noise_seed"][:].tolist())) == 10
 
 
 def test_stored_trajectories_equal_a_fresh_replay(dataset: Path) -> None:
@@ -51,7 +51,7 @@ def test_stored_trajectories_equal_a_fresh_replay(dataset: Path) -> None:
         rows = [1, 4, 7]
         params = torch.from_numpy(f["parameters/params"][rows])
         ics = torch.from_numpy(f["inputs/fields"][rows])
-        seeds = f["metadata/operator_seed"][rows].tolist()
+        seeds = f["metadata/noise_seed"][rows].tolist()
         stored = torch.from_numpy(f["trajectories"][rows])
     assert torch.equal(replay(params, ics, seeds, 4), stored)
 
@@ -60,7 +60,7 @@ def test_generation_is_deterministic(tmp_path: Path, dataset: Path) -> None:
     again = tmp_path / "again.h5"
     generate(_cfg(), again, batch_size=3, progress=False, log=lambda _: None)
     with h5py.File(dataset) as a, h5py.File(again) as b:
-        for name in ("parameters/params", "inputs/fields", "trajectories", "metadata/operator_seed"):
+        for name in ("parameters/params", "inputs/fields", "trajectories", "metadata/noise_seed"):
             assert np.array_equal(a[name][:], b[name][:]), name
 
 
@@ -175,3 +175,50 @@ def test_describe_reports_units_and_families(dataset: Path) -> None:
     assert "gaussian_random_field 2" in text
     assert "noise_scale" in text and "log-float" in text
     assert "kernel_size" in text
+
+
+def test_a_version_1_file_is_refused_with_how_to_regenerate(tmp_path: Path, dataset: Path) -> None:
+    old = tmp_path / "v1.h5"
+    shutil.copy(dataset, old)
+    with h5py.File(old, "r+") as f:  # what version 1 wrote: no family, per-sample operator seeds
+        f.attrs["format_version"] = 1
+        del f.attrs["cno_family"]
+        f["metadata/operator_seed"] = f["metadata/noise_seed"][:]
+        del f["metadata/noise_seed"]
+    with pytest.raises(NoaError, match="version-1 noa dataset.*operator seeds.*regenerate it with `noa data generate`"):
+        usable_rows(old, None)
+    with pytest.raises(NoaError, match="version-1"):
+        describe(old)
+
+
+def test_a_file_of_another_family_is_refused(tmp_path: Path, dataset: Path) -> None:
+    other = tmp_path / "other.h5"
+    shutil.copy(dataset, other)
+    with h5py.File(other, "r+") as f:
+        family = json.loads(f.attrs["cno_family"])
+        f.attrs["cno_family"] = json.dumps({**family, "seed": family["seed"] + 1})
+    with pytest.raises(NoaError, match="made with CNO family"):
+        usable_rows(other, None)
+
+
+def test_the_file_records_the_family_it_was_made_with(dataset: Path) -> None:
+    from noa.operators.family import FAMILY
+
+    with open_dataset(dataset) as f:
+        family = json.loads(f.attrs["cno_family"])
+    assert family == json.loads(FAMILY.to_json())
+    assert {"name", "version", "seed"} <= set(family)
+    assert str(family["seed"]) in describe(dataset)
+
+
+def test_same_theta_ic_and_noise_seed_replay_identically_whatever_the_index_or_dataset(tmp_path: Path, dataset: Path) -> None:
+    other = tmp_path / "other_seed.h5"
+    generate(_cfg(seed=9), other, batch_size=5, progress=False, log=lambda _: None)
+    with h5py.File(dataset) as a, h5py.File(other) as b:
+        params = torch.from_numpy(b["parameters/params"][:6])
+        ics = torch.from_numpy(b["inputs/fields"][:6])
+        seeds = b["metadata/noise_seed"][:6].tolist()
+        # Row 2 of dataset A placed at position 4 of a batch of dataset B's rows.
+        params[4], ics[4], seeds[4] = torch.from_numpy(a["parameters/params"][2]), torch.from_numpy(a["inputs/fields"][2]), int(a["metadata/noise_seed"][2])
+        stored = torch.from_numpy(a["trajectories"][2])
+    assert torch.equal(replay(params, ics, seeds, 4)[4], stored)

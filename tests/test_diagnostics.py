@@ -178,8 +178,10 @@ def test_numbers_are_finite_and_in_range(report):
     assert ali.sampled_steps == [0, 2, 3]  # latent_sample_steps 3 over T=4, as in training
     assert con.norm_mean > 0 and con.norm_std >= 0 and con.cv >= 0
     assert q.steps == list(range(1, T + 1)) and q.horizons == [1, 2, 4]
-    for values in (q.mse, q.nrmse, q.floor, q.realization_gap):
+    for values in (q.mse, q.nrmse, q.vrmse, q.floor, q.realization_gap, q.family_floor, q.persistence, q.vrmse_persistence, q.vrmse_floor):
         assert len(values) == T and all(math.isfinite(v) and v >= 0 for v in values)
+    # θ identifies the operator: another family draw is just another noise stream.
+    assert 0.5 < q.family_to_noise < 2.0
     assert all(f == pytest.approx(g / 2) for f, g in zip(q.floor, q.realization_gap))
     assert 0 <= q.token_agreement <= 1 and 0 <= q.token_agreement_reference <= 1
     assert len(q.token_agreement_per_codebook) == len(div.codebooks)
@@ -312,6 +314,19 @@ def test_rollout_metrics_on_known_values():
     assert q.token_agreement == pytest.approx(0.5) and q.token_agreement_per_codebook == pytest.approx([1.0, 0.5, 0.0])
     assert q.token_agreement_reference == pytest.approx(0.5)
     std = cno[0, 0, 1].std(unbiased=False).item()
-    assert q.nrmse == pytest.approx([0.1 / std] * T, rel=1e-5)
+    rms = cno[0, 0, 1].pow(2).mean().sqrt().item()
+    assert q.vrmse == pytest.approx([0.1 / std] * T, rel=1e-5)  # the_well: RMSE / std of the target
+    assert q.nrmse == pytest.approx([0.1 / rms] * T, rel=1e-5)  # the_well: RMSE / RMS of the target
+    assert q.vrmse_floor == pytest.approx([0.02**0.5 / std] * T, rel=1e-5)
+    # Persistence holds frame 0 (the same linspace here), so it misses realization 0 by nothing.
+    assert q.persistence == pytest.approx([0.0] * T) and q.vrmse_persistence == pytest.approx([0.0] * T)
+    assert q.family_floor == [None] * T and q.family_to_noise is None  # no other family draw given
+    # Another draw 0.2 away (like realization 1): family floor = noise floor, ratio 1.
+    with_family = summarize(step_errors(noa, cno, cno[:, 1]), tokens, cno_tokens, cno_tokens, tokens)
+    assert with_family.family_floor == pytest.approx([0.02] * T) and with_family.family_to_noise == pytest.approx(1.0)
+    assert with_family.token_agreement_persistence == pytest.approx(0.5)
+    # A draw 0.4 away: what a perfect θ-conditioned model scores is 4x the noise floor.
+    far = summarize(step_errors(noa, cno, cno[:, 0] + 0.4), tokens, cno_tokens, cno_tokens)
+    assert far.family_to_noise == pytest.approx(4.0)
     assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens).overall_ratio is None  # noiseless CNO
     assert report_horizons(1) == [1] and report_horizons(256) == [1, 64, 128, 256]

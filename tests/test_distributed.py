@@ -75,7 +75,7 @@ def test_two_ranks_with_half_the_batch_match_one_rank(one_rank: Path, tiny_datas
         for key, rel in tolerance.items():
             assert a[key] == pytest.approx(b[key], rel=rel), (a["global_step"], key)
     for a, b in zip(_records(ck, "epoch"), _records(one_rank, "epoch")):  # validation: means over all ranks' samples
-        assert a["val_traj"] == pytest.approx(b["val_traj"], rel=1e-4) and a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)
+        assert a["val_traj"] == pytest.approx(b["val_traj"], rel=1e-3) and a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)
     assert sorted(p.name for p in ck.glob("*.pt")) == sorted(p.name for p in one_rank.glob("*.pt"))
     _close(load_checkpoint(ck / "epoch_2.pt"), load_checkpoint(one_rank / "epoch_2.pt"))
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 
 from noa.errors import NoaError
+from noa.operators.cno import apply_operator, build_operators
+from noa.operators.family import operator_weights
 from noa.operators.noise import CounterNormal, mix32
 from noa.operators.replay import DIVERGENCE_BOUND, replay, rollout_status
 from noa.operators.space import CNO_SPACE, Dimension, ParameterSpace
@@ -127,6 +129,9 @@ PERTURBATIONS = {
     "dt": ({}, 0.9),
     "alpha": ({"update_policy": 0.75}, 0.9),
     "weight_gain": ({}, 0.95),
+    "weight_mix_1": ({}, 0.95),
+    "weight_mix_2": ({}, 0.05),
+    "weight_mix_3": ({}, 0.95),
 }
 
 
@@ -143,9 +148,62 @@ def test_every_dimension_changes_the_trajectory(name: str) -> None:
     assert (a - b).abs().max() > 1e-4, f"{name} did not change the dynamics"
 
 
-def test_operator_seed_changes_the_weights() -> None:
-    params, ics, _ = _inputs(1)
-    assert not torch.equal(replay(params, ics, [1], STEPS), replay(params, ics, [2], STEPS))
+def _weights(ops) -> list[torch.Tensor]:
+    return [t for g in ops.groups for t in (g.w_in, g.b_in, g.depthwise, g.pointwise, g.b_hidden, g.w_out, g.b_out)]
+
+
+def test_the_noise_seed_keys_the_noise_and_nothing_else() -> None:
+    params, ics, _ = _inputs(3)
+    a, b = build_operators(params, [1, 2, 3], 3, GRID), build_operators(params, [7, 8, 9], 3, GRID)
+    assert all(torch.equal(x, y) for x, y in zip(_weights(a), _weights(b)))
+    assert torch.equal(apply_operator(a, ics), apply_operator(b, ics))  # the operator is θ's alone
+    assert a.noise_keys != b.noise_keys
+    assert not torch.equal(replay(params, ics, [1, 2, 3], STEPS), replay(params, ics, [7, 8, 9], STEPS))
+
+
+def test_smaller_operators_are_nested_in_larger_ones() -> None:
+    hp = CNO_SPACE.decode(_unit()[0])
+    big = operator_weights({**hp, "base_channels": 64, "n_layers": 5, "kernel_size": "7"}, 3)
+    small = operator_weights({**hp, "base_channels": 16, "n_layers": 2, "kernel_size": "3"}, 3)
+    gain = hp["weight_gain"]
+    # Same family entries, each at its own fan-in scaling.
+    assert torch.allclose(small["pointwise"] * 16**0.5 / gain, big["pointwise"][:2, :16, :16] * 64**0.5 / gain, atol=1e-6)
+    assert torch.allclose(small["depthwise"] * 3, big["depthwise"][:2, :16, 2:5, 2:5] * 7, atol=1e-6)
+    assert torch.equal(small["w_in"], big["w_in"][:16])
+    assert torch.equal(small["b_hidden"], big["b_hidden"][:2, :16])
+
+
+def test_weight_coordinates_move_the_weights_smoothly_and_span_unrelated_operators() -> None:
+    hp = CNO_SPACE.decode(_unit()[0])
+    w = lambda c: operator_weights({**hp, "weight_mix_1": c, "weight_mix_2": 0.0, "weight_mix_3": 0.0}, 3)["pointwise"].flatten()  # noqa: E731
+    near = (w(0.001) - w(0.0)).norm() / w(0.0).norm()
+    assert 0 < near < 2e-3  # ∝ the step: a smooth function of the coordinate
+    far = torch.corrcoef(torch.stack([w(-1.0), w(1.0)]))[0, 1]
+    assert abs(far) < 0.05  # opposite corners are uncorrelated networks
+    assert float(w(1.0).std()) == pytest.approx(float(w(0.0).std()), rel=0.05)  # every coordinate is a typical draw
+
+
+CONTINUOUS = [d.name for d in CNO_SPACE.dims if d.kind in ("float", "log-float")]
+
+
+@pytest.mark.parametrize("name", CONTINUOUS)
+def test_a_small_change_of_a_continuous_coordinate_changes_the_rollout_a_little_and_a_large_one_a_lot(name: str) -> None:
+    base_overrides, moved = PERTURBATIONS[name]
+    base = _unit(**base_overrides)
+    ic = torch.randn(1, 3, GRID, GRID, generator=torch.Generator().manual_seed(3))
+    ref = replay(base, ic, [42], 16)[0, 0, 1:]
+    scale = (ref - ic).pow(2).mean().sqrt()  # how far the rollout moves from its IC
+
+    def change(value: float) -> float:
+        other = base.clone()
+        other[0, CNO_SPACE.position(name)] = value
+        return float((replay(other, ic, [42], 16)[0, 0, 1:] - ref).pow(2).mean().sqrt() / scale)
+
+    u = float(base[0, CNO_SPACE.position(name)])
+    small = change(u + 1e-3)
+    large = change(moved)
+    assert small < 0.02, f"{name}: a step of 1e-3 in θ moved the rollout by {small:.3g} of its own motion"
+    assert large > 10 * small and large > 0.02, f"{name}: a large move changed the rollout by only {large:.3g}"
 
 
 def test_divergence_is_reported_per_sample() -> None:

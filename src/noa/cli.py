@@ -22,7 +22,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen = data_sub.add_parser(
         "generate",
         help="sample operators and ICs, replay them and write an HDF5 dataset",
-        description="Draw θ from a scrambled Sobol sequence, an initial condition and an operator seed per "
+        description="Draw θ from a scrambled Sobol sequence (θ alone defines the operator), an initial condition and a noise seed per "
         "sample, replay every CNO rollout (flagging divergent ones) and write a self-describing HDF5 file. "
         "Interrupted runs continue with --resume.",
     )

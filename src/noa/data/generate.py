@@ -1,4 +1,4 @@
-"""`noa data generate`: θ, initial conditions and operator seeds, replayed and written to HDF5.
+"""`noa data generate`: θ, initial conditions and noise seeds, replayed and written to HDF5.
 
 Generation writes into ``OUT.partial`` and renames it to ``OUT`` only when every sample is
 replayed, so an existing file is never touched until its replacement is complete, and an
@@ -25,6 +25,7 @@ import noa
 from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
 from noa.errors import NoaError
+from noa.operators.family import FAMILY
 from noa.operators.replay import replay, rollout_status
 from noa.operators.space import CNO_SPACE
 from noa.seeding import derive_seed
@@ -76,6 +77,7 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
             timesteps=t,
             realizations=m,
             parameter_space=CNO_SPACE.to_json(),
+            cno_family=FAMILY.to_json(),
             ic_families=json.dumps(cfg.ic_families),
             amplitude_levels=json.dumps(list(AMPLITUDE_LEVELS)),
             noa_version=noa.__version__,
@@ -86,7 +88,7 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
         meta = f.create_group("metadata")
         ic_seeds = np.array([derive_seed(cfg.seed, "ic", i) for i in range(n)], dtype=np.int64)
         meta["ic_seed"] = ic_seeds
-        meta["operator_seed"] = np.array([derive_seed(cfg.seed, "operator", i) for i in range(n)], dtype=np.int64)
+        meta["noise_seed"] = np.array([derive_seed(cfg.seed, "noise", i) for i in range(n)], dtype=np.int64)
         family_index = np.arange(n) % len(cfg.ic_families)
         meta["ic_family"] = family_index.astype(np.int16)
         amplitude = meta.create_dataset("ic_amplitude", (n,), dtype="i2")
@@ -136,7 +138,7 @@ def _replay_pending(
             rows = pending[start : start + batch_size]
             params = torch.from_numpy(f["parameters/params"][rows])
             ics = torch.from_numpy(f["inputs/fields"][rows])
-            seeds = f["metadata/operator_seed"][rows].tolist()
+            seeds = f["metadata/noise_seed"][rows].tolist()
             traj = replay(params, ics.to(device), seeds, cfg.timesteps, cfg.realizations)
             status = rollout_status(traj)
             if "trajectories" in f:
@@ -235,7 +237,7 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
             else:
                 params = torch.from_numpy(f["parameters/params"][rows])
                 ics = torch.from_numpy(f["inputs/fields"][rows]).to(device)
-                traj = replay(params, ics, f["metadata/operator_seed"][rows].tolist(), info.timesteps, info.realizations)
+                traj = replay(params, ics, f["metadata/noise_seed"][rows].tolist(), info.timesteps, info.realizations)
             write_features(f, rows, traj)
             f.flush()
             bar.update(len(rows))

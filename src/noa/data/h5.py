@@ -1,24 +1,29 @@
 """The dataset file: a self-describing HDF5 layout, its writer helpers and a validating reader.
 
-Layout (format ``noa-dataset`` version 1)::
+Layout (format ``noa-dataset`` version 2)::
 
     /                      attrs: format, format_version, complete, config (JSON), grid,
                                   channels, timesteps, realizations, parameter_space (JSON),
+                                  cno_family (JSON: name, version, family seed, sizes),
                                   ic_families (JSON), amplitude_levels (JSON), noa_version
     /parameters/params     [N, P] float32   θ in unit coordinates      attrs: names (JSON)
     /inputs/fields         [N, C, H, W] float32 initial conditions
     /metadata/ic_family    [N] int16   index into ic_families
     /metadata/ic_amplitude [N] int16   index into amplitude_levels
     /metadata/ic_length_scale [N] float32
-    /metadata/ic_seed, operator_seed [N] int64
+    /metadata/ic_seed, noise_seed [N] int64   the noise seed keys the CNO's noise stream only
     /metadata/replayed     [N] bool    the rollout of this sample has been computed
     /metadata/valid        [N] bool    the rollout stayed finite and below the bound
     /metadata/max_abs      [N] float32 largest |x| over the rollout
     /trajectories          [N, M, T+1, C, H, W] float32   optional cache of the replay
     /features/{initial,summary,temporal}   attrs: names (JSON); /features/done [N] bool
 
-Everything a replay needs (θ, IC, operator seed, T, M) is in the file, so trajectories are
-a cache, never the only copy of the truth.
+Everything a replay needs (θ, IC, noise seed, T, M, the family definition) is in the file, so
+trajectories are a cache, never the only copy of the truth.
+
+Version 1 files drew each operator's weights from a per-sample operator seed (θ did not
+identify the operator). That family is gone, so they are refused with a message, never
+replayed as the new family.
 """
 
 from __future__ import annotations
@@ -34,10 +39,11 @@ import numpy as np
 import torch
 
 from noa.errors import NoaError
-from noa.operators.space import ParameterSpace
+from noa.operators.family import FAMILY
+from noa.operators.space import CNO_SPACE, ParameterSpace
 
 FORMAT = "noa-dataset"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 REQUIRED = (
     "parameters/params",
     "inputs/fields",
@@ -45,7 +51,7 @@ REQUIRED = (
     "metadata/ic_amplitude",
     "metadata/ic_length_scale",
     "metadata/ic_seed",
-    "metadata/operator_seed",
+    "metadata/noise_seed",
     "metadata/replayed",
     "metadata/valid",
     "metadata/max_abs",
@@ -70,6 +76,7 @@ class DatasetInfo:
     complete: bool
     has_trajectories: bool
     has_features: bool
+    family: str = ""  # the CNO family definition the file was made with (JSON)
 
 
 def open_dataset(path: str | Path) -> h5py.File:
@@ -93,8 +100,15 @@ def read_info(f: h5py.File) -> DatasetInfo:
     """Validate the layout of an open dataset and return what it declares."""
     p = Path(f.filename)
     version = int(f.attrs.get("format_version", -1))
+    if version == 1:
+        raise NoaError(
+            f"{p} is a version-1 noa dataset: its operators' weights come from per-sample operator seeds, a CNO family "
+            f"this noa no longer replays (θ now identifies the operator); regenerate it with `noa data generate` "
+            f"(its flags are in the file's config: {f.attrs.get('config', '?')})"
+        )
     if version != FORMAT_VERSION:
-        raise NoaError(f"{p} has dataset format version {version}; this noa reads version {FORMAT_VERSION}")
+        raise NoaError(f"{p} has dataset format version {version}; this noa reads version {FORMAT_VERSION}; regenerate it with this noa's `noa data generate`")
+    check_family(f)
     missing = [name for name in REQUIRED if name not in f]
     if missing:
         raise NoaError(f"dataset {p} is missing {', '.join('/' + m for m in missing)}; regenerate it with `noa data generate`")
@@ -115,6 +129,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
             complete=bool(f.attrs["complete"]),
             has_trajectories="trajectories" in f,
             has_features="features" in f and all(fam in f["features"] for fam in FEATURE_FAMILIES),
+            family=str(f.attrs["cno_family"]),
         )
     except KeyError as err:
         raise NoaError(f"dataset {p} lacks the root attribute {err}; regenerate it with `noa data generate`") from err
@@ -122,7 +137,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
     expected = {
         "parameters/params": (n, space.size),
         "inputs/fields": (n, c, g, g),
-        **{f"metadata/{k}": (n,) for k in ("ic_family", "ic_amplitude", "ic_length_scale", "ic_seed", "operator_seed", "replayed", "valid", "max_abs")},
+        **{f"metadata/{k}": (n,) for k in ("ic_family", "ic_amplitude", "ic_length_scale", "ic_seed", "noise_seed", "replayed", "valid", "max_abs")},
     }
     if info.has_trajectories:
         expected["trajectories"] = (n, info.realizations, info.timesteps + 1, c, g, g)
@@ -130,6 +145,32 @@ def read_info(f: h5py.File) -> DatasetInfo:
         if tuple(f[name].shape) != shape:
             raise NoaError(f"dataset {p}: /{name} has shape {tuple(f[name].shape)}, expected {shape}")
     return info
+
+
+def check_family(f: h5py.File) -> None:
+    """NoaError unless the file was made with the CNO family and parameter space this noa replays.
+
+    The replay cannot take another family (its weights are a constant of the code), so a file
+    that declares one must be refused rather than replayed as something it is not.
+    """
+    p = Path(f.filename)
+    stored = f.attrs.get("cno_family")
+    if stored is None:
+        raise NoaError(f"dataset {p} does not record its CNO family (root attribute 'cno_family'); regenerate it with `noa data generate`")
+    try:
+        declared = json.loads(stored)
+    except json.JSONDecodeError as err:
+        raise NoaError(f"dataset {p}: its 'cno_family' attribute is not valid JSON ({err}); regenerate it") from err
+    if declared != json.loads(FAMILY.to_json()):
+        raise NoaError(
+            f"dataset {p} was made with CNO family {declared}, but this noa replays {json.loads(FAMILY.to_json())}; "
+            "regenerate it with this noa's `noa data generate` (or use the noa version that made it)"
+        )
+    if "parameter_space" in f.attrs and ParameterSpace.from_json(f.attrs["parameter_space"]) != CNO_SPACE:
+        raise NoaError(
+            f"dataset {p} declares a parameter space other than this noa's CNO family ({', '.join(CNO_SPACE.names)}); "
+            "regenerate it with `noa data generate`"
+        )
 
 
 def check_finite(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
@@ -161,7 +202,8 @@ def fingerprint_of(f: h5py.File) -> str:
     """:func:`fingerprint` of an open dataset."""
     digest = hashlib.blake2b(digest_size=12)
     digest.update(str(f.attrs["config"]).encode())
-    for name in ("parameters/params", "metadata/operator_seed", "metadata/ic_seed"):
+    digest.update(str(f.attrs.get("cno_family", "")).encode())
+    for name in ("parameters/params", "metadata/noise_seed", "metadata/ic_seed"):
         digest.update(np.ascontiguousarray(f[name][:]).tobytes())
     return digest.hexdigest()
 

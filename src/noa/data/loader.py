@@ -66,7 +66,9 @@ def split_rows(rows: np.ndarray, val_fraction: float, seed: int) -> Split:
 
 
 class SampleSource(torch.utils.data.Dataset):
-    """(ic, params, operator seed, index) for a fixed list of dataset rows, read lazily.
+    """(ic, params, noise seed, index) for a fixed list of dataset rows, read lazily.
+
+    ``seed`` is the sample's noise seed: with θ and the IC it fixes the CNO rollout.
 
     The file opens at the first read and stays open until :meth:`close`; pass ``info`` when
     the caller has already validated the file, so constructing a source does not open it.
@@ -116,7 +118,7 @@ class SampleSource(torch.utils.data.Dataset):
         out = {
             "ic": torch.from_numpy(read("inputs/fields")),
             "params": torch.from_numpy(read("parameters/params")),
-            "seed": torch.from_numpy(read("metadata/operator_seed")),
+            "seed": torch.from_numpy(read("metadata/noise_seed")),
             "index": torch.from_numpy(rows.copy()),
         }
         if self.with_trajectories:

@@ -1,8 +1,9 @@
 """Evaluate a trained NOA on held-out samples against its frozen tokenizer.
 
 One pass over the held-out samples replays two CNO realizations per operator (ground truth
-and its noise), rolls the NOA out with the latent projector applied at every step, and
-tokenizes both. From that pass come the guide's four sections (:mod:`.alignment`) and the
+and its noise) and one rollout of another family draw at the same θ (another noise seed: the
+family floor), rolls the NOA out with the latent projector applied at every step, and tokenizes
+them all, with the persistence baseline (the IC held constant). From that pass come the guide's four sections (:mod:`.alignment`) and the
 rollout-quality section (:mod:`.rollout_quality`); :mod:`.report` turns them into text,
 ``report.md``, ``summary.json`` and the figures.
 
@@ -30,7 +31,7 @@ from noa.errors import NoaError
 from noa.features import compute_features, feature_names
 from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
-from noa.seeding import generator
+from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
 from noa.train.checkpoint import build_model, load_checkpoint
 from noa.train.rollout import rollout_noa, sample_steps
@@ -38,6 +39,7 @@ from noa.train.rollout import rollout_noa, sample_steps
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
 DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
 PLOTTED_OPERATORS = 3
+FAMILY_DRAW = "diagnose/family-draw"  # derives the other family draw's noise seed from a sample's
 SECTION_NAMES = ("VQ Reconstruction", "Token Diversity", "Alignment Correlation", "Temporal Consistency")
 
 
@@ -86,6 +88,7 @@ class _Collected:
     tokens_noa: torch.Tensor  # [N, E]
     tokens_cno: torch.Tensor
     tokens_cno_other: torch.Tensor
+    tokens_persistence: torch.Tensor
     errors: StepErrors
     targets: torch.Tensor  # [N, D] cat(encode(features of the NOA rollout))
     projected: torch.Tensor | None  # [N, D] projector latents, mean over the sampled steps
@@ -116,12 +119,15 @@ def evaluate(
     device: str = "cpu",
     seed: int = 0,
     batch_size: int = 8,
+    zero_theta: bool = False,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
 
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
-    ``timesteps`` defaults to the training run's T, else the dataset's.
+    ``timesteps`` defaults to the training run's T, else the dataset's. ``zero_theta`` feeds the
+    NOA θ = 0 instead of each sample's θ (an ablation: how much the model uses θ); the CNO
+    targets keep their own θ.
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -153,7 +159,7 @@ def evaluate(
     log(f"Diagnosing {noa_checkpoint} on {len(rows)} held-out samples of {dataset} (T={timesteps}, device {device})")
     source = SampleSource(dataset, rows)
     try:
-        data = _evaluate(model, projector, tokenizer, source, timesteps, steps, times, batch_size, device)
+        data = _evaluate(model, projector, tokenizer, source, timesteps, steps, times, batch_size, device, zero_theta)
     finally:
         source.close()
     if data.non_finite:
@@ -277,14 +283,20 @@ def _evaluate(
     times: list[int],
     batch_size: int,
     device: str,
+    zero_theta: bool = False,
 ) -> _Collected:
     parts: dict[str, list] = {name: [] for name in _Collected.__dataclass_fields__}
     for start in range(0, len(source), batch_size):
         batch = source.get_batch(list(range(start, min(start + batch_size, len(source)))))
         ic, params = batch["ic"].to(device), batch["params"].to(device)
-        cno = replay(params, ic, batch["seed"].tolist(), timesteps, realizations=2, device=device)
+        seeds = batch["seed"].tolist()
+        cno = replay(params, ic, seeds, timesteps, realizations=2, device=device)
+        # Another draw of the family at the same θ: the same replay under another noise seed.
+        other = replay(params, ic, [derive_seed(s, FAMILY_DRAW) for s in seeds], timesteps, device=device)[:, 0]
+        persistence = ic[:, None].expand(-1, timesteps + 1, -1, -1, -1)
         every_step = list(range(timesteps)) if projector is not None else None
-        noa, projected = rollout_noa(model, ic, params, timesteps, projector, steps=every_step)
+        noa_params = torch.zeros_like(params) if zero_theta else params
+        noa, projected = rollout_noa(model, ic, noa_params, timesteps, projector, steps=every_step)
         feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
         targets, tokens_noa = _tokens(tokenizer, feats_noa)
         parts["features_noa"].append({k: v.cpu() for k, v in feats_noa.items()})
@@ -293,7 +305,8 @@ def _evaluate(
         parts["tokens_noa"].append(tokens_noa)
         parts["tokens_cno"].append(_tokens(tokenizer, feats_cno)[1])
         parts["tokens_cno_other"].append(_tokens(tokenizer, feats_other)[1])
-        parts["errors"].append(step_errors(noa, cno))
+        parts["tokens_persistence"].append(_tokens(tokenizer, compute_features(persistence))[1])
+        parts["errors"].append(step_errors(noa, cno, other))
         parts["non_finite"].append(int((~torch.isfinite(noa.flatten(1))).any(dim=1).sum()))
         if projected is not None:
             parts["projected"].append(projected[:, steps].mean(dim=1).cpu())
@@ -308,6 +321,7 @@ def _evaluate(
         tokens_noa=torch.cat(parts["tokens_noa"]),
         tokens_cno=torch.cat(parts["tokens_cno"]),
         tokens_cno_other=torch.cat(parts["tokens_cno_other"]),
+        tokens_persistence=torch.cat(parts["tokens_persistence"]),
         errors=StepErrors.concat(parts["errors"]),
         targets=torch.cat(parts["targets"]),
         projected=torch.cat(parts["projected"]) if parts["projected"] else None,
@@ -352,7 +366,7 @@ def _result(
         notes=notes,
         skipped=None if data.projected is not None else SKIP_REASON,
         verdict=guide.final_verdict(assessed, aligned=data.projected is not None),
-        rollout=summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other),
+        rollout=summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence),
         cno_reconstruction=reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"],
         **sections,
     )

@@ -62,20 +62,25 @@ def training_curves(history: Mapping[str, object], path: Path) -> Path | None:
 
 
 def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
-    """NOA MSE per step against the stochastic floor and the realization gap; nRMSE beside it."""
+    """NOA MSE per step against the noise floor, the family floor and persistence; VRMSE beside it."""
     fig = _figure(9.0, 3.4)
     left, right = fig.subplots(1, 2)
     left.plot(quality.steps, quality.mse, marker="o", label="NOA vs CNO (realization 0)")
-    left.plot(quality.steps, quality.floor, linestyle="--", label="stochastic floor (gap / 2)")
-    left.plot(quality.steps, quality.realization_gap, linestyle=":", label="CNO realization 0 vs 1")
+    left.plot(quality.steps, quality.floor, linestyle="--", label="noise floor (same operator)")
+    family = [float("nan") if v is None else v for v in quality.family_floor]
+    left.plot(quality.steps, family, linestyle=":", label="family floor (same θ)")
+    left.plot(quality.steps, quality.persistence, linestyle="-.", color="gray", label="persistence (IC held)")
     left.set_yscale("log", nonpositive="mask")
     left.set_xlabel("horizon step")
     left.set_ylabel("MSE")
     left.legend(fontsize="small")
-    right.plot(quality.steps, quality.nrmse, marker="o", color="tab:red")
+    right.plot(quality.steps, quality.vrmse, marker="o", color="tab:red", label="NOA")
+    right.plot(quality.steps, quality.vrmse_persistence, linestyle="-.", color="gray", label="persistence")
+    right.plot(quality.steps, quality.vrmse_floor, linestyle="--", color="tab:green", label="noise floor")
     right.set_xlabel("horizon step")
-    right.set_ylabel("RMSE / std(CNO frame)")
-    right.set_title("normalized RMSE")
+    right.set_ylabel("RMSE / std(CNO frame), per channel")
+    right.set_title("VRMSE")
+    right.legend(fontsize="small")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save(fig, path)

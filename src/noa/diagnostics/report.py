@@ -134,23 +134,58 @@ def format_report(r: DiagnosticsResult) -> str:
     return "\n".join(lines)
 
 
+def _num(value: float | None, fmt: str = ".4g") -> str:
+    return "n/a" if value is None else format(value, fmt)
+
+
+def _family_words(ratio: float) -> str:
+    """What a family/noise floor ratio says about θ (sampling error allowed for)."""
+    if ratio > 1.33:
+        return "θ does not identify the operator: a perfect θ-conditioned model scores this ratio, not 1"
+    if ratio < 0.75:
+        return "well below 1, which only sampling error can explain; evaluate more samples"
+    return "about 1: consistent with θ identifying the operator"
+
+
 def _rollout_lines(r: DiagnosticsResult) -> list[str]:
     q = r.rollout
     lines = [
         "5. Rollout Quality (NOA vs CNO ground truth)",
-        "Against CNO realization 0; floor = MSE(realization 0, realization 1) / 2, the least MSE",
-        "a deterministic predictor can reach. MSE/floor near 1 is as good as the CNO's noise allows.",
-        f"  {'step':>5}  {'MSE':>10}  {'nRMSE':>7}  {'floor':>10}  {'MSE/floor':>9}",
+        "Every MSE is against CNO realization 0 of the sample's (θ, IC). Floors are estimates of the least",
+        "MSE any deterministic predictor can reach:",
+        "  noise floor  = MSE(realization 0, realization 1 of the same operator) / 2",
+        "  family floor = MSE(realization 0, another draw of the family at the same θ) / 2",
+        "  persistence  = MSE of the IC held constant (the trivial baseline)",
+        "A perfect θ-conditioned model (the mean rollout given θ and the IC) scores MSE = family floor,",
+        "i.e. NOA/noise = family/noise; when θ identifies the operator that is NOA/noise = 1 (up to",
+        "sampling error), and NOA/noise = 2 means twice the error the CNO's own noise forces.",
+        f"  {'step':>5}  {'noise floor':>11}  {'family floor':>12}  {'persistence':>11}  {'NOA MSE':>10}  "
+        f"{'NOA/noise':>9}  {'persist/noise':>13}",
     ]
     for t in q.horizons:
         i = t - 1
-        lines.append(f"  {t:>5}  {q.mse[i]:>10.4g}  {q.nrmse[i]:>7.3f}  {q.floor[i]:>10.4g}  {_ratio(q.floor_ratio[i]):>9}")
+        lines.append(
+            f"  {t:>5}  {q.floor[i]:>11.4g}  {_num(q.family_floor[i]):>12}  {q.persistence[i]:>11.4g}  {q.mse[i]:>10.4g}  "
+            f"{_ratio(q.floor_ratio[i]):>9}  {_ratio(q.persistence_ratio[i]):>13}"
+        )
     lines += [
-        f"Overall: MSE {q.overall_mse:.4g}, nRMSE {q.overall_nrmse:.3f}, floor {q.overall_floor:.4g}, "
-        f"MSE/floor {_ratio(q.overall_ratio)}",
+        "Scale-free (the_well's definitions, per channel, then averaged): nRMSE = RMSE / RMS(CNO frame),",
+        "VRMSE = RMSE / std(CNO frame); VRMSE 1 = predicting each frame's spatial mean; 'floor' = a perfect model's.",
+        f"  {'step':>5}  {'NOA nRMSE':>9}  {'NOA VRMSE':>9}  {'persist VRMSE':>13}  {'floor VRMSE':>11}",
+    ]
+    for t in q.horizons:
+        i = t - 1
+        lines.append(f"  {t:>5}  {q.nrmse[i]:>9.3f}  {q.vrmse[i]:>9.3f}  {q.vrmse_persistence[i]:>13.3f}  {q.vrmse_floor[i]:>11.3f}")
+    identifies = "n/a" if q.family_to_noise is None else f"{q.family_to_noise:.2f} ({_family_words(q.family_to_noise)})"
+    lines += [
+        f"Family floor / noise floor over all steps: {identifies}",
+        f"Overall: MSE {q.overall_mse:.4g}, nRMSE {q.overall_nrmse:.3f}, VRMSE {q.overall_vrmse:.3f}, "
+        f"noise floor {q.overall_floor:.4g}, MSE/floor {_ratio(q.overall_ratio)} (horizon-averaged: mean MSE / mean floor; "
+        f"persistence {_ratio(q.overall_persistence_ratio)})",
         f"Token agreement NOA vs CNO: {100 * q.token_agreement:.1f}% of "
         f"{r.n_samples * len(q.token_agreement_per_codebook)} (sample, codebook) codes",
         f"Token agreement CNO realization 0 vs 1 (reference): {100 * q.token_agreement_reference:.1f}%",
+        f"Token agreement persistence vs CNO: {_num(None if q.token_agreement_persistence is None else 100 * q.token_agreement_persistence, '.1f')}%",
         f"Tokenizer reconstruction MSE on CNO rollouts (reference for section 1): {r.cno_reconstruction:.4f}",
     ]
     return lines
@@ -188,11 +223,12 @@ def write_report(
         "",
         "![Error vs horizon](error_vs_horizon.png)",
         "",
-        "| step | MSE | nRMSE | floor | realization gap | MSE/floor |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| step | noise floor | family floor | persistence | NOA MSE | NOA/noise | persist/noise | nRMSE | VRMSE | persist VRMSE | floor VRMSE |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     md += [
-        f"| {t} | {q.mse[i]:.4g} | {q.nrmse[i]:.3f} | {q.floor[i]:.4g} | {q.realization_gap[i]:.4g} | {_ratio(q.floor_ratio[i])} |"
+        f"| {t} | {q.floor[i]:.4g} | {_num(q.family_floor[i])} | {q.persistence[i]:.4g} | {q.mse[i]:.4g} | {_ratio(q.floor_ratio[i])} | "
+        f"{_ratio(q.persistence_ratio[i])} | {q.nrmse[i]:.3f} | {q.vrmse[i]:.3f} | {q.vrmse_persistence[i]:.3f} | {q.vrmse_floor[i]:.3f} |"
         for i, t in enumerate(q.steps)
     ]
     md += [

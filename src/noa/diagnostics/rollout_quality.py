@@ -1,20 +1,30 @@
-"""How close NOA rollouts come to the CNO ground truth, measured against the CNO's own noise.
+"""How close NOA rollouts come to the CNO ground truth, measured against floors that say what
+a perfect θ-conditioned model would score.
 
-The CNO is stochastic, so a perfect *deterministic* predictor still misses any one
-realization by the noise. We replay two realizations (0 and 1) of each held-out operator and
-IC and compare the NOA against realization 0. With X0, X1 independent draws around the
-conditional mean m, E|X0 - X1|^2 = 2 Var, and the best any deterministic prediction can do
-against X0 is E|m - X0|^2 = Var. So:
+The CNO is stochastic, so a perfect *deterministic* predictor still misses any one realization
+by the noise. For each held-out (θ, IC) we replay CNO realization 0 (the target), realization 1
+of the same operator, and one rollout of *another draw of the family at the same θ* (another
+noise seed; the family draws the operator from θ alone, so this is another noise stream of the
+same operator; a family whose weights came from a per-sample seed would give another operator
+here). With X, X' independent draws around the conditional mean m, E|X - X'|^2 = 2 Var and the
+best any deterministic prediction can do against X is E|m - X|^2 = Var. So, per step:
 
-- realization gap = MSE(X0, X1) per step;
-- stochastic floor = gap / 2, an unbiased estimate of the least MSE a deterministic
-  predictor can reach against realization 0;
-- floor ratio = NOA MSE / floor: about 1 means "as good as the noise allows", well above 1
-  means room to improve. Undefined (None) where the floor is ~0 (a noiseless CNO).
+- noise floor = MSE(realization 0, realization 1) / 2: the expected MSE of the mean rollout
+  given (θ, IC) *and the operator*. NOA/noise floor = 1 is perfect; nothing deterministic
+  does better in expectation.
+- family floor = MSE(realization 0, the other draw) / 2: the expected MSE of the mean rollout
+  given (θ, IC) alone, i.e. what a perfect θ-conditioned model scores. family/noise floor = 1
+  (up to sampling error) confirms θ identifies the operator; above 1 it says by how much the
+  best θ-conditioned model must exceed the noise floor.
+- persistence = MSE(IC held constant, realization 0): the trivial baseline.
 
-Token agreement compares the tokenizer's codes of the NOA rollout with those of CNO
-realization 0, per (sample, codebook); the agreement between realizations 0 and 1 is the
-reference: what two equally valid rollouts share.
+Scale-free errors follow the_well's definitions, per channel over the grid, then averaged over
+channels and samples: nRMSE = sqrt(MSE / (mean(y^2) + eps)) and VRMSE = sqrt(MSE / (Var(y) + eps)),
+y the CNO frame, eps = 1e-7. VRMSE 1 is the error of predicting each frame's spatial mean.
+
+Token agreement compares the tokenizer's codes of a rollout with those of CNO realization 0, per
+(sample, codebook); the agreement between realizations 0 and 1 is the reference: what two
+equally valid rollouts share.
 """
 
 from __future__ import annotations
@@ -23,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-STD_GUARD = 1e-6  # a CNO frame std below this is raised to it before normalizing the RMSE
+EPS = 1e-7  # the_well's guard in nRMSE / VRMSE denominators
 FLOOR_GUARD = 1e-12  # floors at or below this give no ratio
 
 
@@ -32,41 +42,81 @@ class StepErrors:
     """Per-sample, per-step errors ``[B, T]`` (steps 1..T) of one batch."""
 
     mse: torch.Tensor  # NOA vs CNO realization 0
-    gap: torch.Tensor  # CNO realization 0 vs 1
-    ref_std: torch.Tensor  # std of the CNO realization-0 frame over (C, H, W)
+    gap: torch.Tensor  # CNO realization 0 vs 1 (same operator)
+    family_gap: torch.Tensor  # CNO realization 0 vs another family draw at the same θ (NaN when not replayed)
+    persistence: torch.Tensor  # IC held constant vs CNO realization 0
+    nrmse: torch.Tensor  # the_well nRMSE of the NOA, mean over channels
+    vrmse: torch.Tensor  # the_well VRMSE of the NOA, mean over channels
+    vrmse_persistence: torch.Tensor
+    vrmse_floor: torch.Tensor  # sqrt(noise floor / Var(y)) per channel: a perfect model's VRMSE
 
     @staticmethod
     def concat(parts: list[StepErrors]) -> StepErrors:
         """The batches' errors stacked along the sample axis."""
-        return StepErrors(*(torch.cat([getattr(p, name) for p in parts]) for name in ("mse", "gap", "ref_std")))
+        return StepErrors(*(torch.cat([getattr(p, name) for p in parts]) for name in StepErrors.__dataclass_fields__))
 
 
 @dataclass
 class RolloutQuality:
     steps: list[int]  # 1..T
     mse: list[float]  # per step, mean over samples
-    nrmse: list[float]  # per step, mean over samples of RMSE / std(CNO frame)
-    floor: list[float]  # per step: realization gap / 2
+    nrmse: list[float]  # per step, mean over samples (the_well)
+    vrmse: list[float]  # per step, mean over samples (the_well)
+    floor: list[float]  # per step: noise floor = realization gap / 2
     realization_gap: list[float]
-    floor_ratio: list[float | None]
+    floor_ratio: list[float | None]  # NOA MSE / noise floor
+    family_floor: list[float | None]  # per step: family gap / 2
+    persistence: list[float]  # per step: MSE of the IC held constant
+    persistence_ratio: list[float | None]  # persistence / noise floor
+    vrmse_persistence: list[float]
+    vrmse_floor: list[float]
     horizons: list[int]  # the steps singled out in the printed report
     overall_mse: float
     overall_nrmse: float
+    overall_vrmse: float
     overall_floor: float
-    overall_ratio: float | None
+    overall_ratio: float | None  # horizon-averaged: mean NOA MSE / mean noise floor
+    overall_family_floor: float | None
+    family_to_noise: float | None  # mean family floor / mean noise floor (1 = θ identifies the operator)
+    overall_persistence: float
+    overall_persistence_ratio: float | None
     token_agreement: float  # NOA vs CNO realization 0
     token_agreement_reference: float  # CNO realization 0 vs 1
     token_agreement_per_codebook: list[float]
+    token_agreement_persistence: float | None  # IC held constant vs CNO realization 0
 
 
-def step_errors(noa: torch.Tensor, cno: torch.Tensor) -> StepErrors:
-    """Errors of NOA frames ``[B, T+1, C, H, W]`` against CNO replays ``[B, 2, T+1, C, H, W]``."""
+def _scaled_errors(pred: torch.Tensor, target: torch.Tensor, extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """the_well's nRMSE and VRMSE of [B, T, C, H, W] frames, mean over channels: [B, T]."""
+    mse_c = (pred - target).pow(2).mean(dim=(3, 4))
+    power = target.pow(2).mean(dim=(3, 4))
+    var = target.var(dim=(3, 4), unbiased=False)
+    return {
+        "nrmse": (mse_c / (power + EPS)).sqrt().mean(dim=2),
+        "vrmse": (mse_c / (var + EPS)).sqrt().mean(dim=2),
+    }
+
+
+def step_errors(noa: torch.Tensor, cno: torch.Tensor, other: torch.Tensor | None = None) -> StepErrors:
+    """Errors of NOA frames ``[B, T+1, C, H, W]`` against CNO replays ``[B, 2, T+1, C, H, W]``
+    (realizations 0 and 1 of each operator); ``other`` ``[B, T+1, C, H, W]`` is a rollout of
+    another family draw at the same θ and IC (the family floor is NaN without it)."""
     noa, x0, x1 = noa[:, 1:].double(), cno[:, 0, 1:].double(), cno[:, 1, 1:].double()
+    ic = cno[:, 0, :1].double().expand_as(x0)
     dims = (2, 3, 4)
+    gap = (x1 - x0).pow(2).mean(dim=dims)
+    family = (other[:, 1:].double() - x0).pow(2).mean(dim=dims) if other is not None else torch.full_like(gap, float("nan"))
+    scaled, scaled_persistence = _scaled_errors(noa, x0), _scaled_errors(ic, x0)
+    floor_c = (x1 - x0).pow(2).mean(dim=(3, 4)) / 2
     return StepErrors(
         mse=(noa - x0).pow(2).mean(dim=dims).cpu(),
-        gap=(x1 - x0).pow(2).mean(dim=dims).cpu(),
-        ref_std=x0.std(dim=dims, unbiased=False).cpu(),
+        gap=gap.cpu(),
+        family_gap=family.cpu(),
+        persistence=(ic - x0).pow(2).mean(dim=dims).cpu(),
+        nrmse=scaled["nrmse"].cpu(),
+        vrmse=scaled["vrmse"].cpu(),
+        vrmse_persistence=scaled_persistence["vrmse"].cpu(),
+        vrmse_floor=(floor_c / (x0.var(dim=(3, 4), unbiased=False) + EPS)).sqrt().mean(dim=2).cpu(),
     )
 
 
@@ -75,8 +125,14 @@ def report_horizons(timesteps: int) -> list[int]:
     return sorted({1, max(1, timesteps // 4), max(1, timesteps // 2), timesteps})
 
 
-def _ratio(mse: float, floor: float) -> float | None:
+def _ratio(mse: float | None, floor: float | None) -> float | None:
+    if mse is None or floor is None or mse != mse or floor != floor:
+        return None
     return mse / floor if floor > FLOOR_GUARD else None
+
+
+def _nan_to_none(values: list[float]) -> list[float | None]:
+    return [None if v != v else v for v in values]
 
 
 def summarize(
@@ -84,27 +140,40 @@ def summarize(
     tokens_noa: torch.Tensor,
     tokens_cno: torch.Tensor,
     tokens_cno_other: torch.Tensor,
+    tokens_persistence: torch.Tensor | None = None,
 ) -> RolloutQuality:
     """Aggregate all samples' ``StepErrors`` ``[N, T]`` and code indices ``[N, E]``."""
-    mse, gap = errors.mse, errors.gap
-    nrmse = mse.sqrt() / errors.ref_std.clamp_min(STD_GUARD)
-    floor = gap / 2
-    mse_t, floor_t = mse.mean(dim=0).tolist(), floor.mean(dim=0).tolist()
-    overall_mse, overall_floor = float(mse.mean()), float(floor.mean())
+    mse, floor, family, persistence = errors.mse, errors.gap / 2, errors.family_gap / 2, errors.persistence
+    mse_t, floor_t, persistence_t = mse.mean(dim=0).tolist(), floor.mean(dim=0).tolist(), persistence.mean(dim=0).tolist()
+    family_t = _nan_to_none(family.mean(dim=0).tolist())
+    overall_mse, overall_floor, overall_persistence = float(mse.mean()), float(floor.mean()), float(persistence.mean())
+    overall_family = None if torch.isnan(family).any() else float(family.mean())
     agree = (tokens_noa == tokens_cno).double()
     return RolloutQuality(
         steps=list(range(1, mse.shape[1] + 1)),
         mse=mse_t,
-        nrmse=nrmse.mean(dim=0).tolist(),
+        nrmse=errors.nrmse.mean(dim=0).tolist(),
+        vrmse=errors.vrmse.mean(dim=0).tolist(),
         floor=floor_t,
-        realization_gap=gap.mean(dim=0).tolist(),
+        realization_gap=errors.gap.mean(dim=0).tolist(),
         floor_ratio=[_ratio(m, f) for m, f in zip(mse_t, floor_t)],
+        family_floor=family_t,
+        persistence=persistence_t,
+        persistence_ratio=[_ratio(p, f) for p, f in zip(persistence_t, floor_t)],
+        vrmse_persistence=errors.vrmse_persistence.mean(dim=0).tolist(),
+        vrmse_floor=errors.vrmse_floor.mean(dim=0).tolist(),
         horizons=report_horizons(mse.shape[1]),
         overall_mse=overall_mse,
-        overall_nrmse=float(nrmse.mean()),
+        overall_nrmse=float(errors.nrmse.mean()),
+        overall_vrmse=float(errors.vrmse.mean()),
         overall_floor=overall_floor,
         overall_ratio=_ratio(overall_mse, overall_floor),
+        overall_family_floor=overall_family,
+        family_to_noise=_ratio(overall_family, overall_floor),
+        overall_persistence=overall_persistence,
+        overall_persistence_ratio=_ratio(overall_persistence, overall_floor),
         token_agreement=float(agree.mean()),
         token_agreement_reference=float((tokens_cno == tokens_cno_other).double().mean()),
         token_agreement_per_codebook=agree.mean(dim=0).tolist(),
+        token_agreement_persistence=None if tokens_persistence is None else float((tokens_persistence == tokens_cno).double().mean()),
     )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from noa.errors import NoaError
 from noa.model.afno import AFNOBlock
+from noa.operators.space import CNO_SPACE
 
 FILM_INIT_SCALE = 0.1  # FiLM starts near (scale 1, shift 0) yet already depends on θ
 HEAD_INIT_SCALE = 1e-2  # the untrained model starts near the identity map
@@ -29,7 +30,7 @@ class UAFNOConfig:
     """Architecture of a :class:`UAFNO`; plain data, stored in checkpoints as a dict."""
 
     channels: int = 3
-    param_dim: int = 10
+    param_dim: int = CNO_SPACE.size  # θ of the CNO family; training sets it from the dataset
     base_channels: int = 32
     encoder_levels: int = 3
     modes: int = 16

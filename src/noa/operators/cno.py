@@ -1,18 +1,21 @@
 """The stochastic convolutional operator (CNO) family.
 
-One operator, for one θ and one operator seed, maps a field x ∈ R^{C×H×W} (periodic grid) to
+One operator, for one θ, maps a field x ∈ R^{C×H×W} (periodic grid) to
 
     O(x) = tanh(W_out · h_L + b_out),   h_0 = W_in · x + b_in,
     h_{i+1} = act(P_i · (D_i ⊛ h_i) + b_i)      for i < n_layers,
 
 with 1×1 lift/projection (W_in, W_out), depthwise circular k×k convolutions D_i and pointwise
-mixing P_i (a depthwise-separable CNN). A step is
+mixing P_i (a depthwise-separable CNN). Its weights are a deterministic, smooth function of θ
+alone: truncations and combinations of one set of family tensors (:mod:`noa.operators.family`).
+A step is
 
     residual:  x' = x + dt·O(x) + σ·ξ        convex:  x' = α·x + (1-α)·O(x) + σ·ξ
 
 where ξ is unit-variance Gaussian noise smoothed over ``noise_correlation`` of the domain and
-drawn from a counter-based stream (:mod:`noa.operators.noise`). ``tanh`` bounds O, so no
-operator of the family can blow up faster than linearly in time.
+drawn from a counter-based stream keyed by the sample's noise seed (:mod:`noa.operators.noise`):
+the noise is the only thing about a rollout that θ and the IC do not fix. ``tanh`` bounds O, so
+no operator of the family can blow up faster than linearly in time.
 
 Batching heterogeneous operators: each operator is embedded in a padded shape that depends on
 itself alone: hidden channels rounded up to a multiple of ``CHANNEL_BUCKET`` (16, 32, 48 or
@@ -35,9 +38,9 @@ import torch
 import torch.nn.functional as F
 
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
-from noa.seeding import derive_seed, generator
+from noa.operators.family import MAX_LAYERS, operator_weights
+from noa.seeding import derive_seed
 
-MAX_LAYERS = 5
 CHANNEL_BUCKET = 16
 
 
@@ -153,29 +156,7 @@ def _noise_filter(correlation: float, grid: int) -> torch.Tensor:
     return full[:, : grid // 2 + 1].to(torch.float32)
 
 
-def _draw_weights(hp: dict[str, Any], channels: int, seed: int) -> dict[str, torch.Tensor]:
-    """This operator's weights at their true sizes, drawn from its own seed (on CPU)."""
-    gen = generator(seed, "cno-weights")
-    ch, k, layers = hp["base_channels"], int(hp["kernel_size"]), hp["n_layers"]
-    gain = hp["weight_gain"]
-
-    def normal(*shape: int, std: float) -> torch.Tensor:
-        return torch.randn(*shape, generator=gen, dtype=torch.float32) * std
-
-    return {
-        "w_in": normal(ch, channels, std=gain / channels**0.5),
-        "b_in": normal(ch, std=0.1),
-        "depthwise": normal(layers, ch, k, k, std=1.0 / k),
-        "pointwise": normal(layers, ch, ch, std=gain / ch**0.5),
-        "b_hidden": normal(layers, ch, std=0.1),
-        "w_out": normal(channels, ch, std=gain / ch**0.5),
-        "b_out": normal(channels, std=0.1),
-    }
-
-
-def _build_group(
-    hps: list[dict[str, Any]], seeds: list[int], start: int, end: int, channels: int, device: torch.device
-) -> ShapeGroup:
+def _build_group(hps: list[dict[str, Any]], start: int, end: int, channels: int, device: torch.device) -> ShapeGroup:
     n = end - start
     ch, k = padded_shape(hps[start])
     w_in = torch.zeros(n, ch, channels)
@@ -188,7 +169,7 @@ def _build_group(
     layer_active = torch.zeros(MAX_LAYERS, n, 1, 1, dtype=torch.bool)
     for row, i in enumerate(range(start, end)):
         hp = hps[i]
-        w = _draw_weights(hp, channels, int(seeds[i]))
+        w = operator_weights(hp, channels)
         c, layers = hp["base_channels"], hp["n_layers"]
         w_in[row, :c] = w["w_in"]
         b_in[row, :c, 0] = w["b_in"]
@@ -218,20 +199,21 @@ def _build_group(
 
 def build_operators(
     params: torch.Tensor,
-    seeds: list[int],
+    noise_seeds: list[int],
     channels: int,
     grid: int,
     device: torch.device | str = "cpu",
     space: ParameterSpace = CNO_SPACE,
 ) -> OperatorBatch:
-    """B operators from unit θ rows [B, P] and operator seeds.
+    """B operators from unit θ rows [B, P] (weights, update rule, noise law) and noise seeds
+    (the key of each row's noise stream, nothing else).
 
     Consecutive rows with the same padded shape share a group; callers that sort rows by
     (padded shape, activation) get the fewest groups and activation runs.
     """
     dev = torch.device(device)
     hps = [space.decode(row.tolist()) for row in params]
-    groups = [_build_group(hps, seeds, start, end, channels, dev) for _, start, end in _runs([padded_shape(hp) for hp in hps])]
+    groups = [_build_group(hps, start, end, channels, dev) for _, start, end in _runs([padded_shape(hp) for hp in hps])]
 
     def column(name: str) -> torch.Tensor:
         return torch.tensor([float(hp[name]) for hp in hps], dtype=torch.float32).reshape(-1, 1, 1, 1).to(dev)
@@ -243,7 +225,7 @@ def build_operators(
         alpha=column("alpha"),
         noise_scale=column("noise_scale"),
         noise_filter=torch.stack([_noise_filter(hp["noise_correlation"], grid)[None] for hp in hps]).to(dev),
-        noise_keys=[derive_seed(int(s), "cno-noise") for s in seeds],
+        noise_keys=[derive_seed(int(s), "cno-noise") for s in noise_seeds],
     )
 
 

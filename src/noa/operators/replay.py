@@ -1,10 +1,12 @@
 """Deterministic batched replay of CNO rollouts: the ground truth, recomputed on demand.
 
-A rollout is a pure function of (θ row, initial condition, operator seed, T, M): weights come
-from the operator seed, noise from a counter-based stream keyed by (operator seed,
-realization, step, element), and every operator runs in a padded shape that depends on itself
-alone (:mod:`noa.operators.cno`). So a dataset only needs to store those inputs, and any sample's
-trajectory can be rebuilt at any time, in any batch, bit for bit on the same device.
+A rollout is a pure function of (θ row, initial condition, noise seed, T, M): the operator
+(weights, update rule, noise law) is a function of θ alone (:mod:`noa.operators.family`), the
+noise comes from a counter-based stream keyed by (noise seed, realization, step, element), and
+every operator runs in a padded shape that depends on itself alone (:mod:`noa.operators.cno`).
+So a dataset only needs to store those inputs, and any sample's trajectory can be rebuilt at
+any time, in any batch, bit for bit on the same device; two samples with the same θ, IC and
+noise seed are the same rollout whatever their index or dataset.
 
 The time loop issues device work only: no ``.item()``, no host draws. Divergence (non-finite
 values, or magnitudes above ``DIVERGENCE_BOUND``) is checked once, after the rollout.
@@ -59,7 +61,10 @@ def replay(
     device: torch.device | str | None = None,
     space: ParameterSpace = CNO_SPACE,
 ) -> torch.Tensor:
-    """Roll out B operators from their ICs: ``[B, M, T+1, C, H, W]`` (frame 0 is the IC)."""
+    """Roll out B operators from their ICs: ``[B, M, T+1, C, H, W]`` (frame 0 is the IC).
+
+    ``seeds`` are the rows' noise seeds: they key the noise stream and nothing else.
+    """
     seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
     _check_inputs(params, ics, seeds, timesteps, realizations)
     dev = torch.device(device) if device is not None else ics.device

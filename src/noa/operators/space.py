@@ -110,6 +110,11 @@ CNO_SPACE = ParameterSpace(
         Dimension("update_policy", "choice", choices=UPDATE_POLICIES, description="x+dt·O(x) or α·x+(1-α)·O(x)"),
         Dimension("dt", "log-float", 0.01, 0.5, description="step size of the residual policy"),
         Dimension("alpha", "float", 0.1, 0.95, description="memory of the convex policy"),
-        Dimension("weight_gain", "float", 0.5, 2.5, description="gain of the random weights (dynamics strength)"),
+        Dimension("weight_gain", "float", 0.5, 2.5, description="gain of the lift, mixing and projection weights (dynamics strength)"),
+        Dimension("weight_mix_1", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 1"),
+        Dimension("weight_mix_2", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 2"),
+        Dimension("weight_mix_3", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 3"),
     )
 )
+"""θ ∈ [0, 1]^13: every dimension is part of the operator's definition (see
+:mod:`noa.operators.family`); nothing else about an operator is random except its noise."""

@@ -1,0 +1,175 @@
+"""How well a NOA learns the CNO family, on held-out θ, against floors that say what is possible.
+
+A fixed recipe that a 2-core CPU finishes in under 45 minutes:
+
+1. the 2000-operator dataset of ``tokenizer_quality.py`` (32x32, T = 32, seed 0; generated
+   here when absent, reused otherwise);
+2. a tokenizer with ``noa vqvae train``'s defaults on it (reused when ``tokenizer_quality.py``
+   already trained one on the same file);
+3. ``noa train`` on the first ``--train-samples`` operators (a 5% validation split), with the
+   guide's loss weights (λ_commit 0.5, L_latent on with λ_latent 0.5, 3 sampled steps);
+4. ``noa diagnose``'s evaluation on ``--eval-samples`` operators the NOA never trained on
+   (validation rows and rows beyond ``--train-samples``: held-out θ), three times: the NOA,
+   the NOA fed θ = 0 (the θ-zeroed ablation) and, from the same pass, persistence (x_t = IC).
+
+Reported: MSE / noise floor at steps 1, T/4, T/2, T and averaged over the horizon (mean MSE /
+mean floor); the family floor (= noise floor when θ identifies the operator); VRMSE; token
+agreement with CNO realization 0 against the CNO-vs-CNO reference (realization 0 vs 1). The
+targets of issue 15: horizon-averaged MSE ≤ 2× the noise floor, token agreement ≥ 75% of the
+reference.
+
+    python benchmarks/quality.py --threads 1                     # the recipe, about 30-40 min
+    python benchmarks/quality.py --threads 1 --n-realizations 4  # a variant; --tag names its run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from noa.data.generate import GenerateConfig, generate
+from noa.diagnostics.evaluate import evaluate
+from noa.errors import NoaError
+from noa.tokenizer.job import train_tokenizer_on_dataset
+
+WORK = Path(__file__).resolve().parent / ".work"
+DATA = dict(n_samples=2000, grid=32, timesteps=32, seed=0)
+TARGET_RATIO, TARGET_AGREEMENT = 2.0, 0.75
+
+
+def ensure_dataset() -> Path:
+    """tokenizer_quality.py's dataset (same name, same content), made once."""
+    path = WORK / f"cno_n{DATA['n_samples']}_g{DATA['grid']}_t{DATA['timesteps']}_s{DATA['seed']}.h5"
+    if not path.exists():
+        partial = path.with_name(path.name + ".partial")
+        generate(GenerateConfig(**DATA), path, batch_size=16, resume=partial.exists(), progress=False)
+    return path
+
+
+def ensure_tokenizer(dataset: Path, device: str) -> Path:
+    """tokenizer_quality.py's tokenizer (noa vqvae train defaults, seed 0, 10% held out)."""
+    out = WORK / f"tokenizer_{dataset.stem}"
+    if not (out / "config.json").exists():
+        train_tokenizer_on_dataset(dataset, out, seed=0, device=device, val_split=0.1, overwrite=True, progress=False)
+    return out
+
+
+def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir: Path) -> Path:
+    from noa.train.loop import train
+
+    flags = dict(
+        dataset=str(dataset), vqvae_path=str(tokenizer), checkpoint_dir=str(run_dir), n_samples=args.train_samples,
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bptt_window=args.bptt_window,
+        timesteps=DATA["timesteps"], warmup_steps=args.warmup_steps, base_channels=args.base_channels,
+        encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks, projector_hidden=128,
+        lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3,
+        n_realizations=args.n_realizations, val_split=0.05, save_every=0, log_every=50, seed=0,
+        device=args.device, overwrite=True,
+    )
+    train(flags)  # its lines go to the "noa.train" logger, printed by main()
+    return run_dir / "best_model.pt"
+
+
+def _at(values: list, steps: list[int]) -> list:
+    return [values[s - 1] for s in steps]
+
+
+def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Namespace) -> dict:
+    """The held-out figures of the NOA, its θ-zeroed self and persistence."""
+    t = DATA["timesteps"]
+    horizons = sorted({1, t // 4, t // 2, t})
+    out: dict = {"horizons": horizons}
+    for name, zero in (("noa", False), ("theta_zeroed", True)):
+        q = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
+                     batch_size=8, zero_theta=zero, log=lambda _: None).result.rollout
+        ref = q.token_agreement_reference
+        out[name] = {
+            "ratio_at": _at(q.floor_ratio, horizons), "ratio_mean": q.overall_ratio,
+            "vrmse_at": _at(q.vrmse, horizons), "vrmse_mean": q.overall_vrmse,
+            "token_agreement": q.token_agreement, "agreement_vs_reference": q.token_agreement / ref if ref else None,
+        }
+        if not zero:
+            out["persistence"] = {
+                "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
+                "vrmse_at": _at(q.vrmse_persistence, horizons), "vrmse_mean": float(sum(q.vrmse_persistence) / t),
+                "token_agreement": q.token_agreement_persistence,
+                "agreement_vs_reference": q.token_agreement_persistence / ref if ref else None,
+            }
+            out["floors"] = {
+                "noise_at": _at(q.floor, horizons), "family_at": _at(q.family_floor, horizons),
+                "family_to_noise": q.family_to_noise, "vrmse_floor_at": _at(q.vrmse_floor, horizons),
+                "token_agreement_reference": ref,
+            }
+    return out
+
+
+def print_table(m: dict) -> None:
+    h = m["horizons"]
+    f = m["floors"]
+    print(f"\nheld-out θ; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
+          f"family {', '.join(f'{v:.4g}' for v in f['family_at'])} (family/noise over the horizon {f['family_to_noise']:.2f})")
+    print(f"token agreement CNO realization 0 vs 1 (reference): {100 * f['token_agreement_reference']:.1f}%")
+    head = " | ".join(f"MSE/noise @{s}" for s in h)
+    print(f"| model | {head} | MSE/noise, horizon mean | VRMSE @{h[-1]} | VRMSE mean | token agreement | vs reference |")
+    print("|---|" + "---:|" * (len(h) + 5))
+    for name, label in (("noa", "NOA"), ("theta_zeroed", "NOA, θ = 0"), ("persistence", "persistence")):
+        r = m[name]
+        ratios = " | ".join(f"{v:.2f}" for v in r["ratio_at"])
+        print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {r['vrmse_at'][-1]:.3f} | {r['vrmse_mean']:.3f} | "
+              f"{100 * r['token_agreement']:.1f}% | **{100 * r['agreement_vs_reference']:.0f}%** |")
+    noa = m["noa"]
+    print(f"targets: horizon-mean MSE/noise <= {TARGET_RATIO}: {'met' if noa['ratio_mean'] <= TARGET_RATIO else 'MISSED'}; "
+          f"token agreement >= {100 * TARGET_AGREEMENT:.0f}% of reference: "
+          f"{'met' if noa['agreement_vs_reference'] >= TARGET_AGREEMENT else 'MISSED'}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--train-samples", type=int, default=1800, help="operators for training + validation; default 1800")
+    p.add_argument("--eval-samples", type=int, default=96, help="held-out operators evaluated; default 96")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warmup-steps", type=int, default=20)
+    p.add_argument("--bptt-window", type=int, default=8)
+    p.add_argument("--base-channels", type=int, default=16)
+    p.add_argument("--encoder-levels", type=int, default=2)
+    p.add_argument("--modes", type=int, default=8)
+    p.add_argument("--afno-blocks", type=int, default=2)
+    p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
+    p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the run's existing best_model.pt")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    WORK.mkdir(parents=True, exist_ok=True)
+    try:
+        started = time.perf_counter()
+        dataset = ensure_dataset()
+        tokenizer = ensure_tokenizer(dataset, args.device)
+        prepared = time.perf_counter()
+        run_dir = WORK / f"quality_{args.tag}"
+        checkpoint = run_dir / "best_model.pt" if args.eval_only else train_noa(dataset, tokenizer, args, run_dir)
+        trained = time.perf_counter()
+        m = measure(checkpoint, tokenizer, dataset, args)
+    except NoaError as err:
+        raise SystemExit(f"error: {err}") from None
+    m["seconds"] = {"data_and_tokenizer": prepared - started, "training": trained - prepared,
+                    "evaluation": time.perf_counter() - trained}
+    m["recipe"] = {k: v for k, v in vars(args).items() if k not in ("threads", "eval_only")}
+    print_table(m)
+    print(f"wall time: data + tokenizer {m['seconds']['data_and_tokenizer']:.0f} s, training {m['seconds']['training']:.0f} s, "
+          f"evaluation {m['seconds']['evaluation']:.0f} s")
+    (WORK / f"quality_{args.tag}.json").write_text(json.dumps(m, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
