@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from noa.data import generate as generate_module
+from noa.data import workers as workers_module
 from noa.data.generate import GenerateConfig, generate, sobol_params
 from noa.data.h5 import open_dataset, read_info
 from noa.data.info import describe
@@ -70,7 +71,7 @@ def test_sobol_prefix_is_stable() -> None:
 
 def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "r.h5"
-    real_replay = generate_module.replay
+    real_replay = workers_module.replay
     calls: list[int] = []
 
     def failing_replay(params, *args, **kwargs):
@@ -79,7 +80,7 @@ def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, data
         calls.append(len(params))
         return real_replay(params, *args, **kwargs)
 
-    monkeypatch.setattr(generate_module, "replay", failing_replay)
+    monkeypatch.setattr(workers_module, "replay", failing_replay)
     with pytest.raises(KeyboardInterrupt):
         generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)
     assert not out.exists() and (tmp_path / "r.h5.partial").exists()
@@ -87,7 +88,7 @@ def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, data
         generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)
 
     replayed: list[int] = []
-    monkeypatch.setattr(generate_module, "replay", lambda p, *a, **k: replayed.append(len(p)) or real_replay(p, *a, **k))
+    monkeypatch.setattr(workers_module, "replay", lambda p, *a, **k: replayed.append(len(p)) or real_replay(p, *a, **k))
     generate(_cfg(), out, batch_size=4, resume=True, progress=False, log=lambda _: None)
     assert sum(replayed) == 6  # the 4 finished samples were not replayed again
     with h5py.File(dataset) as a, h5py.File(out) as b:

@@ -42,20 +42,20 @@ def test_interrupted_feature_computation_resumes(pair, tmp_path: Path, monkeypat
     _, bare = pair
     target = tmp_path / "resumed.h5"
     shutil.copy(bare, target)
-    real = generate_module.write_features
+    real = generate_module._write
     calls: list[int] = []
 
-    def flaky(f, rows, traj):
+    def flaky(f, result):
         if calls:
             raise KeyboardInterrupt
-        calls.append(len(rows))
-        real(f, rows, traj)
+        calls.append(len(result.rows))
+        real(f, result)
 
-    monkeypatch.setattr(generate_module, "write_features", flaky)
+    monkeypatch.setattr(generate_module, "_write", flaky)
     with pytest.raises(KeyboardInterrupt):
         add_features(target, batch_size=3, progress=False, log=lambda _: None)
     done_rows: list[int] = []
-    monkeypatch.setattr(generate_module, "write_features", lambda f, rows, traj: done_rows.extend(rows.tolist()) or real(f, rows, traj))
+    monkeypatch.setattr(generate_module, "_write", lambda f, result: done_rows.extend(result.rows.tolist()) or real(f, result))
     add_features(target, batch_size=3, progress=False, log=lambda _: None)
     assert sorted(done_rows) == [3, 4, 5, 6, 7]
     with h5py.File(target) as f:

@@ -36,6 +36,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--store-trajectories", action="store_true", help="also store the replayed trajectories (a cache)")
     gen.add_argument("--no-features", action="store_true", help="skip the behavioural features (compute later with `noa data features`)")
     gen.add_argument("--batch-size", type=int, default=16, help="operators replayed together; default 16")
+    gen.add_argument("--workers", type=int, default=1, help="processes sharing the replay on this machine (under torchrun every rank is one); default 1")
     gen.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
     gen.add_argument("--resume", action="store_true", help="continue an interrupted generation of the same configuration")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)")
@@ -49,6 +50,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     feats = data_sub.add_parser("features", help="replay a dataset and store its behavioural features (resumable)")
     feats.add_argument("path")
     feats.add_argument("--batch-size", type=int, default=16)
+    feats.add_argument("--workers", type=int, default=1, help="processes sharing the replay; default 1")
     feats.add_argument("--device", default="cpu")
     feats.add_argument("--overwrite", action="store_true", help="recompute complete features")
     feats.add_argument("--no-progress", action="store_true")
@@ -76,12 +78,14 @@ def _data_generate(args: argparse.Namespace) -> None:
         args.out,
         batch_size=args.batch_size,
         device=resolve_device(args.device),
+        workers=args.workers,
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.no_progress,
     )
-    print(f"Wrote {path}")
-    print(describe(path))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the file and reports it
+        print(f"Wrote {path}")
+        print(describe(path))
 
 
 def _data_info(args: argparse.Namespace) -> None:
@@ -94,7 +98,7 @@ def _data_features(args: argparse.Namespace) -> None:
     from noa.data.generate import add_features
     from noa.runtime import resolve_device
 
-    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), overwrite=args.overwrite, progress=not args.no_progress)
+    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"Features stored in {args.path}")
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
@@ -22,15 +22,18 @@ from scipy.stats import qmc
 from tqdm import tqdm
 
 import noa
+from noa import distributed
 from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
 from noa.errors import NoaError
 from noa.operators.family import FAMILY
-from noa.operators.replay import replay, rollout_status
+from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.operators.space import CNO_SPACE
 from noa.seeding import derive_seed
 
 MAX_GRID = 512
+
+Runner = Callable[[Iterable[Task], Work], Iterator[Result]]
 
 
 @dataclass
@@ -118,39 +121,47 @@ def create_feature_datasets(f: h5py.File, names: dict[str, list[str]], n: int, t
     group.create_dataset("done", data=np.zeros(n, dtype=bool))
 
 
-def write_features(f: h5py.File, rows: np.ndarray, trajectories: torch.Tensor) -> None:
-    """Compute and store the behavioural features of replayed rows (sorted indices)."""
-    from noa.features import compute_features
+def _write(f: h5py.File, result: Result) -> None:
+    """Store one batch's results and flag its rows done (the flags are what resume reads)."""
+    rows = result.rows
+    if result.trajectories is not None:
+        f["trajectories"][rows] = result.trajectories
+    if result.features is not None:
+        for fam in h5.FEATURE_FAMILIES:
+            f["features"][fam][rows] = result.features[fam]
+        f["features/done"][rows] = True
+    if result.replayed:
+        f["metadata/valid"][rows] = result.valid
+        f["metadata/max_abs"][rows] = result.max_abs
+        f["metadata/replayed"][rows] = True
+    f.flush()
 
-    feats = compute_features(trajectories)
-    for fam in h5.FEATURE_FAMILIES:
-        f["features"][fam][rows] = feats[fam].cpu().numpy()
-    f["features/done"][rows] = True
+
+def _tasks(f: h5py.File, pending: np.ndarray, batch_size: int, cached: bool) -> Iterator[Task]:
+    """The pending rows, batch by batch, with their inputs (and cached rollouts when asked)."""
+    for start in range(0, len(pending), batch_size):
+        rows = pending[start : start + batch_size]
+        yield Task(
+            rows=rows,
+            params=f["parameters/params"][rows],
+            ics=f["inputs/fields"][rows],
+            noise_seeds=f["metadata/noise_seed"][rows].tolist(),
+            trajectories=f["trajectories"][rows] if cached else None,
+        )
 
 
-def _replay_pending(
-    path: Path, cfg: GenerateConfig, batch_size: int, device: str, progress: bool
-) -> None:
+def _work_through(f: h5py.File, pending: np.ndarray, work: Work, batch_size: int, cached: bool, runner: Runner, bar: tqdm) -> None:
+    for result in runner(_tasks(f, pending, batch_size, cached), work):
+        _write(f, result)
+        bar.update(len(result.rows))
+    bar.close()
+
+
+def _replay_pending(path: Path, cfg: GenerateConfig, batch_size: int, work: Work, runner: Runner, progress: bool) -> None:
     with h5py.File(path, "r+") as f:
         pending = np.flatnonzero(~f["metadata/replayed"][:])
         bar = tqdm(total=cfg.n_samples, initial=cfg.n_samples - len(pending), unit="sample", disable=not progress, desc="replay")
-        for start in range(0, len(pending), batch_size):
-            rows = pending[start : start + batch_size]
-            params = torch.from_numpy(f["parameters/params"][rows])
-            ics = torch.from_numpy(f["inputs/fields"][rows])
-            seeds = f["metadata/noise_seed"][rows].tolist()
-            traj = replay(params, ics.to(device), seeds, cfg.timesteps, cfg.realizations)
-            status = rollout_status(traj)
-            if "trajectories" in f:
-                f["trajectories"][rows] = traj.cpu().numpy()
-            if cfg.features:
-                write_features(f, rows, traj)
-            f["metadata/valid"][rows] = status.valid.numpy()
-            f["metadata/max_abs"][rows] = status.max_abs.numpy()
-            f["metadata/replayed"][rows] = True
-            f.flush()
-            bar.update(len(rows))
-        bar.close()
+        _work_through(f, pending, work, batch_size, cached=False, runner=runner, bar=bar)
         f.attrs["complete"] = True
 
 
@@ -160,17 +171,64 @@ def generate(
     *,
     batch_size: int = 16,
     device: str = "cpu",
+    workers: int = 1,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Path:
-    """Create (or continue) the dataset ``out``; returns its path once complete."""
+    """Create (or continue) the dataset ``out``; returns its path once complete.
+
+    The replay runs here, in ``workers`` processes, or, under torchrun, on every rank (each
+    on its own device) with rank 0 writing: the file is the same in every case.
+    """
     cfg.validate()
-    out = Path(out)
+    if batch_size < 1 or workers < 1:
+        raise NoaError(f"--batch-size and --workers must be >= 1; got {batch_size} and {workers}")
+    work = Work(cfg.timesteps, cfg.realizations, keep_trajectories=cfg.store_trajectories, features=cfg.features, device=device)
+    ranks = distributed.ranks_from_environment()
+    if not ranks.distributed:
+        return _generate(cfg, Path(out), batch_size, work, _pool(workers), resume, overwrite, progress, log)
+    work = replace(work, device=distributed.rank_device(device, ranks))
+    with distributed.process_group(ranks, work.device, backend="gloo"), _RankRounds(work) as rounds:
+        if ranks.is_main:
+            _generate(cfg, Path(out), batch_size, work, rounds, resume, overwrite, progress, log)
+    return Path(out)
+
+
+def _pool(workers: int) -> Runner:
+    return lambda tasks, work: run_tasks(tasks, work, workers)
+
+
+class _RankRounds:
+    """The torchrun runner: rank 0 passes it as its runner; other ranks serve its rounds on
+    entering the context. On leaving, rank 0 ends the rounds even if it stopped early (a
+    refusal, a complete file), so no rank waits for work that will not come."""
+
+    def __init__(self, work: Work) -> None:
+        self.work, self.finished = work, False
+
+    def __call__(self, tasks: Iterable[Task], work: Work) -> Iterator[Result]:
+        yield from run_tasks_on_ranks(tasks, work)
+        self.finished = True
+
+    def __enter__(self) -> _RankRounds:
+        import torch.distributed as dist
+
+        if dist.get_rank() != 0:
+            for _ in run_tasks_on_ranks(None, self.work):
+                pass
+            self.finished = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.finished:
+            for _ in run_tasks_on_ranks(iter(()), self.work):
+                pass
+
+
+def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: bool, log: Callable[[str], None]) -> Path:
     partial = out.with_name(out.name + ".partial")
-    if batch_size < 1:
-        raise NoaError(f"--batch-size must be >= 1; got {batch_size}")
     if out.is_dir():
         raise NoaError(f"--out {out} is a directory; give a file path such as {out / 'dataset.h5'}")
     if out.exists() and not (overwrite or resume):
@@ -191,7 +249,7 @@ def generate(
     else:
         out.parent.mkdir(parents=True, exist_ok=True)
         _create(partial, cfg, feature_names, chunk=256)
-    _replay_pending(partial, cfg, batch_size, device, progress)
+    _replay_pending(partial, cfg, batch_size, work, runner, progress)
     os.replace(partial, out)
     return out
 
@@ -204,12 +262,14 @@ def _check_resumable(partial: Path, cfg: GenerateConfig) -> None:
         raise NoaError(f"cannot resume {partial}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
 
 
-def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> None:
+def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", workers: int = 1, overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> None:
     """Replay a dataset's samples and store their features (`noa data features`).
 
     Resumable: rows whose ``/features/done`` flag is set are skipped. Existing complete
-    features are kept unless ``overwrite``.
+    features are kept unless ``overwrite``. ``workers`` processes share the replay.
     """
+    if batch_size < 1 or workers < 1:
+        raise NoaError(f"--batch-size and --workers must be >= 1; got {batch_size} and {workers}")
     from noa.features import feature_names as names_for
 
     with h5.open_dataset(path) as f:
@@ -230,15 +290,5 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
             create_feature_datasets(f, names, info.n_samples, info.timesteps)
         pending = np.flatnonzero(~f["features/done"][:])
         bar = tqdm(total=info.n_samples, initial=info.n_samples - len(pending), unit="sample", disable=not progress, desc="features")
-        for start in range(0, len(pending), batch_size):
-            rows = pending[start : start + batch_size]
-            if "trajectories" in f:
-                traj = torch.from_numpy(f["trajectories"][rows]).to(device)
-            else:
-                params = torch.from_numpy(f["parameters/params"][rows])
-                ics = torch.from_numpy(f["inputs/fields"][rows]).to(device)
-                traj = replay(params, ics, f["metadata/noise_seed"][rows].tolist(), info.timesteps, info.realizations)
-            write_features(f, rows, traj)
-            f.flush()
-            bar.update(len(rows))
-        bar.close()
+        work = Work(info.timesteps, info.realizations, keep_trajectories=False, features=True, device=device)
+        _work_through(f, pending, work, batch_size, cached="trajectories" in f, runner=_pool(workers), bar=bar)

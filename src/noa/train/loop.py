@@ -28,7 +28,7 @@ from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
-from noa.train import distributed
+from noa import distributed
 from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps

@@ -25,7 +25,7 @@ from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
-from noa.train.distributed import Ranks, rank_device
+from noa.distributed import Ranks, rank_device
 
 log = logging.getLogger("noa.train")
 

@@ -1,4 +1,4 @@
-"""Training on several processes under ``torchrun``: the process group and the few collectives.
+"""Several processes under ``torchrun``: the process group and the few collectives noa uses.
 
 ``torchrun`` (or any launcher that sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
 ``MASTER_ADDR``/``MASTER_PORT``) starts one process per device. Each joins one process group,
@@ -68,14 +68,15 @@ def rank_device(requested: str, ranks: Ranks) -> str:
 
 
 @contextmanager
-def process_group(ranks: Ranks, device: str) -> Iterator[None]:
-    """Join (and finally leave) the process group of a multi-process run."""
+def process_group(ranks: Ranks, device: str, backend: str | None = None) -> Iterator[None]:
+    """Join (and finally leave) the process group of a multi-process run: NCCL for CUDA
+    training, Gloo on the CPU or when ``backend`` says so (object exchange needs no GPU)."""
     if not ranks.distributed or dist.is_initialized():
         yield
         return
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
-    backend = "nccl" if device.startswith("cuda") else "gloo"
+    backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
     dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield
