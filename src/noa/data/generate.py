@@ -17,7 +17,6 @@ from typing import Callable, Iterable, Iterator
 
 import h5py
 import numpy as np
-import torch
 from scipy.stats import qmc
 from tqdm import tqdm
 
