@@ -13,6 +13,14 @@ import sys
 from typing import Sequence
 
 from noa.errors import NoaError
+from noa.threads import apply_threads, prefer_passive_waiting
+
+
+def _threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores idle at start-up); see docs/user-guide.md",
+    )
 
 
 def _add_data(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +49,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--resume", action="store_true", help="continue an interrupted generation of the same configuration")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _threads_flag(gen)
     gen.set_defaults(handler=_data_generate)
 
     info = data_sub.add_parser("info", help="summarize a dataset file")
@@ -54,6 +63,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     feats.add_argument("--device", default="cpu")
     feats.add_argument("--overwrite", action="store_true", help="recompute complete features")
     feats.add_argument("--no-progress", action="store_true")
+    _threads_flag(feats)
     feats.set_defaults(handler=_data_features)
 
 
@@ -126,6 +136,7 @@ def _add_vqvae(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--device", default="cpu")
     tr.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     tr.add_argument("--no-progress", action="store_true")
+    _threads_flag(tr)
     tr.set_defaults(handler=_vqvae_train)
     info = vq_sub.add_parser("info", help="print a tokenizer's config and metrics")
     info.add_argument("path")
@@ -163,6 +174,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "epoch_N.pt and best_model.pt go to --checkpoint-dir; --resume continues a run exactly.",
     )
     add_train_arguments(train)
+    _threads_flag(train)
     train.set_defaults(handler=_train)
 
 
@@ -191,6 +203,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
         "writes report.md, summary.json and plots to --out.",
     )
     add_diagnose_arguments(diag)
+    _threads_flag(diag)
     diag.set_defaults(handler=run_diagnose)
 
 
@@ -203,6 +216,7 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present); default auto")
     qs.add_argument("--seed", type=int, default=0)
     qs.add_argument("--overwrite", action="store_true", help="replace an existing quickstart directory's results")
+    _threads_flag(qs)
     qs.set_defaults(handler=_quickstart)
 
 
@@ -254,10 +268,13 @@ def _show_progress_lines() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    prefer_passive_waiting()  # before anything imports torch
     _show_progress_lines()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if "threads" in args:
+            logging.getLogger("noa").info(f"CPU threads: {apply_threads(args.threads)}")
         status = args.handler(args)
     except NoaError as err:
         print(f"error: {err}", file=sys.stderr)

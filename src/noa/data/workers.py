@@ -10,7 +10,6 @@ killed run resumes from the flags. Whatever the split, the file is byte-for-byte
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -84,12 +83,13 @@ def _init_worker(threads: int) -> None:
 
 def run_tasks(tasks: Iterable[Task], work: Work, workers: int) -> Iterator[Result]:
     """Results of ``tasks`` in order: here when ``workers`` <= 1, else in a pool of that many
-    processes (spawned, each with its share of the CPU threads), at most two tasks each in flight."""
+    processes (spawned, each with its share of this process's CPU threads), at most two tasks
+    each in flight."""
     if workers <= 1:
         for task in tasks:
             yield run_task(task, work)
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, torch.get_num_threads() // workers)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
         in_flight: deque[Future] = deque()
         for task in tasks:
