@@ -118,7 +118,7 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
 def print_table(m: dict) -> None:
     h = m["horizons"]
     f = m["floors"]
-    print(f"\nheld-out θ; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
+    print(f"\n{m.get('rows', 'held-out θ')}; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
           f"family {', '.join(f'{v:.4g}' for v in f['family_at'])} (family/noise over the horizon {f['family_to_noise']:.2f})")
     print(f"token agreement CNO realization 0 vs 1 (reference): {100 * f['token_agreement_reference']:.1f}%")
     head = " | ".join(f"MSE/noise @{s}" for s in h)
@@ -173,6 +173,7 @@ def main() -> None:
         raise SystemExit(f"error: {err}") from None
     m["seconds"] = {"data_and_tokenizer": prepared - started, "training": trained - prepared,
                     "evaluation": time.perf_counter() - trained}
+    m["rows"] = "training θ" if args.on_training_rows else "held-out θ"
     m["recipe"] = {k: v for k, v in vars(args).items() if k not in ("threads", "eval_only", "on_training_rows")}
     print_table(m)
     print(f"wall time: data + tokenizer {m['seconds']['data_and_tokenizer']:.0f} s, training {m['seconds']['training']:.0f} s, "
