@@ -18,8 +18,9 @@ agreement with CNO realization 0 against the CNO-vs-CNO reference (realization 0
 targets of issue 15: horizon-averaged MSE ≤ 2× the noise floor, token agreement ≥ 75% of the
 reference.
 
-    python benchmarks/quality.py --threads 1                     # the recipe, about 30-40 min
-    python benchmarks/quality.py --threads 1 --n-realizations 4  # a variant; --tag names its run
+    python benchmarks/quality.py --threads 1                        # the recipe: about 35 min with data + tokenizer
+    python benchmarks/quality.py --threads 1 --bptt-window 32 --tag full_bptt   # a variant; --tag names its run
+    python benchmarks/quality.py --threads 1 --tag baseline --eval-only epoch_1.pt  # re-evaluate a checkpoint
 """
 
 from __future__ import annotations
@@ -84,18 +85,25 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
     t = DATA["timesteps"]
     horizons = sorted({1, t // 4, t // 2, t})
     out: dict = {"horizons": horizons}
+    rows = None
+    if args.on_training_rows:  # the same measures on θ the NOA trained on: underfitting or generalisation?
+        from noa.data.loader import split_rows, usable_rows
+
+        rows = split_rows(usable_rows(dataset, args.train_samples), 0.05, 0).train[: args.eval_samples]
     for name, zero in (("noa", False), ("theta_zeroed", True)):
         q = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
-                     batch_size=8, zero_theta=zero, log=lambda _: None).result.rollout
+                     batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None).result.rollout
         ref = q.token_agreement_reference
         out[name] = {
             "ratio_at": _at(q.floor_ratio, horizons), "ratio_mean": q.overall_ratio,
             "vrmse_at": _at(q.vrmse, horizons), "vrmse_mean": q.overall_vrmse,
+            "vrmse_median_at": _at(q.vrmse_median, horizons),
             "token_agreement": q.token_agreement, "agreement_vs_reference": q.token_agreement / ref if ref else None,
         }
         if not zero:
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
+                "vrmse_median_at": _at(q.vrmse_persistence_median, horizons),
                 "vrmse_at": _at(q.vrmse_persistence, horizons), "vrmse_mean": float(sum(q.vrmse_persistence) / t),
                 "token_agreement": q.token_agreement_persistence,
                 "agreement_vs_reference": q.token_agreement_persistence / ref if ref else None,
@@ -111,16 +119,18 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
 def print_table(m: dict) -> None:
     h = m["horizons"]
     f = m["floors"]
-    print(f"\nheld-out θ; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
+    print(f"\n{m.get('rows', 'held-out θ')}; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
           f"family {', '.join(f'{v:.4g}' for v in f['family_at'])} (family/noise over the horizon {f['family_to_noise']:.2f})")
     print(f"token agreement CNO realization 0 vs 1 (reference): {100 * f['token_agreement_reference']:.1f}%")
     head = " | ".join(f"MSE/noise @{s}" for s in h)
-    print(f"| model | {head} | MSE/noise, horizon mean | VRMSE @{h[-1]} | VRMSE mean | token agreement | vs reference |")
-    print("|---|" + "---:|" * (len(h) + 5))
+    print(f"floor VRMSE at steps {h}: {', '.join(f'{v:.3f}' for v in f['vrmse_floor_at'])}")
+    print(f"| model | {head} | MSE/noise, horizon mean | VRMSE @{h[-1]} mean / median | token agreement | vs reference |")
+    print("|---|" + "---:|" * (len(h) + 4))
     for name, label in (("noa", "NOA"), ("theta_zeroed", "NOA, θ = 0"), ("persistence", "persistence")):
         r = m[name]
         ratios = " | ".join(f"{v:.2f}" for v in r["ratio_at"])
-        print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {r['vrmse_at'][-1]:.3f} | {r['vrmse_mean']:.3f} | "
+        median = f"{r['vrmse_median_at'][-1]:.3f}" if "vrmse_median_at" in r else "n/a"
+        print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {r['vrmse_at'][-1]:.3f} / {median} | "
               f"{100 * r['token_agreement']:.1f}% | **{100 * r['agreement_vs_reference']:.0f}%** |")
     noa = m["noa"]
     print(f"targets: horizon-mean MSE/noise <= {TARGET_RATIO}: {'met' if noa['ratio_mean'] <= TARGET_RATIO else 'MISSED'}; "
@@ -133,7 +143,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-samples", type=int, default=1800, help="operators for training + validation; default 1800")
     p.add_argument("--eval-samples", type=int, default=96, help="held-out operators evaluated; default 96")
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=1, help="one pass over the operators: ~18 min at 5 s/batch on the 2-core CPU")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=20)
@@ -144,7 +154,8 @@ def main() -> None:
     p.add_argument("--afno-blocks", type=int, default=2)
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
     p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
-    p.add_argument("--eval-only", action="store_true", help="evaluate the run's existing best_model.pt")
+    p.add_argument("--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)")
+    p.add_argument("--on-training-rows", action="store_true", help="evaluate on training θ instead of held-out θ")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args()
@@ -157,18 +168,20 @@ def main() -> None:
         tokenizer = ensure_tokenizer(dataset, args.device)
         prepared = time.perf_counter()
         run_dir = WORK / f"quality_{args.tag}"
-        checkpoint = run_dir / "best_model.pt" if args.eval_only else train_noa(dataset, tokenizer, args, run_dir)
+        checkpoint = run_dir / args.eval_only if args.eval_only else train_noa(dataset, tokenizer, args, run_dir)
         trained = time.perf_counter()
         m = measure(checkpoint, tokenizer, dataset, args)
     except NoaError as err:
         raise SystemExit(f"error: {err}") from None
     m["seconds"] = {"data_and_tokenizer": prepared - started, "training": trained - prepared,
                     "evaluation": time.perf_counter() - trained}
-    m["recipe"] = {k: v for k, v in vars(args).items() if k not in ("threads", "eval_only")}
+    m["rows"] = "training θ" if args.on_training_rows else "held-out θ"
+    m["recipe"] = {k: v for k, v in vars(args).items() if k not in ("threads", "eval_only", "on_training_rows")}
     print_table(m)
     print(f"wall time: data + tokenizer {m['seconds']['data_and_tokenizer']:.0f} s, training {m['seconds']['training']:.0f} s, "
           f"evaluation {m['seconds']['evaluation']:.0f} s")
-    (WORK / f"quality_{args.tag}.json").write_text(json.dumps(m, indent=2) + "\n")
+    suffix = (f"_{Path(args.eval_only).stem}" if args.eval_only else "") + ("_training_rows" if args.on_training_rows else "")
+    (WORK / f"quality_{args.tag}{suffix}.json").write_text(json.dumps(m, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ class Workload:
 
     params: torch.Tensor  # [B, P] unit θ
     ics: torch.Tensor  # [B, C, H, W]
-    seeds: list[int]
+    seeds: list[int]  # noise seeds (θ alone defines each operator)
 
 
 @dataclass
@@ -67,7 +67,7 @@ def make_workload(batch: int, grid: int, seed: int) -> Workload:
     params = torch.from_numpy(sobol_params(batch, seed, CNO_SPACE.size))
     families = [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(batch)]
     ics, _ = make_ics(families, [derive_seed(seed, "ic", i) for i in range(batch)], CHANNELS, grid)
-    return Workload(params, ics, [derive_seed(seed, "operator", i) for i in range(batch)])
+    return Workload(params, ics, [derive_seed(seed, "noise", i) for i in range(batch)])
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:

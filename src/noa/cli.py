@@ -199,7 +199,7 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
         "diagnose",
         help="evaluate a trained NOA: the guide's alignment report, rollout quality, plots",
         description="Roll out a NOA checkpoint on held-out samples and report VQ reconstruction, token diversity, "
-        "alignment correlation, temporal consistency and rollout quality against the CNO's stochastic floor; "
+        "alignment correlation, temporal consistency and rollout quality (noise floor, family floor, persistence, VRMSE); "
         "writes report.md, summary.json and plots to --out.",
     )
     add_diagnose_arguments(diag)

@@ -120,6 +120,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 8,
     zero_theta: bool = False,
+    rows: np.ndarray | None = None,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
@@ -127,7 +128,8 @@ def evaluate(
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
     ``timesteps`` defaults to the training run's T, else the dataset's. ``zero_theta`` feeds the
     NOA θ = 0 instead of each sample's θ (an ablation: how much the model uses θ); the CNO
-    targets keep their own θ.
+    targets keep their own θ. ``rows`` overrides the held-out choice with given dataset rows
+    (benchmarks use it to compare training and held-out θ).
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -149,7 +151,10 @@ def evaluate(
         raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
     check_fit(model, projector, tokenizer, info, timesteps, t_source, noa_checkpoint, vqvae_path)
 
-    rows, notes = held_out_rows(dataset, args, n_samples, seed)
+    if rows is None:
+        rows, notes = held_out_rows(dataset, args, n_samples, seed)
+    else:
+        rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
     trained_with = args.get("vqvae_path")
     if trained_with is not None and Path(trained_with).resolve() != Path(vqvae_path).resolve():
         notes.append(f"the NOA was trained with tokenizer {trained_with}, not this one")

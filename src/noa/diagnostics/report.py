@@ -171,11 +171,13 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
     lines += [
         "Scale-free (the_well's definitions, per channel, then averaged): nRMSE = RMSE / RMS(CNO frame),",
         "VRMSE = RMSE / std(CNO frame); VRMSE 1 = predicting each frame's spatial mean; 'floor' = a perfect model's.",
-        f"  {'step':>5}  {'NOA nRMSE':>9}  {'NOA VRMSE':>9}  {'persist VRMSE':>13}  {'floor VRMSE':>11}",
+        f"  {'step':>5}  {'NOA nRMSE':>9}  {'NOA VRMSE':>9}  {'(median)':>8}  {'persist VRMSE':>13}  {'floor VRMSE':>11}",
     ]
     for t in q.horizons:
         i = t - 1
-        lines.append(f"  {t:>5}  {q.nrmse[i]:>9.3f}  {q.vrmse[i]:>9.3f}  {q.vrmse_persistence[i]:>13.3f}  {q.vrmse_floor[i]:>11.3f}")
+        lines.append(
+            f"  {t:>5}  {q.nrmse[i]:>9.3f}  {q.vrmse[i]:>9.3f}  {q.vrmse_median[i]:>8.3f}  {q.vrmse_persistence[i]:>13.3f}  {q.vrmse_floor[i]:>11.3f}"
+        )
     identifies = "n/a" if q.family_to_noise is None else f"{q.family_to_noise:.2f} ({_family_words(q.family_to_noise)})"
     lines += [
         f"Family floor / noise floor over all steps: {identifies}",

@@ -62,6 +62,7 @@ class RolloutQuality:
     mse: list[float]  # per step, mean over samples
     nrmse: list[float]  # per step, mean over samples (the_well)
     vrmse: list[float]  # per step, mean over samples (the_well)
+    vrmse_median: list[float]  # per step, median over samples: frames of tiny spatial variance inflate the mean
     floor: list[float]  # per step: noise floor = realization gap / 2
     realization_gap: list[float]
     floor_ratio: list[float | None]  # NOA MSE / noise floor
@@ -69,6 +70,7 @@ class RolloutQuality:
     persistence: list[float]  # per step: MSE of the IC held constant
     persistence_ratio: list[float | None]  # persistence / noise floor
     vrmse_persistence: list[float]
+    vrmse_persistence_median: list[float]
     vrmse_floor: list[float]
     horizons: list[int]  # the steps singled out in the printed report
     overall_mse: float
@@ -154,6 +156,7 @@ def summarize(
         mse=mse_t,
         nrmse=errors.nrmse.mean(dim=0).tolist(),
         vrmse=errors.vrmse.mean(dim=0).tolist(),
+        vrmse_median=errors.vrmse.median(dim=0).values.tolist(),
         floor=floor_t,
         realization_gap=errors.gap.mean(dim=0).tolist(),
         floor_ratio=[_ratio(m, f) for m, f in zip(mse_t, floor_t)],
@@ -161,6 +164,7 @@ def summarize(
         persistence=persistence_t,
         persistence_ratio=[_ratio(p, f) for p, f in zip(persistence_t, floor_t)],
         vrmse_persistence=errors.vrmse_persistence.mean(dim=0).tolist(),
+        vrmse_persistence_median=errors.vrmse_persistence.median(dim=0).values.tolist(),
         vrmse_floor=errors.vrmse_floor.mean(dim=0).tolist(),
         horizons=report_horizons(mse.shape[1]),
         overall_mse=overall_mse,
