@@ -195,3 +195,22 @@ def test_a_second_sigint_during_the_checkpoint_write_leaves_it_whole(tiny_datase
     monkeypatch.setattr(loop_module, "save_atomic", real_save)
     result = train({"resume": "auto", "checkpoint_dir": str(ck), "device": "cpu"})
     assert result.global_step == 2 * 3
+
+
+# ---- noa diagnose ------------------------------------------------------------------------
+
+
+def test_diagnose_checks_its_report_directory_before_evaluating(tmp_path: Path, monkeypatch, capsys) -> None:
+    from noa.diagnostics import report as report_module
+
+    monkeypatch.setattr(report_module, "evaluate", _no_training)
+    (tmp_path / "plain").write_text("x")
+    argv = ["diagnose", "--noa-checkpoint", str(tmp_path / "best_model.pt")]
+    assert main([*argv, "--out", str(tmp_path / "plain")]) == 2
+    _one_line_error(capsys, "is a file, but a directory is written there")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my own report\n")
+    assert main([*argv, "--out", str(mine)]) == 2
+    _one_line_error(capsys, "report.md, which noa diagnose did not write")
+    assert (mine / "report.md").read_text() == "# my own report\n"
