@@ -214,3 +214,13 @@ def test_diagnose_checks_its_report_directory_before_evaluating(tmp_path: Path, 
     assert main([*argv, "--out", str(mine)]) == 2
     _one_line_error(capsys, "report.md, which noa diagnose did not write")
     assert (mine / "report.md").read_text() == "# my own report\n"
+
+
+def test_ctrl_c_during_tokenizer_training_is_one_line_and_exit_130(tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tokenizer_job, "train_tokenizer", interrupted)
+    assert main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "vq"), *VQ]) == 130
+    _one_line_error(capsys, "interrupted (Ctrl-C)")
+    assert not (tmp_path / "vq").exists()

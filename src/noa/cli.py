@@ -270,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_environment_message(err)}; {_ENVIRONMENT_FIX}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C) before any output was written; run the command again", file=sys.stderr)
+        print("error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again", file=sys.stderr)
         return 130
     return int(status or 0)
 
