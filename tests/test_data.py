@@ -81,8 +81,9 @@ def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, data
         return real_replay(params, *args, **kwargs)
 
     monkeypatch.setattr(workers_module, "replay", failing_replay)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(generate_module.GenerationInterrupted, match="--resume") as stopped:
         generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)
+    assert stopped.value.exit_code == 130
     assert not out.exists() and (tmp_path / "r.h5.partial").exists()
     with pytest.raises(NoaError, match="--resume"):
         generate(_cfg(), out, batch_size=4, progress=False, log=lambda _: None)

@@ -52,8 +52,9 @@ def test_interrupted_feature_computation_resumes(pair, tmp_path: Path, monkeypat
         real(f, result)
 
     monkeypatch.setattr(generate_module, "_write", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(generate_module.GenerationInterrupted, match=f"noa data features {target}") as stopped:
         add_features(target, batch_size=3, progress=False, log=lambda _: None)
+    assert stopped.value.exit_code == 130
     done_rows: list[int] = []
     monkeypatch.setattr(generate_module, "_write", lambda f, result: done_rows.extend(result.rows.tolist()) or real(f, result))
     add_features(target, batch_size=3, progress=False, log=lambda _: None)

@@ -30,3 +30,20 @@ def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None,
     assert (paths["checkpoints"] / "epoch_3.pt").exists()
     with pytest.raises(NoaError, match="already holds a quickstart"):
         quickstart.run_quickstart(tmp_path / "qs", device="cpu")
+
+
+def test_quickstart_overwrite_replaces_only_what_it_wrote(tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = tmp_path / "qs"
+    quickstart.run_quickstart(root, device="cpu")
+    notes = root / "checkpoints" / "noa" / "notes.txt"
+    notes.write_text("mine")
+    (root / "checkpoints" / "production" / "quickstart_vqvae" / "mine.txt").write_text("mine")
+    started: list[str] = []
+    monkeypatch.setattr(quickstart, "generate", lambda *a, **k: started.append("generate"))
+    with pytest.raises(NoaError, match="mine.txt"):  # refused before the first stage
+        quickstart.run_quickstart(root, device="cpu", overwrite=True)
+    assert not started
+    monkeypatch.undo()
+    (root / "checkpoints" / "production" / "quickstart_vqvae" / "mine.txt").unlink()
+    paths = quickstart.run_quickstart(root, device="cpu", overwrite=True)
+    assert notes.read_text() == "mine" and (paths["checkpoints"] / "epoch_3.pt").exists()

@@ -99,7 +99,7 @@ def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path
     newest.write_bytes(data[: len(data) // 2])  # torn
     path, ckpt = find_latest(ck)
     assert path.name != "step_6.pt" and "model_state_dict" in ckpt
-    assert any("step_6.pt" in n and "truncated or corrupted" in n for n in train_log)
+    assert any("step_6.pt" in n and "corrupt or not a noa file" in n for n in train_log)
 
 
 def test_changing_the_optimisation_path_on_resume_is_refused(straight: Path, tiny_dataset: Path) -> None:
@@ -172,7 +172,7 @@ def test_corrupt_and_unsafe_checkpoints_are_refused(tmp_path: Path) -> None:
     torn = tmp_path / "torn.pt"
     save_atomic({"model_state_dict": {"w": torch.ones(1000)}}, torn)
     torn.write_bytes(torn.read_bytes()[:100])
-    with pytest.raises(NoaError, match="torn.pt is truncated or corrupted"):
+    with pytest.raises(NoaError, match="torn.pt is corrupt or not a noa file"):
         load_checkpoint(torn)
     unsafe = tmp_path / "unsafe.pt"
     torch.save({"model_state_dict": {}, "args": __import__("argparse").Namespace(lr=1)}, unsafe)

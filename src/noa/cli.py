@@ -7,8 +7,10 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
+import re
 import sys
 from typing import Sequence
 
@@ -278,8 +280,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = args.handler(args)
     except NoaError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return getattr(err, "exit_code", 2)
+    except OSError as err:
+        if not _environment_fault(err):
+            raise
+        print(f"error: {_environment_message(err)}; {_ENVIRONMENT_FIX}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again", file=sys.stderr)
+        return 130
     return int(status or 0)
+
+
+# Faults of the machine rather than of noa: the message names the file and the cause, no traceback.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+_ENVIRONMENT_FIX = "free disk space or fix the permissions, then rerun (an interrupted generation or training continues with --resume)"
+
+
+def _environment_message(err: OSError) -> str:
+    """One line: the file and the cause (h5py's messages span lines and name both inside)."""
+    text = str(err)
+    match = re.search(r"filename = '([^']+)'", text)
+    filename = err.filename or (match.group(1) if match else "a file")
+    cause = err.strerror or next((t for t in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded") if t in text), text)
+    return f"{cause} while writing {filename}"
+
+
+def _environment_fault(err: OSError) -> bool:
+    """A full disk, a read-only file system or a permission refusal (h5py reports them in its message only)."""
+    return err.errno in _ENVIRONMENT_ERRNOS or any(
+        text in str(err) for text in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded")
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -21,7 +24,7 @@ from scipy.stats import qmc
 from tqdm import tqdm
 
 import noa
-from noa import distributed
+from noa import distributed, outputs
 from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
 from noa.errors import NoaError
@@ -226,39 +229,133 @@ class _RankRounds:
                 pass
 
 
+class GenerationInterrupted(NoaError):
+    """SIGINT/SIGTERM during generation: what is done is kept; the message says how to resume."""
+
+    def __init__(self, message: str, signum: int = signal.SIGINT):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
+
+
 def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: bool, log: Callable[[str], None]) -> Path:
     partial = out.with_name(out.name + ".partial")
-    if out.is_dir():
-        raise NoaError(f"--out {out} is a directory; give a file path such as {out / 'dataset.h5'}")
-    if out.exists() and not (overwrite or resume):
-        raise NoaError(f"{out} already exists; pass --overwrite to replace it (it is kept until the new file is complete) or choose another --out")
-    if out.exists() and resume and not overwrite and not partial.exists():
-        log(f"{out} is already complete; nothing to resume")
-        return out
-    if partial.exists() and not resume and not overwrite:
-        raise NoaError(f"an interrupted generation left {partial}; pass --resume to continue it or --overwrite to start again")
-    feature_names = None
-    if cfg.features:
-        from noa.features import feature_names as names_for
-
-        feature_names = names_for(cfg.channels)
-    if partial.exists() and resume:
-        _check_resumable(partial, cfg)
-        log(f"Resuming generation in {partial}")
-    else:
+    outputs.check_writable(out, "--out", directory=False)
+    with outputs.exclusive(out, "dataset"):
+        if out.exists() and not (overwrite or resume):
+            raise NoaError(f"{out} already exists; pass --overwrite to replace it (it is kept until the new file is complete) or choose another --out")
+        if out.exists() and overwrite:
+            _check_is_dataset(out)
+        if out.exists() and resume and not overwrite and not partial.exists():
+            _check_resumable(out, cfg, complete=True)
+            log(f"{out} is already complete; nothing to resume")
+            return out
         out.parent.mkdir(parents=True, exist_ok=True)
-        _create(partial, cfg, feature_names, chunk=256)
-    _replay_pending(partial, cfg, batch_size, work, runner, progress)
-    os.replace(partial, out)
+        if partial.exists() and not resume and not overwrite:
+            raise NoaError(f"an interrupted generation left {partial}; pass --resume to continue it or --overwrite to start again")
+        feature_names = None
+        if cfg.features:
+            from noa.features import feature_names as names_for
+
+            feature_names = names_for(cfg.channels)
+        resuming = partial.exists() and resume and not overwrite
+        _check_sizes(cfg, batch_size, out, feature_names, on_disk=not resuming)
+        if resuming:
+            _check_resumable(partial, cfg)
+            log(f"Resuming generation in {partial}")
+        started = resuming
+        creating = partial.with_name(partial.name + ".new")
+        with _Interruption().installed() as interruption:
+            try:
+                if not resuming:
+                    # The layout is written under another name first: a partial file is always whole.
+                    _create(creating, cfg, feature_names, chunk=256)
+                    os.replace(creating, partial)
+                    started = True
+                _replay_pending(partial, cfg, batch_size, work, runner, progress)
+            except KeyboardInterrupt:
+                name = signal.Signals(interruption.signum).name
+                if not started:
+                    creating.unlink(missing_ok=True)
+                    raise GenerationInterrupted(f"generation interrupted by {name} before any sample was replayed; nothing was kept, run the command again", interruption.signum) from None
+                raise GenerationInterrupted(
+                    f"generation interrupted by {name}; the samples replayed so far are kept in {partial}. "
+                    f"Continue it with the same flags plus --resume: noa data generate --out {out} ... --resume",
+                    interruption.signum,
+                ) from None
+        os.replace(partial, out)
     return out
 
 
-def _check_resumable(partial: Path, cfg: GenerateConfig) -> None:
-    with h5.open_dataset(partial) as f:
+class _Interruption:
+    """Turns SIGTERM into the KeyboardInterrupt SIGINT raises, so both stop generation the same
+    way (the batch in hand dropped, the file closed whole), and remembers which signal came."""
+
+    def __init__(self) -> None:
+        self.signum = signal.SIGINT
+
+    @contextmanager
+    def installed(self) -> Iterator["_Interruption"]:
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handle(signum: int, _frame: object) -> None:
+            self.signum = signal.Signals(signum)
+            raise KeyboardInterrupt
+
+        previous = signal.signal(signal.SIGTERM, handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _check_is_dataset(path: Path) -> None:
+    """--overwrite replaces a noa dataset only, never another file that happens to be there."""
+    try:
+        with h5py.File(path, "r") as f:
+            ours = f.attrs.get("format") == h5.FORMAT
+    except OSError:
+        ours = False
+    if not ours:
+        raise NoaError(f"--overwrite replaces a noa dataset, but {path} is not one; move it away or choose another --out")
+
+
+def _estimated_bytes(cfg: GenerateConfig, feature_names: dict[str, list[str]] | None) -> int:
+    n, c, g, t, m = cfg.n_samples, cfg.channels, cfg.grid, cfg.timesteps, cfg.realizations
+    per_sample = c * g * g + 64
+    if cfg.store_trajectories:
+        per_sample += m * (t + 1) * c * g * g
+    if feature_names is not None:
+        per_sample += len(feature_names["initial"]) + len(feature_names["summary"]) + (t + 1) * len(feature_names["temporal"])
+    return 4 * n * per_sample
+
+
+def _check_sizes(cfg: GenerateConfig, batch_size: int, out: Path, feature_names: dict[str, list[str]] | None, on_disk: bool) -> None:
+    """Refuse up front what cannot fit: the file on disk and one batch of rollouts in memory."""
+    c, g, t, m = cfg.channels, cfg.grid, cfg.timesteps, cfg.realizations
+    if on_disk:
+        outputs.check_writable(out, "--out", directory=False, needed_bytes=_estimated_bytes(cfg, feature_names))
+    # A batch's rollouts, the CNO's hidden activations (up to 64 channels) and the features' working copies.
+    batch = min(batch_size, cfg.n_samples)
+    outputs.check_memory(
+        4 * batch * m * ((t + 1) * c * g * g * 3 + 64 * g * g * 4),
+        f"replaying a batch of {batch} samples (M={m}, T={t}, grid {g})",
+        "lower --batch-size, --timesteps, --realizations or --grid",
+    )
+
+
+def _check_resumable(path: Path, cfg: GenerateConfig, complete: bool = False) -> None:
+    with h5.open_dataset(path) as f:
         stored = json.loads(f.attrs["config"])
     if stored != asdict(cfg):
         diff = ", ".join(f"{k}: file has {stored.get(k)!r}, you asked {v!r}" for k, v in asdict(cfg).items() if stored.get(k) != v)
-        raise NoaError(f"cannot resume {partial}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
+        if complete:
+            raise NoaError(
+                f"{path} is a complete dataset made with other settings ({diff}), so there is nothing of this "
+                "generation to resume; pass --overwrite to replace it or choose another --out"
+            )
+        raise NoaError(f"cannot resume {path}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
 
 
 def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", workers: int = 1, overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> None:
@@ -273,8 +370,9 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
 
     with h5.open_dataset(path) as f:
         info = h5.read_info(f)
+        h5.check_inputs(f, np.arange(info.n_samples))
     names = names_for(info.channels)
-    with h5py.File(path, "r+") as f:
+    with outputs.exclusive(path, "dataset"), _open_for_update(path) as f, _Interruption().installed() as interruption:
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
             same_names = all(fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam] for fam in h5.FEATURE_FAMILIES)
@@ -290,4 +388,18 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
         pending = np.flatnonzero(~f["features/done"][:])
         bar = tqdm(total=info.n_samples, initial=info.n_samples - len(pending), unit="sample", disable=not progress, desc="features")
         work = Work(info.timesteps, info.realizations, keep_trajectories=False, features=True, device=device)
-        _work_through(f, pending, work, batch_size, cached="trajectories" in f, runner=_pool(workers), bar=bar)
+        try:
+            _work_through(f, pending, work, batch_size, cached="trajectories" in f, runner=_pool(workers), bar=bar)
+        except KeyboardInterrupt:
+            raise GenerationInterrupted(
+                f"feature computation interrupted by {signal.Signals(interruption.signum).name}; the features computed "
+                f"so far are kept in {path}. Continue with: noa data features {path}",
+                interruption.signum,
+            ) from None
+
+
+def _open_for_update(path: str | Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r+")
+    except OSError as err:
+        raise NoaError(f"cannot open {path} for writing ({err}); check its permissions and that no other program has it open") from err

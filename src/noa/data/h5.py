@@ -142,9 +142,26 @@ def read_info(f: h5py.File) -> DatasetInfo:
     if info.has_trajectories:
         expected["trajectories"] = (n, info.realizations, info.timesteps + 1, c, g, g)
     for name, shape in expected.items():
+        if not isinstance(f[name], h5py.Dataset):
+            raise NoaError(f"dataset {p}: /{name} is a group, expected an array; regenerate it with `noa data generate`")
         if tuple(f[name].shape) != shape:
             raise NoaError(f"dataset {p}: /{name} has shape {tuple(f[name].shape)}, expected {shape}")
+        kinds = _DTYPE_KINDS[name.split("/")[-1]]
+        if f[name].dtype.kind not in kinds:
+            raise NoaError(
+                f"dataset {p}: /{name} has dtype {f[name].dtype}, expected {_KIND_WORDS[kinds]}; "
+                "regenerate it with `noa data generate`"
+            )
     return info
+
+
+# The numpy dtype kinds each array may have (f: float, i/u: integer, b: bool).
+_DTYPE_KINDS = {
+    "params": "f", "fields": "f", "trajectories": "f", "ic_length_scale": "f", "max_abs": "f",
+    "ic_family": "iu", "ic_amplitude": "iu", "ic_seed": "iu", "noise_seed": "iu",
+    "replayed": "b", "valid": "b",
+}
+_KIND_WORDS = {"f": "floating point", "iu": "integers", "b": "booleans"}
 
 
 def check_family(f: h5py.File) -> None:
@@ -173,14 +190,23 @@ def check_family(f: h5py.File) -> None:
         )
 
 
-def check_finite(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
-    """NoaError if θ or an IC of the given (sorted) rows holds NaN or inf."""
+def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
+    """NoaError if θ or an IC of the given (sorted) rows holds NaN or inf, or θ lies outside
+    the unit cube the parameter space is declared on (the replay would clamp it while a model
+    sees the raw value, so the two would disagree about the operator)."""
     for name in ("parameters/params", "inputs/fields"):
         for start in range(0, len(rows), chunk):
             block = f[name][rows[start : start + chunk]]
             if not np.isfinite(block).all():
                 bad = rows[start + int(np.argwhere(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0][0])]
                 raise NoaError(f"dataset {f.filename}: /{name} holds NaN or inf at sample {bad}; regenerate the dataset")
+            if name == "parameters/params" and ((block < 0) | (block > 1)).any():
+                i, j = np.argwhere((block < 0) | (block > 1))[0]
+                raise NoaError(
+                    f"dataset {f.filename}: θ of sample {rows[start + int(i)]} is {float(block[i, j]):g} in dimension "
+                    f"{CNO_SPACE.names[int(j)] if j < CNO_SPACE.size else j}, outside [0, 1] where the parameter space is declared; "
+                    "regenerate the dataset with `noa data generate` (θ is stored in unit coordinates)"
+                )
 
 
 def feature_names(f: h5py.File) -> dict[str, list[str]]:
@@ -216,6 +242,8 @@ def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, torch.Tensor]:
         raise NoaError(f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`")
     out = {}
     for fam in FEATURE_FAMILIES:
+        if f["features"][fam].dtype.kind != "f":
+            raise NoaError(f"dataset {f.filename}: /features/{fam} has dtype {f['features'][fam].dtype}, expected floating point; recompute with `noa data features --overwrite`")
         values = f["features"][fam][rows]
         if not np.isfinite(values).all():
             bad = rows[int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0][0])]

@@ -50,7 +50,7 @@ def usable_rows_of(f: h5py.File, info: h5.DatasetInfo, n_samples: int | None) ->
                 f"({info.n_samples} in all); lower it or generate a larger dataset"
             )
         ok = ok[:n_samples]
-    h5.check_finite(f, ok)
+    h5.check_inputs(f, ok)
     return ok
 
 

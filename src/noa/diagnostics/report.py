@@ -15,6 +15,8 @@ from typing import Callable
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
 from noa.diagnostics.evaluate import SKIP_REASON, DiagnosticsResult, _Collected, evaluate
+from noa import outputs
+from noa.errors import NoaError
 from noa.runtime import resolve_device
 
 __all__ = [
@@ -49,6 +51,8 @@ def diagnose(
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
     ``timesteps`` defaults to the training run's T, else the dataset's.
     """
+    if out_dir is not None:
+        check_report_dir(Path(out_dir))
     run = evaluate(
         noa_checkpoint,
         vqvae_path,
@@ -201,6 +205,31 @@ def _scale_lines() -> list[str]:
 
 
 # ---- files -----------------------------------------------------------------------------
+
+REPORT_FILES = ("report.md", "summary.json", "training_curves.png", "error_vs_horizon.png", "frames.png", "codebook_usage.png")
+
+
+def _written_by_noa(path: Path) -> bool:
+    head = path.read_bytes()[:4096]
+    if path.suffix == ".md":
+        return head.startswith(b"# NOA diagnostics")
+    if path.suffix == ".json":
+        return b'"verdict_rule"' in path.read_bytes()
+    return head.startswith(b"\x89PNG") and b"matplotlib" in head
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Before the evaluation: the report directory can be written, and the files it would
+    replace are an earlier noa report's, never a user's file of the same name."""
+    outputs.check_writable(out_dir, "--out", directory=True)
+    foreign = [name for name in REPORT_FILES if (out_dir / name).is_file() and not _written_by_noa(out_dir / name)]
+    foreign += [name for name in REPORT_FILES if (out_dir / name).is_dir()]
+    if foreign:
+        raise NoaError(
+            f"--out {out_dir} holds {', '.join(foreign)}, which noa diagnose did not write and would replace; "
+            "move them away or choose another --out"
+        )
+
 
 
 def write_report(

@@ -2,7 +2,7 @@
 
 A directory holds ``config.json`` (format marker + :class:`TokenizerConfig`), ``weights.pt``
 (the state dict, normalization buffers included; loads with ``weights_only=True``),
-``history.json`` and ``metrics.json``. Files are written to a temporary name and renamed,
+``history.json`` and ``metrics.json``. The directory is written under a temporary name and renamed,
 so a reader never sees half a file.
 """
 
@@ -10,52 +10,73 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from noa import outputs
 from noa.errors import NoaError
+from noa.torchfile import load_pt
 from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
 
 FORMAT = "noa-tokenizer"
 FORMAT_VERSION = 1
 CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "weights.pt", "history.json", "metrics.json"
 
-# What torch.load raises on a truncated, empty or foreign file.
-_TORCH_LOAD_ERRORS = (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError)
+
+TOKENIZER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE)
+
+
+def check_output_dir(out_dir: str | Path, *, overwrite: bool) -> None:
+    """NoaError unless ``out_dir`` can take a new tokenizer: absent, empty, or (with
+    ``overwrite``) a tokenizer directory holding nothing but the files noa writes there."""
+    out_dir = Path(out_dir)
+    outputs.check_writable(out_dir, "tokenizer directory", directory=True)
+    if not out_dir.is_dir() or not any(out_dir.iterdir()):
+        return
+    if not overwrite:
+        raise NoaError(f"{out_dir} is not empty; choose a new directory or pass --overwrite to replace the tokenizer in it")
+    foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in TOKENIZER_FILES)
+    if foreign:
+        raise NoaError(
+            f"--overwrite replaces a tokenizer directory, but {out_dir} also holds files noa did not write there "
+            f"({', '.join(foreign[:4])}{', …' if len(foreign) > 4 else ''}); move them away or choose another --out"
+        )
 
 
 def save_tokenizer(
     model: CategoricalVQVAE, out_dir: Path, history: dict, metrics: dict, *, overwrite: bool = False
 ) -> None:
-    """Write a tokenizer directory; refuse to write into a non-empty one unless ``overwrite``."""
+    """Write a tokenizer directory whole: into a temporary sibling, then renamed into place, so
+    a reader never sees half a directory (nor new weights beside an old config). Refuses a
+    non-empty directory unless ``overwrite`` (see :func:`check_output_dir`)."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NoaError(f"{out_dir} exists and is not a directory; choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise NoaError(f"{out_dir} is not empty; choose a new directory or pass overwrite to replace it")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_output_dir(out_dir, overwrite=overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a killed writer
+        shutil.rmtree(stale)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
+    tmp.mkdir()
     config = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(out_dir / WEIGHTS_FILE, lambda f: torch.save(state, f))
-    _atomic_write(out_dir / HISTORY_FILE, lambda f: f.write(_json_bytes(history)))
-    _atomic_write(out_dir / METRICS_FILE, lambda f: f.write(_json_bytes(metrics)))
-    _atomic_write(out_dir / CONFIG_FILE, lambda f: f.write(_json_bytes(config)))
+    _write_synced(tmp / WEIGHTS_FILE, lambda f: torch.save(state, f))
+    _write_synced(tmp / HISTORY_FILE, lambda f: f.write(_json_bytes(history)))
+    _write_synced(tmp / METRICS_FILE, lambda f: f.write(_json_bytes(metrics)))
+    _write_synced(tmp / CONFIG_FILE, lambda f: f.write(_json_bytes(config)))
+    outputs.replace_dir(tmp, out_dir)
 
 
 def _json_bytes(data: object) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode()
 
 
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+def _write_synced(path: Path, write) -> None:
+    with open(path, "wb") as f:
         write(f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def load_config(path: str | Path) -> TokenizerConfig:
@@ -81,12 +102,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Cate
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise NoaError(f"{weights} is missing; {path} is not a complete tokenizer directory (retrain or copy it again)")
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except _TORCH_LOAD_ERRORS as err:
-        raise NoaError(
-            f"{weights} is corrupt or not a torch file ({type(err).__name__}: {err}); retrain or copy it again"
-        ) from err
+    state = load_pt(weights, "tokenizer weights", "retrain the tokenizer or copy its directory again")
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise NoaError(f"{weights} does not hold a tokenizer state dict; retrain or copy it again")
     # Building the model draws default initial weights from torch's RNG; keep that away from the caller's.

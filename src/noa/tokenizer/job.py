@@ -7,14 +7,16 @@ training part only (inside :func:`train_tokenizer`).
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Callable
 
+from noa import outputs
 from noa.data import h5
 from noa.data.loader import split_rows, usable_rows
 from noa.errors import NoaError
-from noa.tokenizer.io import save_tokenizer
+from noa.tokenizer.io import check_output_dir, save_tokenizer
 from noa.tokenizer.model import FAMILIES, TokenizerConfig
 from noa.tokenizer.train import evaluate_tokenizer, train_tokenizer
 
@@ -40,10 +42,20 @@ def train_tokenizer_on_dataset(
 ) -> dict:
     """Train, evaluate on the held-out split and write the tokenizer directory; returns metrics."""
     out = Path(out)
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise NoaError(f"{out} is not empty; choose a new --out or pass --overwrite to replace it")
-    if epochs < 1 or batch_size < 1 or lr <= 0:
-        raise NoaError("--epochs and --batch-size must be >= 1 and --lr positive")
+    if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
+        raise NoaError(f"--epochs and --batch-size must be >= 1 and --lr a finite positive number; got {epochs}, {batch_size}, {lr}")
+    if not math.isfinite(val_split):
+        raise NoaError(f"--val-split must be a finite number in [0, 1); got {val_split}")
+    check_output_dir(out, overwrite=overwrite)
+    with outputs.exclusive(out, "tokenizer directory"):
+        return _train_and_save(
+            dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, levels=levels, codebook_size=codebook_size,
+            latent_dim=latent_dim, hidden=hidden, seed=seed, device=device, val_split=val_split, n_samples=n_samples,
+            overwrite=overwrite, log=log, progress=progress,
+        )
+
+
+def _train_and_save(dataset: str | Path, out: Path, *, epochs: int, batch_size: int, lr: float, levels: int, codebook_size: int, latent_dim: int, hidden: int, seed: int, device: str, val_split: float, n_samples: int | None, overwrite: bool, log: Callable[[str], None], progress: bool) -> dict:
     rows = usable_rows(dataset, n_samples)
     split = split_rows(rows, val_split, seed)
     if len(split.val) == 0:
@@ -64,6 +76,7 @@ def train_tokenizer_on_dataset(
         codebook_size=codebook_size,
         hidden=hidden,
     )
+    _check_memory(config, len(split.train) + len(split.val), batch_size)
     log(f"Training tokenizer on {len(split.train)} samples (validation {len(split.val)}) of {dataset}")
     start = time.perf_counter()
     model, history = train_tokenizer(
@@ -75,3 +88,17 @@ def train_tokenizer_on_dataset(
     metrics["dataset_fingerprint"] = h5.fingerprint(dataset)
     save_tokenizer(model, out, history, metrics, overwrite=overwrite)
     return metrics
+
+
+def _check_memory(config: TokenizerConfig, n_samples: int, batch_size: int) -> None:
+    """Refuse up front a tokenizer too large for this machine (a rough estimate: weights, their
+    gradients and two Adam moments, the codebooks, and a batch's activations)."""
+    widths = [config.feature_dims[fam] for fam in FAMILIES]
+    per_family = [2 * (d * config.hidden + 2 * config.hidden * config.hidden + config.hidden * config.latent_dim * config.levels) for d in widths]
+    params = sum(per_family) + len(FAMILIES) * config.levels * config.codebook_size * config.latent_dim
+    activations = 8 * min(batch_size, n_samples) * (sum(widths) + len(FAMILIES) * (config.hidden + config.levels * (config.latent_dim + config.codebook_size)))
+    outputs.check_memory(
+        4 * (4 * params + activations),
+        f"a tokenizer with --hidden {config.hidden}, --latent-dim {config.latent_dim}, --levels {config.levels} and --codebook-size {config.codebook_size}",
+        "lower them (or --batch-size)",
+    )

@@ -159,7 +159,10 @@ class TrainingState:
                 f"the checkpoint's projector has hidden width {align['hidden']}, the run asks --projector-hidden "
                 f"{self.projector.hidden}; drop --projector-hidden to keep the checkpoint's"
             )
-        self.projector.load_state_dict(align["state_dict"])
+        try:
+            self.projector.load_state_dict(align["state_dict"])
+        except RuntimeError as err:
+            raise NoaError(f"the checkpoint's latent projector weights do not fit its alignment_state: {str(err).splitlines()[0]}") from err
         return True
 
 

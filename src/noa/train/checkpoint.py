@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from noa.errors import NoaError
+from noa.torchfile import load_pt
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 
 log = logging.getLogger("noa.train")
@@ -48,20 +47,19 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
         os.close(dir_fd)
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """A small text file (the ``latest.json`` pointer) through a temporary name and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint safely; NoaError naming the file if it is missing, torn or unsafe."""
     path = Path(path)
     if not path.is_file():
         raise NoaError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise NoaError(
-            f"checkpoint {path} needs arbitrary unpickling to load (it holds Python objects, not just "
-            f"tensors and containers), which could run code; refusing it. Details: {str(err).splitlines()[0]}"
-        ) from err
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise NoaError(f"checkpoint {path} is truncated or corrupted ({str(err).splitlines()[0]})") from err
+    obj = load_pt(path, "checkpoint", "use another checkpoint (e.g. --resume auto picks the newest intact one)", map_location)
     if not isinstance(obj, dict):
         raise NoaError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
     if "model_state_dict" not in obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

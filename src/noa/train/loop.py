@@ -14,7 +14,7 @@ import math
 import signal
 import sys
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,8 +28,8 @@ from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
-from noa import distributed
-from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic
+from noa import distributed, outputs
+from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic, write_text_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine
@@ -69,10 +69,16 @@ def _seeded_init(seed: int) -> Iterator[None]:
 
 
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a request to stop at the next safe point."""
+    """Turns SIGINT/SIGTERM into a request to stop at the next safe point.
+
+    A second signal stops at once, except inside :meth:`writing` (a checkpoint being saved):
+    there it waits for the file to be whole, so no stop ever leaves a torn checkpoint.
+    """
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._writing = False
+        self._now = False
 
     @contextmanager
     def installed(self) -> Iterator[None]:
@@ -85,10 +91,24 @@ class _StopFlag:
             for s, handler in previous.items():
                 signal.signal(s, handler)
 
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:  # a second signal: stop now
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._now:
             raise KeyboardInterrupt
-        self.signum = signum
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        if self._writing:  # a second signal: stop as soon as the checkpoint is whole
+            self._now = True
+            return
+        raise KeyboardInterrupt
 
 
 def _summary(losses: dict[str, float | None]) -> str:
@@ -115,6 +135,7 @@ class Trainer:
             log.info(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
         self._metrics: Any = None
         self._tb: Any = None
+        self._stop = _StopFlag()
 
     # ---------------------------------------------------------------- setup
 
@@ -207,12 +228,13 @@ class Trainer:
         path = self.checkpoint_dir / name
         if not self.ranks.is_main:
             return path
-        save_atomic(self.state.checkpoint(), path)
-        (self.checkpoint_dir / "latest.json").write_text(json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
-        if name.startswith("step_") and self.cfg.keep_last:
-            steps = sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-            for old in steps[: -self.cfg.keep_last]:
-                old.unlink()
+        with self._stop.writing():
+            save_atomic(self.state.checkpoint(), path)
+            write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
+            if name.startswith("step_") and self.cfg.keep_last:
+                steps = sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+                for old in steps[: -self.cfg.keep_last]:
+                    old.unlink()
         return path
 
     # ---------------------------------------------------------------- running
@@ -275,7 +297,7 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Train to the end (or the stop asked for); every file handle is closed on every exit."""
-        stop = _StopFlag()
+        stop = self._stop
         with ExitStack() as stack:
             stack.callback(self.train_source.close)
             stack.callback(self.val_source.close)
@@ -292,6 +314,13 @@ class Trainer:
             stack.enter_context(stop.installed())
             try:
                 last = self._epochs(stop)
+            except KeyboardInterrupt:
+                raise TrainingInterrupted(
+                    f"training stopped at once by a second {signal.Signals(stop.signum or signal.SIGINT).name}; checkpoints are "
+                    f"only ever written whole, so the newest one in {self.checkpoint_dir} resumes the run: "
+                    f"noa train --resume auto --checkpoint-dir {self.checkpoint_dir}",
+                    stop.signum or signal.SIGINT,
+                ) from None
             except RuntimeError as err:
                 if not (self.ranks.distributed and distributed.lost_peer(err)):
                     raise
@@ -421,5 +450,7 @@ def train(flags: dict[str, Any]) -> TrainResult:
     torchrun started (one process without torchrun)."""
     ranks = distributed.ranks_from_environment()
     run = settle(flags, ranks)
-    with distributed.process_group(ranks, run.device):
+    # One run per checkpoint directory: rank 0 (the writer) holds its lock until the run ends.
+    held = outputs.exclusive(run.config.checkpoint_dir, "--checkpoint-dir") if ranks.is_main else nullcontext()
+    with held, distributed.process_group(ranks, run.device):
         return Trainer(run).fit()

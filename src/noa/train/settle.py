@@ -18,6 +18,7 @@ import numpy as np
 
 from noa.data import h5
 from noa.data.loader import Split, split_rows, usable_rows_of
+from noa import outputs
 from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
@@ -240,9 +241,11 @@ def _check_outputs(cfg: TrainConfig, start: StartingPoint) -> None:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError as err:
             raise NoaError("--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)") from err
+    directory = Path(cfg.checkpoint_dir)
+    # Two checkpoints (the new one beside its temporary copy) of weights and two Adam moments.
+    outputs.check_writable(directory, "--checkpoint-dir", directory=True, needed_bytes=2 * 3 * 4 * _parameter_count(cfg))
     if start.kind == "resume" or cfg.overwrite:
         return
-    directory = Path(cfg.checkpoint_dir)
     existing = sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
     if existing:
         raise NoaError(
@@ -250,3 +253,13 @@ def _check_outputs(cfg: TrainConfig, start: StartingPoint) -> None:
             f"{', …' if len(existing) > 4 else ''}); continue that run with --resume auto, choose another "
             "--checkpoint-dir, or pass --overwrite to delete them"
         )
+
+
+def _parameter_count(cfg: TrainConfig) -> int:
+    """The NOA's parameter count, from a model built on the meta device (no memory, no init)."""
+    import torch
+
+    from noa.model import UAFNO
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in UAFNO(cfg.model).parameters())

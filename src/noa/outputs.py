@@ -1,0 +1,155 @@
+"""Writing outputs safely: one writer per output, checked before the long work, never a torn file.
+
+Every command that writes (a dataset, features, a tokenizer directory, a checkpoint directory,
+a report) goes through these helpers:
+
+* :func:`exclusive` holds an OS lock (``flock``) on a small lock file beside the output for as
+  long as the command writes it. A second command on the same output is refused at once; the
+  kernel drops the lock when the holder exits, so a killed process never leaves it stuck.
+* :func:`check_writable` says before any work whether a path can be created: no parent that is
+  a file, no directory where a file is expected (or the reverse), a directory that accepts
+  files (read-only mounts and permissions included, for root too), and enough free space for
+  an estimate of what will be written.
+* :func:`replace_dir` puts a directory written under a temporary name in place of the output,
+  so a reader sees the old directory, none, or the new one whole.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from noa.errors import NoaError
+
+
+def lock_path(output: str | Path) -> Path:
+    """The lock file of ``output``: a hidden file beside it (``.NAME.lock``)."""
+    output = Path(output)
+    return output.with_name(f".{output.name}.lock")
+
+
+@contextmanager
+def exclusive(output: str | Path, what: str) -> Iterator[None]:
+    """Hold the write lock of ``output`` (see the module docstring); NoaError if another process holds it."""
+    output = Path(output)
+    path = lock_path(output)
+    nearest_directory(path.parent, f"the directory of {what} {output}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise NoaError(f"cannot create the lock file {path} for {what} {output} ({err.strerror}); {_fix(err)}") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise NoaError(
+                f"{what} {output} is being written by another noa process (pid {holder}); wait for it to finish, "
+                "stop it, or choose another output path"
+            ) from err
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def nearest_directory(path: str | Path, what: str) -> Path:
+    """The nearest existing ancestor of ``path`` (itself included); NoaError if it is a file."""
+    path = Path(path).absolute()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                raise NoaError(f"{what} cannot be created: {candidate} is a file, not a directory; choose another path")
+            return candidate
+    return Path("/")
+
+
+def check_writable(output: str | Path, what: str, *, directory: bool, needed_bytes: int = 0) -> None:
+    """NoaError, before any work, if ``output`` (a file, or a directory when ``directory``) cannot be written."""
+    output = Path(output)
+    if output.exists():
+        if directory and not output.is_dir():
+            raise NoaError(f"{what} {output} exists and is a file, but a directory is written there; choose another path")
+        if not directory and output.is_dir():
+            raise NoaError(f"{what} {output} is a directory; give a file path such as {output / 'dataset.h5'}")
+    base = nearest_directory(output if directory else output.parent, f"{what} {output}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".noa-write-check-", dir=base)
+    except OSError as err:
+        raise NoaError(f"cannot write {what} {output}: {base} does not accept new files ({err.strerror}); {_fix(err)}") from err
+    os.close(fd)
+    os.unlink(probe)
+    if needed_bytes > 0:
+        free = shutil.disk_usage(base).free
+        if free < needed_bytes:
+            raise NoaError(
+                f"{what} {output} needs about {human_bytes(needed_bytes)} but {base} has {human_bytes(free)} free; "
+                "free some space or choose another path"
+            )
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished directory ``new`` (a sibling of ``target``) at ``target``.
+
+    An existing ``target`` is moved aside first and removed only once ``new`` is in place, so
+    an interruption leaves the old directory, none, or the new one, never a mix of both.
+    """
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    _fsync_dir(target.parent)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fix(err: OSError) -> str:
+    if err.errno == errno.EROFS:
+        return "the file system is read-only; choose a path on a writable one"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full; free some space"
+    return "check the directory's permissions or choose another path"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux MemAvailable), None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def check_memory(needed_bytes: int, what: str, hint: str) -> None:
+    """NoaError, up front, when ``what`` needs more memory than this machine has available."""
+    free = available_memory()
+    if free is not None and needed_bytes > free:
+        raise NoaError(f"{what} needs about {human_bytes(needed_bytes)} of memory but {human_bytes(free)} is available; {hint}")
