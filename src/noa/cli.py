@@ -15,13 +15,13 @@ import sys
 from typing import Sequence
 
 from noa.errors import NoaError
-from noa.threads import apply_threads, prefer_passive_waiting
+from noa.threads import apply_threads
 
 
 def _threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--threads", type=int, default=None,
-        help="CPU threads for torch (default: OMP_NUM_THREADS, else the cores idle at start-up); see docs/user-guide.md",
+        help="CPU threads for torch (default: OMP_NUM_THREADS, else half the cores idle at start-up); see docs/user-guide.md",
     )
 
 
@@ -270,7 +270,6 @@ def _show_progress_lines() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    prefer_passive_waiting()  # before anything imports torch
     _show_progress_lines()
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,14 +1,15 @@
-"""CPU threads for the `noa` command: a count that fits the machine now, and threads that sleep
-when they wait.
+"""CPU threads for the `noa` command: a count that leaves room for a neighbour.
 
-torch's OpenMP threads spin while they wait for work by default. On a machine whose cores are
-busy (another training run, a test suite), spinning threads steal the cores the working
-threads need: two small `noa train` runs side by side on 2 cores each ran 18× slower than
-alone. The command therefore (1) asks OpenMP to let waiting threads sleep
-(``OMP_WAIT_POLICY=PASSIVE``), which must happen before torch is imported, and (2) uses the
-cores that are idle at start-up (the usable cores less the 1-minute load average), at least
-one. ``--threads N`` or the usual ``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` variables win.
-This module imports no torch at import time, so :func:`prefer_passive_waiting` can run first.
+torch's OpenMP threads spin while they wait for work. When two runs together ask for more
+threads than there are cores, the spinning threads steal the cores the working threads need:
+two small `noa train` runs side by side on a 2-core machine, each with both cores, ran 25×
+slower than alone (`benchmarks/threads.py`). Letting waiting threads sleep
+(``OMP_WAIT_POLICY=PASSIVE``) removes the collapse but costs a wake-up per operation, which
+made a small run alone 2.5× slower. So the command takes **half of the cores idle at start-up**
+(usable cores less the 1-minute load average), at least one: two runs started together never
+oversubscribe the machine, and on this 2-core CPU one thread is also the fastest choice for a
+run alone (replay and small models do not gain from a second thread here). ``--threads N`` or
+``OMP_NUM_THREADS`` win; ``OMP_WAIT_POLICY`` is left to the user.
 """
 
 from __future__ import annotations
@@ -16,12 +17,6 @@ from __future__ import annotations
 import os
 
 from noa.errors import NoaError
-
-
-def prefer_passive_waiting() -> None:
-    """Waiting OpenMP threads sleep instead of spinning, unless the user chose a policy.
-    Takes effect only if torch (its OpenMP runtime) is not loaded yet."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def usable_cores() -> int:
@@ -38,7 +33,7 @@ def idle_cores() -> int:
 
 
 def choose_threads(requested: int | None) -> tuple[int, str]:
-    """The thread count and where it came from: --threads, OMP_NUM_THREADS, or the idle cores."""
+    """The thread count and where it came from: --threads, OMP_NUM_THREADS, or half the idle cores."""
     if requested is not None:
         if requested < 1:
             raise NoaError(f"--threads must be >= 1; got {requested}")
@@ -51,7 +46,7 @@ def choose_threads(requested: int | None) -> tuple[int, str]:
             raise NoaError(f"OMP_NUM_THREADS={env!r} is not a whole number; unset it or set e.g. OMP_NUM_THREADS=1") from err
         if value >= 1:
             return value, "OMP_NUM_THREADS"
-    return idle_cores(), f"idle cores of {usable_cores()}"
+    return max(1, idle_cores() // 2), f"half the idle cores of {usable_cores()}"
 
 
 def apply_threads(requested: int | None) -> str:
@@ -60,4 +55,4 @@ def apply_threads(requested: int | None) -> str:
 
     count, source = choose_threads(requested)
     torch.set_num_threads(count)
-    return f"{count} ({source}; waiting threads {os.environ.get('OMP_WAIT_POLICY', 'default').lower()})"
+    return f"{count} ({source})"
