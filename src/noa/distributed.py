@@ -92,11 +92,6 @@ def sum_over_ranks(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
-def any_rank(flag: bool, device: str) -> bool:
-    """True on every rank if it is true on any (for decisions all ranks must take together)."""
-    return bool(sum_over_ranks(torch.tensor([float(flag)], device=device)).item() > 0)
-
-
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

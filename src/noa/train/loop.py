@@ -266,8 +266,9 @@ class Trainer:
         for batch in self.val_loader:
             n = len(batch["index"])
             losses = eval_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
+            values = losses.as_dict()
             for k, key in enumerate(LOSS_KEYS):
-                value = losses.as_dict()[key]
+                value = values[key]
                 if value is not None:
                     sums[0, k] += value * n
                     sums[1, k] += n
