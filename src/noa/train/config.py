@@ -22,11 +22,14 @@ import yaml
 
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
+from noa.train.execution import PRECISIONS
 
 # Flags that are views of the nested model config.
 ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks")
 # Flags about this invocation, never inherited from a checkpoint.
-PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite")
+# How fast the step runs is about this machine, not the run (precision is inherited: a resume
+# is exact within one precision).
+PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite", "compile", "cuda_graphs", "activation_checkpointing")
 # Flags a resume must not change: they define the data split, the batches, the target and the
 # learning-rate schedule. A different dataset makes the resume a fine-tune instead.
 # (``--batch-size`` is per rank: a resume keeps the global batch instead, see settle.py.)
@@ -65,6 +68,10 @@ class TrainConfig:
     val_split: float = 0.1
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"
+    compile: bool | None = None
+    cuda_graphs: bool | None = None
+    activation_checkpointing: bool = False
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     n_realizations: int = 1
@@ -122,6 +129,10 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "val_split": (float, False, "fraction of samples held out for validation"),
     "seed": (int, False, "seed of the split, data order and initialisation"),
     "device": (str, False, "cpu, cuda, cuda:N or auto"),
+    "precision": (str, False, "auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (autocast; the state, FFTs and losses stay float32)"),
+    "compile": (bool, True, "torch.compile the NOA step (default: on CUDA, off on a CPU)"),
+    "cuda_graphs": (bool, True, "replay the compiled step as CUDA graphs (default: with --compile on CUDA)"),
+    "activation_checkpointing": (bool, False, "recompute each step's activations in the backward pass: less memory per window, about one more forward pass"),
     "weight_decay": (float, False, "AdamW weight decay"),
     "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),
     "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
@@ -137,6 +148,9 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
 assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
 
 
+_CHOICES = {"lr_schedule": ("cosine", "constant"), "precision": PRECISIONS}
+
+
 def flag_name(key: str) -> str:
     return "--" + key.replace("_", "-")
 
@@ -150,7 +164,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
             action: Any = "store_true" if key == "overwrite" else argparse.BooleanOptionalAction
             parser.add_argument(flag_name(key), action=action, default=None, help=text)
             continue
-        extra: dict[str, Any] = {"choices": ["cosine", "constant"]} if key == "lr_schedule" else {}
+        extra: dict[str, Any] = {"choices": list(_CHOICES[key])} if key in _CHOICES else {}
         parser.add_argument(flag_name(key), type=kind, default=None, help=text, **extra)
 
 
@@ -231,6 +245,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.num_workers >= 0, f"--num-workers must be >= 0; got {cfg.num_workers}"),
         (cfg.projector_hidden >= 1, f"--projector-hidden must be >= 1; got {cfg.projector_hidden}"),
         (cfg.lr_schedule in ("cosine", "constant"), f"--lr-schedule must be cosine or constant; got {cfg.lr_schedule}"),
+        (cfg.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}; got {cfg.precision}"),
     ]
     for ok, message in checks:
         if not ok:

@@ -184,6 +184,7 @@ class Trainer:
             lambda_latent=cfg.lambda_latent,
             bptt_window=cfg.bptt_window,
             latent_steps=sample_steps(cfg.timesteps, cfg.latent_sample_steps) if cfg.enable_latent_loss else [],
+            execution=run.execution,
             **self._ddp_wrappers(model, projector),
         )
 
@@ -206,7 +207,7 @@ class Trainer:
             f"{f' x {self.ranks.world_size} ranks' if self.ranks.distributed else ''}; "
             f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
-            f"U-AFNO {n_params / 1e6:.2f} M parameters; threads {torch.get_num_threads()}"
+            f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
 
     def _prepare_output(self) -> None:

@@ -8,11 +8,13 @@ bottleneck of step t describes the state x_t.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
 from noa.errors import NoaError
-from noa.model import UAFNO
 
 
 def sample_steps(timesteps: int, k: int) -> list[int]:
@@ -30,7 +32,7 @@ def sample_steps(timesteps: int, k: int) -> list[int]:
 
 @torch.no_grad()
 def rollout_noa(
-    model: UAFNO,
+    model: Callable[..., Any],
     ic: torch.Tensor,
     params: torch.Tensor,
     timesteps: int,
@@ -38,14 +40,18 @@ def rollout_noa(
     steps: list[int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frames ``[B, T+1, C, H, W]`` (frame 0 = ic) and, with a projector, the projected
-    bottleneck latents ``[B, K, D]`` at ``steps`` (no gradients)."""
+    bottleneck latents ``[B, K, D]`` at ``steps`` (no gradients).
+
+    ``model`` is a :class:`~noa.model.UAFNO` or anything called like one, such as a
+    :class:`~noa.train.execution.Stepper`.
+    """
     frames = [ic]
     latents = []
     wanted = set(steps or [])
     x = ic
     for t in range(timesteps):
         if projector is not None and t in wanted:
-            x, bottleneck = model.step(x, params, return_bottleneck=True)
+            x, bottleneck = model(x, params, return_bottleneck=True)
             latents.append(projector(bottleneck))
         else:
             x = model(x, params)

@@ -26,6 +26,7 @@ from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
+from noa.train.execution import Execution, resolve_execution
 from noa.distributed import Ranks, rank_device
 
 log = logging.getLogger("noa.train")
@@ -60,6 +61,7 @@ class Run:
     device: str
     tokenizer_fingerprint: str | None
     ranks: Ranks = Ranks()
+    execution: Execution = Execution()
 
     @property
     def global_batch(self) -> int:
@@ -95,7 +97,8 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     _check_outputs(cfg, start)
     device = rank_device(resolve_device(cfg.device), ranks)
-    return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks)
+    execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
+    return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks, execution=execution)
 
 
 def _starting_point(explicit: dict[str, Any]) -> StartingPoint:

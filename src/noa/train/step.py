@@ -37,7 +37,7 @@ size of the rollout (its frames and dL_commit/dx_t) that belong to no graph.
 from __future__ import annotations
 
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
@@ -46,6 +46,7 @@ from torch import nn
 
 from noa.features import features_from_statistics, frame_gradient, rollout_statistics
 from noa.model import UAFNO
+from noa.train.execution import Execution, Stepper
 from noa.train.rollout import rollout_noa
 
 
@@ -64,6 +65,13 @@ class Objective:
     # wrappers, whose gradients are synchronised once per batch, at the last window.
     ddp_model: nn.Module | None = None
     ddp_projector: nn.Module | None = None
+    execution: Execution = field(default_factory=Execution)
+
+    def __post_init__(self) -> None:
+        # The trained step goes through DDP (when several ranks train); the scout pass and
+        # evaluation need no gradient synchronisation and run the bare model.
+        self.train_step = Stepper(self.ddp_model or self.model, self.execution)
+        self.eval_step = Stepper(self.model, self.execution)
 
     @property
     def uses_latent(self) -> bool:
@@ -132,12 +140,13 @@ def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: 
     ``target`` is the CNO rollout ``[B, T+1, C, H, W]`` (frame 0 = ic).
     """
     timesteps = target.shape[1] - 1
+    obj.train_step.new_batch()
     align = None
     if obj.tokenizer is not None:
-        frames, projected = rollout_noa(obj.model, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
         align = alignment(obj, frames, projected, need_grad=True)
     wanted = set(obj.latent_steps) if obj.uses_latent else set()
-    model = obj.ddp_model or obj.model
+    step = obj.train_step
     projector = obj.ddp_projector or obj.projector
     n_values = target[:, 1:].numel()
     sq_total = torch.zeros((), device=ic.device)
@@ -149,10 +158,10 @@ def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: 
             surrogate = torch.zeros((), device=ic.device)
             for t in range(start, min(timesteps, start + obj.bptt_window)):
                 if t in wanted:
-                    x, bottleneck = model(x, params, return_bottleneck=True)
+                    x, bottleneck = step(x, params, return_bottleneck=True)
                     surrogate = surrogate + obj.lambda_latent * (align.projection_grad * projector(bottleneck)).sum()
                 else:
-                    x = model(x, params)
+                    x = step(x, params)
                 sq = sq + (x - target[:, t + 1]).pow(2).sum()
                 if align is not None and obj.lambda_commit > 0:
                     surrogate = surrogate + obj.lambda_commit * (align.frame_grad[:, t + 1] * x).sum()
@@ -178,7 +187,8 @@ def _sync_gradients(obj: Objective, now: bool) -> Iterator[None]:
 def eval_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: torch.Tensor) -> BatchLosses:
     """The same losses without gradients (one rollout)."""
     timesteps = target.shape[1] - 1
-    frames, projected = rollout_noa(obj.model, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+    obj.eval_step.new_batch()
+    frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
     traj = float(F.mse_loss(frames[:, 1:], target[:, 1:]))
     align = alignment(obj, frames, projected, need_grad=False) if obj.tokenizer is not None else None
     return _combine(obj, traj, align)
