@@ -1,7 +1,15 @@
 """Seconds per training batch and peak memory of `noa train`'s step, per loss term.
 
-    python benchmarks/train_step.py --ablation --window-scan 4 8 16        # the README table
+    python benchmarks/train_step.py --ablation --window-scan 4 8 16        # the README's CPU table
     python benchmarks/train_step.py --with-tokenizer --enable-latent-loss  # one configuration
+    python benchmarks/train_step.py --preset guide --device cuda           # the README's GPU tables
+
+``--preset guide`` takes the guide's sizes (64x64, T 256, window 32, batch 4, base 32, 3 levels,
+16 modes, 4 AFNO blocks, K = 3) and measures, in one process, every way the step can execute
+(fp32/bf16, eager/compiled, CUDA graphs) for L_traj alone and for all three losses, with the
+achieved TFLOP/s against torch's FLOP count of the same batch (FFTs not counted); then a batch
+sweep (4, 8, 16) as sample-rollouts per second, and a memory table for the guide's OOM advice.
+On CUDA, peak memory is ``max_memory_allocated`` after a reset, so one process serves all rows.
 
 One configuration = the sizes given by the flags (they mirror `noa train`'s) and a set of
 loss terms. ``--ablation`` measures (a) L_traj only, (b) + L_commit, (c) + L_latent with 3
@@ -29,6 +37,7 @@ when the cores are oversubscribed.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -48,11 +57,15 @@ from noa.runtime import resolve_device
 from noa.seeding import derive_seed
 from noa.tokenizer import load_tokenizer
 from noa.tokenizer.job import train_tokenizer_on_dataset
+from noa.train.execution import Execution
 from noa.train.rollout import sample_steps
 from noa.train.step import Objective, train_batch
 
 WORK = Path(__file__).resolve().parent / ".work"
 MIB = 2**20
+# The guide's training configuration (docs/user-guide.md, "Training the NOA").
+GUIDE = dict(grid=64, timesteps=256, bptt_window=32, batch_size=4, base_channels=32, encoder_levels=3, modes=16, afno_blocks=4,
+             latent_sample_steps=3, warmup=3, repeats=5)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -80,7 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--ablation", action="store_true", help="measure (a) traj, (b) +commit, (c) +latent K=3, (d) +latent K=8")
     p.add_argument("--window-scan", type=int, nargs="*", default=[], metavar="W", help="L_traj memory/time at these windows")
     p.add_argument("--json", action="store_true", help="print one JSON result (used for the per-configuration subprocesses)")
+    p.add_argument("--preset", choices=["guide"], default=None, help="the guide's sizes and the GPU tables (flags given explicitly still win)")
+    p.add_argument("--budget-s", type=float, default=None, help="with --preset: stop starting new rows after this many seconds")
+    p.add_argument("--execution", default=None, help=f"with --preset: modes to measure, comma-separated, of: {', '.join(MODES)} (default: all on CUDA, the eager ones on a CPU)")
+    p.add_argument("--rows", default="modes,sweep,memory", help="with --preset: which tables, comma-separated (modes, sweep, memory)")
+    p.add_argument("--results", default=None, help="with --preset: also append each row as a JSON line to this file")
     args = p.parse_args(argv)
+    if args.preset == "guide":
+        given = {a.split("=")[0][2:].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        for key, value in GUIDE.items():
+            if key not in given:
+                setattr(args, key, value)
     if args.enable_latent_loss and not (args.with_tokenizer or args.vqvae_path or args.ablation):
         p.error("--enable-latent-loss needs --vqvae-path or --with-tokenizer")
     return args
@@ -251,8 +274,191 @@ def _row(label: str, r: dict, a: dict | None, b: dict | None) -> str:
     )
 
 
+# ------------------------------------------------------------------ --preset guide (one process)
+
+# Every way `noa train` can run the step; a CPU measures the eager ones unless asked.
+MODES: dict[str, dict] = {
+    "fp32 eager": dict(precision="fp32"),
+    "bf16 eager": dict(precision="bf16"),
+    "fp32 compiled": dict(precision="fp32", compile=True),
+    "bf16 compiled": dict(precision="bf16", compile=True),
+    "bf16 compiled + CUDA graphs": dict(precision="bf16", compile=True, cuda_graphs=True),
+}
+DEFAULT_CUDA_MODE = "bf16 eager"  # what `noa train` runs on CUDA by default
+
+
+class GuideBench:
+    """The guide preset's measurements, in one process so that compiled graphs are reused."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args, self.device = args, resolve_device(args.device)
+        self.started = time.perf_counter()
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        self.model_cfg = UAFNOConfig(
+            channels=GenerateConfig.channels, param_dim=CNO_SPACE.size, base_channels=args.base_channels,
+            encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks,
+        )
+        check_grid(self.model_cfg, args.grid)
+        dataset = ensure_dataset(args.grid, args.timesteps, 32, args.seed)
+        self.tokenizer = load_tokenizer(args.vqvae_path or ensure_tokenizer(dataset), device=self.device)
+        source = SampleSource(dataset, usable_rows(dataset, None))
+        rows = source.get_batch(list(range(32)))
+        source.close()
+        self.ic, self.params = rows["ic"].to(self.device), rows["params"].to(self.device)
+        first = slice(0, args.batch_size)
+        self._sync()
+        t0 = time.perf_counter()
+        replay(rows["params"][first], self.ic[first], rows["seed"][first].tolist(), args.timesteps)
+        self._sync()
+        self.replay_seconds = time.perf_counter() - t0  # includes the first call's warm-up
+        self.target = replay(rows["params"], self.ic, rows["seed"].tolist(), args.timesteps).mean(dim=1)
+        self.results: list[dict] = []
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def over_budget(self) -> bool:
+        return self.args.budget_s is not None and time.perf_counter() - self.started > self.args.budget_s
+
+    def _batch(self, size: int, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Two disjoint sets of rows, alternated: no timing of a cache-warm repeat of one batch."""
+        rows = slice((i % 2) * 16, (i % 2) * 16 + size)
+        return self.ic[rows], self.params[rows], self.target[rows]
+
+    def _objective(self, execution: Execution, all_losses: bool, window: int, k: int) -> tuple[Objective, list]:
+        with torch.random.fork_rng(devices=[]):
+            torch.random.manual_seed(derive_seed(self.args.seed, "bench-init"))
+            model = UAFNO(self.model_cfg).to(self.device)
+            projector = LatentProjector(model.bottleneck_channels, self.tokenizer.latent_dim, self.args.projector_hidden).to(self.device) if all_losses else None
+        objective = Objective(
+            model=model, projector=projector, tokenizer=self.tokenizer if all_losses else None,
+            lambda_commit=self.args.lambda_commit, lambda_latent=self.args.lambda_latent, bptt_window=window,
+            latent_steps=sample_steps(self.args.timesteps, k) if all_losses else [], execution=execution,
+        )
+        return objective, list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+
+    def flops(self, all_losses: bool, batch: int) -> float:
+        """torch's FLOP count of one fp32 eager training batch (convolutions and matrix products)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        objective, _ = self._objective(Execution(self.device.split(":")[0]), all_losses, self.args.bptt_window, self.args.latent_sample_steps)
+        counter = FlopCounterMode(display=False)
+        with counter:
+            train_batch(objective, *self._batch(batch, 0))
+        return float(counter.get_total_flops())
+
+    def measure(self, label: str, mode: str, all_losses: bool, batch: int | None = None, window: int | None = None,
+                k: int | None = None, checkpointing: bool = False) -> dict:
+        """Median seconds per batch (zero_grad, train_batch, clip, AdamW) and peak memory."""
+        args = self.args
+        batch, window, k = batch or args.batch_size, window or args.bptt_window, k or args.latent_sample_steps
+        execution = Execution(self.device.split(":")[0], **{**MODES[mode], "activation_checkpointing": checkpointing})
+        row = {"table": label, "mode": execution.describe(), "losses": "all three" if all_losses else "L_traj", "batch": batch, "window": window,
+               "latent_steps": k if all_losses else None}
+        if self.over_budget():
+            self.results.append({**row, "skipped": "time budget"})
+            return self.results[-1]
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        memory = PeakMemory(self.device)
+        memory.start()
+        t_setup = time.perf_counter()
+        objective, params = self._objective(execution, all_losses, window, k)
+        optimizer = torch.optim.AdamW(params, lr=1e-4)
+        seconds = []
+        for i in range(args.warmup + args.repeats):
+            self._sync()
+            t0 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            losses = train_batch(objective, *self._batch(batch, i))
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            self._sync()
+            if i >= args.warmup:
+                seconds.append(time.perf_counter() - t0)
+            else:
+                warm_seconds = time.perf_counter() - t_setup
+        sec = statistics.median(seconds)
+        row.update(sec_per_batch=sec, sec_all=seconds, first_batches_sec=warm_seconds, peak_mib=memory.peak_growth() / MIB,
+                   rollouts_per_sec=batch / sec, loss=losses.total)
+        self.results.append(row)
+        if args.results:
+            with open(args.results, "a") as f:
+                f.write(json.dumps(row) + "\n")
+        print(f"  {label}: {row['mode']}, {row['losses']}, batch {batch}, window {window}: {sec:.3f} s/batch, "
+              f"peak {row['peak_mib']:.0f} MiB (warm-up {warm_seconds:.0f} s)", flush=True)
+        return row
+
+
+def guide_tables(args: argparse.Namespace) -> None:
+    """The guide preset's tables: modes x losses, batch sweep, memory."""
+    bench = GuideBench(args)
+    cuda = bench.device.startswith("cuda")
+    modes = [m for m in args.execution.split(",")] if args.execution else (list(MODES) if cuda else ["fp32 eager", "bf16 eager"])
+    default = DEFAULT_CUDA_MODE if cuda else "fp32 eager"
+    tables = set(args.rows.split(","))
+    flops = {all_losses: bench.flops(all_losses, args.batch_size) for all_losses in (False, True)}
+    print(f"# guide preset on {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}; "
+          f"grid {args.grid}, T {args.timesteps}, window {args.bptt_window}, batch {args.batch_size}, base {args.base_channels}, "
+          f"levels {args.encoder_levels}, modes {args.modes}, AFNO blocks {args.afno_blocks}, K {args.latent_sample_steps}; "
+          f"median of {args.repeats} batches after {args.warmup} warm-up", flush=True)
+    print(f"# FLOP per batch (torch's count, FFTs not counted): L_traj {flops[False] / 1e12:.2f} T, all three {flops[True] / 1e12:.2f} T; "
+          f"CNO target replay {bench.replay_seconds:.2f} s per batch of {args.batch_size} (first call)", flush=True)
+    # Eager rows first: compiling costs minutes, so a time budget cuts the compiled rows, not these.
+    order = sorted(modes, key=lambda m: (m != default, "compiled" in m, "graphs" in m))
+    if "modes" in tables:
+        for mode in order:
+            for all_losses in (False, True):
+                bench.measure("modes", mode, all_losses)
+    if "memory" in tables:
+        w = args.bptt_window
+        bench.measure("memory", default, True, window=max(1, w // 2))
+        bench.measure("memory", default, True, window=max(1, w // 4))
+        bench.measure("memory", default, True, batch=max(1, args.batch_size // 2))
+        bench.measure("memory", default, True, k=1)
+        for window in (w, 2 * w, 4 * w):
+            if window <= args.timesteps:
+                bench.measure("memory", default, True, window=window, checkpointing=True)
+    if "sweep" in tables:
+        for batch in (4, 8, 16):
+            bench.measure("sweep", default, True, batch=batch)
+    _print_guide_tables(bench.results, flops, args)
+
+
+def _print_guide_tables(results: list[dict], flops: dict[bool, float], args: argparse.Namespace) -> None:
+    print("\n| mode | losses | s/batch | TFLOP/s | peak MiB | first batches s |\n|---|---|---|---|---|---|")
+    for r in results:
+        if r["table"] != "modes":
+            continue
+        if "skipped" in r:
+            print(f"| {r['mode']} | {r['losses']} | not measured ({r['skipped']}) | | | |")
+            continue
+        tflops = flops[r["losses"] == "all three"] / r["sec_per_batch"] / 1e12
+        print(f"| {r['mode']} | {r['losses']} | {r['sec_per_batch']:.3f} | {tflops:.1f} | {r['peak_mib']:.0f} | {r['first_batches_sec']:.0f} |")
+    print("\n| mode | batch | s/batch | sample-rollouts/s | peak MiB |\n|---|---|---|---|---|")
+    for r in results:
+        if r["table"] == "sweep":
+            print(f"| {r['mode']} | {r['batch']} | " + (f"{r['sec_per_batch']:.3f} | {r['rollouts_per_sec']:.1f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | | |"))
+    print("\n| mode (all three losses) | window | batch | K | s/batch | peak MiB |\n|---|---|---|---|---|---|")
+    for r in results:
+        if r["table"] in ("memory", "modes") and r["losses"] == "all three" and (r["table"] == "memory" or r is _first_all_three(results)):
+            cells = f"{r['sec_per_batch']:.3f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | |"
+            print(f"| {r['mode']} | {r['window']} | {r['batch']} | {r['latent_steps']} | {cells}")
+
+
+def _first_all_three(results: list[dict]) -> dict | None:
+    return next((r for r in results if r["table"] == "modes" and r["losses"] == "all three"), None)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.preset:
+        WORK.mkdir(parents=True, exist_ok=True)
+        guide_tables(args)
+        return
     if args.json:
         print(json.dumps(measure(args)))
         return

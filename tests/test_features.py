@@ -282,6 +282,7 @@ def test_statistics_taken_chunk_by_chunk_give_the_same_features_and_gradient(chu
     torch.testing.assert_close(through, want, rtol=1e-4, atol=1e-6 * want.abs().max().item())
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu_and_is_deterministic() -> None:
     trajectory = _noise(2, 2, 9, 3, 32, 32, seed=100)

@@ -232,6 +232,7 @@ def test_mismatched_inputs_are_refused() -> None:
         replay(torch.rand(2, CNO_SPACE.size), torch.zeros(1, 3, 16, 16), [0, 1], 2)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_replay_is_deterministic_and_close_to_cpu() -> None:
     params, ics, seeds = _inputs(4)

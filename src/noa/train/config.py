@@ -69,8 +69,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
-    compile: bool | None = None
-    cuda_graphs: bool | None = None
+    compile: bool = False
+    cuda_graphs: bool = False
     activation_checkpointing: bool = False
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -130,8 +130,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "seed": (int, False, "seed of the split, data order and initialisation"),
     "device": (str, False, "cpu, cuda, cuda:N or auto"),
     "precision": (str, False, "auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (autocast; the state, FFTs and losses stay float32)"),
-    "compile": (bool, True, "torch.compile the NOA step (default: on CUDA, off on a CPU)"),
-    "cuda_graphs": (bool, True, "replay the compiled step as CUDA graphs (default: with --compile on CUDA)"),
+    "compile": (bool, False, "torch.compile the NOA step (one graph; compiling takes minutes at the guide's widths)"),
+    "cuda_graphs": (bool, False, "replay the compiled step as CUDA graphs (needs --compile and CUDA; one process)"),
     "activation_checkpointing": (bool, False, "recompute each step's activations in the backward pass: less memory per window, about one more forward pass"),
     "weight_decay": (float, False, "AdamW weight decay"),
     "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),

@@ -8,7 +8,8 @@ the reference; the others are checked against it with stated tolerances (tests/t
   float32 (:mod:`noa.model.afno`). The state ``x_t`` stays float32 (``x + f(x)`` promotes), so
   a long rollout does not accumulate bf16 rounding, and every loss is reduced in float32.
 * **Compilation.** ``torch.compile`` of the one-step function: the same step 256 times a batch
-  is where fusing pointwise kernels pays.
+  is where fusing pointwise kernels pays. One graph serves every step (see :class:`Stepper`);
+  compiling it costs minutes at the guide's widths, once per process, so it is opt-in.
 * **CUDA graphs.** ``torch.compile(mode="reduce-overhead")``: each step replays recorded
   kernels instead of launching them one by one, which is what bounds a batch-4, 64x64 step on a
   large GPU. A graph's outputs live in a pool that later replays reuse, so the step hands out
@@ -52,27 +53,24 @@ class Execution:
         return f"{self.precision}, {mode}{extra}"
 
 
-def resolve_execution(device: str, precision: str = "auto", compile: bool | None = None, cuda_graphs: bool | None = None,
+def resolve_execution(device: str, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False,
                       activation_checkpointing: bool = False, world_size: int = 1) -> Execution:
-    """Fill in the defaults for ``device``: on CUDA bf16 and compiled with CUDA graphs, on a CPU
-    float32 eager (compiling costs more than it saves in a CPU run's few hundred steps).
-    Several ranks (DDP) compile without CUDA graphs: DDP's gradient hooks run outside them."""
+    """Check the combination and fill in the precision: bf16 on CUDA, float32 on a CPU (where
+    bf16 autocast is slower). Several ranks (DDP) compile without CUDA graphs: DDP's gradient
+    hooks run outside them."""
     cuda = device.startswith("cuda")
     if precision not in PRECISIONS:
         raise NoaError(f"--precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if cuda_graphs and not cuda:
         raise NoaError("--cuda-graphs needs a CUDA device; drop it (or pass --no-cuda-graphs) on a CPU")
-    if cuda_graphs and compile is False:
-        raise NoaError("--cuda-graphs works through torch.compile; drop --no-compile or pass --no-cuda-graphs")
+    if cuda_graphs and not compile:
+        raise NoaError("--cuda-graphs works through torch.compile; add --compile")
     if cuda_graphs and activation_checkpointing:
         raise NoaError("--activation-checkpointing does not combine with CUDA graphs; pass --no-cuda-graphs with it")
     if cuda_graphs and world_size > 1:
         raise NoaError("--cuda-graphs is for one process; with torchrun, training compiles without them (drop --cuda-graphs)")
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    compile = cuda if compile is None else compile
-    if cuda_graphs is None:
-        cuda_graphs = cuda and compile and not activation_checkpointing and world_size == 1
     return Execution("cuda" if cuda else "cpu", precision, compile, cuda_graphs, activation_checkpointing)
 
 
@@ -96,13 +94,18 @@ class Stepper:
 
     def __call__(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         ex = self.execution
+        if ex.compile and torch.is_grad_enabled() and not x.requires_grad:
+            # A window's first state is detached, later ones carry gradients: one graph for
+            # both (an input that requires grad) instead of a second compilation.
+            x = x.detach().requires_grad_(True)
         with ex.autocast():
+            # Always with the bottleneck (computed anyway): one graph whether L_latent wants it or not.
             if ex.activation_checkpointing and torch.is_grad_enabled():
-                out = checkpoint(self._run, x, params, return_bottleneck, use_reentrant=False)
+                out, bottleneck = checkpoint(self._run, x, params, True, use_reentrant=False)
             else:
-                out = self._run(x, params, return_bottleneck)
+                out, bottleneck = self._run(x, params, True)
         if return_bottleneck:
-            return self._own(out[0]), self._own(out[1])
+            return self._own(out), self._own(bottleneck)
         return self._own(out)
 
     def _own(self, t: Tensor) -> Tensor:
