@@ -90,6 +90,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed batches (the median is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision of the step (noa train --precision)")
+    p.add_argument("--activation-checkpointing", action="store_true", help="recompute each step's activations (noa train --activation-checkpointing)")
     p.add_argument("--ablation", action="store_true", help="measure (a) traj, (b) +commit, (c) +latent K=3, (d) +latent K=8")
     p.add_argument("--window-scan", type=int, nargs="*", default=[], metavar="W", help="L_traj memory/time at these windows")
     p.add_argument("--json", action="store_true", help="print one JSON result (used for the per-configuration subprocesses)")
@@ -203,6 +205,7 @@ def measure(args: argparse.Namespace) -> dict:
         model=model, projector=projector, tokenizer=tokenizer, lambda_commit=args.lambda_commit, lambda_latent=args.lambda_latent,
         bptt_window=args.bptt_window,
         latent_steps=sample_steps(args.timesteps, args.latent_sample_steps) if args.enable_latent_loss else [],
+        execution=Execution(device.split(":")[0], args.precision, activation_checkpointing=args.activation_checkpointing),
     )
 
     memory = PeakMemory(device)
@@ -486,7 +489,8 @@ def main(argv: list[str] | None = None) -> None:
         for i, (label, r) in enumerate(rows):
             print(_row(label, r, first if i else None, rows[1][1] if i > 1 else None))
     if args.window_scan:
-        print(f"\n# L_traj only, T {args.timesteps}: memory against --bptt-window")
+        checkpointed = " with activation checkpointing" if args.activation_checkpointing else ""
+        print(f"\n# L_traj only{checkpointed}, T {args.timesteps}, {args.precision}: memory against --bptt-window")
         print("| --bptt-window | wall s/batch | CPU s/batch | peak MiB |\n|---|---|---|---|")
         for w in args.window_scan:
             r = run_child(args, bptt_window=w, with_tokenizer=False, vqvae_path=None, enable_latent_loss=False)

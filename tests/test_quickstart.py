@@ -23,8 +23,8 @@ def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None,
     text = "\n".join(train_log)
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
         assert stage in text
-    assert "Stopped after 22 batches as asked (--max-steps)" in text  # 9 batches per epoch, 2.5 epochs
-    assert "Resuming from checkpoint:" in text and "(Will skip first 4 batches of epoch 3)" in text
+    assert "Stopped after 13 batches as asked (--max-steps)" in text  # 9 batches per epoch, 1.5 epochs
+    assert "Resuming from checkpoint:" in text and "(Will skip first 4 batches of epoch 2)" in text
     assert "Epoch 3/3" in text and "➜ Final Verdict:" in text
     assert (paths["report"] / "report.md").exists() and (paths["report"] / "summary.json").exists()
     assert (paths["checkpoints"] / "epoch_3.pt").exists()

@@ -21,7 +21,7 @@ from noa.outputs import check_writable
 DATA = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
 TOKENIZER = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
 NOA = dict(
-    n_samples=256, epochs=5, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
+    n_samples=256, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
     base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, projector_hidden=64,
     lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, save_every=20, log_every=10,
 )
@@ -69,7 +69,7 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     args = {**NOA, "dataset": str(paths["dataset"]), "vqvae_path": str(paths["tokenizer"]),
             "checkpoint_dir": str(paths["checkpoints"]), "seed": seed, "device": device}
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
-    stop_at = 2 * batches_per_epoch + batches_per_epoch // 2
+    stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
     train({**args, "max_steps": stop_at, "overwrite": overwrite})
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from noa.errors import NoaError
 from noa.model.afno import AFNOBlock
 from noa.operators.space import CNO_SPACE
+from noa.periodic import PeriodicConv2d
 
 FILM_INIT_SCALE = 0.1  # FiLM starts near (scale 1, shift 0) yet already depends on θ
 HEAD_INIT_SCALE = 1e-2  # the untrained model starts near the identity map
@@ -114,10 +115,10 @@ class ConvBlock(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, embed_dim: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="circular")
+        self.conv1 = PeriodicConv2d(in_channels, out_channels, 3, padding=1)
         self.norm1 = nn.GroupNorm(_groups(out_channels), out_channels)
         self.film = FiLM(embed_dim, out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, padding_mode="circular")
+        self.conv2 = PeriodicConv2d(out_channels, out_channels, 3, padding=1)
         self.norm2 = nn.GroupNorm(_groups(out_channels), out_channels)
         self.shortcut = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
         self.act = nn.GELU()
@@ -146,7 +147,7 @@ class UAFNO(nn.Module):
         )
         self.stem = ConvBlock(config.channels, widths[0], embed_dim)
         self.down = nn.ModuleList(
-            nn.Conv2d(widths[i], widths[i + 1], 3, stride=2, padding=1, padding_mode="circular")
+            PeriodicConv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)
             for i in range(config.encoder_levels)
         )
         self.encoder = nn.ModuleList(ConvBlock(w, w, embed_dim) for w in widths[1:])
@@ -160,7 +161,7 @@ class UAFNO(nn.Module):
         # Nearest upsampling then a circular 3x3 conv: a stride-2 transposed conv gives each of
         # the four sub-pixel positions its own kernel, which shows up as checkerboard artefacts.
         self.up = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[i + 1], widths[i], 3, padding=1, padding_mode="circular"))
+            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), PeriodicConv2d(widths[i + 1], widths[i], 3, padding=1))
             for i in levels
         )
         self.decoder = nn.ModuleList(ConvBlock(2 * widths[i], widths[i], embed_dim) for i in levels)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
 from noa.operators.family import MAX_LAYERS, operator_weights
+from noa.periodic import periodic_pad
 from noa.seeding import derive_seed
 
 CHANNEL_BUCKET = 16
@@ -247,7 +248,7 @@ def _apply_group(g: ShapeGroup, x: torch.Tensor) -> torch.Tensor:
     for layer, plan in enumerate(g.layer_plan):
         if plan == "none":
             break
-        padded = F.pad(h.reshape(1, n * ch, hgt, wid), (pad, pad, pad, pad), mode="circular")
+        padded = periodic_pad(h.reshape(1, n * ch, hgt, wid), pad, pad)
         spatial = F.conv2d(padded, g.depthwise[layer], groups=n * ch)
         mixed = torch.bmm(g.pointwise[layer], spatial.reshape(n, ch, hgt * wid)) + g.b_hidden[layer]
         new = _activate(mixed, g)

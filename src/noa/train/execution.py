@@ -82,7 +82,6 @@ class Stepper:
 
     def __init__(self, module: nn.Module, execution: Execution):
         self.execution = execution
-        self.module = module
         if execution.compile:
             # The AFNO's complex spectrum runs as torch's own FFT and complex kernels, which is
             # what this warning says once per graph; it is expected, not a fault.
