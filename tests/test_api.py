@@ -153,6 +153,18 @@ def test_initial_conditions_from_a_generator_follow_its_state() -> None:
     assert pair[0].shape == (2, 16, 16) and not torch.equal(pair[0], pair[1])
 
 
+def test_amplitude_and_length_scale_can_be_fixed_by_hand() -> None:
+    from noa.data.ics import correlation_length, draw_spec
+
+    drawn = draw_spec("gaussian_random_field", 5)
+    same = noa.make_initial_condition("gaussian_random_field", grid=32, seed=5, amplitude=drawn.amplitude_level,
+                                      length_scale=drawn.length_scale)
+    assert torch.equal(same, noa.make_initial_condition("gaussian_random_field", grid=32, seed=5))
+    loud = noa.make_initial_condition("gaussian_random_field", grid=32, seed=5, amplitude="high", length_scale=0.08)
+    assert torch.allclose(loud.square().mean(dim=(1, 2)).sqrt(), torch.full((3,), 2.5))
+    assert correlation_length(loud) == pytest.approx(0.08, rel=0.1)
+
+
 @pytest.mark.parametrize(
     ("call", "message"),
     [
@@ -161,6 +173,9 @@ def test_initial_conditions_from_a_generator_follow_its_state() -> None:
         (lambda: noa.make_initial_condition("vortex", seed=1), "unknown IC family 'vortex'"),
         (lambda: noa.make_initial_condition("sinusoid", grid=4, seed=1), "at least 8"),
         (lambda: noa.make_initial_condition("sinusoid", seed=1.5), "seed must be an integer"),
+        (lambda: noa.make_initial_condition("sinusoid", seed=1, amplitude="loud"), "unknown IC amplitude level 'loud'"),
+        (lambda: noa.make_initial_condition("sinusoid", seed=1, length_scale=0.9), r"length_scale must be .* \(0, 0.5\]"),
+        (lambda: noa.make_initial_condition("sinusoid", seed=1, length_scale="0.1"), "length_scale must be a number"),
         (lambda: noa.as_theta(torch.full((13,), 1.5)), r"unit coordinates in \[0, 1\]"),
         (lambda: noa.as_theta(torch.zeros(2, 12)), r"\[P\] or \[B, P\] with P = 13"),
         (lambda: noa.as_theta([0.5] * 13), "a tensor of unit coordinates"),
