@@ -90,6 +90,13 @@ def test_every_public_name_is_documented_and_import_noa_is_cheap() -> None:
         noa.rollout  # noqa: B018
 
 
+def test_the_theta_table_lists_the_parameter_space() -> None:
+    text = API_DOC.read_text()
+    for dim in CNO_SPACE.dims:
+        values = ", ".join(f"`{c}`" for c in dim.choices) if dim.kind == "choice" else f"{dim.low:g} – {dim.high:g}"
+        assert f"| `{dim.name}` | {dim.kind} | {values} | {dim.description} |" in text, dim.name
+
+
 def test_ic_and_replay_rebuild_the_dataset_samples_bit_for_bit(samples: dict) -> None:
     for i, (family, ic_seed, noise_seed) in enumerate(zip(samples["families"], samples["ic_seeds"], samples["noise_seeds"])):
         ic = noa.make_initial_condition(family, grid=16, channels=3, seed=ic_seed)
