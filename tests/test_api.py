@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -84,7 +85,7 @@ def test_every_public_name_is_documented_and_import_noa_is_cheap() -> None:
     assert "CNO_SPACE.encode" in text
     probe = "import sys, noa; print('torch' in sys.modules); from noa import load; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}).stdout.split()
+                         env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}).stdout.split()
     assert out == ["False", "True"]
     with pytest.raises(AttributeError, match="no attribute 'rollout'"):
         noa.rollout  # noqa: B018

@@ -46,10 +46,12 @@ class NeuralOperatorAgent:
 
     @property
     def config(self) -> UAFNOConfig:
+        """The U-AFNO's architecture: ``channels`` is the C its ICs must have."""
         return self.model.config
 
     @property
     def device(self) -> torch.device:
+        """Where the NOA runs and where its rollouts are returned."""
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> NeuralOperatorAgent:

@@ -32,18 +32,22 @@ class Tokenizer:
 
     @property
     def config(self) -> TokenizerConfig:
+        """What the tokenizer fits: ``timesteps``, ``channels``, ``grid``, feature names."""
         return self.model.config
 
     @property
     def entries(self) -> list[tuple[str, int]]:
+        """(category, level) of each token column, category-major."""
         return self.model.entries
 
     @property
     def codebook_sizes(self) -> list[int]:
+        """How many codes each token column ranges over."""
         return self.model.codebook_sizes
 
     @property
     def device(self) -> torch.device:
+        """Where the tokenizer runs and where its tokens are returned."""
         return next(self.model.parameters()).device
 
     def to(self, device: str | torch.device) -> Tokenizer:
