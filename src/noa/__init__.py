@@ -1,3 +1,79 @@
-"""noa: Neural Operator Agents trained against stochastic CNO rollouts."""
+"""noa: Neural Operator Agents trained against stochastic CNO rollouts.
+
+The public API (reference and a runnable example: ``docs/api.md``)::
+
+    from noa import load, make_initial_condition, replay_cno, CNO_SPACE
+
+    agent = load("checkpoints/noa/best_model.pt")             # a trained NOA, on CUDA when present
+    ic = make_initial_condition("sinusoid", grid=32, seed=7)  # [C, H, W]
+    theta = CNO_SPACE.encode({...})                            # θ from physical values
+    noa_frames = agent.rollout(ic, theta, timesteps=16)        # [B, T+1, C, H, W]
+    cno_frames = replay_cno(ic, theta, 16, noise_seed=0)       # [B, M, T+1, C, H, W]
+
+Names are imported on first use, so ``import noa`` stays cheap (no torch) until one is needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from noa.errors import NoaError
 
 __version__ = "0.1.0"
+
+# public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    "load": "noa.api.agent",
+    "NeuralOperatorAgent": "noa.api.agent",
+    "as_theta": "noa.api.inputs",
+    "make_initial_condition": "noa.api.initial",
+    "replay_cno": "noa.api.ground_truth",
+    "load_tokenizer": "noa.api.tokens",
+    "Tokenizer": "noa.api.tokens",
+    "compute_features": "noa.features",
+    "CNO_SPACE": "noa.operators.space",
+    "ParameterSpace": "noa.operators.space",
+    "IC_FAMILIES": "noa.data.ics",
+}
+
+__all__ = [
+    "CNO_SPACE",
+    "IC_FAMILIES",
+    "NeuralOperatorAgent",
+    "NoaError",
+    "ParameterSpace",
+    "Tokenizer",
+    "as_theta",
+    "compute_features",
+    "load",
+    "load_tokenizer",
+    "make_initial_condition",
+    "replay_cno",
+]
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
+    from noa.api.agent import NeuralOperatorAgent as NeuralOperatorAgent
+    from noa.api.agent import load as load
+    from noa.api.ground_truth import replay_cno as replay_cno
+    from noa.api.initial import make_initial_condition as make_initial_condition
+    from noa.api.inputs import as_theta as as_theta
+    from noa.api.tokens import Tokenizer as Tokenizer
+    from noa.api.tokens import load_tokenizer as load_tokenizer
+    from noa.data.ics import IC_FAMILIES as IC_FAMILIES
+    from noa.features import compute_features as compute_features
+    from noa.operators.space import CNO_SPACE as CNO_SPACE
+    from noa.operators.space import ParameterSpace as ParameterSpace
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562) and cache the name here."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'noa' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
