@@ -117,13 +117,13 @@ TINY_DEFAULTS = ["--timesteps", "8", "--bptt-window", "4", "--n-samples", "16", 
                  "--encoder-levels", "2", "--modes", "4", "--afno-blocks", "1", "--projector-hidden", "16", "--device", "cpu"]
 
 
-def _tiny(block: str) -> str:
+def _tiny(block: str, defaults: list[str] = TINY_DEFAULTS) -> str:
     for pattern, repl in SCALE:
         block = re.sub(pattern, repl, block)
     if shutil.which("poetry") is None:
         block = block.replace("poetry run python", f"{sys.executable}")
     # Model widths and T are guide defaults that the tiny run shrinks on every train call.
-    extra = " ".join(TINY_DEFAULTS)
+    extra = " ".join(defaults)
     block = re.sub(r"(train_noa_state_supervised\.py) \\\n", rf"\1 {extra} \\\n", block)
     return block
 
@@ -160,9 +160,9 @@ def _new_run(workspace: Path) -> None:
     shutil.rmtree(workspace / "checkpoints" / "noa", ignore_errors=True)
 
 
-def _run(block: str, cwd: Path) -> str:
-    done = _bash(_tiny(block), cwd)
-    assert done.returncode == 0, f"guide block failed:\n{_tiny(block)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+def _run(block: str, cwd: Path, defaults: list[str] = TINY_DEFAULTS) -> str:
+    done = _bash(_tiny(block, defaults), cwd)
+    assert done.returncode == 0, f"guide block failed:\n{_tiny(block, defaults)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
     return done.stdout
 
 
@@ -208,3 +208,48 @@ def test_transfer_learning_block(workspace: Path) -> None:
     _new_run(workspace)
     out = _run(TRANSFER, workspace)
     assert "fine-tuning (weights only)" in out and "Fresh optimizer" in out
+
+
+# The guide's blocks in the order it prints them. At the guide's scale Basic Training writes
+# step_200.pt (--save-every defaults to 200 of 1125 batches per epoch), which the resume blocks
+# name; at the tiny scale --save-every 2 does the same.
+GUIDE_ORDER = [BASIC, WITH_VQVAE, FULL, RESUME_EPOCH, RESUME_STEP, DIAGNOSE, CUSTOM_VQVAE, TRANSFER]
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (lock files aside, which are rewritten by design) -> its hash."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+def test_every_guide_block_in_order_in_one_directory(tmp_path_factory: pytest.TempPathFactory, workspace: Path) -> None:
+    """A researcher pastes every block into one shell: each runs, and no block loses or
+    overwrites a file an earlier one wrote (later runs go to fresh sibling directories)."""
+    root = tmp_path_factory.mktemp("guide-in-order")
+    for name in ("datasets", "checkpoints"):
+        shutil.copytree(workspace / name, root / name, ignore=shutil.ignore_patterns("noa", "noa-*", "noa_pretrained*"))
+    defaults = [*TINY_DEFAULTS, "--save-every", "2"]
+    outputs, diagnose_failure = [], None
+    for block in GUIDE_ORDER:
+        before = _hashes(root)
+        if block is DIAGNOSE:  # see the xfail below; the blocks after it still run
+            done = _bash(_tiny(block, defaults), root)
+            diagnose_failure = done.stderr[-400:] if done.returncode else None
+        else:
+            outputs.append(_run(block, root, defaults))
+        after = _hashes(root)
+        changed = [name for name, digest in before.items() if after.get(name) != digest]
+        assert not changed, f"block changed or removed earlier files {changed}:\n{block}"
+    text = "\n".join(outputs)
+    assert "this run writes to checkpoints/noa-2" in text and "this run writes to checkpoints/noa-3" in text
+    assert "this resume branches into checkpoints/noa-4" in text
+    assert "this fine-tune writes to checkpoints/noa-" in text
+    for run in ("noa", "noa-2", "noa-3", "noa-4", "noa-5", "noa-6", "noa-7", "noa_pretrained"):
+        assert (root / "checkpoints" / run / "epoch_2.pt").exists(), run
+    if diagnose_failure is not None:
+        # In the guide's order checkpoints/noa/best_model.pt is Basic Training's model, whose
+        # history has no L_commit values; the diagnosis plots fail on them (noa/diagnostics, not
+        # this package's to change here).
+        pytest.xfail(f"diagnose of a run without --vqvae-path fails: {diagnose_failure}")

@@ -24,6 +24,7 @@ from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
+from noa.train import rundir
 from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
@@ -95,7 +96,11 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
     _check_data(cfg, data, ranks)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
-    _check_outputs(cfg, start)
+    cfg = replace(cfg, checkpoint_dir=rundir.choose(
+        cfg.checkpoint_dir, kind=start.kind, explicit="checkpoint_dir" in explicit, overwrite=cfg.overwrite,
+        resume_from=start.path, resume_ckpt=start.checkpoint, auto=explicit.get("resume") == "auto",
+    ))
+    _check_outputs(cfg)
     device = rank_device(resolve_device(cfg.device), ranks)
     execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
     return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks, execution=execution)
@@ -237,8 +242,8 @@ def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInf
     return fingerprint
 
 
-def _check_outputs(cfg: TrainConfig, start: StartingPoint) -> None:
-    """A new run never mixes its checkpoints with another run's, nor deletes them unasked."""
+def _check_outputs(cfg: TrainConfig) -> None:
+    """The outputs can be written (which directory is :func:`noa.train.rundir.choose`'s call)."""
     if cfg.tensorboard:
         try:
             import torch.utils.tensorboard  # noqa: F401
@@ -247,15 +252,6 @@ def _check_outputs(cfg: TrainConfig, start: StartingPoint) -> None:
     directory = Path(cfg.checkpoint_dir)
     # Two checkpoints (the new one beside its temporary copy) of weights and two Adam moments.
     outputs.check_writable(directory, "--checkpoint-dir", directory=True, needed_bytes=2 * 3 * 4 * _parameter_count(cfg))
-    if start.kind == "resume" or cfg.overwrite:
-        return
-    existing = sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
-    if existing:
-        raise NoaError(
-            f"--checkpoint-dir {directory} already holds checkpoints ({', '.join(existing[:4])}"
-            f"{', …' if len(existing) > 4 else ''}); continue that run with --resume auto, choose another "
-            "--checkpoint-dir, or pass --overwrite to delete them"
-        )
 
 
 def _parameter_count(cfg: TrainConfig) -> int:

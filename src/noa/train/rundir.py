@@ -1,0 +1,126 @@
+"""Which directory a run writes to, chosen so no run ever overwrites another run's files.
+
+One directory holds one run's history. A fresh run or fine-tune that was not given
+``--checkpoint-dir`` and finds the default directory taken moves to the first free sibling
+(``checkpoints/noa-2``, ``-3`` …), so the guide's blocks run one after another in one place. A
+resume from an earlier point of a run whose directory already holds later checkpoints branches
+the same way, since continuing there would overwrite them. An explicit ``--checkpoint-dir``
+is never changed: a clash is refused with the command that branches instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+from pathlib import Path
+from typing import Any
+
+from noa.errors import NoaError
+from noa.train.checkpoint import CHECKPOINT_GLOBS, step_from_name
+
+log = logging.getLogger("noa.train")
+
+# Files that mark a directory as holding a run (the lock file alone does not).
+RUN_FILES = ("latest.json", "metrics.jsonl")
+
+
+def checkpoints_in(directory: Path) -> list[str]:
+    """Names of the checkpoint files in ``directory``, sorted."""
+    return sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds any run's checkpoints or logs."""
+    return bool(checkpoints_in(directory)) or any((directory / name).exists() for name in RUN_FILES)
+
+
+def free_sibling(directory: Path) -> Path:
+    """The first ``<directory>-N`` (N >= 2) that holds no run."""
+    n = 2
+    while holds_run(directory.with_name(f"{directory.name}-{n}")):
+        n += 1
+    return directory.with_name(f"{directory.name}-{n}")
+
+
+def position(ckpt: dict[str, Any], path: Path) -> tuple[int, int]:
+    """(global step, epochs completed) of a checkpoint: where a resume from it starts."""
+    cursor = ckpt.get("parts", {}).get("cursor", {})
+    step = cursor.get("global_step", ckpt.get("global_step"))
+    parsed = step_from_name(path)
+    if step is None and parsed is not None and parsed[0] == "step":
+        step = parsed[1]
+    if "epoch" in cursor:
+        completed = int(cursor["epoch"]) + (1 if cursor.get("epoch_ended") else 0)
+    elif parsed is not None and parsed[0] == "epoch":
+        completed = parsed[1]
+    else:
+        completed = int(ckpt.get("epoch", 0))
+    return int(step or 0), completed
+
+
+def later_progress(directory: Path, step: int, completed: int) -> list[str]:
+    """The files in ``directory`` that record training beyond (``step``, ``completed`` epochs)."""
+    later = []
+    for name in checkpoints_in(directory):
+        parsed = step_from_name(name)
+        if parsed is not None and parsed[1] > (step if parsed[0] == "step" else completed):
+            later.append(name)
+    latest = directory / "latest.json"
+    if latest.is_file() and int(json.loads(latest.read_text()).get("global_step", 0)) > step:
+        later.append(f"latest.json (step {json.loads(latest.read_text())['global_step']})")
+    return later
+
+
+def _listing(names: list[str]) -> str:
+    return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
+
+
+def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, resume_from: Path | None = None,
+           resume_ckpt: dict[str, Any] | None = None, auto: bool = False) -> str:
+    """The directory this run writes to (``checkpoint_dir`` or a free sibling), or NoaError.
+
+    ``kind`` is the starting point (fresh, resume, finetune); ``explicit`` says whether the user
+    named ``--checkpoint-dir`` (on the command line or in a config file). ``--resume auto`` picked
+    the newest intact checkpoint, so anything later is torn and may be replaced.
+    """
+    directory = Path(checkpoint_dir)
+    if kind == "resume":
+        assert resume_from is not None
+        # A resume continues beside the file it resumes (where the run was, even if moved since).
+        directory = directory if explicit else resume_from.parent
+        return str(directory) if auto else _for_resume(directory, explicit, resume_from, resume_ckpt or {})
+    if overwrite or not checkpoints_in(directory):
+        return checkpoint_dir
+    if explicit:
+        raise NoaError(
+            f"--checkpoint-dir {directory} already holds checkpoints ({_listing(checkpoints_in(directory))}); continue that "
+            f"run with --resume auto, choose another --checkpoint-dir (e.g. {free_sibling(directory)}), or pass --overwrite to delete them"
+        )
+    sibling = free_sibling(directory)
+    log.info(f"{directory} holds another run (kept as it is); this {'fine-tune' if kind == 'finetune' else 'run'} writes to {sibling}")
+    return str(sibling)
+
+
+def _for_resume(directory: Path, explicit: bool, path: Path, ckpt: dict[str, Any]) -> str:
+    """A resume continues in its directory unless that would overwrite later checkpoints."""
+    own = directory.resolve() == path.parent.resolve()
+    step, completed = position(ckpt, path)
+    if not own and checkpoints_in(directory):
+        blocking = checkpoints_in(directory)
+    else:
+        blocking = later_progress(directory, step, completed)
+    if not blocking:
+        return str(directory)
+    sibling = free_sibling(directory)
+    if explicit:
+        raise NoaError(
+            f"--checkpoint-dir {directory} already holds checkpoints beyond {path.name} (step {step}): {_listing(blocking)}; "
+            f"resuming there would overwrite them. To branch from {path.name}, resume into a new directory: "
+            f"noa train --resume {shlex.quote(str(path))} --checkpoint-dir {shlex.quote(str(sibling))}"
+        )
+    log.info(
+        f"{directory} already holds checkpoints beyond {path.name} (step {step}): {_listing(blocking)} (kept as they are); "
+        f"this resume branches into {sibling}"
+    )
+    return str(sibling)

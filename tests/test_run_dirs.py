@@ -1,0 +1,102 @@
+"""Where a run writes: never over another run's files, nor over a run's own later checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from noa.errors import NoaError
+from noa.train.loop import train
+
+from test_train_loop import run_args
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run (16 samples, 3 batches per epoch, 2 epochs) in ``<tmp>/checkpoints/noa``."""
+    root = tmp_path_factory.mktemp("finished")
+    train(run_args(tiny_dataset, root / "checkpoints" / "noa"))
+    return root / "checkpoints" / "noa"
+
+
+@pytest.fixture
+def workdir(finished: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the finished run at the default --checkpoint-dir, as the current directory."""
+    shutil.copytree(finished, tmp_path / "checkpoints" / "noa")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _without_dir(args: dict) -> dict:
+    return {k: v for k, v in args.items() if k != "checkpoint_dir"}
+
+
+def test_a_fresh_run_without_checkpoint_dir_takes_a_fresh_sibling(workdir: Path, tiny_dataset: Path, train_log: list[str]) -> None:
+    before = _hashes(workdir)
+    result = train(_without_dir(run_args(tiny_dataset, workdir, epochs=1)))
+    assert result.checkpoint_dir == Path("checkpoints/noa-2")
+    assert "checkpoints/noa holds another run (kept as it is); this run writes to checkpoints/noa-2" in train_log
+    after = _hashes(workdir)
+    assert {k: after[k] for k in before} == before
+    train(_without_dir(run_args(tiny_dataset, workdir, epochs=1)))
+    assert (workdir / "checkpoints/noa-3/epoch_1.pt").exists()
+
+
+def test_an_explicit_checkpoint_dir_that_holds_a_run_is_refused(workdir: Path, tiny_dataset: Path, train_log: list[str]) -> None:
+    before = _hashes(workdir)
+    with pytest.raises(NoaError, match=r"--checkpoint-dir checkpoints/noa already holds checkpoints .*e\.g\. checkpoints/noa-2"):
+        train(run_args(tiny_dataset, Path("checkpoints/noa"), epochs=1))
+    assert _hashes(workdir) == before and not train_log  # refused before anything was loaded or printed
+
+
+def test_a_fine_tune_refused_prints_nothing_as_loaded(workdir: Path, tiny_dataset: Path, train_log: list[str]) -> None:
+    with pytest.raises(NoaError, match="already holds checkpoints"):
+        train(run_args(tiny_dataset, Path("checkpoints/noa"), init_from="checkpoints/noa/best_model.pt", epochs=1))
+    assert not any("Loaded" in line for line in train_log)
+
+
+@pytest.mark.parametrize("name", ["step_2.pt", "epoch_1.pt"])
+def test_resuming_an_earlier_checkpoint_branches_and_keeps_every_file(workdir: Path, name: str, train_log: list[str]) -> None:
+    before = _hashes(workdir)
+    result = train({"resume": f"checkpoints/noa/{name}", "device": "cpu"})
+    assert _hashes(workdir).items() >= before.items()  # nothing in the run's directory changed or went
+    assert result.checkpoint_dir == Path("checkpoints/noa-2") and (workdir / "checkpoints/noa-2/epoch_2.pt").exists()
+    assert any(f"beyond {name}" in line and "this resume branches into checkpoints/noa-2" in line for line in train_log)
+    records = [json.loads(line) for line in (workdir / "checkpoints/noa/metrics.jsonl").read_text().splitlines()]
+    assert len({(r["kind"], r["global_step"]) for r in records}) == len(records)  # no duplicated lines
+
+
+def test_resuming_an_earlier_checkpoint_into_its_named_directory_is_refused_with_the_branch_command(workdir: Path, train_log: list[str]) -> None:
+    before = _hashes(workdir)
+    with pytest.raises(NoaError) as refused:
+        train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/noa", "device": "cpu"})
+    message = str(refused.value)
+    assert "epoch_2.pt" in message and "would overwrite them" in message
+    assert "noa train --resume checkpoints/noa/step_2.pt --checkpoint-dir checkpoints/noa-2" in message
+    assert _hashes(workdir) == before and not any("Loaded" in line for line in train_log)
+    train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/noa-2", "device": "cpu"})  # the command it gave
+    assert _hashes(workdir).items() >= before.items() and (workdir / "checkpoints/noa-2/epoch_2.pt").exists()
+
+
+def test_resuming_the_newest_checkpoint_continues_in_place(workdir: Path, tiny_dataset: Path) -> None:
+    ck = workdir / "checkpoints" / "noa"
+    for later in ("step_4.pt", "step_6.pt", "epoch_2.pt", "best_model.pt", "latest.json"):
+        (ck / later).unlink()
+    result = train({"resume": "checkpoints/noa/epoch_1.pt", "device": "cpu"})
+    assert result.checkpoint_dir == Path("checkpoints/noa") and (ck / "epoch_2.pt").exists()
+
+
+def test_overwrite_without_checkpoint_dir_still_replaces_the_default(workdir: Path, tiny_dataset: Path) -> None:
+    result = train({**_without_dir(run_args(tiny_dataset, workdir, epochs=1)), "overwrite": True})
+    assert result.checkpoint_dir == Path("checkpoints/noa") and not (workdir / "checkpoints/noa/epoch_2.pt").exists()
+    assert not os.path.exists(workdir / "checkpoints/noa-2")
