@@ -333,6 +333,7 @@ def test_a_longer_run_at_resume_bends_the_lr_without_a_jump(straight: Path, tmp_
     planned_at_4 = lr_at(4, 1e-3, 2, 6)  # the original 2-epoch plan's lr for batch 5
     line = next(l for l in train_log if "LR schedule re-planned" in l)
     assert f"from lr={planned_at_4:.2e} at step 4 to 0 at step 12 (was step 6)" in line
+    assert f"next step's lr {lr_at(5, 1e-3, 2, 6):.2e} → " in line  # old -> new, said where it changes
     lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
     assert lrs[0] == pytest.approx(planned_at_4, rel=1e-12)  # continuous: no jump
     assert all(a > b for a, b in zip(lrs, lrs[1:])) and len(lrs) == 8  # then a smooth decay over the longer run

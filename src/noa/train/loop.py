@@ -32,7 +32,7 @@ from noa import distributed, outputs
 from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic, write_text_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
-from noa.train.schedule import WarmupCosine
+from noa.train.schedule import WarmupCosine, lr_at
 from noa.train.settle import Run, settle
 from noa.train.state import Cursor, EarlyStopping, Progress
 from noa.train.step import BatchLosses, Objective, eval_batch, train_batch
@@ -117,6 +117,29 @@ def _summary(losses: dict[str, float | None]) -> str:
     return " ".join(f"{key}={format(losses[key], spec)}" for key, spec in specs.items() if losses[key] is not None)
 
 
+# Fewer held-out samples than this make validation (and so best_model.pt) follow noise.
+MIN_VAL_SAMPLES = 8
+
+
+def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
+    """Settings that quietly spoil a whole run, said at its start rather than found in its curves."""
+    cfg, lines = run.config, []
+    total = cfg.epochs * batches_per_epoch
+    if run.start.kind != "resume" and cfg.warmup_steps > total:  # a resume cannot change its warmup
+        peak = lr_at(total - 1, cfg.lr, cfg.warmup_steps, total, cfg.lr_schedule)
+        lines.append(
+            f"Warning: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({total} batches): the LR stays in "
+            f"warmup and peaks at {peak:.2e}, not --lr {cfg.lr:.2e}; lower --warmup-steps (e.g. {max(1, total // 10)})"
+        )
+    n_val = len(run.data.split.val)
+    if n_val < MIN_VAL_SAMPLES:
+        lines.append(
+            f"Warning: only {n_val} validation sample{'s' if n_val != 1 else ''}: validation losses and best_model.pt "
+            f"follow noise; raise --val-split or --n-samples for at least {MIN_VAL_SAMPLES}"
+        )
+    return lines
+
+
 class Trainer:
     """One settled training run; see the module docstring for its shape."""
 
@@ -133,6 +156,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
             log.info(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
+        for line in _start_warnings(run, self.batches_per_epoch):
+            log.info(line)
         self._metrics: Any = None
         self._tb: Any = None
         self._stop = _StopFlag()

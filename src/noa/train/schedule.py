@@ -78,11 +78,11 @@ class WarmupCosine:
             self.total_steps = total_steps
             self._apply()
             return None
-        current = self.lr
+        current, old_next = self.lr, self.lr_of(now + 1)
         self.replanned_at, self.total_steps = (now, current), total_steps
         self._apply()
         return (f"  ✓ LR schedule re-planned for the new length: cosine from lr={current:.2e} at step {now} "
-                f"to 0 at step {total_steps} (was step {old_total})")
+                f"to 0 at step {total_steps} (was step {old_total}); next step's lr {old_next:.2e} → {self.lr_of(now + 1):.2e}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_count, "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,

@@ -1,0 +1,28 @@
+"""Warnings said once, at the start, for settings that quietly spoil a whole run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from noa.train.loop import Trainer
+from noa.train.settle import settle
+
+from test_train_loop import run_args
+
+
+def _start(args: dict, log: list[str]) -> list[str]:
+    Trainer(settle(args))
+    return [line for line in log if line.startswith("Warning:")]
+
+
+def test_warmup_longer_than_the_run_and_a_tiny_validation_set_warn_in_one_line_each(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    # 16 samples: 14 train / 2 validation; 3 batches per epoch x 2 epochs = 6 batches.
+    warnings = _start(run_args(tiny_dataset, tmp_path / "ck", warmup_steps=500), train_log)
+    assert len(warnings) == 2
+    assert warnings[0].startswith("Warning: --warmup-steps 500 is longer than the whole run (6 batches)")
+    assert "lower --warmup-steps (e.g. 1)" in warnings[0]
+    assert warnings[1].startswith("Warning: only 2 validation samples")
+
+
+def test_a_sound_run_starts_without_warnings(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    assert _start(run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2), train_log) == []
