@@ -7,6 +7,7 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import errno
 import logging
 import os
@@ -16,6 +17,26 @@ from typing import Sequence
 
 from noa.errors import NoaError
 from noa.threads import apply_threads
+
+
+class _DefaultsHelp(argparse.HelpFormatter):
+    """Every option that takes a value shows its default in --help (unless its help says it)."""
+
+    @staticmethod
+    def _adds_default(action: argparse.Action) -> bool:
+        said = "default" in (action.help or "").lower()
+        return bool(action.option_strings) and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS) and not said
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if not action.help and self._adds_default(action):  # argparse shows no help line at all without a help text
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+            return super()._format_action(action)
+        return super()._format_action(action)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        return f"{text} (default: %(default)s)" if text and self._adds_default(action) else text
 
 
 def _threads_flag(parser: argparse.ArgumentParser) -> None:
@@ -230,13 +251,38 @@ def _quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SubParser(argparse.ArgumentParser):
+    """Sub-command parsers (at every depth) format their help with :class:`_DefaultsHelp`."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("formatter_class", _DefaultsHelp)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def add_subparsers(self, **kwargs: object) -> argparse._SubParsersAction:
+        kwargs.setdefault("parser_class", _SubParser)
+        return super().add_subparsers(**kwargs)  # type: ignore[arg-type]
+
+
+def _version() -> str:
+    """The installed distribution's version, else the package's own (a source checkout on PYTHONPATH)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("noa")
+    except PackageNotFoundError:
+        from noa import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _SubParser(
         prog="noa",
         description="Neural Operator Agents: generate CNO datasets, train the behavioural tokenizer, "
         "train and diagnose U-AFNO agents.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"noa {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
     _add_data(sub)
     _add_vqvae(sub)
     _add_train(sub)
@@ -280,6 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NoaError as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "exit_code", 2)
+    except BrokenPipeError:
+        return _reader_went_away()
     except OSError as err:
         if not _environment_fault(err):
             raise
@@ -289,6 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def _reader_went_away() -> int:
+    """``noa data info X | head``: the reader closed the pipe. Stop quietly, as a Unix tool does
+    (and keep Python's exit-time flush of stdout from failing again into a traceback)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13  # SIGPIPE's status
 
 
 # Faults of the machine rather than of noa: the message names the file and the cause, no traceback.

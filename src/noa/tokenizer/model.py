@@ -26,6 +26,22 @@ from vector_quantize_pytorch import VectorQuantize
 
 from noa.errors import NoaError
 
+# vector_quantize_pytorch logs (through loguru) one line only: "k-means init received N vectors
+# for a codebook of M - duplicates will be sampled", once per codebook at its first batch, which
+# floods the tokenizer's output (3 categories x levels lines) with an expected event of small
+# datasets and small batches. Its module logs nothing else (tests/test_cli_output.py checks
+# that), so disabling that module's loguru messages silences exactly these lines.
+VQ_NOISE_MODULE = "vector_quantize_pytorch.vector_quantize_pytorch"
+
+
+def _silence_kmeans_init_warnings() -> None:
+    from loguru import logger
+
+    logger.disable(VQ_NOISE_MODULE)
+
+
+_silence_kmeans_init_warnings()
+
 FAMILIES = ("initial", "summary", "temporal")
 
 # A train-split std below this (absolute + relative to the mean) marks a feature as constant:

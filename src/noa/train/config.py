@@ -157,7 +157,7 @@ def flag_name(key: str) -> str:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every training flag, with no argparse defaults: absence must be detectable for merging."""
-    parser.add_argument("--config", default=None, help="YAML or JSON file whose keys are flag names; the command line overrides it")
+    parser.add_argument("--config", default=None, help="YAML or JSON file whose keys are flag names; the command line overrides it (default: none)")
     for key, (kind, _, help_text) in _FLAGS.items():
         text = f"{help_text} (default: {_DEFAULTS[key]})"
         if kind is bool:
