@@ -28,7 +28,7 @@ def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None,
     assert "Epoch 3/3" in text and "➜ Final Verdict:" in text
     assert (paths["report"] / "report.md").exists() and (paths["report"] / "summary.json").exists()
     assert (paths["checkpoints"] / "epoch_3.pt").exists()
-    with pytest.raises(NoaError, match="already holds a quickstart"):
+    with pytest.raises(NoaError, match="already holds a quickstart that ran to its end"):
         quickstart.run_quickstart(tmp_path / "qs", device="cpu")
 
 
@@ -47,3 +47,55 @@ def test_quickstart_overwrite_replaces_only_what_it_wrote(tiny_defaults: None, t
     (root / "checkpoints" / "production" / "quickstart_vqvae" / "mine.txt").unlink()
     paths = quickstart.run_quickstart(root, device="cpu", overwrite=True)
     assert notes.read_text() == "mine" and (paths["checkpoints"] / "epoch_3.pt").exists()
+
+
+
+STAGES = {  # stage -> the function it calls (looked up at the call) and which of its calls to interrupt
+    "1/5": ("noa.quickstart.generate", lambda *a, **k: True),
+    "2/5": ("noa.tokenizer.job.train_tokenizer_on_dataset", lambda *a, **k: True),
+    "3/5": ("noa.train.loop.train", lambda flags: "resume" not in flags),
+    "4/5": ("noa.train.loop.train", lambda flags: flags.get("resume") == "auto"),
+    "5/5": ("noa.diagnostics.report.diagnose", lambda *a, **k: True),
+}
+# What each rerun, after the interrupt in the stage before, says it kept or continued.
+KEPT = {
+    "3/5": ["quickstart.h5 is already complete"],
+    "4/5": ["quickstart_vqvae is complete; kept", "holds this quickstart's checkpoints", "Resuming from checkpoint: ", "step_2.pt"],
+    "5/5": ["quickstart_vqvae is complete; kept", "holds this quickstart's checkpoints", "(Will skip first 4 batches of epoch 1)"],
+}
+
+
+def _interrupt_call(real, matches, stage: str):  # noqa: ANN001, ANN202
+    """``real``, but a call that ``matches`` raises KeyboardInterrupt, as Ctrl-C would."""
+
+    def call(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if not matches(*args, **kwargs):
+            return real(*args, **kwargs)
+        if stage in ("3/5", "4/5"):  # Ctrl-C mid-training: two more batches done, their checkpoint written
+            real({**args[0], "max_steps": 2})
+        raise KeyboardInterrupt
+
+    return call
+
+
+def test_an_interrupted_quickstart_continues_when_run_again(tiny_defaults: None, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch, train_log: list[str]) -> None:
+    """Ctrl-C in each stage in turn (one quickstart, interrupted five times): every rerun of the
+    same call keeps the finished stages, continues the interrupted one, and the last completes."""
+    import importlib
+
+    for stage, (target, matches) in STAGES.items():
+        module_name, _, name = target.rpartition(".")
+        module = importlib.import_module(module_name)
+        train_log.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(module, name, _interrupt_call(getattr(module, name), matches, stage))
+            with pytest.raises(quickstart.QuickstartInterrupted, match=f"during stage {stage}; .*run the same command again"):
+                quickstart.run_quickstart(tmp_path / "qs", device="cpu")
+        text = "\n".join(train_log)
+        for kept in KEPT.get(stage, []):
+            assert kept in text, (stage, kept)
+    train_log.clear()
+    paths = quickstart.run_quickstart(tmp_path / "qs", device="cpu")
+    assert (paths["report"] / "report.md").exists() and (paths["checkpoints"] / "epoch_3.pt").exists()
+    assert "training already ran to its end (epoch_3.pt); kept" in "\n".join(train_log)

@@ -4,14 +4,20 @@ dataset (generate + features) → tokenizer → NOA training with all three loss
 halfway and resumed with ``--resume auto`` → diagnosis. The layout mirrors the guide's paths
 (``datasets/``, ``checkpoints/production/``, ``checkpoints/noa/``) under ``--out``, so each
 printed command can be rerun by hand at a larger scale.
+
+Running it again continues an interrupted quickstart: each finished stage is recognised by its
+outputs and skipped (the dataset file, the tokenizer directory, the training checkpoints, the
+report), an interrupted generation or training resumes, and ``--overwrite`` starts over.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
 from pathlib import Path
+from typing import Any, Callable
 from noa.data.generate import GenerateConfig, generate
 from noa.data.info import describe
 from noa.errors import NoaError
@@ -27,41 +33,115 @@ NOA = dict(
 )
 
 
-def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
-    """Run every stage, logging to "noa.quickstart" (training to "noa.train"); returns the paths of what it made."""
-    log = logging.getLogger("noa.quickstart").info
-    from noa.diagnostics.report import check_report_dir, diagnose
-    from noa.tokenizer.io import check_output_dir
-    from noa.tokenizer.job import train_tokenizer_on_dataset
-    from noa.train.loop import train
+# Marks a directory as a quickstart's (and with which seed), so a rerun continues only its own.
+MARKER = ".noa-quickstart.json"
 
-    root = Path(out)
-    paths = {
+
+class QuickstartInterrupted(NoaError):
+    """Ctrl-C or SIGTERM during a stage: what is done is kept; the message says to run it again."""
+
+    def __init__(self, stage: str, exit_code: int = 130):
+        super().__init__(f"quickstart interrupted during stage {stage}; finished stages are kept and an interrupted "
+                         "one resumes: run the same command again to continue where it stopped (--overwrite starts over)")
+        self.exit_code = exit_code
+
+
+def quickstart_paths(root: Path) -> dict[str, Path]:
+    """Where each stage writes, under ``root`` (the guide's layout)."""
+    return {
         "dataset": root / "datasets" / "quickstart.h5",
         "tokenizer": root / "checkpoints" / "production" / "quickstart_vqvae",
         "checkpoints": root / "checkpoints" / "noa",
         "report": root / "checkpoints" / "noa" / "diagnostics",
     }
+
+
+def _claim(root: Path, seed: int, overwrite: bool) -> None:
+    """Refuse a directory that holds something else, a finished quickstart, or another seed's;
+    then mark it as this quickstart's."""
+    marker = root / MARKER
+    check_writable(root, "--out", directory=True)
     if root.exists() and any(root.iterdir()) and not overwrite:
-        raise NoaError(f"{root} already holds a quickstart; pass --overwrite to redo it or choose another --out")
+        if not marker.is_file():
+            raise NoaError(f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)")
+        if json.loads(marker.read_text()).get("seed") != seed:
+            raise NoaError(f"{root} holds a quickstart with another --seed; rerun with its seed ({json.loads(marker.read_text()).get('seed')}) or pass --overwrite")
+        if (quickstart_paths(root)["report"] / "report.md").is_file():
+            raise NoaError(f"{root} already holds a quickstart that ran to its end (its report.md); pass --overwrite to redo it or choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"seed": seed}))
+
+
+def _tokenizer_done(path: Path) -> dict[str, Any] | None:
+    """The held-out metrics of a complete tokenizer directory (written whole), or None."""
+    metrics = path / "metrics.json"
+    return json.loads(metrics.read_text()) if (path / "weights.pt").is_file() and metrics.is_file() else None
+
+
+def _training_finished(checkpoints: Path) -> Path | None:
+    """The last epoch's checkpoint when training has run to its end, else None."""
+    last = checkpoints / f"epoch_{NOA['epochs']}.pt"
+    return last if last.is_file() else None
+
+
+def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overwrite: bool = False) -> dict[str, Path]:
+    """Run every stage not done yet, logging to "noa.quickstart" (training to "noa.train");
+    returns the paths of what it made. An interrupt raises :class:`QuickstartInterrupted`."""
+    log = logging.getLogger("noa.quickstart").info
+    from noa.diagnostics.report import check_report_dir
+    from noa.tokenizer.io import check_output_dir
+
+    root = Path(out)
+    paths = quickstart_paths(root)
+    _claim(root, seed, overwrite)
     # --overwrite goes to every stage, and each replaces only the files it writes (never, say,
     # notes kept beside them); every output is checked before the first stage starts.
-    check_writable(root, "--out", directory=True)
     if overwrite:
         check_output_dir(paths["tokenizer"], overwrite=True)
         check_report_dir(paths["report"])
     started = time.perf_counter()
+    current = ["1/5"]
 
     def stage(title: str) -> None:
+        current[0] = title.split()[0]
         log(f"\n{'=' * 60}\n{title}  [{time.perf_counter() - started:.0f}s]\n{'=' * 60}")
 
+    try:
+        best = _stages(paths, device, seed, overwrite, stage, log)
+    except KeyboardInterrupt:
+        raise QuickstartInterrupted(current[0]) from None
+    except NoaError as err:
+        if getattr(err, "exit_code", 2) < 128:  # a refusal, not an interrupted stage
+            raise
+        raise QuickstartInterrupted(current[0], err.exit_code) from err
+    log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {best:.4f}).")
+    log(f"  dataset:      {paths['dataset']}")
+    log(f"  tokenizer:    {paths['tokenizer']}")
+    log(f"  checkpoints:  {paths['checkpoints']}  (step_N.pt, epoch_N.pt, best_model.pt, metrics.jsonl)")
+    log(f"  report:       {paths['report'] / 'report.md'}  (plots and summary.json beside it)")
+    return paths
+
+
+def _stages(paths: dict[str, Path], device: str, seed: int, overwrite: bool, stage: Callable[[str], None], log: Callable[[str], None]) -> float:
+    """The five stages, each skipped when its outputs show it done; returns the best val loss."""
+    from noa.diagnostics.report import diagnose
+    from noa.tokenizer.job import train_tokenizer_on_dataset
+    from noa.train.checkpoint import load_checkpoint
+    from noa.train.loop import train
+    from noa.train.rundir import checkpoints_in
+
     stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
-    generate(GenerateConfig(**{**DATA, "seed": seed}), paths["dataset"], batch_size=32, device=device, overwrite=overwrite, progress=False, log=log)
+    generate(GenerateConfig(**{**DATA, "seed": seed}), paths["dataset"], batch_size=32, device=device, resume=not overwrite,
+             overwrite=overwrite, progress=False, log=log)
     log(describe(paths["dataset"]))
 
     stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
-    every_20th_epoch = lambda line: None if re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20 else log(line)  # noqa: E731
-    metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, overwrite=overwrite, **TOKENIZER)
+    metrics = None if overwrite else _tokenizer_done(paths["tokenizer"])
+    if metrics is None:
+        every_20th_epoch = lambda line: None if re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20 else log(line)  # noqa: E731
+        metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, overwrite=overwrite, **TOKENIZER)
+    else:
+        log(f"{paths['tokenizer']} is complete; kept")
     codebooks = metrics["codebooks"]
     log(f"held-out recon MSE {metrics['recon_mse']['total']:.4f}; codebook utilization "
         f"{sum(c['utilization'] for c in codebooks) / len(codebooks):.1%} (mean over {len(codebooks)} codebooks)")
@@ -71,18 +151,20 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
-    train({**args, "max_steps": stop_at, "overwrite": overwrite})
+    if overwrite or not checkpoints_in(paths["checkpoints"]):  # --overwrite also clears a run's partial metrics.jsonl
+        train({**args, "max_steps": stop_at, "overwrite": True})
+    else:
+        log(f"{paths['checkpoints']} holds this quickstart's checkpoints; the next stage continues from the newest")
 
     stage("4/5  Resume with --resume auto: continues mid-epoch, exactly where it stopped")
-    result = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device})
+    finished = None if overwrite else _training_finished(paths["checkpoints"])
+    if finished is None:
+        best = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device}).best_val_loss
+    else:
+        log(f"training already ran to its end ({finished.name}); kept")
+        best = float(load_checkpoint(finished)["best_val_loss"])
 
     stage("5/5  Diagnosis on held-out samples")
     diagnose(paths["checkpoints"] / "best_model.pt", paths["tokenizer"], paths["dataset"], n_samples=32,
              device=device, seed=seed, out_dir=paths["report"], log=log)
-
-    log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {result.best_val_loss:.4f}).")
-    log(f"  dataset:      {paths['dataset']}")
-    log(f"  tokenizer:    {paths['tokenizer']}")
-    log(f"  checkpoints:  {paths['checkpoints']}  (step_N.pt, epoch_N.pt, best_model.pt, metrics.jsonl)")
-    log(f"  report:       {paths['report'] / 'report.md'}  (plots and summary.json beside it)")
-    return paths
+    return best
