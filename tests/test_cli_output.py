@@ -78,3 +78,61 @@ def test_training_a_tokenizer_prints_no_kmeans_warning(tiny_dataset: Path, tmp_p
                            "--hidden", "16", "--no-progress", "--device", "cpu"], env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "k-means init received" not in done.stderr + done.stdout and "WARNING" not in done.stderr
+
+
+# Flag tables of docs/user-guide.md: the section they sit in -> the command they describe.
+TABLE_SECTIONS = {"## Datasets": ("data", "generate"), "## Tokenizer": ("vqvae", "train"), "## Training": ("train",)}
+# Rows of sections this change may not edit whose defaults already differ from the code
+# (doc says, code has); they are reported, and a new difference anywhere fails.
+KNOWN_DRIFT = {
+    ("vqvae train", "--epochs", "30", 100), ("vqvae train", "--lr", "1e-3", 0.003),
+    ("vqvae train", "--levels", "2", 12), ("vqvae train", "--hidden", "128", 256),
+}
+NO_VALUE = ("", "none", "all", "all valid", "all five", "never", "(required)")
+
+
+def _doc_rows() -> list[tuple[tuple[str, ...], str, str]]:
+    """(command, flag, documented default) for every row of the guide's flag tables."""
+    import re
+
+    rows, command = [], None
+    for line in (REPO / "docs" / "user-guide.md").read_text().splitlines():
+        if line.startswith("## "):
+            command = TABLE_SECTIONS.get(line.strip())
+        if command is None or not line.startswith("| `--"):
+            continue
+        flags_cell, default_cell = line.split("|")[1:3]
+        flags = list(dict.fromkeys(f for f in re.findall(r"`(--[\w-]+)", flags_cell) if not f.startswith("--no-")))
+        defaults = [d.strip().strip("`") for d in default_cell.split(",")] if len(flags) > 1 else [default_cell.strip().strip("`")]
+        defaults = defaults * len(flags) if len(defaults) == 1 else defaults  # "`--a`, `--b` | off"
+        assert len(defaults) == len(flags), line
+        rows += [(command, flag, default) for flag, default in zip(flags, defaults)]
+    return rows
+
+
+def _code_default(command: tuple[str, ...], flag: str) -> object:
+    """The default the code uses: the parser's, or for `noa train` the TrainConfig's (its flags default to None)."""
+    if command == ("train",):
+        from noa.train.config import TrainConfig
+
+        return TrainConfig().flags()[flag[2:].replace("-", "_")] if flag != "--config" else None
+    parser = build_parser()
+    for word in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+    action = next(a for a in parser._actions if flag in a.option_strings)
+    return None if action.required else action.default
+
+
+def _same(doc: str, code: object) -> bool:
+    if code is None or code is False:
+        return doc.lower() in NO_VALUE or (code is False and doc == "off")
+    if isinstance(code, (int, float)) and not isinstance(code, bool):
+        return doc.replace(".", "", 1).replace("e-", "", 1).isdigit() and float(doc) == float(code)
+    return doc == str(code)
+
+
+def test_the_user_guides_flag_tables_state_the_codes_defaults() -> None:
+    rows = _doc_rows()
+    assert len(rows) > 60  # the three tables were found
+    drift = {(" ".join(cmd), flag, doc, _code_default(cmd, flag)) for cmd, flag, doc in rows if not _same(doc, _code_default(cmd, flag))}
+    assert drift <= KNOWN_DRIFT, sorted(drift - KNOWN_DRIFT, key=str)
