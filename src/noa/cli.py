@@ -234,11 +234,13 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs = sub.add_parser(
         "quickstart",
         help="the whole pipeline on a small embedded default: data, tokenizer, NOA (stop + resume), diagnosis",
+        description="Run the whole pipeline at a laptop's scale. Interrupted, the same command continues where it "
+        "stopped (finished stages are kept); --overwrite starts over.",
     )
     qs.add_argument("--out", default="noa-quickstart", help="working directory; default ./noa-quickstart")
     qs.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present); default auto")
     qs.add_argument("--seed", type=int, default=0)
-    qs.add_argument("--overwrite", action="store_true", help="replace an existing quickstart directory's results")
+    qs.add_argument("--overwrite", action="store_true", help="start over: replace an existing quickstart directory's results")
     _threads_flag(qs)
     qs.set_defaults(handler=_quickstart)
 
