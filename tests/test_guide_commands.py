@@ -122,8 +122,8 @@ def _tiny(block: str, defaults: list[str] = TINY_DEFAULTS) -> str:
         block = re.sub(pattern, repl, block)
     # `poetry run python` is the guide's way to reach the project's environment; the test runs in a
     # temporary directory (no pyproject.toml for poetry to find) with this interpreter, which has
-    # noa importable, so the prefix is always replaced by it. docs/user-guide.md (Install) says
-    # how `poetry install` provides the same environment.
+    # noa importable, so the prefix is always replaced by it. The README says how `poetry install`
+    # provides the same environment.
     block = block.replace("poetry run python", f"{sys.executable}")
     # Model widths and T are guide defaults that the tiny run shrinks on every train call.
     extra = " ".join(defaults)
