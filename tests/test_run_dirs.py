@@ -100,3 +100,12 @@ def test_overwrite_without_checkpoint_dir_still_replaces_the_default(workdir: Pa
     result = train({**_without_dir(run_args(tiny_dataset, workdir, epochs=1)), "overwrite": True})
     assert result.checkpoint_dir == Path("checkpoints/noa") and not (workdir / "checkpoints/noa/epoch_2.pt").exists()
     assert not os.path.exists(workdir / "checkpoints/noa-2")
+
+
+def test_a_default_directory_holding_only_an_earlier_runs_log_is_passed_over(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints" / "noa").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "noa" / "metrics.jsonl").write_text('{"kind": "train_batch", "global_step": 1}\n')
+    result = train(_without_dir(run_args(tiny_dataset, tmp_path, epochs=1, max_steps=1)))
+    assert result.checkpoint_dir == Path("checkpoints/noa-2")
+    assert (tmp_path / "checkpoints/noa/metrics.jsonl").read_text() == '{"kind": "train_batch", "global_step": 1}\n'

@@ -90,7 +90,10 @@ def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, r
         # A resume continues beside the file it resumes (where the run was, even if moved since).
         directory = directory if explicit else resume_from.parent
         return str(directory) if auto else _for_resume(directory, explicit, resume_from, resume_ckpt or {})
-    if overwrite or not checkpoints_in(directory):
+    # The default is passed over even when it holds only an earlier run's logs (a run stopped before
+    # its first checkpoint); a named directory is refused only for checkpoints, as it always was.
+    taken = checkpoints_in(directory) if explicit else holds_run(directory)
+    if overwrite or not taken:
         return checkpoint_dir
     if explicit:
         raise NoaError(
