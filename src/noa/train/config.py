@@ -117,7 +117,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "latent_sample_steps": (int, False, "timesteps sampled for L_latent: K evenly spaced (3 = first, middle, last), -1 = all"),
     "lr_schedule": (str, False, "cosine (linear warmup from 0.1·lr, then cosine to 0) or constant (warmup, then lr)"),
     "warmup_steps": (int, False, "warmup batches"),
-    "checkpoint_dir": (str, False, "where checkpoints, metrics.jsonl and TensorBoard events go"),
+    "checkpoint_dir": (str, False, "where checkpoints, metrics.jsonl and TensorBoard events go; left out, a new run that finds "
+                       "the default taken writes to its first free sibling (noa-2, …) and a resume writes beside its checkpoint"),
     "save_every": (int, False, "write step_N.pt every N batches (0 = never)"),
     "early_stop_patience": (int, True, "stop after N epochs without validation improvement (default: never)"),
     "keep_last": (int, True, "keep only the newest K step_N.pt files (epoch and best files stay)"),
