@@ -421,7 +421,7 @@ def guide_tables(args: argparse.Namespace) -> None:
         bench.measure("memory", default, True, window=max(1, w // 2))
         bench.measure("memory", default, True, window=max(1, w // 4))
         bench.measure("memory", default, True, batch=max(1, args.batch_size // 2))
-        bench.measure("memory", default, True, k=1)
+        bench.measure("memory", default, True, k=8)  # the guide's training command
         for window in (w, 2 * w, 4 * w):
             if window <= args.timesteps:
                 bench.measure("memory", default, True, window=window, checkpointing=True)
