@@ -418,8 +418,15 @@ def _flags_section(result: DiagnosticsResult) -> list[str]:
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `noa diagnose` (and scripts/dev/diagnose_latent_alignment.py)."""
     parser.add_argument("--noa-checkpoint", required=True, help="NOA checkpoint (.pt), e.g. checkpoints/noa/best_model.pt")
-    parser.add_argument("--vqvae-path", default=None, help="tokenizer directory (default: the one the checkpoint was trained with)")
-    parser.add_argument("--dataset", default=None, help="dataset .h5 (default: the checkpoint's training dataset)")
+    parser.add_argument(
+        "--vqvae-path",
+        default=None,
+        help="tokenizer directory (default: the one the checkpoint was trained with; a checkpoint trained without "
+        "one is diagnosed on rollout quality alone unless this supplies one)",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)"
+    )
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the training run's T); must equal the tokenizer's T")
     parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
