@@ -469,7 +469,7 @@ def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
     assert c.panels["learning rate"][0].y == [1e-4, 2e-4, 3e-4]
     assert "3 batches, 1 epochs; 1 unreadable line(s) skipped" in c.source
     fig = plots.training_figure(c)
-    lr_axis = [ax for ax in fig.axes if ax.get_title() == "learning rate"][0]
+    lr_axis = next(ax for ax in fig.axes if ax.get_title() == "learning rate")
     assert lr_axis.get_yscale() == "linear" and all(ax.get_yscale() == "log" for ax in fig.axes if ax is not lr_axis)
 
 

@@ -9,11 +9,11 @@ rollout-quality section (:mod:`.rollout_quality`); :mod:`.report` turns them int
 
 Held-out means: the validation split the training run used (rebuilt from the checkpoint's
 args exactly as training built it), plus dataset rows beyond the run's ``--n-samples``,
-which training never read.
+which training never read. Nothing here draws random numbers except the choice of which
+held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
 
 A checkpoint trained without a tokenizer (L_traj only) is diagnosed on rollout quality alone
-unless ``--vqvae-path`` supplies one; the token sections say why they are skipped. Nothing here draws random numbers except the choice of which
-held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
+unless ``--vqvae-path`` supplies one; the token sections say why they are skipped.
 """
 
 from __future__ import annotations

@@ -89,6 +89,7 @@ def error_figure(quality: RolloutQuality) -> Figure:
 
 
 def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
+    """The error-vs-horizon PNG (see :func:`error_figure`)."""
     return _save(error_figure(quality), path)
 
 
@@ -126,6 +127,7 @@ def frames_figure(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], la
 
 
 def frames(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], labels: Sequence[str], path: Path) -> Path:
+    """The frames PNG (see :func:`frames_figure`)."""
     return _save(frames_figure(cno, noa, times, labels), path)
 
 

@@ -1,7 +1,7 @@
 """`noa diagnose`: present a diagnosis from :mod:`.evaluate` as text, files and figures.
 
-The printed text is the guide's report; ``report.md`` repeats it with the plots
-(:mod:`.plots`) and full tables, and ``summary.json`` holds every number exactly (the text
+The printed text is the guide's report; ``report.md`` opens with the run's configuration and
+repeats the text with the plots (:mod:`.plots`) and full tables, and ``summary.json`` holds every number exactly (the text
 rounds them).
 """
 
@@ -100,6 +100,7 @@ def format_report(r: DiagnosticsResult) -> str:
 
 
 def _skipped(r: DiagnosticsResult, section: str) -> list[str]:
+    """A skipped section's one line: the reason, so a reader knows what to pass to get it."""
     return [f"skipped: {r.skipped[section]}"]
 
 
