@@ -464,13 +464,21 @@ def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
     c = curves.training_curves_of(tmp_path / "step_3.pt", ckpt)
     assert c.x_label == "step" and list(c.panels) == ["total loss", "L_traj", "learning rate"]  # no L_commit: never computed
     per_batch, epoch_mean, val = c.panels["total loss"]
-    assert (per_batch.x, per_batch.y, per_batch.per_batch) == ([1.0, 2.0, 3.0], [2.0, 1.5, 1.0], True)
+    assert (per_batch.x, per_batch.y, per_batch.style) == ([1.0, 2.0, 3.0], [2.0, 1.5, 1.0], "batch")
     assert (epoch_mean.x, epoch_mean.y, val.y) == ([2.0], [5.5], [4.0])
     assert c.panels["learning rate"][0].y == [1e-4, 2e-4, 3e-4]
     assert "3 batches, 1 epochs; 1 unreadable line(s) skipped" in c.source
     fig = plots.training_figure(c)
     lr_axis = next(ax for ax in fig.axes if ax.get_title() == "learning rate")
     assert lr_axis.get_yscale() == "linear" and all(ax.get_yscale() == "log" for ax in fig.axes if ax is not lr_axis)
+
+
+def test_long_runs_get_a_running_mean_over_their_batches():
+    raw = curves.Series("train (per batch)", [float(s) for s in range(1, 101)], [float(s % 2) for s in range(1, 101)], style="batch")
+    trend = curves.running_mean(raw)
+    assert trend.label == "train (mean of last 5 batches)" and trend.style == "trend" and trend.x == raw.x
+    assert trend.y[:3] == [1.0, 0.5, 2 / 3] and trend.y[4:] == pytest.approx([0.6 if s % 2 else 0.4 for s in range(5, 101)])
+    assert curves.running_mean(curves.Series("short", [1.0], [1.0], style="batch")) is None
 
 
 def test_training_curves_from_a_history_with_none_entries(tmp_path):

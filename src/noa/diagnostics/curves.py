@@ -18,6 +18,8 @@ from typing import Any, Iterable, Mapping
 # (panel title, key in metrics.jsonl records, key in the checkpoint history after "train_"/"val_")
 LOSS_PANELS = (("total loss", "total", "loss"), ("L_traj", "traj", "traj"), ("L_commit", "commit", "commit"), ("L_latent", "latent", "latent"))
 LR_PANEL = "learning rate"
+SMOOTH_FROM = 20  # batches from which a running mean is drawn over the per-batch losses
+SMOOTH_POINTS = 50  # the running mean's window is the batch count over this (at least 5 batches)
 
 
 @dataclass
@@ -27,7 +29,7 @@ class Series:
     label: str
     x: list[float]
     y: list[float]
-    per_batch: bool = False
+    style: str = "points"  # "points" (epochs), "batch" (every batch, thin) or "trend" (a running mean)
 
 
 @dataclass
@@ -48,6 +50,20 @@ def _points(pairs: Iterable[tuple[float, Any]]) -> tuple[list[float], list[float
     """(x, y) of the pairs whose y is a finite number."""
     kept = [(float(x), float(y)) for x, y in pairs if isinstance(y, (int, float)) and math.isfinite(y)]
     return [x for x, _ in kept], [y for _, y in kept]
+
+
+def running_mean(series: Series) -> Series | None:
+    """The mean over the last k batches at each batch: operators differ in scale, so single
+    batches scatter widely and the trend is hard to see. None for short runs."""
+    n = len(series.y)
+    if n < SMOOTH_FROM:
+        return None
+    k = max(5, n // SMOOTH_POINTS)
+    sums = [0.0]
+    for value in series.y:
+        sums.append(sums[-1] + value)
+    means = [(sums[i + 1] - sums[max(0, i + 1 - k)]) / min(k, i + 1) for i in range(n)]
+    return Series(f"train (mean of last {k} batches)", list(series.x), means, style="trend")
 
 
 def read_metrics(path: Path, up_to_step: int | None) -> tuple[dict[int, dict], dict[int, dict], int]:
@@ -86,10 +102,14 @@ def from_metrics(path: Path, up_to_step: int | None) -> TrainingCurves | None:
     steps = sorted(batches)
     ends = [epochs[e] for e in sorted(epochs)]
     for title, key, _ in LOSS_PANELS:
-        curves.add(title, Series("train (per batch)", *_points((s, batches[s].get(key)) for s in steps), per_batch=True))
+        raw = Series("train (per batch)", *_points((s, batches[s].get(key)) for s in steps), style="batch")
+        curves.add(title, raw)
+        smooth = running_mean(raw)
+        if smooth is not None:
+            curves.add(title, smooth)
         curves.add(title, Series("train (epoch mean)", *_points((r["global_step"], r.get(f"train_{key}")) for r in ends)))
         curves.add(title, Series("val", *_points((r["global_step"], r.get(f"val_{key}")) for r in ends)))
-    curves.add(LR_PANEL, Series("lr", *_points((s, batches[s].get("lr")) for s in steps), per_batch=True))
+    curves.add(LR_PANEL, Series("lr", *_points((s, batches[s].get("lr")) for s in steps), style="trend"))
     return curves
 
 

@@ -20,6 +20,7 @@ from noa.diagnostics.rollout_quality import RolloutQuality
 DPI = 110
 NO_SKILL = "no skill: persistence (IC held)"
 FRAME_MEAN = "no skill: each frame's spatial mean (VRMSE = 1)"
+SERIES_STYLES = {"points": {"marker": "o"}, "batch": {"linewidth": 0.6, "alpha": 0.45}, "trend": {"linewidth": 1.5}}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -39,10 +40,7 @@ def training_figure(curves: TrainingCurves) -> Figure:
     fig = _figure(3.6 * len(titles), 3.2)
     for ax, title in zip(fig.subplots(1, len(titles), squeeze=False)[0], titles):
         for series in curves.panels[title]:
-            if series.per_batch:
-                ax.plot(series.x, series.y, linewidth=0.7, alpha=0.6, label=series.label)
-            else:
-                ax.plot(series.x, series.y, marker="o", label=series.label)
+            ax.plot(series.x, series.y, label=series.label, **SERIES_STYLES[series.style])
         if title != LR_PANEL:
             ax.set_yscale("log", nonpositive="mask")
         ax.set_title(title)
