@@ -46,7 +46,7 @@ def training_figure(curves: TrainingCurves) -> Figure:
         ax.set_title(title)
         ax.set_xlabel(curves.x_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="x-small")
     return fig
 
 
