@@ -421,7 +421,7 @@ def guide_tables(args: argparse.Namespace) -> None:
         bench.measure("memory", default, True, window=max(1, w // 2))
         bench.measure("memory", default, True, window=max(1, w // 4))
         bench.measure("memory", default, True, batch=max(1, args.batch_size // 2))
-        bench.measure("memory", default, True, k=1)
+        bench.measure("memory", default, True, k=8)  # the guide's training command
         for window in (w, 2 * w, 4 * w):
             if window <= args.timesteps:
                 bench.measure("memory", default, True, window=window, checkpointing=True)
@@ -432,24 +432,28 @@ def guide_tables(args: argparse.Namespace) -> None:
 
 
 def _print_guide_tables(results: list[dict], flops: dict[bool, float], args: argparse.Namespace) -> None:
-    print("\n| mode | losses | s/batch | TFLOP/s | peak MiB | first batches s |\n|---|---|---|---|---|---|")
-    for r in results:
-        if r["table"] != "modes":
-            continue
-        if "skipped" in r:
-            print(f"| {r['mode']} | {r['losses']} | not measured ({r['skipped']}) | | | |")
-            continue
-        tflops = flops[r["losses"] == "all three"] / r["sec_per_batch"] / 1e12
-        print(f"| {r['mode']} | {r['losses']} | {r['sec_per_batch']:.3f} | {tflops:.1f} | {r['peak_mib']:.0f} | {r['first_batches_sec']:.0f} |")
-    print("\n| mode | batch | s/batch | sample-rollouts/s | peak MiB |\n|---|---|---|---|---|")
-    for r in results:
-        if r["table"] == "sweep":
-            print(f"| {r['mode']} | {r['batch']} | " + (f"{r['sec_per_batch']:.3f} | {r['rollouts_per_sec']:.1f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | | |"))
-    print("\n| mode (all three losses) | window | batch | K | s/batch | peak MiB |\n|---|---|---|---|---|---|")
-    for r in results:
-        if r["table"] in ("memory", "modes") and r["losses"] == "all three" and (r["table"] == "memory" or r is _first_all_three(results)):
+    """Markdown tables of the rows measured (a table with no rows is left out)."""
+    modes = [r for r in results if r["table"] == "modes"]
+    if modes:
+        print("\n| mode | losses | s/batch | TFLOP/s | peak MiB | first batches s |\n|---|---|---|---|---|---|")
+        for r in modes:
+            if "skipped" in r:
+                print(f"| {r['mode']} | {r['losses']} | not measured ({r['skipped']}) | | | |")
+                continue
+            tflops = flops[r["losses"] == "all three"] / r["sec_per_batch"] / 1e12
+            print(f"| {r['mode']} | {r['losses']} | {r['sec_per_batch']:.3f} | {tflops:.1f} | {r['peak_mib']:.0f} | {r['first_batches_sec']:.0f} |")
+    memory = [r for r in results if r["table"] == "memory"]
+    if memory:
+        reference = _first_all_three(results)
+        print("\n| mode (all three losses) | window | batch | K | s/batch | peak MiB |\n|---|---|---|---|---|---|")
+        for r in ([reference] if reference else []) + memory:
             cells = f"{r['sec_per_batch']:.3f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | |"
             print(f"| {r['mode']} | {r['window']} | {r['batch']} | {r['latent_steps']} | {cells}")
+    sweep = [r for r in results if r["table"] == "sweep"]
+    if sweep:
+        print("\n| mode | batch | s/batch | sample-rollouts/s | peak MiB |\n|---|---|---|---|---|")
+        for r in sweep:
+            print(f"| {r['mode']} | {r['batch']} | " + (f"{r['sec_per_batch']:.3f} | {r['rollouts_per_sec']:.1f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | | |"))
 
 
 def _first_all_three(results: list[dict]) -> dict | None:

@@ -2,8 +2,10 @@
 features, and a small untrained NOA (+ latent projector) saved as a training checkpoint.
 
 Pins: the guide's report layout, numbers in range, the assessment ladders and verdict rule
-at their boundaries, summary.json == printed numbers, the report directory, the skipped
-sections without a projector, and one clear error for pieces that do not fit.
+at their boundaries, the final verdict weighing rollout quality, summary.json == printed
+numbers, the report directory (its opening, figures and their labels, curves from
+metrics.jsonl), the skipped sections without a projector, and one clear error for pieces that
+do not fit.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from noa.data import h5
 from noa.data.generate import GenerateConfig, generate
 from noa.diagnostics import add_diagnose_arguments, diagnose
 from noa.diagnostics import alignment as guide
+from noa.diagnostics import curves, plots
+from noa.diagnostics import verdict as rating
 from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
 from noa.errors import NoaError
@@ -238,7 +242,8 @@ def test_without_projector_sections_3_and_4_are_skipped(setup):
     assert re.search(r"^Alignment Correlation:\s+skipped$", result.text, re.M)
     for label in ("Total MSE: ", "Overall utilization: ", "➜ Final Verdict: ", "Overall: MSE"):
         assert label in result.text
-    assert "(alignment not evaluated: no latent projector)" in result.verdict
+    assert "(alignment not evaluated: no latent projector)" in result.alignment_verdict
+    assert result.skipped == {"Alignment Correlation": SKIP_REASON, "Temporal Consistency": SKIP_REASON}
 
 
 def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
@@ -330,3 +335,158 @@ def test_rollout_metrics_on_known_values():
     assert far.family_to_noise == pytest.approx(4.0)
     assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens).overall_ratio is None  # noiseless CNO
     assert report_horizons(1) == [1] and report_horizons(256) == [1, 64, 128, 256]
+
+
+# ---- the final verdict weighs rollout quality ----------------------------------------------
+
+
+def quality(ratio: float, agreement: float, reference: float, persistence: float = 10.0, n: int = 100):
+    """Rollout quality of real (synthetic) frames: the NOA at ``ratio`` x the noise floor,
+    persistence at ``persistence`` x, and tokens agreeing on the given shares of n samples."""
+    x0 = torch.zeros(n, T + 1, 1, 4, 4)
+    cno = torch.stack([x0, x0 + 0.2], dim=1)  # noise floor 0.02 at every step
+    noa = x0 + (0.02 * ratio) ** 0.5
+    cno[:, :, 1:] += (0.02 * persistence) ** 0.5  # the IC is this far from every later frame
+    noa[:, 1:] += (0.02 * persistence) ** 0.5
+    cno_tokens = torch.zeros(n, 1, dtype=torch.long)
+    agree = torch.arange(n)[:, None] < round(agreement * n)
+    same = torch.arange(n)[:, None] < round(reference * n)
+    q = summarize(step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1))
+    assert q.overall_ratio == pytest.approx(ratio) and q.overall_persistence_ratio == pytest.approx(persistence)
+    assert q.token_agreement == pytest.approx(agreement) and q.token_agreement_reference == pytest.approx(reference)
+    return q
+
+
+def verdict_of(q, alignment_line: str | None = "GOOD - L_latent provides meaningful alignment"):
+    return rating.combine([
+        rating.alignment_criterion(alignment_line, "no tokenizer"),
+        rating.rollout_criterion(q),
+        rating.agreement_criterion(q, "no tokenizer"),
+    ])
+
+
+def test_rollouts_at_3_9x_the_floor_with_41_percent_agreement_are_not_good():
+    # The guide's ladders say GOOD; the rollouts say otherwise, and the verdict names them.
+    v = verdict_of(quality(3.9, 0.41, 0.80))
+    assert v.level == "POOR" and v.line == "POOR - rollouts are 3.90x the noise floor"
+    assert v.decided_by == ["rollout error"]
+    levels = {c.name: c.level for c in v.criteria}
+    assert levels == {"alignment ladders (sections 1-4)": "GOOD", "rollout error": "POOR", "token agreement": "MODERATE"}
+    # Near the floor, 41% agreement against an 80% reference (0.51 of it) still holds the verdict at MODERATE.
+    near = verdict_of(quality(1.3, 0.41, 0.80))
+    assert near.level == "MODERATE" and near.decided_by == ["token agreement"]
+    assert near.line == "MODERATE - tokens agree on 41% of codes against 80% between CNO realizations"
+
+
+def test_verdict_rule_each_criterion_can_decide_and_ties_are_named():
+    assert verdict_of(quality(1.1, 0.78, 0.80)).line == "GOOD - L_latent provides meaningful alignment"  # 1.1x Excellent, 0.975 Excellent
+    both = verdict_of(quality(1.3, 0.78, 0.80))  # 1.3x Good, alignment Good
+    assert both.level == "GOOD" and both.decided_by == ["alignment ladders (sections 1-4)", "rollout error"]
+    assert verdict_of(quality(1.1, 0.78, 0.80), "EXCELLENT - L_latent provides strong alignment").level == "EXCELLENT"
+    # Persistence near the floor: a NOA not 10% better than holding the IC shows no skill.
+    flat = verdict_of(quality(1.3, 0.78, 0.80, persistence=1.4))
+    assert flat.level == "POOR" and flat.line == "POOR - rollouts are no better than holding the initial condition"
+    # Without a tokenizer only the rollout error counts; with nothing to rate, the verdict says so.
+    q = quality(2.0, 0.5, 0.8)
+    alone = rating.combine([rating.alignment_criterion(None, "no tokenizer"), rating.rollout_criterion(q)])
+    assert alone.level == "MODERATE" and alone.decided_by == ["rollout error"]
+    assert rating.combine([rating.alignment_criterion(None, "no tokenizer")]).line == "UNASSESSED - no criterion could be evaluated"
+
+
+def test_the_report_explains_its_verdict(report):
+    result, _, out = report
+    text, v = result.text, result.verdict_detail
+    assert line_value(text, "➜ Final Verdict: ") == result.verdict == v.line
+    assert line_value(text, "  decided by: ").startswith(", ".join(v.decided_by))
+    for criterion in v.criteria:
+        assert re.search(rf"^  {re.escape(criterion.name)}:\s+{re.escape(criterion.detail)}$", text, re.M)
+    assert result.alignment_verdict.startswith(("EXCELLENT", "GOOD", "MODERATE", "POOR"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict_detail"]["decided_by"] == v.decided_by and summary["verdict_rule"] == rating.VERDICT_RULE
+
+
+# ---- report readability -----------------------------------------------------------------
+
+
+def test_report_md_opens_with_the_run_and_labels_frames_with_theta(setup, report):
+    result, _, out = report
+    md = (out / "report.md").read_text().splitlines()
+    assert md[0] == "# NOA diagnostics"
+    assert re.fullmatch(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC by noa \d+\.\d+\.\d+\S*\.", md[2]) and md[4] == "## Run"
+    head = "\n".join(md[:20])
+    assert f"| dataset | `{setup['dataset']}`: {N} samples, {GRID}×{GRID} grid, 3 channels, T = {T};" in head
+    assert "| objective | L_traj + ?·L_commit |" in head  # save_checkpoint records no --lambda-commit: unknown, not guessed
+    assert md.index("## Run") < md.index("## Report") < md.index("## Training flags")
+    assert "| `--val-split` | 0.25 |" in md
+    # Frame rows: θ in physical units (the parameter space's decode), IC family, channel.
+    with h5py.File(setup["dataset"], "r") as f:
+        theta = f["parameters/params"][result.rows[0]]
+        family = json.loads(f.attrs["ic_families"])[int(f["metadata/ic_family"][result.rows[0]])]
+    decoded = CNO_SPACE.decode(theta)
+    row = next(line for line in md if line.startswith(f"- row {result.rows[0]}: "))
+    assert f"IC {family}, channel 0" in row and f"n_layers={decoded['n_layers']}" in row
+    assert f"activation={decoded['activation']}" in row and f"noise_scale={decoded['noise_scale']:.3g}" in row
+
+
+def test_frames_figure_has_an_error_column_and_labelled_rows():
+    cno, noa = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
+    fig = plots.frames_figure(cno, noa, [0, 2, 4], ["row 1: IC a, channel 0\nn_layers=2", "row 5: IC b, channel 0\nn_layers=3"])
+    rows = fig.subfigs
+    assert [sub.get_suptitle() for sub in rows] == ["row 1: IC a, channel 0\nn_layers=2", "row 5: IC b, channel 0\nn_layers=3"]
+    images = [ax for ax in rows[0].axes if ax.get_images()]
+    assert [ax.get_title() for ax in images] == ["CNO t=0", "NOA t=0", "CNO t=2", "NOA t=2", "CNO t=4", "NOA t=4", "|NOA − CNO| t=4"]
+    assert float(images[-1].get_images()[0].get_array().max()) == 1.0  # |1 - 0|
+
+
+def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
+    result, _, _ = report
+    left, right = [ax for ax in plots.error_figure(result.rollout).axes if ax.get_legend()]
+    assert {"noise floor (same operator)", "family floor (same θ)", plots.NO_SKILL} <= set(left.get_legend_handles_labels()[1])
+    labels = right.get_legend_handles_labels()[1]
+    assert plots.FRAME_MEAN in labels and "noise floor (mean)" in labels
+    no_skill = right.get_lines()[labels.index(plots.FRAME_MEAN)]
+    assert list(no_skill.get_ydata()) == [1.0, 1.0]
+
+
+def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
+    records = [
+        {"kind": "train_batch", "epoch": 1, "batch": 1, "global_step": 1, "total": 2.0, "traj": 2.0, "commit": None, "latent": None, "lr": 1e-4},
+        {"kind": "train_batch", "epoch": 1, "batch": 2, "global_step": 2, "total": 9.0, "traj": 9.0, "commit": None, "latent": None, "lr": 2e-4},
+        {"kind": "epoch", "epoch": 1, "global_step": 2, "train_total": 5.5, "val_total": 4.0, "train_traj": 5.5, "val_traj": 4.0, "train_commit": None},
+        # a resume re-did step 2 (the later record wins) and went past this checkpoint's step 3
+        {"kind": "train_batch", "epoch": 1, "batch": 2, "global_step": 2, "total": 1.5, "traj": 1.5, "commit": None, "latent": None, "lr": 2e-4},
+        {"kind": "train_batch", "epoch": 2, "batch": 1, "global_step": 3, "total": 1.0, "traj": 1.0, "commit": None, "latent": None, "lr": 3e-4},
+        {"kind": "train_batch", "epoch": 2, "batch": 2, "global_step": 4, "total": 0.5, "traj": 0.5, "commit": None, "latent": None, "lr": 4e-4},
+    ]
+    lines = [json.dumps(r) for r in records] + ['{"kind": "train_ba']  # torn by a kill
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    ckpt = {"global_step": 3, "history": {"train_loss": [5.5]}}
+    c = curves.training_curves_of(tmp_path / "step_3.pt", ckpt)
+    assert c.x_label == "step" and list(c.panels) == ["total loss", "L_traj", "learning rate"]  # no L_commit: never computed
+    per_batch, epoch_mean, val = c.panels["total loss"]
+    assert (per_batch.x, per_batch.y, per_batch.style) == ([1.0, 2.0, 3.0], [2.0, 1.5, 1.0], "batch")
+    assert (epoch_mean.x, epoch_mean.y, val.y) == ([2.0], [5.5], [4.0])
+    assert c.panels["learning rate"][0].y == [1e-4, 2e-4, 3e-4]
+    assert "3 batches, 1 epochs; 1 unreadable line(s) skipped" in c.source
+    fig = plots.training_figure(c)
+    lr_axis = next(ax for ax in fig.axes if ax.get_title() == "learning rate")
+    assert lr_axis.get_yscale() == "linear" and all(ax.get_yscale() == "log" for ax in fig.axes if ax is not lr_axis)
+
+
+def test_long_runs_get_a_running_mean_over_their_batches():
+    raw = curves.Series("train (per batch)", [float(s) for s in range(1, 101)], [float(s % 2) for s in range(1, 101)], style="batch")
+    trend = curves.running_mean(raw)
+    assert trend.label == "train (mean of last 5 batches)" and trend.style == "trend" and trend.x == raw.x
+    assert trend.y[:3] == [1.0, 0.5, 2 / 3] and trend.y[4:] == pytest.approx([0.6 if s % 2 else 0.4 for s in range(5, 101)])
+    assert curves.running_mean(curves.Series("short", [1.0], [1.0], style="batch")) is None
+
+
+def test_training_curves_from_a_history_with_none_entries(tmp_path):
+    history = {"train_loss": [2.0, 1.0], "val_loss": [2.5, None], "train_commit": [None, None], "val_commit": [None, None],
+               "train_latent": [None, None], "lr": [1e-3, 5e-4]}
+    c = curves.training_curves_of(tmp_path / "best_model.pt", {"history": history})
+    assert c.x_label == "epoch" and list(c.panels) == ["total loss", "learning rate"]
+    assert c.panels["total loss"][1].x == [1.0] and c.panels["total loss"][1].y == [2.5]
+    path = plots.training_curves(c, tmp_path / "curves.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    assert curves.training_curves_of(tmp_path / "x.pt", {"history": {"train_commit": [None]}}) is None

@@ -211,3 +211,28 @@ def test_cuda_modes_agree_with_float32_eager(execution: Execution, loss_rtol: fl
     assert again_losses == losses
     for key in grads:
         assert torch.equal(again_grads[key], grads[key]), key
+
+
+@pytest.mark.cuda
+@CUDA
+def test_host_synchronisations_do_not_grow_with_the_rollout(tiny_dataset: Path) -> None:
+    # Losses stay on the device until the batch ends: a batch of 8 steps and one of 4 steps wait
+    # for the GPU equally often (only to read the final loss values).
+    import warnings
+
+    model, _ = _models(0, "cuda")
+    ic, params, target = _batch(tiny_dataset, "cuda", n=4)
+    counts = {}
+    for steps in (4, 8):
+        obj = Objective(model, None, None, 0.5, 0.5, 2, [], execution=Execution("cuda", "bf16"))
+        train_batch(obj, ic, params, target[:, : steps + 1])  # warm-up: allocator and handles
+        torch.cuda.synchronize()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                train_batch(obj, ic, params, target[:, : steps + 1])
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts[steps] = sum("synchronizing" in str(w.message) for w in caught)
+    assert counts[4] == counts[8], counts

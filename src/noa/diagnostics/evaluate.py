@@ -11,21 +11,29 @@ Held-out means: the validation split the training run used (rebuilt from the che
 args exactly as training built it), plus dataset rows beyond the run's ``--n-samples``,
 which training never read. Nothing here draws random numbers except the choice of which
 held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
+
+A checkpoint trained without a tokenizer (L_traj only) is diagnosed on rollout quality alone
+unless ``--vqvae-path`` supplies one; the token sections say why they are skipped.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import h5py
 import numpy as np
 import torch
 
+import noa
 from noa.data import h5
 from noa.data.loader import SampleSource, split_rows, usable_rows
 from noa.diagnostics import alignment as guide
+from noa.diagnostics import verdict as rating
+from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
 from noa.errors import NoaError
 from noa.features import compute_features, feature_names
@@ -33,12 +41,17 @@ from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
-from noa.train.checkpoint import build_model, load_checkpoint
+from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
 
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
+NO_TOKENIZER = (
+    "no tokenizer: the checkpoint was trained without --vqvae-path (L_traj only); "
+    "pass --vqvae-path to tokenize its rollouts"
+)
 DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
 PLOTTED_OPERATORS = 3
+THETA_PER_LINE = 5  # decoded θ parameters per line of a frames-figure row title
 FAMILY_DRAW = "diagnose/family-draw"  # derives the other family draw's noise seed from a sample's
 SECTION_NAMES = ("VQ Reconstruction", "Token Diversity", "Alignment Correlation", "Temporal Consistency")
 
@@ -48,20 +61,23 @@ class DiagnosticsResult:
     """Every number of one diagnosis; ``text`` is the printed report."""
 
     checkpoint: str
-    tokenizer: str
+    tokenizer: str | None  # None: diagnosed without a tokenizer (rollout quality only)
     dataset: str
     timesteps: int
     n_samples: int
     rows: list[int]
     notes: list[str]
-    reconstruction: guide.Reconstruction
-    diversity: guide.Diversity
+    run: dict[str, Any]  # date, noa version, the checkpoint's position, training args, dataset summary
+    reconstruction: guide.Reconstruction | None
+    diversity: guide.Diversity | None
     alignment: guide.Alignment | None
     consistency: guide.Consistency | None
-    skipped: str | None
-    verdict: str
+    skipped: dict[str, str]  # section name -> why it was skipped
+    alignment_verdict: str | None  # the guide's verdict over sections 1-4 (None without a tokenizer)
+    verdict: str  # the final verdict line, see :mod:`.verdict`
+    verdict_detail: rating.Verdict
     rollout: RolloutQuality
-    cno_reconstruction: float  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
+    cno_reconstruction: float | None  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
     text: str = ""
 
     @property
@@ -75,7 +91,7 @@ class DiagnosticsResult:
         data.pop("text")
         data["assessments"] = self.assessments
         data["ladders"] = {ladder.metric: ladder.describe() for ladder in guide.LADDERS}
-        data["verdict_rule"] = guide.VERDICT_RULE
+        data["verdict_rule"] = rating.VERDICT_RULE
         return _finite(data)
 
 
@@ -83,20 +99,20 @@ class DiagnosticsResult:
 class _Collected:
     """What the evaluation pass keeps for the metrics and figures (CPU tensors)."""
 
-    features_noa: dict[str, torch.Tensor]
-    features_cno: dict[str, torch.Tensor]
-    tokens_noa: torch.Tensor  # [N, E]
-    tokens_cno: torch.Tensor
-    tokens_cno_other: torch.Tensor
-    tokens_persistence: torch.Tensor
+    # Features, tokens and targets are None without a tokenizer.
+    features_noa: dict[str, torch.Tensor] | None
+    features_cno: dict[str, torch.Tensor] | None
+    tokens_noa: torch.Tensor | None  # [N, E]
+    tokens_cno: torch.Tensor | None
+    tokens_cno_other: torch.Tensor | None
+    tokens_persistence: torch.Tensor | None
     errors: StepErrors
-    targets: torch.Tensor  # [N, D] cat(encode(features of the NOA rollout))
+    targets: torch.Tensor | None  # [N, D] cat(encode(features of the NOA rollout))
     projected: torch.Tensor | None  # [N, D] projector latents, mean over the sampled steps
     norms: torch.Tensor | None  # [N, T] projector latent norms at every step
     frames_cno: torch.Tensor  # [S, K, H, W] channel 0 at the plotted times
     frames_noa: torch.Tensor
     non_finite: int  # NOA rollouts with NaN/inf
-
 
 
 @dataclass
@@ -106,7 +122,9 @@ class Evaluation:
     result: DiagnosticsResult
     data: _Collected
     times: list[int]  # the rollout steps shown in the frames figure
-    history: dict  # the checkpoint's training history, for the curves figure
+    history: dict  # the checkpoint's training history
+    frame_labels: list[str]  # per plotted operator: row, IC family, channel, θ in physical units
+    curves: TrainingCurves | None  # per-batch (metrics.jsonl) or per-epoch training curves
 
 
 def evaluate(
@@ -125,22 +143,26 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
 
-    ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
-    ``timesteps`` defaults to the training run's T, else the dataset's. ``zero_theta`` feeds the
-    NOA θ = 0 instead of each sample's θ (an ablation: how much the model uses θ); the CNO
-    targets keep their own θ. ``rows`` overrides the held-out choice with given dataset rows
-    (benchmarks use it to compare training and held-out θ).
+    ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args
+    (no tokenizer for a checkpoint trained without one). ``timesteps`` defaults to the training
+    run's T, else the dataset's. ``zero_theta`` feeds the NOA θ = 0 instead of each sample's θ
+    (an ablation: how much the model uses θ); the CNO targets keep their own θ. ``rows``
+    overrides the held-out choice with given dataset rows (benchmarks use it to compare
+    training and held-out θ).
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
     ckpt = load_checkpoint(noa_checkpoint)
     args = ckpt.get("args") or {}
-    vqvae_path = _from_args(vqvae_path, args, "vqvae_path", "--vqvae-path")
-    dataset = _from_args(dataset, args, "dataset", "--dataset")
+    vqvae_path = input_path(vqvae_path, ckpt, noa_checkpoint, "vqvae_path")
+    dataset = input_path(dataset, ckpt, noa_checkpoint, "dataset")
+    if dataset is None:
+        raise NoaError("the checkpoint does not record its dataset; pass --dataset")
     model, projector = build_model(ckpt, device)
-    tokenizer = load_tokenizer(vqvae_path, device)
+    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None else None
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
+        same_data = _is_training_data(f, dataset, ckpt, noa_checkpoint)
     if timesteps is not None:
         t_source = "--timesteps"
     elif args.get("timesteps") is not None:
@@ -150,14 +172,14 @@ def evaluate(
     if timesteps < 1:
         raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
     check_fit(model, projector, tokenizer, info, timesteps, t_source, noa_checkpoint, vqvae_path)
+    if tokenizer is None:
+        projector = None  # its latents have nothing to be compared with
 
     if rows is None:
-        rows, notes = held_out_rows(dataset, args, n_samples, seed)
+        rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data)
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    trained_with = args.get("vqvae_path")
-    if trained_with is not None and Path(trained_with).resolve() != Path(vqvae_path).resolve():
-        notes.append(f"the NOA was trained with tokenizer {trained_with}, not this one")
+    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -170,30 +192,93 @@ def evaluate(
     if data.non_finite:
         notes.append(f"{data.non_finite} of {len(rows)} NOA rollouts hold NaN/inf; metrics that touch them are NaN")
 
-    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, tokenizer, data, steps, batch_size)
-    return Evaluation(result, data, times, ckpt.get("history") or {})
+    run = run_summary(ckpt, info)
+    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size)
+    labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
+    return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
 
-def _from_args(value: str | Path | None, args: dict, key: str, flag: str) -> str | Path:
-    if value is not None:
-        return value
-    if args.get(key):
-        return args[key]
-    raise NoaError(f"the checkpoint does not record its {key.replace('_', ' ')}; pass {flag}")
+def input_path(given: str | Path | None, ckpt: dict, checkpoint: str | Path, key: str) -> Path | None:
+    """The dataset or tokenizer to use: the one given, else the one the checkpoint records
+    (found from any working directory; one clear error naming the flag when it is gone)."""
+    if given is not None:
+        return Path(given)
+    path = recorded_path(ckpt, checkpoint, key)
+    if path is not None and not path.exists():
+        raise NoaError(
+            f"checkpoint {checkpoint} was trained with {key.replace('_', ' ')} {ckpt['args'][key]}, which is not at "
+            f"{path} any more; pass {RECORDED_PATHS[key]} with its new location"
+        )
+    return path
+
+
+def _is_training_data(f: h5py.File, dataset: Path, ckpt: dict, checkpoint: str | Path) -> bool:
+    """Whether ``f`` holds the samples the NOA was trained on: the recorded path, or a file
+    with the same dataset fingerprint (a moved or copied training set)."""
+    trained_on = recorded_path(ckpt, checkpoint, "dataset")
+    if trained_on is not None and trained_on.resolve() == dataset.resolve():
+        return True
+    stored = (ckpt.get("fingerprints") or {}).get("dataset")
+    return stored is not None and stored == h5.fingerprint_of(f)
+
+
+def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
+    """Notes when the tokenizer is not the one the NOA was trained with, or there is none."""
+    if used is None:
+        return [f"token sections skipped: {NO_TOKENIZER}"]
+    if trained_with is None:
+        return [f"the NOA was trained without a tokenizer (L_traj only); its rollouts are tokenized with {used}"]
+    if trained_with.resolve() != used.resolve():
+        return [f"the NOA was trained with tokenizer {trained_with}, not this one"]
+    return []
+
+
+def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
+    """What the report opens with: when, by which noa, which run (its args) and which data."""
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "noa_version": noa.__version__,
+        "epoch": ckpt.get("epoch"),
+        "global_step": ckpt.get("global_step"),
+        "args": dict(ckpt.get("args") or {}),
+        "data": {
+            "samples": info.n_samples, "grid": info.grid, "channels": info.channels,
+            "timesteps": info.timesteps, "ic_families": list(info.ic_families),
+        },
+    }
+
+
+def frame_labels(dataset: str | Path, info: h5.DatasetInfo, rows: list[int]) -> list[str]:
+    """Per plotted operator: its row, IC family and the plotted channel, then θ in physical
+    units (the parameter space's decode), a few parameters per line."""
+    with h5.open_dataset(dataset) as f:
+        thetas = f["parameters/params"][rows] if rows else []
+        families = f["metadata/ic_family"][rows] if rows else []
+    labels = []
+    for row, theta, family in zip(rows, thetas, families):
+        values = [f"{name}={_physical(value)}" for name, value in info.space.decode(theta).items()]
+        lines = [", ".join(values[i : i + THETA_PER_LINE]) for i in range(0, len(values), THETA_PER_LINE)]
+        labels.append("\n".join([f"row {row}: IC {info.ic_families[int(family)]}, channel 0", *lines]))
+    return labels
+
+
+def _physical(value: Any) -> str:
+    """A decoded parameter as text: floats to 3 significant digits, the rest as they are."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def check_fit(
     model: UAFNO,
     projector: LatentProjector | None,
-    tokenizer: CategoricalVQVAE,
+    tokenizer: CategoricalVQVAE | None,
     info: h5.DatasetInfo,
     timesteps: int,
     t_source: str,
     checkpoint: str | Path,
-    vqvae_path: str | Path,
+    vqvae_path: str | Path | None,
 ) -> None:
-    """One NoaError listing every way the checkpoint, tokenizer and dataset disagree."""
-    cfg, tok = model.config, tokenizer.config
+    """One NoaError listing every way the checkpoint, tokenizer (when there is one) and dataset disagree."""
+    cfg = model.config
     ck, tk, ds = f"checkpoint {checkpoint}", f"tokenizer {vqvae_path}", f"dataset {info.path}"
     problems = []
     if cfg.channels != info.channels:
@@ -206,24 +291,13 @@ def check_fit(
             f"grid: {ck} needs a multiple of {factor} of at least {2 * factor} ({cfg.encoder_levels} encoder levels), "
             f"{ds} has {info.grid}"
         )
-    if tok.grid != info.grid:
-        problems.append(f"grid: {tk} was trained on {tok.grid}x{tok.grid}, {ds} has {info.grid}x{info.grid}")
-    if tok.channels != info.channels:
-        problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
-    elif tok.feature_names != feature_names(info.channels):
-        problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
-    if tok.timesteps != timesteps:
-        problems.append(f"timesteps: {tk} was trained on T={tok.timesteps}, {t_source} gives T={timesteps}")
-    if projector is not None:
-        if projector.latent_dim != tokenizer.latent_dim:
-            problems.append(
-                f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
-            )
-        if projector.in_channels != cfg.bottleneck_channels:
-            problems.append(
-                f"bottleneck: {ck}'s latent projector takes {projector.in_channels} channels, "
-                f"its model's bottleneck has {cfg.bottleneck_channels}"
-            )
+    if tokenizer is not None:
+        problems += _tokenizer_problems(projector, tokenizer, info, timesteps, t_source, ck, tk, ds)
+    if projector is not None and projector.in_channels != cfg.bottleneck_channels:
+        problems.append(
+            f"bottleneck: {ck}'s latent projector takes {projector.in_channels} channels, "
+            f"its model's bottleneck has {cfg.bottleneck_channels}"
+        )
     if problems:
         raise NoaError(
             "the checkpoint, tokenizer and dataset do not fit each other:\n  - "
@@ -232,12 +306,43 @@ def check_fit(
         )
 
 
-def held_out_rows(dataset: str | Path, args: dict, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
-    """Sorted dataset rows to evaluate and notes saying where they come from."""
+def _tokenizer_problems(
+    projector: LatentProjector | None,
+    tokenizer: CategoricalVQVAE,
+    info: h5.DatasetInfo,
+    timesteps: int,
+    t_source: str,
+    ck: str,
+    tk: str,
+    ds: str,
+) -> list[str]:
+    """The ways a tokenizer disagrees with the dataset, the horizon and the checkpoint's projector."""
+    tok = tokenizer.config
+    problems = []
+    if tok.grid != info.grid:
+        problems.append(f"grid: {tk} was trained on {tok.grid}x{tok.grid}, {ds} has {info.grid}x{info.grid}")
+    if tok.channels != info.channels:
+        problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
+    elif tok.feature_names != feature_names(info.channels):
+        problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
+    if tok.timesteps != timesteps:
+        problems.append(f"timesteps: {tk} was trained on T={tok.timesteps}, {t_source} gives T={timesteps}")
+    if projector is not None and projector.latent_dim != tokenizer.latent_dim:
+        problems.append(
+            f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
+        )
+    return problems
+
+
+def held_out_rows(
+    dataset: str | Path, args: dict, n_samples: int, seed: int, same_data: bool
+) -> tuple[np.ndarray, list[str]]:
+    """Sorted dataset rows to evaluate and notes saying where they come from; ``same_data``:
+    the dataset holds the run's training samples (its split is then rebuilt and left out)."""
     notes: list[str] = []
     every = usable_rows(dataset, None)
     trained_on = args.get("dataset")
-    if trained_on is not None and Path(trained_on).resolve() == Path(dataset).resolve():
+    if same_data:
         train_rows = usable_rows(dataset, args.get("n_samples"))
         val = split_rows(train_rows, float(args.get("val_split", 0.0)), int(args.get("seed", 0))).val
         unseen = np.setdiff1d(every, train_rows)
@@ -277,11 +382,28 @@ def _tokens(tokenizer: CategoricalVQVAE, features: dict[str, torch.Tensor]) -> t
     return torch.cat(latents, dim=1).cpu(), torch.stack(indices, dim=1).cpu()
 
 
+def _tokenized(
+    tokenizer: CategoricalVQVAE, noa: torch.Tensor, cno: torch.Tensor, persistence: torch.Tensor
+) -> dict[str, Any]:
+    """One batch's features, tokens and L_latent targets (the tokenizer's side of the pass)."""
+    feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
+    targets, tokens_noa = _tokens(tokenizer, feats_noa)
+    return {
+        "features_noa": {k: v.cpu() for k, v in feats_noa.items()},
+        "features_cno": {k: v.cpu() for k, v in feats_cno.items()},
+        "targets": targets,
+        "tokens_noa": tokens_noa,
+        "tokens_cno": _tokens(tokenizer, feats_cno)[1],
+        "tokens_cno_other": _tokens(tokenizer, feats_other)[1],
+        "tokens_persistence": _tokens(tokenizer, compute_features(persistence))[1],
+    }
+
+
 @torch.no_grad()
 def _evaluate(
     model: UAFNO,
     projector: LatentProjector | None,
-    tokenizer: CategoricalVQVAE,
+    tokenizer: CategoricalVQVAE | None,
     source: SampleSource,
     timesteps: int,
     steps: list[int],
@@ -302,15 +424,9 @@ def _evaluate(
         every_step = list(range(timesteps)) if projector is not None else None
         noa_params = torch.zeros_like(params) if zero_theta else params
         noa, projected = rollout_noa(model, ic, noa_params, timesteps, projector, steps=every_step)
-        feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
-        targets, tokens_noa = _tokens(tokenizer, feats_noa)
-        parts["features_noa"].append({k: v.cpu() for k, v in feats_noa.items()})
-        parts["features_cno"].append({k: v.cpu() for k, v in feats_cno.items()})
-        parts["targets"].append(targets)
-        parts["tokens_noa"].append(tokens_noa)
-        parts["tokens_cno"].append(_tokens(tokenizer, feats_cno)[1])
-        parts["tokens_cno_other"].append(_tokens(tokenizer, feats_other)[1])
-        parts["tokens_persistence"].append(_tokens(tokenizer, compute_features(persistence))[1])
+        if tokenizer is not None:
+            for name, value in _tokenized(tokenizer, noa, cno, persistence).items():
+                parts[name].append(value)
         parts["errors"].append(step_errors(noa, cno, other))
         parts["non_finite"].append(int((~torch.isfinite(noa.flatten(1))).any(dim=1).sum()))
         if projected is not None:
@@ -319,60 +435,84 @@ def _evaluate(
         shown = max(0, min(PLOTTED_OPERATORS - start, noa.shape[0]))
         parts["frames_noa"].append(noa[:shown, times, 0].cpu())
         parts["frames_cno"].append(cno[:shown, 0, times, 0].cpu())
-    families = parts["features_noa"][0].keys()
     return _Collected(
-        features_noa={k: torch.cat([p[k] for p in parts["features_noa"]]) for k in families},
-        features_cno={k: torch.cat([p[k] for p in parts["features_cno"]]) for k in families},
-        tokens_noa=torch.cat(parts["tokens_noa"]),
-        tokens_cno=torch.cat(parts["tokens_cno"]),
-        tokens_cno_other=torch.cat(parts["tokens_cno_other"]),
-        tokens_persistence=torch.cat(parts["tokens_persistence"]),
+        features_noa=_cat_features(parts["features_noa"]),
+        features_cno=_cat_features(parts["features_cno"]),
+        tokens_noa=_cat(parts["tokens_noa"]),
+        tokens_cno=_cat(parts["tokens_cno"]),
+        tokens_cno_other=_cat(parts["tokens_cno_other"]),
+        tokens_persistence=_cat(parts["tokens_persistence"]),
         errors=StepErrors.concat(parts["errors"]),
-        targets=torch.cat(parts["targets"]),
-        projected=torch.cat(parts["projected"]) if parts["projected"] else None,
-        norms=torch.cat(parts["norms"]) if parts["norms"] else None,
+        targets=_cat(parts["targets"]),
+        projected=_cat(parts["projected"]),
+        norms=_cat(parts["norms"]),
         frames_cno=torch.cat(parts["frames_cno"]),
         frames_noa=torch.cat(parts["frames_noa"]),
         non_finite=sum(parts["non_finite"]),
     )
 
 
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """The batches' tensors joined along samples; None when the pass made none (no tokenizer or projector)."""
+    return torch.cat(parts) if parts else None
+
+
+def _cat_features(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor] | None:
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]} if parts else None
+
+
 def _result(
     checkpoint: str | Path,
-    vqvae_path: str | Path,
+    vqvae_path: Path | None,
     dataset: str | Path,
     timesteps: int,
     rows: np.ndarray,
     notes: list[str],
-    tokenizer: CategoricalVQVAE,
+    run: dict[str, Any],
+    tokenizer: CategoricalVQVAE | None,
     data: _Collected,
     steps: list[int],
     batch_size: int,
 ) -> DiagnosticsResult:
-    sizes = tokenizer.codebook_sizes
-    counts = guide.code_counts(list(data.tokens_noa.T), sizes)
-    sections = {
-        "reconstruction": guide.reconstruction(tokenizer, data.features_noa, batch_size),
-        "diversity": guide.diversity(counts, tokenizer.entries),
-        "alignment": None,
-        "consistency": None,
-    }
-    if data.projected is not None:
+    sections: dict[str, Any] = {"reconstruction": None, "diversity": None, "alignment": None, "consistency": None}
+    skipped: dict[str, str] = {}
+    if tokenizer is None:
+        skipped = {name: NO_TOKENIZER for name in SECTION_NAMES}
+    else:
+        counts = guide.code_counts(list(data.tokens_noa.T), tokenizer.codebook_sizes)
+        sections["reconstruction"] = guide.reconstruction(tokenizer, data.features_noa, batch_size)
+        sections["diversity"] = guide.diversity(counts, tokenizer.entries)
+    if data.projected is not None and data.targets is not None:
         sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
         sections["consistency"] = guide.consistency(data.norms)
+    elif tokenizer is not None:
+        skipped = {name: SKIP_REASON for name in SECTION_NAMES[2:]}
     assessed = [s.assessment for s in sections.values() if s is not None]
+    alignment_verdict = guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None
+    rollout = summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence)
+    detail = rating.combine([
+        rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
+        rating.rollout_criterion(rollout),
+        rating.agreement_criterion(rollout, NO_TOKENIZER),
+    ])
+    cno_reconstruction = None
+    if tokenizer is not None:
+        cno_reconstruction = reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"]
     return DiagnosticsResult(
         checkpoint=str(checkpoint),
-        tokenizer=str(vqvae_path),
+        tokenizer=None if vqvae_path is None else str(vqvae_path),
         dataset=str(dataset),
         timesteps=timesteps,
         n_samples=len(rows),
         rows=[int(r) for r in rows],
         notes=notes,
-        skipped=None if data.projected is not None else SKIP_REASON,
-        verdict=guide.final_verdict(assessed, aligned=data.projected is not None),
-        rollout=summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence),
-        cno_reconstruction=reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"],
+        run=run,
+        skipped=skipped,
+        alignment_verdict=alignment_verdict,
+        verdict=detail.line,
+        verdict_detail=detail,
+        rollout=rollout,
+        cno_reconstruction=cno_reconstruction,
         **sections,
     )
 

@@ -7,23 +7,20 @@ switch, so importing this module never changes how the caller's own plots behave
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from noa.diagnostics.curves import LR_PANEL, TrainingCurves
 from noa.diagnostics.rollout_quality import RolloutQuality
 
 DPI = 110
-# Loss groups of the training history, each a panel: (title, [(key, label)]).
-HISTORY_PANELS = (
-    ("total loss", (("train_loss", "train"), ("val_loss", "val"))),
-    ("L_traj", (("train_traj", "train"), ("val_traj", "val"))),
-    ("L_commit", (("train_commit", "train"), ("val_commit", "val"))),
-    ("L_latent", (("train_latent", "train"), ("val_latent", "val"))),
-)
+NO_SKILL = "no skill: persistence (IC held)"
+FRAME_MEAN = "no skill: each frame's spatial mean (VRMSE = 1)"
+SERIES_STYLES = {"points": {"marker": "o"}, "batch": {"linewidth": 0.6, "alpha": 0.45}, "trend": {"linewidth": 1.5}}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -37,48 +34,48 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _series(history: Mapping[str, object], key: str) -> list[float]:
-    values = history.get(key)
-    return [float(v) for v in values] if isinstance(values, (list, tuple)) else []
-
-
-def training_curves(history: Mapping[str, object], path: Path) -> Path | None:
-    """Per-epoch losses (log y), one panel per loss present; None when the history is empty."""
-    panels = [(title, [(k, label) for k, label in keys if _series(history, k)]) for title, keys in HISTORY_PANELS]
-    panels = [(title, keys) for title, keys in panels if keys]
-    if not panels:
-        return None
-    fig = _figure(4.0 * len(panels), 3.2)
-    for ax, (title, keys) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        for key, label in keys:
-            values = _series(history, key)
-            ax.plot(range(1, len(values) + 1), values, marker="o", label=label)
-        ax.set_yscale("log", nonpositive="mask")
+def training_figure(curves: TrainingCurves) -> Figure:
+    """One panel per loss the run computed (log y) and the learning rate in its own panel."""
+    titles = list(curves.panels)
+    fig = _figure(3.6 * len(titles), 3.2)
+    for ax, title in zip(fig.subplots(1, len(titles), squeeze=False)[0], titles):
+        for series in curves.panels[title]:
+            ax.plot(series.x, series.y, label=series.label, **SERIES_STYLES[series.style])
+        if title != LR_PANEL:
+            ax.set_yscale("log", nonpositive="mask")
         ax.set_title(title)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel(curves.x_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.legend()
-    return _save(fig, path)
+        ax.legend(fontsize="x-small")
+    return fig
 
 
-def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
-    """NOA MSE per step against the noise floor, the family floor and persistence; VRMSE beside it."""
+def training_curves(curves: TrainingCurves | None, path: Path) -> Path | None:
+    """The training-curves PNG; None when the run left no curves."""
+    return None if curves is None else _save(training_figure(curves), path)
+
+
+def error_figure(quality: RolloutQuality) -> Figure:
+    """NOA MSE per step against the noise and family floors and persistence (no skill); VRMSE
+    beside it with the floor and the frame-mean line (no skill)."""
     fig = _figure(9.0, 3.4)
     left, right = fig.subplots(1, 2)
     left.plot(quality.steps, quality.mse, marker="o", label="NOA vs CNO (realization 0)")
     left.plot(quality.steps, quality.floor, linestyle="--", label="noise floor (same operator)")
     family = [float("nan") if v is None else v for v in quality.family_floor]
     left.plot(quality.steps, family, linestyle=":", label="family floor (same θ)")
-    left.plot(quality.steps, quality.persistence, linestyle="-.", color="gray", label="persistence (IC held)")
+    left.plot(quality.steps, quality.persistence, linestyle="-.", color="gray", label=NO_SKILL)
     left.set_yscale("log", nonpositive="mask")
     left.set_xlabel("horizon step")
     left.set_ylabel("MSE")
+    left.set_title("MSE")
     left.legend(fontsize="small")
     # Medians: a few near-uniform CNO frames (tiny spatial variance) dominate VRMSE means.
     right.plot(quality.steps, quality.vrmse_median, marker="o", color="tab:red", label="NOA (median)")
     right.plot(quality.steps, quality.vrmse, linestyle=":", color="tab:red", label="NOA (mean)")
     right.plot(quality.steps, quality.vrmse_persistence_median, linestyle="-.", color="gray", label="persistence (median)")
     right.plot(quality.steps, quality.vrmse_floor, linestyle="--", color="tab:green", label="noise floor (mean)")
+    right.axhline(1.0, color="black", linewidth=0.8, label=FRAME_MEAN)
     right.set_yscale("log", nonpositive="mask")
     right.set_xlabel("horizon step")
     right.set_ylabel("RMSE / std(CNO frame), per channel")
@@ -86,30 +83,50 @@ def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
     right.legend(fontsize="small")
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _save(fig, path)
+    return fig
+
+
+def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
+    """The error-vs-horizon PNG (see :func:`error_figure`)."""
+    return _save(error_figure(quality), path)
+
+
+def _range(*fields: torch.Tensor) -> tuple[float, float]:
+    """Min and max of the finite values (0, 1 when there are none): one colour scale for a row."""
+    both = torch.cat([f.flatten() for f in fields])
+    finite = both[torch.isfinite(both)]
+    return (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
+
+
+def frames_figure(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], labels: Sequence[str]) -> Figure:
+    """Frames ``[S, K, H, W]``: per operator a row titled ``labels[r]`` with CNO | NOA at each
+    time on one colour scale, then |NOA - CNO| at the last time on its own scale."""
+    rows, cols = cno.shape[0], 2 * len(times) + 1
+    height = 1.5 + 0.15 * max((label.count("\n") + 1 for label in labels), default=1)
+    fig = _figure(1.5 * cols + 1.2, height * rows + 0.3)
+    for r, sub in enumerate(fig.subfigures(rows, 1, squeeze=False)[:, 0]):
+        axes = sub.subplots(1, cols, squeeze=False)[0]
+        lo, hi = _range(cno[r], noa[r])
+        for k, t in enumerate(times):
+            for j, (name, field) in enumerate((("CNO", cno), ("NOA", noa))):
+                ax = axes[2 * k + j]
+                image = ax.imshow(field[r, k].numpy(), vmin=lo, vmax=hi, cmap="viridis")
+                ax.set_title(f"{name} t={t}", fontsize="small")
+        error = (noa[r, -1] - cno[r, -1]).abs()
+        shown = axes[-1].imshow(error.numpy(), vmin=0.0, vmax=_range(error)[1] or 1.0, cmap="magma")
+        axes[-1].set_title(f"|NOA − CNO| t={times[-1]}", fontsize="small")
+        for ax in axes:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        sub.colorbar(image, ax=list(axes[:-1]), shrink=0.8)
+        sub.colorbar(shown, ax=axes[-1], shrink=0.8)
+        sub.suptitle(labels[r], fontsize="x-small", horizontalalignment="left", x=0.01)
+    return fig
 
 
 def frames(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], labels: Sequence[str], path: Path) -> Path:
-    """Channel-0 frames ``[S, K, H, W]``: per operator one row, CNO | NOA at each time, one colour scale per row."""
-    rows, cols = cno.shape[0], 2 * len(times)
-    fig = _figure(1.6 * cols + 0.8, 1.7 * rows + 0.3)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for r in range(rows):
-        both = torch.cat([cno[r], noa[r]])
-        finite = both[torch.isfinite(both)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
-        for k, t in enumerate(times):
-            for j, (name, field) in enumerate((("CNO", cno), ("NOA", noa))):
-                ax = axes[r, 2 * k + j]
-                image = ax.imshow(field[r, k].numpy(), vmin=lo, vmax=hi, cmap="viridis")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(f"{name} t={t}", fontsize="small")
-            if k == 0:
-                axes[r, 0].set_ylabel(labels[r], fontsize="small")
-        fig.colorbar(image, ax=list(axes[r]), shrink=0.8)
-    return _save(fig, path)
+    """The frames PNG (see :func:`frames_figure`)."""
+    return _save(frames_figure(cno, noa, times, labels), path)
 
 
 def codebook_usage(

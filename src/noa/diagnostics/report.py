@@ -1,7 +1,7 @@
 """`noa diagnose`: present a diagnosis from :mod:`.evaluate` as text, files and figures.
 
-The printed text is the guide's report; ``report.md`` repeats it with the plots
-(:mod:`.plots`) and full tables, and ``summary.json`` holds every number exactly (the text
+The printed text is the guide's report; ``report.md`` opens with the run's configuration and
+repeats the text with the plots (:mod:`.plots`) and full tables, and ``summary.json`` holds every number exactly (the text
 rounds them).
 """
 
@@ -14,6 +14,8 @@ from typing import Callable
 
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
+from noa.diagnostics import verdict as rating
+from noa.diagnostics.curves import TrainingCurves
 from noa.diagnostics.evaluate import SKIP_REASON, DiagnosticsResult, _Collected, evaluate
 from noa import outputs
 from noa.errors import NoaError
@@ -68,7 +70,7 @@ def diagnose(
     result.text = format_report(result)
     log(result.text)
     if out_dir is not None:
-        written = write_report(result, run.data, run.times, run.history, Path(out_dir))
+        written = write_report(result, run.data, run.times, run.curves, run.frame_labels, Path(out_dir))
         log(f"Report written to {written}")
     return result
 
@@ -83,19 +85,39 @@ def _ratio(value: float | None) -> str:
 def format_report(r: DiagnosticsResult) -> str:
     """The guide's report (header, four sections, summary, verdict), then rollout quality and the scale."""
     lines = [RULE, "L_latent Alignment Diagnostics", RULE, ""]
-    lines += [f"Checkpoint: {r.checkpoint}", f"Tokenizer:  {r.tokenizer}", f"Dataset:    {r.dataset}"]
+    lines += [f"Checkpoint: {r.checkpoint}", f"Tokenizer:  {r.tokenizer or 'none'}", f"Dataset:    {r.dataset}"]
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
     lines += [f"note: {note}" for note in r.notes]
+    lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
+    lines += ["", "2. Token Diversity", *_diversity_lines(r)]
+    lines += ["", "3. Alignment Correlation", *_alignment_lines(r)]
+    lines += ["", "4. Temporal Consistency", *_consistency_lines(r)]
+    lines += ["", "Overall Summary"]
+    lines += [f"{name + ':':<24}{word or 'skipped'}" for name, word in r.assessments.items()]
+    lines += ["", f"➜ Final Verdict: {r.verdict}", *_verdict_lines(r)]
+    lines += ["", SEPARATOR, *_rollout_lines(r), "", *_scale_lines()]
+    return "\n".join(lines)
 
+
+def _skipped(r: DiagnosticsResult, section: str) -> list[str]:
+    """A skipped section's one line: the reason, so a reader knows what to pass to get it."""
+    return [f"skipped: {r.skipped[section]}"]
+
+
+def _reconstruction_lines(r: DiagnosticsResult) -> list[str]:
     rec = r.reconstruction
-    lines += ["", "1. VQ Reconstruction Quality", f"Total MSE: {rec.total:.4f}", "Per-category reconstruction errors:"]
+    if rec is None:
+        return _skipped(r, "VQ Reconstruction")
+    lines = [f"Total MSE: {rec.total:.4f}", "Per-category reconstruction errors:"]
     lines += [f"  {category.upper():<12}: {value:.4f}" for category, value in rec.per_category.items()]
-    lines.append(f"➜ Quality Assessment: {rec.assessment}")
+    return [*lines, f"➜ Quality Assessment: {rec.assessment}"]
 
+
+def _diversity_lines(r: DiagnosticsResult) -> list[str]:
     div = r.diversity
-    lines += [
-        "",
-        "2. Token Diversity",
+    if div is None:
+        return _skipped(r, "Token Diversity")
+    lines = [
         f"Overall utilization: {100 * div.utilization:.1f}% ({div.used}/{div.total} codes)",
         f"Token entropy: {div.entropy_bits:.2f} bits (mean over {len(div.codebooks)} codebooks; "
         f"at most {div.entropy_ceiling_bits:.2f} with {r.n_samples} samples)",
@@ -106,36 +128,40 @@ def format_report(r: DiagnosticsResult) -> str:
             f"note: {r.n_samples} samples can use at most {reachable} of the {div.total} codes "
             f"({100 * reachable / div.total:.1f}%); evaluate more samples for a fuller picture"
         )
-    lines.append(f"➜ Diversity Assessment: {div.assessment}")
+    return [*lines, f"➜ Diversity Assessment: {div.assessment}"]
 
-    lines += ["", "3. Alignment Correlation"]
-    if r.alignment is None:
-        lines.append(f"skipped: {r.skipped}")
-    else:
-        a = r.alignment
-        lines += [
-            f"Cosine similarity: {a.cosine_mean:.3f} ± {a.cosine_std:.3f}",
-            f"L_latent (MSE): {a.latent_mse:.3f}",
-            f"(projector latents averaged over steps {a.sampled_steps} vs cat(encode(features)))",
-            f"➜ Correlation Assessment: {a.assessment}",
-        ]
 
-    lines += ["", "4. Temporal Consistency"]
-    if r.consistency is None:
-        lines.append(f"skipped: {r.skipped}")
-    else:
-        c = r.consistency
-        lines += [
-            f"Latent norm: {c.norm_mean:.3f} ± {c.norm_std:.3f}",
-            f"Coefficient of variation: {c.cv:.3f}",
-            f"➜ Consistency Assessment: {c.assessment}",
-        ]
+def _alignment_lines(r: DiagnosticsResult) -> list[str]:
+    a = r.alignment
+    if a is None:
+        return _skipped(r, "Alignment Correlation")
+    return [
+        f"Cosine similarity: {a.cosine_mean:.3f} ± {a.cosine_std:.3f}",
+        f"L_latent (MSE): {a.latent_mse:.3f}",
+        f"(projector latents averaged over steps {a.sampled_steps} vs cat(encode(features)))",
+        f"➜ Correlation Assessment: {a.assessment}",
+    ]
 
-    lines += ["", "Overall Summary"]
-    lines += [f"{name + ':':<24}{word or 'skipped'}" for name, word in r.assessments.items()]
-    lines += ["", f"➜ Final Verdict: {r.verdict}"]
-    lines += ["", SEPARATOR, *_rollout_lines(r), "", *_scale_lines()]
-    return "\n".join(lines)
+
+def _consistency_lines(r: DiagnosticsResult) -> list[str]:
+    c = r.consistency
+    if c is None:
+        return _skipped(r, "Temporal Consistency")
+    return [
+        f"Latent norm: {c.norm_mean:.3f} ± {c.norm_std:.3f}",
+        f"Coefficient of variation: {c.cv:.3f}",
+        f"➜ Consistency Assessment: {c.assessment}",
+    ]
+
+
+def _verdict_lines(r: DiagnosticsResult) -> list[str]:
+    """Why the verdict is what it is: each criterion's rating and which one decided."""
+    v = r.verdict_detail
+    decided = ", ".join(v.decided_by) or "nothing (no criterion could be evaluated)"
+    lines = [f"  decided by: {decided} (the verdict is the lowest rating among these criteria)"]
+    width = max(len(c.name) for c in v.criteria) + 1
+    lines += [f"  {c.name + ':':<{width}} {c.detail}" for c in v.criteria]
+    return lines
 
 
 def _num(value: float | None, fmt: str = ".4g") -> str:
@@ -188,19 +214,33 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
         f"Overall: MSE {q.overall_mse:.4g}, nRMSE {q.overall_nrmse:.3f}, VRMSE {q.overall_vrmse:.3f}, "
         f"noise floor {q.overall_floor:.4g}, MSE/floor {_ratio(q.overall_ratio)} (horizon-averaged: mean MSE / mean floor; "
         f"persistence {_ratio(q.overall_persistence_ratio)})",
+    ]
+    return lines + _token_lines(r)
+
+
+def _token_lines(r: DiagnosticsResult) -> list[str]:
+    """Token agreement and the tokenizer's own reconstruction of CNO rollouts (skipped without a tokenizer)."""
+    q = r.rollout
+    if q.token_agreement is None or q.token_agreement_per_codebook is None:
+        return [f"Token agreement: skipped ({r.skipped.get('Token Diversity', 'no tokens')})"]
+    return [
         f"Token agreement NOA vs CNO: {100 * q.token_agreement:.1f}% of "
         f"{r.n_samples * len(q.token_agreement_per_codebook)} (sample, codebook) codes",
-        f"Token agreement CNO realization 0 vs 1 (reference): {100 * q.token_agreement_reference:.1f}%",
-        f"Token agreement persistence vs CNO: {_num(None if q.token_agreement_persistence is None else 100 * q.token_agreement_persistence, '.1f')}%",
-        f"Tokenizer reconstruction MSE on CNO rollouts (reference for section 1): {r.cno_reconstruction:.4f}",
+        f"Token agreement CNO realization 0 vs 1 (reference): {_num(_percent(q.token_agreement_reference), '.1f')}%",
+        f"Token agreement persistence vs CNO: {_num(_percent(q.token_agreement_persistence), '.1f')}%",
+        f"Tokenizer reconstruction MSE on CNO rollouts (reference for section 1): {_num(r.cno_reconstruction, '.4f')}",
     ]
-    return lines
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else 100 * value
 
 
 def _scale_lines() -> list[str]:
     lines = ["Assessment scale"]
     lines += [f"  {ladder.metric}: {ladder.describe()}" for ladder in guide.LADDERS]
-    lines.append(f"  Final verdict: {guide.VERDICT_RULE}")
+    lines += [f"  {ladder.metric}: {ladder.describe()}" for ladder in (rating.ROLLOUT_ERROR, rating.TOKEN_AGREEMENT)]
+    lines.append(f"  Final verdict: {rating.VERDICT_RULE}")
     return lines
 
 
@@ -233,23 +273,94 @@ def check_report_dir(out_dir: Path) -> None:
 
 
 def write_report(
-    result: DiagnosticsResult, data: _Collected, times: list[int], history: dict, out_dir: Path
+    result: DiagnosticsResult,
+    data: _Collected,
+    times: list[int],
+    curves: TrainingCurves | None,
+    frame_labels: list[str],
+    out_dir: Path,
 ) -> Path:
-    """report.md, summary.json and the PNGs in ``out_dir``; returns the report path."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    names = [f"{book.category} L{book.level}" for book in result.diversity.codebooks]
-    cno_counts = guide.code_counts(list(data.tokens_cno.T), [b.size for b in result.diversity.codebooks])
-    curves = plots.training_curves(history, out_dir / "training_curves.png")
-    plots.error_vs_horizon(result.rollout, out_dir / "error_vs_horizon.png")
-    labels = [f"row {row}" for row in result.rows[: data.frames_cno.shape[0]]]
-    plots.frames(data.frames_cno, data.frames_noa, times, labels, out_dir / "frames.png")
-    plots.codebook_usage([b.counts for b in result.diversity.codebooks], [c.tolist() for c in cno_counts], names, out_dir / "codebook_usage.png")
+    """report.md, summary.json and the PNGs in ``out_dir``; returns the report path.
 
+    A figure this diagnosis has nothing for (no training curves, no tokenizer) is removed when
+    an earlier noa report left one, so the directory never shows another run's figure.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = {
+        "training_curves.png": plots.training_curves(curves, out_dir / "training_curves.png"),
+        "error_vs_horizon.png": plots.error_vs_horizon(result.rollout, out_dir / "error_vs_horizon.png"),
+        "frames.png": plots.frames(data.frames_cno, data.frames_noa, times, frame_labels, out_dir / "frames.png"),
+        "codebook_usage.png": _codebook_figure(result, data, out_dir / "codebook_usage.png"),
+    }
+    for name, path in drawn.items():
+        stale = out_dir / name
+        if path is None and stale.is_file() and _written_by_noa(stale):
+            stale.unlink()
+    md = ["# NOA diagnostics", "", *_run_lines(result), "", "## Report", "", "```text", result.text, "```", ""]
+    md += _curves_section(curves) + _horizon_section(result) + _frames_section(times, frame_labels)
+    md += _codebook_section(result) + _flags_section(result)
+    report = out_dir / "report.md"
+    report.write_text("\n".join(md) + "\n")
+    (out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    return report
+
+
+def _codebook_names(result: DiagnosticsResult) -> list[str]:
+    return [f"{book.category} L{book.level}" for book in result.diversity.codebooks] if result.diversity else []
+
+
+def _codebook_figure(result: DiagnosticsResult, data: _Collected, path: Path) -> Path | None:
+    """Code usage of NOA and CNO rollouts per codebook; None without a tokenizer."""
+    if result.diversity is None or data.tokens_cno is None:
+        return None
+    books = result.diversity.codebooks
+    cno_counts = guide.code_counts(list(data.tokens_cno.T), [b.size for b in books])
+    return plots.codebook_usage([b.counts for b in books], [c.tolist() for c in cno_counts], _codebook_names(result), path)
+
+
+def _objective(args: dict) -> str:
+    """The training loss as the run's flags made it."""
+    terms = ["L_traj"]
+    if args.get("vqvae_path"):
+        terms.append(f"{args.get('lambda_commit', '?')}·L_commit")
+        if args.get("enable_latent_loss"):
+            terms.append(f"{args.get('lambda_latent', '?')}·L_latent")
+    return " + ".join(terms) + ("" if args.get("vqvae_path") else " (physics only: trained without a tokenizer)")
+
+
+def _run_lines(r: DiagnosticsResult) -> list[str]:
+    """What report.md opens with: when, by which noa, and the run's configuration and data."""
+    run, a, d = r.run, r.run.get("args", {}), r.run.get("data", {})
+    epoch = "?" if run.get("epoch") is None else int(run["epoch"]) + 1
+    rows = [
+        ("checkpoint", f"`{r.checkpoint}` (epoch {epoch}, step {run.get('global_step', '?')})"),
+        ("dataset", f"`{r.dataset}`: {d.get('samples')} samples, {d.get('grid')}×{d.get('grid')} grid, "
+                    f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}"),
+        ("tokenizer", f"`{r.tokenizer}`" if r.tokenizer else "none: token sections skipped"),
+        ("objective", _objective(a)),
+        ("training", f"{a.get('epochs', '?')} epochs, batch {a.get('batch_size', '?')}, lr {a.get('lr', '?')} "
+                     f"({a.get('lr_schedule', '?')}, {a.get('warmup_steps', '?')} warmup steps), T = {a.get('timesteps', '?')}, "
+                     f"BPTT window {a.get('bptt_window', '?')}, {a.get('n_samples') or 'all'} samples "
+                     f"(validation {a.get('val_split', '?')}), seed {a.get('seed', '?')}"),
+        ("U-AFNO", f"base {a.get('base_channels', '?')}, {a.get('encoder_levels', '?')} levels, "
+                   f"{a.get('modes', '?')} modes, {a.get('afno_blocks', '?')} AFNO blocks"),
+        ("evaluated", f"{r.n_samples} held-out samples, T = {r.timesteps}"),
+        ("verdict", r.verdict),
+    ]
+    lines = [f"Generated {run.get('date', '?')} by noa {run.get('noa_version', '?')}.", "", "## Run", "", "| | |", "|---|---|"]
+    return lines + [f"| {name} | {value} |" for name, value in rows]
+
+
+def _curves_section(curves: TrainingCurves | None) -> list[str]:
+    lines = ["## Training curves", ""]
+    if curves is None:
+        return lines + ["The checkpoint holds no training history and no metrics.jsonl lies beside it.", ""]
+    return lines + ["![Training curves](training_curves.png)", "", f"From {curves.source}.", ""]
+
+
+def _horizon_section(result: DiagnosticsResult) -> list[str]:
     q = result.rollout
-    md = ["# NOA diagnostics", "", "```text", result.text, "```", "", "## Training curves", ""]
-    md.append("![Training curves](training_curves.png)" if curves else "The checkpoint holds no training history.")
-    md += [
-        "",
+    md = [
         "## Error vs horizon",
         "",
         "![Error vs horizon](error_vs_horizon.png)",
@@ -262,17 +373,28 @@ def write_report(
         f"{_ratio(q.persistence_ratio[i])} | {q.nrmse[i]:.3f} | {q.vrmse[i]:.3f} | {q.vrmse_persistence[i]:.3f} | {q.vrmse_floor[i]:.3f} |"
         for i, t in enumerate(q.steps)
     ]
-    md += [
-        "",
+    return md + [""]
+
+
+def _frames_section(times: list[int], labels: list[str]) -> list[str]:
+    md = [
         "## CNO vs NOA frames",
         "",
         "![CNO vs NOA frames](frames.png)",
         "",
-        f"Channel 0 at t = {', '.join(map(str, times))}; one row per held-out operator ({', '.join(labels)}), "
-        "one colour scale per row.",
+        f"Channel 0 at t = {', '.join(map(str, times))}, one row per held-out operator on one colour scale, and "
+        f"|NOA − CNO| at t = {times[-1]} on its own scale. Rows:",
         "",
-        "## Codebook usage",
-        "",
+    ]
+    return md + [f"- {label.replace(chr(10), '; ')}" for label in labels] + [""]
+
+
+def _codebook_section(result: DiagnosticsResult) -> list[str]:
+    md = ["## Codebook usage", ""]
+    q = result.rollout
+    if result.diversity is None or q.token_agreement_per_codebook is None:
+        return md + [f"Skipped: {result.skipped.get('Token Diversity', 'no tokens')}.", ""]
+    md += [
         "![Codebook usage](codebook_usage.png)",
         "",
         "| codebook | used / size | entropy (bits) | token agreement NOA vs CNO |",
@@ -280,12 +402,15 @@ def write_report(
     ]
     md += [
         f"| {name} | {b.used}/{b.size} | {b.entropy_bits:.2f} | {100 * agree:.1f}% |"
-        for name, b, agree in zip(names, result.diversity.codebooks, q.token_agreement_per_codebook)
+        for name, b, agree in zip(_codebook_names(result), result.diversity.codebooks, q.token_agreement_per_codebook)
     ]
-    report = out_dir / "report.md"
-    report.write_text("\n".join(md) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return report
+    return md + [""]
+
+
+def _flags_section(result: DiagnosticsResult) -> list[str]:
+    args = result.run.get("args", {})
+    md = ["## Training flags", "", "Every flag the checkpoint records (`args`).", "", "| flag | value |", "|---|---|"]
+    return md + [f"| `--{key.replace('_', '-')}` | {value} |" for key, value in sorted(args.items())]
 
 
 # ---- command line ----------------------------------------------------------------------
@@ -294,8 +419,15 @@ def write_report(
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `noa diagnose` (and scripts/dev/diagnose_latent_alignment.py)."""
     parser.add_argument("--noa-checkpoint", required=True, help="NOA checkpoint (.pt), e.g. checkpoints/noa/best_model.pt")
-    parser.add_argument("--vqvae-path", default=None, help="tokenizer directory (default: the one the checkpoint was trained with)")
-    parser.add_argument("--dataset", default=None, help="dataset .h5 (default: the checkpoint's training dataset)")
+    parser.add_argument(
+        "--vqvae-path",
+        default=None,
+        help="tokenizer directory (default: the one the checkpoint was trained with; a checkpoint trained without "
+        "one is diagnosed on rollout quality alone unless this supplies one)",
+    )
+    parser.add_argument(
+        "--dataset", default=None, help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)"
+    )
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the training run's T); must equal the tokenizer's T")
     parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")

@@ -82,9 +82,10 @@ class RolloutQuality:
     family_to_noise: float | None  # mean family floor / mean noise floor (1 = θ identifies the operator)
     overall_persistence: float
     overall_persistence_ratio: float | None
-    token_agreement: float  # NOA vs CNO realization 0
-    token_agreement_reference: float  # CNO realization 0 vs 1
-    token_agreement_per_codebook: list[float]
+    # Token agreement (None without a tokenizer):
+    token_agreement: float | None  # NOA vs CNO realization 0
+    token_agreement_reference: float | None  # CNO realization 0 vs 1
+    token_agreement_per_codebook: list[float] | None
     token_agreement_persistence: float | None  # IC held constant vs CNO realization 0
 
 
@@ -137,20 +138,26 @@ def _nan_to_none(values: list[float]) -> list[float | None]:
     return [None if v != v else v for v in values]
 
 
+def _agreement(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
+    """Share of (sample, codebook) codes two tokenizations have in common; None without both."""
+    return None if a is None or b is None else float((a == b).double().mean())
+
+
 def summarize(
     errors: StepErrors,
-    tokens_noa: torch.Tensor,
-    tokens_cno: torch.Tensor,
-    tokens_cno_other: torch.Tensor,
+    tokens_noa: torch.Tensor | None,
+    tokens_cno: torch.Tensor | None,
+    tokens_cno_other: torch.Tensor | None,
     tokens_persistence: torch.Tensor | None = None,
 ) -> RolloutQuality:
-    """Aggregate all samples' ``StepErrors`` ``[N, T]`` and code indices ``[N, E]``."""
+    """Aggregate all samples' ``StepErrors`` ``[N, T]`` and code indices ``[N, E]`` (None
+    without a tokenizer: the token agreements are then None)."""
     mse, floor, family, persistence = errors.mse, errors.gap / 2, errors.family_gap / 2, errors.persistence
     mse_t, floor_t, persistence_t = mse.mean(dim=0).tolist(), floor.mean(dim=0).tolist(), persistence.mean(dim=0).tolist()
     family_t = _nan_to_none(family.mean(dim=0).tolist())
     overall_mse, overall_floor, overall_persistence = float(mse.mean()), float(floor.mean()), float(persistence.mean())
     overall_family = None if torch.isnan(family).any() else float(family.mean())
-    agree = (tokens_noa == tokens_cno).double()
+    per_codebook = None if tokens_noa is None or tokens_cno is None else (tokens_noa == tokens_cno).double().mean(dim=0).tolist()
     return RolloutQuality(
         steps=list(range(1, mse.shape[1] + 1)),
         mse=mse_t,
@@ -176,8 +183,8 @@ def summarize(
         family_to_noise=_ratio(overall_family, overall_floor),
         overall_persistence=overall_persistence,
         overall_persistence_ratio=_ratio(overall_persistence, overall_floor),
-        token_agreement=float(agree.mean()),
-        token_agreement_reference=float((tokens_cno == tokens_cno_other).double().mean()),
-        token_agreement_per_codebook=agree.mean(dim=0).tolist(),
-        token_agreement_persistence=None if tokens_persistence is None else float((tokens_persistence == tokens_cno).double().mean()),
+        token_agreement=_agreement(tokens_noa, tokens_cno),
+        token_agreement_reference=_agreement(tokens_cno, tokens_cno_other),
+        token_agreement_per_codebook=per_codebook,
+        token_agreement_persistence=_agreement(tokens_persistence, tokens_cno),
     )

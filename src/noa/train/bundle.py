@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 
 from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO
-from noa.train.checkpoint import FORMAT_VERSION, step_from_name
+from noa.train.checkpoint import FORMAT_VERSION, recorded_args, step_from_name
 from noa.train.config import TrainConfig
 from noa.train.optim import load_optimizer_state
 from noa.train.schedule import WarmupCosine
@@ -66,7 +67,8 @@ class TrainingState:
                 "hidden": projector.hidden,
             },
             "config": self.config.model.to_dict(),
-            "args": self.config.flags(),
+            "args": recorded_args(self.config.flags()),
+            "launch_dir": os.getcwd(),
             "fingerprints": self.fingerprints,
             "parts": {
                 "cursor": self.cursor.state_dict(),

@@ -27,6 +27,8 @@ log = logging.getLogger("noa.train")
 FORMAT_VERSION = 3
 CHECKPOINT_GLOBS = ("step_*.pt", "epoch_*.pt", "best_model.pt")
 STEP_NAME = re.compile(r"^step_(\d+)\.pt$")
+# Paths a checkpoint's args record, with the flag that supplies each when it cannot be found.
+RECORDED_PATHS = {"dataset": "--dataset", "vqvae_path": "--vqvae-path"}
 EPOCH_NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
@@ -67,6 +69,29 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if "model_state_dict" not in obj:
         raise NoaError(f"checkpoint {path} has no model_state_dict")
     return obj
+
+
+def recorded_args(flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags as a checkpoint records them: the dataset and tokenizer paths made absolute,
+    so a run's checkpoints can be read from any working directory."""
+    return {k: (os.path.abspath(v) if k in RECORDED_PATHS and v else v) for k, v in flags.items()}
+
+
+def recorded_path(ckpt: dict[str, Any], checkpoint: str | Path, key: str) -> Path | None:
+    """The path ``args[key]`` of a checkpoint, absolute; None when it records none.
+
+    Checkpoints from before paths were stored absolute hold them relative to the directory
+    the run was launched from: that directory when recorded (``launch_dir``), else the
+    checkpoint's own directory (a run started inside its checkpoint directory).
+    """
+    value = (ckpt.get("args") or {}).get(key)
+    if not value:
+        return None
+    path = Path(value)
+    if path.is_absolute():
+        return path
+    base = ckpt.get("launch_dir") or os.path.abspath(Path(checkpoint).parent)
+    return Path(os.path.normpath(Path(base) / path))
 
 
 def build_model(ckpt: dict[str, Any], device: str | torch.device = "cpu") -> tuple[UAFNO, LatentProjector | None]:
