@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from noa.cli import _DefaultsHelp, build_parser
 
 REPO = Path(__file__).resolve().parents[1]

@@ -109,3 +109,11 @@ def test_a_default_directory_holding_only_an_earlier_runs_log_is_passed_over(tin
     result = train(_without_dir(run_args(tiny_dataset, tmp_path, epochs=1, max_steps=1)))
     assert result.checkpoint_dir == Path("checkpoints/noa-2")
     assert (tmp_path / "checkpoints/noa/metrics.jsonl").read_text() == '{"kind": "train_batch", "global_step": 1}\n'
+
+
+def test_resuming_into_another_runs_directory_is_refused(workdir: Path, tiny_dataset: Path) -> None:
+    train(run_args(tiny_dataset, Path("checkpoints/other"), epochs=1, max_steps=1))
+    before = _hashes(workdir)
+    with pytest.raises(NoaError, match=r"checkpoints/other holds another run's checkpoints .*--checkpoint-dir checkpoints/other-2"):
+        train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/other", "device": "cpu"})
+    assert _hashes(workdir) == before

@@ -116,6 +116,12 @@ def _for_resume(directory: Path, explicit: bool, path: Path, ckpt: dict[str, Any
     if not blocking:
         return str(directory)
     sibling = free_sibling(directory)
+    if explicit and not own:
+        raise NoaError(
+            f"--checkpoint-dir {directory} holds another run's checkpoints ({_listing(blocking)}), which a resume from "
+            f"{path} would mix with its own; resume into a new directory: "
+            f"noa train --resume {shlex.quote(str(path))} --checkpoint-dir {shlex.quote(str(sibling))}"
+        )
     if explicit:
         raise NoaError(
             f"--checkpoint-dir {directory} already holds checkpoints beyond {path.name} (step {step}): {_listing(blocking)}; "

@@ -25,7 +25,7 @@ from noa.model import UAFNOConfig, check_grid
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train import rundir
-from noa.train.checkpoint import CHECKPOINT_GLOBS, find_latest, load_checkpoint
+from noa.train.checkpoint import find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
 from noa.distributed import Ranks, rank_device
