@@ -431,7 +431,7 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the training run's T); must equal the tokenizer's T")
     parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto; default cpu")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument("--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0")
     parser.add_argument("--batch-size", type=int, default=8, help="samples evaluated together; default 8")
 
