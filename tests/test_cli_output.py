@@ -87,11 +87,15 @@ def _doc_rows() -> list[tuple[tuple[str, ...], str, str]]:
     """(command, flag, documented default) for every row of the guide's flag tables."""
     import re
 
-    rows, command = [], None
+    rows, command, in_flag_table = [], None, False
     for line in (REPO / "docs" / "user-guide.md").read_text().splitlines():
         if line.startswith("## "):
             command = TABLE_SECTIONS.get(line.strip())
-        if command is None or not line.startswith("| `--"):
+        if line.startswith("|"):  # a table's header row says whether it lists flags and defaults
+            in_flag_table = in_flag_table or line.startswith("| flag | default |")
+        else:
+            in_flag_table = False
+        if command is None or not in_flag_table or not line.startswith("| `--"):
             continue
         flags_cell, default_cell = line.split("|")[1:3]
         flags = list(dict.fromkeys(f for f in re.findall(r"`(--[\w-]+)", flags_cell) if not f.startswith("--no-")))
