@@ -2,7 +2,8 @@
 
 ``F.pad(mode="circular")`` assembles the padded map from many small copies (edges, corners),
 and its backward pass scatters the gradient back the same way; on the NOA's small maps those
-per-call overheads cost about a fifth of a training step on a CPU. Wrapping rows, then
+per-call overheads are measurable (about 6% of a quickstart-sized training batch on a CPU,
+benchmarks/README.md). Wrapping rows, then
 columns, with one ``torch.cat`` each gives the same padded values bit for bit (so the CNO's
 replay is unchanged); in the backward pass a wrapped cell's two gradient contributions are
 summed in another order, which moves input gradients by float32 rounding.
