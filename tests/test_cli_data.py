@@ -24,6 +24,17 @@ def test_generate_then_info_from_the_console_script(tmp_path: Path) -> None:
     assert info.returncode == 0 and "IC families" in info.stdout
 
 
+def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path: Path) -> None:
+    # A log file gets lines, not a bar's carriage returns (stderr is a pipe here).
+    out = tmp_path / "tiny.h5"
+    run = subprocess.run(
+        [sys.executable, "-m", "noa.cli", "data", "generate", "--out", str(out), "--n-samples", "4", "--grid", "16", "--timesteps", "2"],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "\r" not in run.stderr and "\r" not in run.stdout, run.stderr[-500:]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

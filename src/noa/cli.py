@@ -114,7 +114,7 @@ def _data_generate(args: argparse.Namespace) -> None:
         workers=args.workers,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=not args.no_progress,
+        progress=_bars(args),
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the file and reports it
         print(f"Wrote {path}")
@@ -131,7 +131,7 @@ def _data_features(args: argparse.Namespace) -> None:
     from noa.data.generate import add_features
     from noa.runtime import resolve_device
 
-    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=not args.no_progress)
+    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=_bars(args))
     print(f"Features stored in {args.path}")
 
 
@@ -175,7 +175,7 @@ def _vqvae_train(args: argparse.Namespace) -> None:
         args.dataset, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, levels=args.levels,
         codebook_size=args.codebook_size, latent_dim=args.latent_dim, hidden=args.hidden, seed=args.seed,
         device=resolve_device(args.device), val_split=args.val_split, n_samples=args.n_samples,
-        overwrite=args.overwrite, progress=not args.no_progress,
+        overwrite=args.overwrite, progress=_bars(args),
     )
     print(tokenizer_info(args.out))
 
@@ -303,6 +303,11 @@ class _CurrentStdout(logging.StreamHandler):
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+
+def _bars(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal: in a log file their carriage returns are noise."""
+    return not args.no_progress and sys.stderr.isatty()
 
 
 def _show_progress_lines() -> None:
