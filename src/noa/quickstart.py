@@ -27,7 +27,7 @@ from noa.outputs import check_writable
 DATA = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
 TOKENIZER = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
 NOA = dict(
-    n_samples=256, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
+    n_samples=192, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
     base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, projector_hidden=64,
     lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, save_every=20, log_every=10,
 )
