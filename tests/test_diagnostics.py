@@ -267,7 +267,7 @@ def test_cli_flags_and_defaults():
     parser = argparse.ArgumentParser()
     add_diagnose_arguments(parser)
     args = parser.parse_args(["--noa-checkpoint", "c.pt", "--vqvae-path", "v", "--dataset", "d.h5"])
-    assert (args.n_samples, args.timesteps, args.out, args.device, args.seed, args.batch_size) == (100, None, None, "cpu", 0, 8)
+    assert (args.n_samples, args.timesteps, args.out, args.device, args.seed, args.batch_size) == (100, None, None, "auto", 0, 8)
 
 
 # ---- ladders and verdict at their boundaries ---------------------------------------------
