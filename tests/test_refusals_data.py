@@ -180,7 +180,10 @@ def test_a_signal_during_generation_says_how_to_resume(signum: int, tmp_path: Pa
     out = tmp_path / "d.h5"
     argv = ["--n-samples", "400", "--grid", "32", "--timesteps", "64", "--batch-size", "1", "--no-progress", "--no-features"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "noa", "data", "generate", "--out", str(out), *argv], stderr=subprocess.PIPE, text=True, env=env)
+    # As from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT,
+    # and a child would inherit that, as Unix intends; the child gets Ctrl-C's default back.
+    proc = subprocess.Popen([sys.executable, "-m", "noa", "data", "generate", "--out", str(out), *argv], stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     partial = tmp_path / "d.h5.partial"
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline:
