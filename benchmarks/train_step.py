@@ -59,7 +59,7 @@ from noa.tokenizer import load_tokenizer
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.execution import Execution
 from noa.train.rollout import sample_steps
-from noa.train.step import Objective, train_batch
+from noa.train.step import BatchLosses, Objective, train_batch
 
 WORK = Path(__file__).resolve().parent / ".work"
 MIB = 2**20
@@ -164,6 +164,42 @@ class PeakMemory:
         return _proc_status_kib("VmHWM") * 1024 - self.base
 
 
+# ------------------------------------------------------------------ shared by both paths
+
+
+def _model_config(args: argparse.Namespace) -> UAFNOConfig:
+    """The U-AFNO of the flags, checked against the grid before any data is made for it."""
+    config = UAFNOConfig(
+        channels=GenerateConfig.channels, param_dim=CNO_SPACE.size, base_channels=args.base_channels,
+        encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks,
+    )
+    check_grid(config, args.grid)
+    return config
+
+
+def _build_objective(args: argparse.Namespace, model_cfg: UAFNOConfig, device: str, tokenizer: torch.nn.Module | None,
+                     with_projector: bool, execution: Execution, window: int, k: int) -> tuple[Objective, list[torch.nn.Parameter]]:
+    """A freshly initialised (seeded) model, projector when L_latent is on, their objective and parameters."""
+    with torch.random.fork_rng(devices=[]):
+        torch.random.manual_seed(derive_seed(args.seed, "bench-init"))
+        model = UAFNO(model_cfg).to(device)
+        projector = LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, args.projector_hidden).to(device) if with_projector else None
+    objective = Objective(
+        model=model, projector=projector, tokenizer=tokenizer, lambda_commit=args.lambda_commit, lambda_latent=args.lambda_latent,
+        bptt_window=window, latent_steps=sample_steps(args.timesteps, k) if with_projector else [], execution=execution,
+    )
+    return objective, list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+
+
+def _training_batch(objective: Objective, params: list, optimizer: torch.optim.Optimizer, batch: tuple) -> BatchLosses:
+    """What the training loop does per batch, less the target: zero_grad, TBPTT, clip, AdamW step."""
+    optimizer.zero_grad(set_to_none=True)
+    losses = train_batch(objective, *batch)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    return losses
+
+
 # ------------------------------------------------------------------ one configuration
 
 
@@ -172,11 +208,7 @@ def measure(args: argparse.Namespace) -> dict:
     device = resolve_device(args.device)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    model_cfg = UAFNOConfig(
-        channels=GenerateConfig.channels, param_dim=CNO_SPACE.size, base_channels=args.base_channels,
-        encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks,
-    )
-    check_grid(model_cfg, args.grid)  # before generating data for a grid the model cannot take
+    model_cfg = _model_config(args)
     # One dataset for every configuration of these sizes (16 samples: enough to fit the tokenizer).
     dataset = ensure_dataset(args.grid, args.timesteps, max(16, 2 * args.batch_size), args.seed)
     tokenizer = None
@@ -193,33 +225,19 @@ def measure(args: argparse.Namespace) -> dict:
         batches.append((b["ic"].to(device), b["params"].to(device), target))
     source.close()
 
-    with torch.random.fork_rng(devices=[]):
-        torch.random.manual_seed(derive_seed(args.seed, "bench-init"))
-        model = UAFNO(model_cfg).to(device)
-        projector = None
-        if args.enable_latent_loss:
-            projector = LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, args.projector_hidden).to(device)
-    params = list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+    execution = Execution(device.split(":")[0], args.precision, activation_checkpointing=args.activation_checkpointing)
+    objective, params = _build_objective(args, model_cfg, device, tokenizer, args.enable_latent_loss, execution,
+                                         args.bptt_window, args.latent_sample_steps)
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    objective = Objective(
-        model=model, projector=projector, tokenizer=tokenizer, lambda_commit=args.lambda_commit, lambda_latent=args.lambda_latent,
-        bptt_window=args.bptt_window,
-        latent_steps=sample_steps(args.timesteps, args.latent_sample_steps) if args.enable_latent_loss else [],
-        execution=Execution(device.split(":")[0], args.precision, activation_checkpointing=args.activation_checkpointing),
-    )
 
     memory = PeakMemory(device)
     memory.start()
     seconds, cpu_seconds = [], []
     for i in range(args.warmup + args.repeats):
-        ic, theta, target = batches[i % len(batches)]
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         t0, c0 = time.perf_counter(), time.process_time()
-        optimizer.zero_grad(set_to_none=True)
-        train_batch(objective, ic, theta, target)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
+        _training_batch(objective, params, optimizer, batches[i % len(batches)])
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         if i >= args.warmup:
@@ -232,7 +250,7 @@ def measure(args: argparse.Namespace) -> dict:
         "peak_mib": memory.peak_growth() / MIB,
         "memory_method": memory.method,
         "replay_sec_per_batch": statistics.median(replay_seconds),
-        "model_params": sum(p.numel() for p in model.parameters()),
+        "model_params": sum(p.numel() for p in objective.model.parameters()),
         "latent_steps": objective.latent_steps,
         "device": device,
         "threads": torch.get_num_threads(),
@@ -298,11 +316,7 @@ class GuideBench:
         self.started = time.perf_counter()
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        self.model_cfg = UAFNOConfig(
-            channels=GenerateConfig.channels, param_dim=CNO_SPACE.size, base_channels=args.base_channels,
-            encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks,
-        )
-        check_grid(self.model_cfg, args.grid)
+        self.model_cfg = _model_config(args)
         dataset = ensure_dataset(args.grid, args.timesteps, 32, args.seed)
         self.tokenizer = load_tokenizer(args.vqvae_path or ensure_tokenizer(dataset), device=self.device)
         source = SampleSource(dataset, usable_rows(dataset, None))
@@ -331,16 +345,8 @@ class GuideBench:
         return self.ic[rows], self.params[rows], self.target[rows]
 
     def _objective(self, execution: Execution, all_losses: bool, window: int, k: int) -> tuple[Objective, list]:
-        with torch.random.fork_rng(devices=[]):
-            torch.random.manual_seed(derive_seed(self.args.seed, "bench-init"))
-            model = UAFNO(self.model_cfg).to(self.device)
-            projector = LatentProjector(model.bottleneck_channels, self.tokenizer.latent_dim, self.args.projector_hidden).to(self.device) if all_losses else None
-        objective = Objective(
-            model=model, projector=projector, tokenizer=self.tokenizer if all_losses else None,
-            lambda_commit=self.args.lambda_commit, lambda_latent=self.args.lambda_latent, bptt_window=window,
-            latent_steps=sample_steps(self.args.timesteps, k) if all_losses else [], execution=execution,
-        )
-        return objective, list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
+        tokenizer = self.tokenizer if all_losses else None
+        return _build_objective(self.args, self.model_cfg, self.device, tokenizer, all_losses, execution, window, k)
 
     def flops(self, all_losses: bool, batch: int) -> float:
         """torch's FLOP count of one fp32 eager training batch (convolutions and matrix products)."""
@@ -375,10 +381,7 @@ class GuideBench:
         for i in range(args.warmup + args.repeats):
             self._sync()
             t0 = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            losses = train_batch(objective, *self._batch(batch, i))
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
+            losses = _training_batch(objective, params, optimizer, self._batch(batch, i))
             self._sync()
             if i >= args.warmup:
                 seconds.append(time.perf_counter() - t0)
