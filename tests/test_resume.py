@@ -88,6 +88,18 @@ def test_resume_from_an_epoch_checkpoint_is_exact(straight: Path, tiny_dataset: 
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
+def test_resume_inside_teacher_forcing_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    """Teacher forcing for the first 4 of 6 batches: a run stopped at batch 2 and resumed (the
+    setting comes from the checkpoint) ends where the uninterrupted run ends."""
+    whole, ck = tmp_path / "whole", tmp_path / "ck"
+    train(_args(tiny_dataset, tiny_tokenizer, whole, teacher_forcing_steps=4))
+    train(_args(tiny_dataset, tiny_tokenizer, ck, teacher_forcing_steps=4, max_steps=2))
+    train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
+    _assert_same_state(load_checkpoint(whole / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert _batch_records(whole) == _batch_records(ck)
+    assert _batch_records(whole)[0] != _batch_records(straight)[0]  # teacher forcing changed the first batch
+
+
 def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
     import shutil
 
@@ -298,7 +310,7 @@ def test_a_format_2_single_group_optimizer_is_split_by_part(straight: Path, tmp_
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
-@pytest.mark.parametrize("flag, value", [("n_samples", 14), ("val_split", 0.25), ("seed", 3), ("lr", 5e-4)])
+@pytest.mark.parametrize("flag, value", [("n_samples", 14), ("val_split", 0.25), ("seed", 3), ("lr", 5e-4), ("teacher_forcing_steps", 2)])
 def test_resume_refuses_flags_that_change_the_split_or_schedule(straight: Path, flag: str, value: object) -> None:
     with pytest.raises(NoaError, match=f"--{flag.replace('_', '-')}: checkpoint .*--init-from"):
         train({"resume": str(straight / "step_2.pt"), flag: value, "device": "cpu"})

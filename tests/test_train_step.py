@@ -139,6 +139,49 @@ def test_tbptt_gradient_stops_at_window_boundaries(tiny_dataset: Path) -> None:
     assert any(not torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(tbptt, full))
 
 
+def test_teacher_forced_windows_start_from_the_cno_states(tiny_dataset: Path, tiny_tokenizer: Path) -> None:
+    """Each window starts at the target's frame: the losses and the gradient equal those of
+    hand-built windows restarted from the CNO's states, the alignment losses included."""
+    ic, params, target = _batch(tiny_dataset)
+    tokenizer = load_tokenizer(tiny_tokenizer)
+    model = _model()
+    obj = _objective(model, 4, tokenizer, lc=0.7)
+    losses = train_batch(obj, ic, params, target, teacher_forced=True)
+    got = _grads(model)
+
+    model.zero_grad()
+    n = target[:, 1:].numel()
+    frames = [ic]
+    with torch.no_grad():  # the frames a teacher-forced batch scores, for L_commit's gradient
+        for start in (0, 4):
+            x = target[:, start]
+            for _ in range(4):
+                x = model(x, params)
+                frames.append(x)
+    rollout = torch.stack(frames, 1).requires_grad_(True)
+    latents = tokenizer.encode(compute_features(rollout))
+    z_q = torch.cat(tokenizer.quantize([e.detach() for e in latents])[0], 1)
+    l_commit = F.mse_loss(torch.cat(latents, 1), z_q)
+    (frame_grad,) = torch.autograd.grad(l_commit, rollout)
+    sq = 0.0
+    for start in (0, 4):
+        x, loss = target[:, start], 0
+        for t in range(start, start + 4):
+            x = model(x, params)
+            loss = loss + (x - target[:, t + 1]).pow(2).sum() / n + 0.7 * (frame_grad[:, t + 1] * x).sum()
+            sq += float((x.detach() - target[:, t + 1]).pow(2).sum())
+        loss.backward()
+    want = _grads(model)
+    assert losses.traj == pytest.approx(sq / n, rel=1e-5)
+    assert losses.commit == pytest.approx(l_commit.item(), rel=1e-5)
+    for a, b in zip(got, want):
+        assert torch.allclose(a, b, rtol=1e-3, atol=1e-6)
+
+    model.zero_grad()
+    free = train_batch(obj, ic, params, target)  # the NOA's own rollout: other frames, other losses
+    assert free.traj != pytest.approx(losses.traj, rel=1e-3)
+
+
 def test_tbptt_memory_is_bounded_by_one_window(tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The autograd graph alive at each backward holds one window, whatever T is."""
     ic, params, target = _batch(tiny_dataset)

@@ -35,7 +35,7 @@ PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite", "compile",
 # (``--batch-size`` is per rank: a resume keeps the global batch instead, see settle.py.)
 RESUME_LOCKED = (
     "n_samples", "val_split", "seed", "timesteps", "bptt_window", "n_realizations",
-    "lr", "warmup_steps", "lr_schedule",
+    "lr", "warmup_steps", "lr_schedule", "teacher_forcing_steps",
 )
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
 # budget and output, not the model or its objective.
@@ -52,6 +52,7 @@ class TrainConfig:
     batch_size: int = 4
     lr: float = 3e-4
     bptt_window: int = 32
+    teacher_forcing_steps: int = 0
     timesteps: int = 256
     vqvae_path: str | None = None
     lambda_commit: float = 0.5
@@ -109,6 +110,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "batch_size": (int, False, "samples per batch on each rank (the global batch is this times the number of torchrun ranks)"),
     "lr": (float, False, "peak learning rate"),
     "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows"),
+    "teacher_forcing_steps": (int, False, "for the first N batches every BPTT window starts from the CNO's state instead of the "
+                              "NOA's own (teacher forcing; validation always scores free rollouts)"),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),
     "vqvae_path": (str, True, "frozen tokenizer directory (enables L_commit)"),
     "lambda_commit": (float, False, "weight of L_commit"),
@@ -236,6 +239,7 @@ def validate(cfg: TrainConfig) -> None:
         (not cfg.enable_latent_loss or cfg.vqvae_path is not None, "--enable-latent-loss needs --vqvae-path (L_latent aligns with the tokenizer's latents)"),
         (cfg.lambda_commit >= 0 and cfg.lambda_latent >= 0, "--lambda-commit and --lambda-latent must be >= 0"),
         (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
+        (cfg.teacher_forcing_steps >= 0, f"--teacher-forcing-steps must be >= 0; got {cfg.teacher_forcing_steps}"),
         (cfg.save_every >= 0, f"--save-every must be >= 0; got {cfg.save_every}"),
         (cfg.weight_decay >= 0 and cfg.grad_clip >= 0, "--weight-decay and --grad-clip must be >= 0"),
         (cfg.n_realizations >= 1, f"--n-realizations must be >= 1; got {cfg.n_realizations}"),

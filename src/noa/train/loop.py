@@ -234,6 +234,11 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
+        if cfg.teacher_forcing_steps:
+            log.info(
+                f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
+                "from the CNO's state; then windows chain the NOA's own rollout. Validation scores free rollouts throughout."
+            )
 
     def _prepare_output(self) -> None:
         """Create the checkpoint directory; with --overwrite, remove what an earlier run wrote
@@ -382,7 +387,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
-                last = train_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
+                teacher_forced = cursor.global_step < cfg.teacher_forcing_steps
+                last = train_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch), teacher_forced)
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
                     progress.add_batch(last.as_dict())

@@ -38,18 +38,24 @@ def rollout_noa(
     timesteps: int,
     projector: nn.Module | None = None,
     steps: list[int] | None = None,
+    restarts: torch.Tensor | None = None,
+    every: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Frames ``[B, T+1, C, H, W]`` (frame 0 = ic) and, with a projector, the projected
     bottleneck latents ``[B, K, D]`` at ``steps`` (no gradients).
 
     ``model`` is a :class:`~noa.model.UAFNO` or anything called like one, such as a
-    :class:`~noa.train.execution.Stepper`.
+    :class:`~noa.train.execution.Stepper`. With ``restarts`` (frames ``[B, T+1, C, H, W]``, the
+    CNO target) the rollout restarts from ``restarts[:, t]`` every ``every`` steps: the frames a
+    teacher-forced training batch scores.
     """
     frames = [ic]
     latents = []
     wanted = set(steps or [])
     x = ic
     for t in range(timesteps):
+        if restarts is not None and t % every == 0:
+            x = restarts[:, t]
         if projector is not None and t in wanted:
             x, bottleneck = model(x, params, return_bottleneck=True)
             latents.append(projector(bottleneck))

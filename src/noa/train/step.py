@@ -134,16 +134,23 @@ def _combine(obj: Objective, traj: float, align: Alignment | None) -> BatchLosse
     return BatchLosses(total, traj, commit, latent)
 
 
-def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: torch.Tensor) -> BatchLosses:
+def train_batch(
+    obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: torch.Tensor, teacher_forced: bool = False
+) -> BatchLosses:
     """Accumulate the gradient of L_total for one batch into ``.grad`` (TBPTT); return the losses.
 
-    ``target`` is the CNO rollout ``[B, T+1, C, H, W]`` (frame 0 = ic).
+    ``target`` is the CNO rollout ``[B, T+1, C, H, W]`` (frame 0 = ic). ``teacher_forced``
+    starts every window from the target's state at the window's first step instead of the
+    NOA's own: the windows learn the operator's dynamics from states the CNO visits, before
+    the NOA's rollouts are good enough to learn from (the losses keep their definitions, on
+    the frames so produced).
     """
     timesteps = target.shape[1] - 1
     obj.train_step.new_batch()
+    restarts = dict(restarts=target, every=obj.bptt_window) if teacher_forced else {}
     align = None
     if obj.tokenizer is not None:
-        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps, **restarts)
         align = alignment(obj, frames, projected, need_grad=True)
     wanted = set(obj.latent_steps) if obj.uses_latent else set()
     step = obj.train_step
@@ -153,6 +160,8 @@ def train_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: 
     x = ic
     starts = range(0, timesteps, obj.bptt_window)
     for start in starts:
+        if teacher_forced:
+            x = target[:, start]
         with _sync_gradients(obj, now=start == starts[-1]):
             sq = torch.zeros((), device=ic.device)
             surrogate = torch.zeros((), device=ic.device)
