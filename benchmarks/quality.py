@@ -34,7 +34,12 @@ from pathlib import Path
 import torch
 
 from noa.data.generate import GenerateConfig, generate
+from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate
+from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
+from noa.features import compute_features
+from noa.operators.replay import replay
+from noa.tokenizer import load_tokenizer
 from noa.errors import NoaError
 from noa.tokenizer.job import train_tokenizer_on_dataset
 
@@ -69,11 +74,59 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
         timesteps=DATA["timesteps"], warmup_steps=args.warmup_steps, base_channels=args.base_channels,
         encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks, projector_hidden=128,
         lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3,
-        n_realizations=args.n_realizations, val_split=0.05, save_every=0, log_every=50, seed=0,
+        n_realizations=args.n_realizations, teacher_forcing_steps=args.teacher_forcing_steps, val_split=0.05, save_every=0, log_every=50, seed=0,
         device=args.device, overwrite=True,
     )
     train(flags)  # its lines go to the "noa.train" logger, printed by main()
     return run_dir / "best_model.pt"
+
+
+def cno_predictors(rows: list[int], tokenizer: Path, dataset: Path, mean_of: int, device: str) -> dict:
+    """What the CNO itself scores when used as the prediction, on the NOA's held-out rows.
+
+    * one more realization (number 2) of the same operator: a perfect *stochastic* emulator,
+      whose rollouts are statistically the CNO's; MSE / noise floor 2 in expectation and the
+      token agreement of the reference.
+    * the mean of ``mean_of`` further realizations (2, 3, ...): near the conditional mean, the
+      best any *deterministic* predictor can do on MSE (1 + 1/mean_of times the floor in
+      expectation); its token agreement says what an MSE-optimal NOA can reach.
+    """
+    vq = load_tokenizer(tokenizer, device=device)
+
+    def codes(frames: torch.Tensor) -> torch.Tensor:
+        return torch.stack(vq.quantize(vq.encode(compute_features(frames)))[1], dim=1).cpu()
+
+    t = DATA["timesteps"]
+    parts: dict[str, list] = {"one": [], "mean": [], "tok_one": [], "tok_mean": [], "tok_0": [], "tok_1": []}
+    source = SampleSource(dataset, rows)
+    try:
+        with torch.no_grad():
+            for start in range(0, len(rows), 8):
+                batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
+                cno = replay(batch["params"], batch["ic"].to(device), batch["seed"].tolist(), t, realizations=2 + mean_of, device=device)
+                one, mean = cno[:, 2], cno[:, 2:].mean(dim=1)
+                parts["one"].append(step_errors(one, cno[:, :2]))
+                parts["mean"].append(step_errors(mean, cno[:, :2]))
+                for key, frames in (("tok_one", one), ("tok_mean", mean), ("tok_0", cno[:, 0]), ("tok_1", cno[:, 1])):
+                    parts[key].append(codes(frames))
+    finally:
+        source.close()
+    tok = {key: torch.cat(parts[key]) for key in ("tok_one", "tok_mean", "tok_0", "tok_1")}
+    return {
+        name: _row(summarize(StepErrors.concat(parts[kind]), tok[f"tok_{kind}"], tok["tok_0"], tok["tok_1"]), report_horizons(t))
+        for name, kind in (("cno_one", "one"), ("cno_mean", "mean"))
+    }
+
+
+def _row(q: RolloutQuality, horizons: list[int]) -> dict:
+    """A predictor's held-out figures: ratios to the noise floor, VRMSE, token agreement."""
+    ref = q.token_agreement_reference
+    return {
+        "ratio_at": _at(q.floor_ratio, horizons), "ratio_mean": q.overall_ratio,
+        "vrmse_at": _at(q.vrmse, horizons), "vrmse_mean": q.overall_vrmse,
+        "vrmse_median_at": _at(q.vrmse_median, horizons),
+        "token_agreement": q.token_agreement, "agreement_vs_reference": q.token_agreement / ref if ref else None,
+    }
 
 
 def _at(values: list, steps: list[int]) -> list:
@@ -82,8 +135,7 @@ def _at(values: list, steps: list[int]) -> list:
 
 def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Namespace) -> dict:
     """The held-out figures of the NOA, its θ-zeroed self and persistence."""
-    t = DATA["timesteps"]
-    horizons = sorted({1, t // 4, t // 2, t})
+    horizons = report_horizons(DATA["timesteps"])
     out: dict = {"horizons": horizons}
     rows = None
     if args.on_training_rows:  # the same measures on θ the NOA trained on: underfitting or generalisation?
@@ -91,16 +143,13 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
 
         rows = split_rows(usable_rows(dataset, args.train_samples), 0.05, 0).train[: args.eval_samples]
     for name, zero in (("noa", False), ("theta_zeroed", True)):
-        q = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
-                     batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None).result.rollout
+        result = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
+                          batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None).result
+        q = result.rollout
         ref = q.token_agreement_reference
-        out[name] = {
-            "ratio_at": _at(q.floor_ratio, horizons), "ratio_mean": q.overall_ratio,
-            "vrmse_at": _at(q.vrmse, horizons), "vrmse_mean": q.overall_vrmse,
-            "vrmse_median_at": _at(q.vrmse_median, horizons),
-            "token_agreement": q.token_agreement, "agreement_vs_reference": q.token_agreement / ref if ref else None,
-        }
+        out[name] = _row(q, horizons)
         if not zero:
+            out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
                 "vrmse_median_at": _at(q.vrmse_persistence_median, horizons),
@@ -126,7 +175,10 @@ def print_table(m: dict) -> None:
     print(f"floor VRMSE at steps {h}: {', '.join(f'{v:.3f}' for v in f['vrmse_floor_at'])}")
     print(f"| model | {head} | MSE/noise, horizon mean | VRMSE @{h[-1]} mean / median | token agreement | vs reference |")
     print("|---|" + "---:|" * (len(h) + 4))
-    for name, label in (("noa", "NOA"), ("theta_zeroed", "NOA, θ = 0"), ("persistence", "persistence")):
+    labels = (("noa", "NOA"), ("theta_zeroed", "NOA, θ = 0"), ("persistence", "persistence"),
+              ("cno_one", "CNO, one other realization (perfect stochastic emulator)"),
+              ("cno_mean", f"CNO, mean of {m['recipe']['mean_of']} other realizations (≈ best deterministic predictor)"))
+    for name, label in labels:
         r = m[name]
         ratios = " | ".join(f"{v:.2f}" for v in r["ratio_at"])
         median = f"{r['vrmse_median_at'][-1]:.3f}" if "vrmse_median_at" in r else "n/a"
@@ -153,6 +205,8 @@ def main() -> None:
     p.add_argument("--modes", type=int, default=8)
     p.add_argument("--afno-blocks", type=int, default=2)
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
+    p.add_argument("--teacher-forcing-steps", type=int, default=0, help="batches whose windows start from the CNO's states")
+    p.add_argument("--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row")
     p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
     p.add_argument("--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)")
     p.add_argument("--on-training-rows", action="store_true", help="evaluate on training θ instead of held-out θ")
