@@ -153,7 +153,7 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
                 "vrmse_median_at": _at(q.vrmse_persistence_median, horizons),
-                "vrmse_at": _at(q.vrmse_persistence, horizons), "vrmse_mean": float(sum(q.vrmse_persistence) / t),
+                "vrmse_at": _at(q.vrmse_persistence, horizons), "vrmse_mean": float(sum(q.vrmse_persistence) / len(q.vrmse_persistence)),
                 "token_agreement": q.token_agreement_persistence,
                 "agreement_vs_reference": q.token_agreement_persistence / ref if ref else None,
             }
