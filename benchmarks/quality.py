@@ -31,6 +31,7 @@ import logging
 import time
 from pathlib import Path
 
+import h5py
 import torch
 
 from noa.data.generate import GenerateConfig, generate
@@ -39,6 +40,7 @@ from noa.diagnostics.evaluate import evaluate
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.features import compute_features
 from noa.operators.replay import replay
+from noa.operators.space import CNO_SPACE
 from noa.tokenizer import load_tokenizer
 from noa.errors import NoaError
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -118,6 +120,26 @@ def cno_predictors(rows: list[int], tokenizer: Path, dataset: Path, mean_of: int
     }
 
 
+def by_update_policy(errors: StepErrors, rows: list[int], dataset: Path) -> dict:
+    """Horizon-mean MSE of the NOA and of persistence per update rule (residual x + dt·O(x) drifts
+    steadily, convex α·x + (1-α)·O(x) relaxes towards O(x)): which behaviour the NOA has learned."""
+    with h5py.File(dataset, "r") as f:
+        thetas = f["parameters/params"][sorted(rows)]
+    policies = [CNO_SPACE.decode(row.tolist())["update_policy"] for row in thetas]
+    out = {}
+    for policy in sorted(set(policies)):
+        pick = torch.tensor([p == policy for p in policies])
+        noa, persistence, floor = errors.mse[pick], errors.persistence[pick], errors.gap[pick] / 2
+        out[policy] = {
+            "operators": int(pick.sum()),
+            "noa_to_floor": float(noa.mean() / floor.mean()),
+            "persistence_to_floor": float(persistence.mean() / floor.mean()),
+            "noa_to_persistence": float(noa.mean() / persistence.mean()),
+            "median_noa_to_persistence": float((noa.mean(dim=1) / persistence.mean(dim=1)).median()),
+        }
+    return out
+
+
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:
     """A predictor's held-out figures: ratios to the noise floor, VRMSE, token agreement."""
     ref = q.token_agreement_reference
@@ -143,12 +165,13 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
 
         rows = split_rows(usable_rows(dataset, args.train_samples), 0.05, 0).train[: args.eval_samples]
     for name, zero in (("noa", False), ("theta_zeroed", True)):
-        result = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
-                          batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None).result
-        q = result.rollout
+        evaluation = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
+                              batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None)
+        result, q = evaluation.result, evaluation.result.rollout
         ref = q.token_agreement_reference
         out[name] = _row(q, horizons)
         if not zero:
+            out["by_policy"] = by_update_policy(evaluation.data.errors, result.rows, dataset)
             out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
@@ -184,6 +207,11 @@ def print_table(m: dict) -> None:
         median = f"{r['vrmse_median_at'][-1]:.3f}" if "vrmse_median_at" in r else "n/a"
         print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {r['vrmse_at'][-1]:.3f} / {median} | "
               f"{100 * r['token_agreement']:.1f}% | **{100 * r['agreement_vs_reference']:.0f}%** |")
+    print("\n| update policy | operators | NOA / noise floor | persistence / noise floor | NOA / persistence | median over operators |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for policy, r in m["by_policy"].items():
+        print(f"| {policy} | {r['operators']} | {r['noa_to_floor']:.2f} | {r['persistence_to_floor']:.2f} | "
+              f"{r['noa_to_persistence']:.2f} | {r['median_noa_to_persistence']:.2f} |")
     noa = m["noa"]
     print(f"targets: horizon-mean MSE/noise <= {TARGET_RATIO}: {'met' if noa['ratio_mean'] <= TARGET_RATIO else 'MISSED'}; "
           f"token agreement >= {100 * TARGET_AGREEMENT:.0f}% of reference: "
