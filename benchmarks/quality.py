@@ -39,11 +39,14 @@ from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.features import compute_features
+from noa.operators.cno import build_operators
+from noa.operators.cno import step as cno_step
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer import load_tokenizer
 from noa.errors import NoaError
 from noa.tokenizer.job import train_tokenizer_on_dataset
+from noa.train.checkpoint import build_model, load_checkpoint
 
 WORK = Path(__file__).resolve().parent / ".work"
 DATA = dict(n_samples=2000, grid=32, timesteps=32, seed=0)
@@ -140,6 +143,35 @@ def by_update_policy(errors: StepErrors, rows: list[int], dataset: Path) -> dict
     return out
 
 
+@torch.no_grad()
+def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str) -> dict:
+    """Has the NOA learned each operator's map? Per update rule, on states of CNO realization 0
+    at steps 0, T/4, T/2 and 3T/4: 1 - |NOA update - CNO update|² / |CNO update|², the CNO update
+    taken without noise (its conditional mean). 1 = the map is learned; 0 = no better than
+    persistence (no update); below 0 = worse."""
+    model, _ = build_model(load_checkpoint(checkpoint), device)
+    t = DATA["timesteps"]
+    states = [0, t // 4, t // 2, 3 * t // 4]
+    sums: dict[str, list[float]] = {}
+    source = SampleSource(dataset, rows)
+    try:
+        for start in range(0, len(rows), 8):
+            batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
+            trajectory = replay(batch["params"], batch["ic"].to(device), batch["seed"].tolist(), t, device=device)[:, 0]
+            for i, theta in enumerate(batch["params"]):
+                x = trajectory[i, states]
+                ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(len(states))
+                cno = cno_step(ops, x, torch.zeros_like(x)) - x
+                noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
+                policy = CNO_SPACE.decode(theta.tolist())["update_policy"]
+                acc = sums.setdefault(policy, [0.0, 0.0])
+                acc[0] += float((noa - cno).pow(2).sum())
+                acc[1] += float(cno.pow(2).sum())
+    finally:
+        source.close()
+    return {policy: 1.0 - err / norm for policy, (err, norm) in sorted(sums.items())}
+
+
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:
     """A predictor's held-out figures: ratios to the noise floor, VRMSE, token agreement."""
     ref = q.token_agreement_reference
@@ -172,6 +204,8 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
         out[name] = _row(q, horizons)
         if not zero:
             out["by_policy"] = by_update_policy(evaluation.data.errors, result.rows, dataset)
+            for policy, skill in one_step_skill(checkpoint, result.rows, dataset, args.device).items():
+                out["by_policy"][policy]["one_step_skill"] = skill
             out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
@@ -207,11 +241,11 @@ def print_table(m: dict) -> None:
         median = f"{r['vrmse_median_at'][-1]:.3f}" if "vrmse_median_at" in r else "n/a"
         print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {r['vrmse_at'][-1]:.3f} / {median} | "
               f"{100 * r['token_agreement']:.1f}% | **{100 * r['agreement_vs_reference']:.0f}%** |")
-    print("\n| update policy | operators | NOA / noise floor | persistence / noise floor | NOA / persistence | median over operators |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| update policy | operators | NOA / noise floor | persistence / noise floor | NOA / persistence | median over operators | one-step skill |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for policy, r in m["by_policy"].items():
         print(f"| {policy} | {r['operators']} | {r['noa_to_floor']:.2f} | {r['persistence_to_floor']:.2f} | "
-              f"{r['noa_to_persistence']:.2f} | {r['median_noa_to_persistence']:.2f} |")
+              f"{r['noa_to_persistence']:.2f} | {r['median_noa_to_persistence']:.2f} | {r['one_step_skill']:.2f} |")
     noa = m["noa"]
     print(f"targets: horizon-mean MSE/noise <= {TARGET_RATIO}: {'met' if noa['ratio_mean'] <= TARGET_RATIO else 'MISSED'}; "
           f"token agreement >= {100 * TARGET_AGREEMENT:.0f}% of reference: "
