@@ -12,8 +12,10 @@ over time), with every column standardized by the mean and std of the two datase
   correlation matrix: how many independent directions its behaviour varies along.
 
 INITIAL depends on the ICs only, which both datasets share: it is the control (spread ≈ 1).
+``--bootstrap N`` adds each effective dimension's 95% interval over N resamplings of the
+samples (with replacement): how far the figure moves with the draw of 2000 operators alone.
 
-    python benchmarks/family_diversity.py OLD.h5 NEW.h5
+    python benchmarks/family_diversity.py OLD.h5 NEW.h5 --bootstrap 200
 """
 
 from __future__ import annotations
@@ -51,17 +53,28 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dic
     return out
 
 
+def bootstrap_interval(x: np.ndarray, repeats: int, seed: int = 0) -> tuple[float, float]:
+    """The 2.5% and 97.5% quantiles of the effective dimension over resampled rows of ``x``."""
+    rng = np.random.default_rng(seed)
+    dims = [effective_dimension(x[rng.integers(0, len(x), len(x))]) for _ in range(repeats)]
+    return float(np.quantile(dims, 0.025)), float(np.quantile(dims, 0.975))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="first dataset (e.g. the old family)")
     p.add_argument("b", help="second dataset (e.g. the new family)")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="resamplings for 95%% intervals of the effective dimensions (0 = none)")
     args = p.parse_args()
     a, b = load(args.a), load(args.b)
     print(f"A = {args.a} ({len(a['initial'])} valid samples), B = {args.b} ({len(b['initial'])} valid samples)")
     print("| category | spread A | spread B | effective dim A | effective dim B |")
     print("|---|---:|---:|---:|---:|")
     for c, r in compare(a, b).items():
-        print(f"| {c} | {r['spread_a']:.3f} | {r['spread_b']:.3f} | {r['dim_a']:.1f} | {r['dim_b']:.1f} |")
+        dims = [f"{r['dim_a']:.1f}", f"{r['dim_b']:.1f}"]
+        if args.bootstrap:
+            dims = [f"{d} ({lo:.1f}–{hi:.1f})" for d, (lo, hi) in zip(dims, (bootstrap_interval(x[c], args.bootstrap) for x in (a, b)))]
+        print(f"| {c} | {r['spread_a']:.3f} | {r['spread_b']:.3f} | {dims[0]} | {dims[1]} |")
 
 
 if __name__ == "__main__":
