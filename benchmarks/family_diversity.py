@@ -12,8 +12,9 @@ over time), with every column standardized by the mean and std of the two datase
   correlation matrix: how many independent directions its behaviour varies along.
 
 INITIAL depends on the ICs only, which both datasets share: it is the control (spread ≈ 1).
-``--bootstrap N`` adds each effective dimension's 95% interval over N resamplings of the
-samples (with replacement): how far the figure moves with the draw of 2000 operators alone.
+``--bootstrap N`` adds 95% intervals over N resamplings of the samples (with replacement) of
+each effective dimension and of the spread difference: how far the figures move with the draw
+of 2000 operators alone.
 
     python benchmarks/family_diversity.py OLD.h5 NEW.h5 --bootstrap 200
 """
@@ -42,15 +43,30 @@ def effective_dimension(x: np.ndarray) -> float:
     return float(eig.sum() ** 2 / (eig**2).sum())
 
 
+def spreads(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Each dataset's mean column variance, columns standardized over both pooled."""
+    pooled = np.concatenate([a, b])
+    mean, std = pooled.mean(axis=0), pooled.std(axis=0)
+    keep = std > 0
+    return tuple(float(((x[:, keep] - mean[keep]) / std[keep]).var(axis=0).mean()) for x in (a, b))
+
+
 def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     out = {}
     for c in CATEGORIES:
-        pooled = np.concatenate([a[c], b[c]])
-        mean, std = pooled.mean(axis=0), pooled.std(axis=0)
-        keep = std > 0
-        spread = [float(((x[:, keep] - mean[keep]) / std[keep]).var(axis=0).mean()) for x in (a[c], b[c])]
-        out[c] = {"spread_a": spread[0], "spread_b": spread[1], "dim_a": effective_dimension(a[c]), "dim_b": effective_dimension(b[c])}
+        spread_a, spread_b = spreads(a[c], b[c])
+        out[c] = {"spread_a": spread_a, "spread_b": spread_b, "dim_a": effective_dimension(a[c]), "dim_b": effective_dimension(b[c])}
     return out
+
+
+def spread_difference_interval(a: np.ndarray, b: np.ndarray, repeats: int, seed: int = 0) -> tuple[float, float]:
+    """95% interval of spread B - spread A when both datasets' rows are resampled."""
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(repeats):
+        spread_a, spread_b = spreads(a[rng.integers(0, len(a), len(a))], b[rng.integers(0, len(b), len(b))])
+        diffs.append(spread_b - spread_a)
+    return float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))
 
 
 def bootstrap_interval(x: np.ndarray, repeats: int, seed: int = 0) -> tuple[float, float]:
@@ -68,13 +84,15 @@ def main() -> None:
     args = p.parse_args()
     a, b = load(args.a), load(args.b)
     print(f"A = {args.a} ({len(a['initial'])} valid samples), B = {args.b} ({len(b['initial'])} valid samples)")
-    print("| category | spread A | spread B | effective dim A | effective dim B |")
-    print("|---|---:|---:|---:|---:|")
+    print("| category | spread A | spread B | spread B - A (95%) | effective dim A | effective dim B |")
+    print("|---|---:|---:|---:|---:|---:|")
     for c, r in compare(a, b).items():
         dims = [f"{r['dim_a']:.1f}", f"{r['dim_b']:.1f}"]
+        difference = f"{r['spread_b'] - r['spread_a']:+.3f}"
         if args.bootstrap:
             dims = [f"{d} ({lo:.1f}–{hi:.1f})" for d, (lo, hi) in zip(dims, (bootstrap_interval(x[c], args.bootstrap) for x in (a, b)))]
-        print(f"| {c} | {r['spread_a']:.3f} | {r['spread_b']:.3f} | {dims[0]} | {dims[1]} |")
+            difference += " ({:+.3f} to {:+.3f})".format(*spread_difference_interval(a[c], b[c], args.bootstrap))
+        print(f"| {c} | {r['spread_a']:.3f} | {r['spread_b']:.3f} | {difference} | {dims[0]} | {dims[1]} |")
 
 
 if __name__ == "__main__":
