@@ -361,3 +361,18 @@ def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: P
     train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(straight) == _batch_records(ck)
+
+
+def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    import shutil
+
+    data, ck = tmp_path / "data.h5", tmp_path / "ck"
+    shutil.copy(tiny_dataset, data)
+    train(run_args(data, ck, max_steps=2))
+    moved = data.rename(tmp_path / "moved.h5")
+    with pytest.raises(NoaError, match="pass its new path with --dataset PATH"):
+        train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
+    train_log.clear()
+    train({"resume": str(ck / "step_2.pt"), "dataset": str(moved), "device": "cpu"})
+    text = "\n".join(train_log)  # the same data at its new path: the run continues, no fine-tune
+    assert "✓ Resuming from epoch 1, step 2" in text and "fine-tuning" not in text

@@ -86,6 +86,11 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     start = _starting_point(explicit)
     saved_args = (start.checkpoint or {}).get("args") or {}
     dataset_path = explicit.get("dataset") or (saved_args.get("dataset") if start.kind == "resume" else None) or TrainConfig.dataset
+    if start.kind == "resume" and "dataset" not in explicit and not Path(dataset_path).exists():
+        raise NoaError(
+            f"the dataset {start.path.name} was trained on, {dataset_path}, is not there any more (moved or deleted); "
+            "pass its new path with --dataset PATH (the same data, recognised by its content, continues the run exactly)"
+        )
     with h5.open_dataset(dataset_path) as f:
         info = h5.read_info(f)
         fingerprint = h5.fingerprint_of(f)
