@@ -41,13 +41,13 @@ from noa.data.generate import GenerateConfig, generate
 from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
+from noa.errors import NoaError
 from noa.features import compute_features
 from noa.operators.cno import build_operators
 from noa.operators.cno import step as cno_step
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer import load_tokenizer
-from noa.errors import NoaError
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.checkpoint import build_model, load_checkpoint
 
