@@ -91,9 +91,9 @@ def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: P
     real = loop_module.train_batch
     calls = {"n": 0}
 
-    def poisoned(obj, ic, params, target):
+    def poisoned(obj, ic, params, target, teacher_forced):
         calls["n"] += 1
-        losses = real(obj, ic, params, target)
+        losses = real(obj, ic, params, target, teacher_forced)
         if calls["n"] >= 2:
             next(obj.model.parameters()).grad.fill_(float("nan"))
         return losses
@@ -134,9 +134,9 @@ def test_fit_closes_every_handle_on_every_exit(tiny_dataset: Path, tmp_path: Pat
     real = loop_module.train_batch
     calls = {"n": 0}
 
-    def faulty(obj, ic, params, target):
+    def faulty(obj, ic, params, target, teacher_forced):
         calls["n"] += 1
-        losses = real(obj, ic, params, target)
+        losses = real(obj, ic, params, target, teacher_forced)
         if calls["n"] == 2 and ending == "bug":
             raise RuntimeError("a bug in the step")
         if ending == "nan_stop":
