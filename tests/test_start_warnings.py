@@ -26,3 +26,13 @@ def test_warmup_longer_than_the_run_and_a_tiny_validation_set_warn_in_one_line_e
 
 def test_a_sound_run_starts_without_warnings(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
     assert _start(run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2), train_log) == []
+
+
+def test_teacher_forcing_with_a_single_window_warns(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    args = run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2, teacher_forcing_steps=3)
+    assert _start({**args, "bptt_window": args["timesteps"]}, train_log) == [
+        "Warning: --teacher-forcing-steps 3 does nothing with one window (--bptt-window 8 >= --timesteps 8): "
+        "the only window starts from the IC; use a smaller --bptt-window"
+    ]
+    train_log.clear()
+    assert _start({**args, "bptt_window": 4}, train_log) == []

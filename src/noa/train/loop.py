@@ -131,6 +131,11 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
             f"Warning: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({total} batches): the LR stays in "
             f"warmup and peaks at {peak:.2e}, not --lr {cfg.lr:.2e}; lower --warmup-steps (e.g. {max(1, total // 10)})"
         )
+    if cfg.teacher_forcing_steps and cfg.bptt_window >= cfg.timesteps:
+        lines.append(
+            f"Warning: --teacher-forcing-steps {cfg.teacher_forcing_steps} does nothing with one window (--bptt-window "
+            f"{cfg.bptt_window} >= --timesteps {cfg.timesteps}): the only window starts from the IC; use a smaller --bptt-window"
+        )
     n_val = len(run.data.split.val)
     if n_val < MIN_VAL_SAMPLES:
         lines.append(
