@@ -32,22 +32,22 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
 import torch
 
+from noa.api.tokens import load_tokenizer
 from noa.data.generate import GenerateConfig, generate
 from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.errors import NoaError
-from noa.features import compute_features
 from noa.operators.cno import build_operators
 from noa.operators.cno import step as cno_step
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
-from noa.tokenizer import load_tokenizer
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.checkpoint import build_model, load_checkpoint
 
@@ -89,6 +89,18 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
     return run_dir / "best_model.pt"
 
 
+def _replayed_batches(dataset: Path, rows: list[int], realizations: int, device: str) -> Iterator[tuple[dict, torch.Tensor]]:
+    """The rows' samples, 8 at a time, with their CNO replays ``[B, M, T+1, C, H, W]``."""
+    source = SampleSource(dataset, rows)
+    try:
+        for start in range(0, len(rows), 8):
+            batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
+            seeds = batch["seed"].tolist()
+            yield batch, replay(batch["params"], batch["ic"].to(device), seeds, DATA["timesteps"], realizations=realizations, device=device)
+    finally:
+        source.close()
+
+
 def cno_predictors(rows: list[int], tokenizer: Path, dataset: Path, mean_of: int, device: str) -> dict:
     """What the CNO itself scores when used as the prediction, on the NOA's held-out rows.
 
@@ -99,29 +111,18 @@ def cno_predictors(rows: list[int], tokenizer: Path, dataset: Path, mean_of: int
       best any *deterministic* predictor can do on MSE (1 + 1/mean_of times the floor in
       expectation); its token agreement says what an MSE-optimal NOA can reach.
     """
-    vq = load_tokenizer(tokenizer, device=device)
-
-    def codes(frames: torch.Tensor) -> torch.Tensor:
-        return torch.stack(vq.quantize(vq.encode(compute_features(frames)))[1], dim=1).cpu()
-
-    t = DATA["timesteps"]
+    vq = load_tokenizer(tokenizer, device=device)  # the public API's tokens: the codes noa diagnose counts
     parts: dict[str, list] = {"one": [], "mean": [], "tok_one": [], "tok_mean": [], "tok_0": [], "tok_1": []}
-    source = SampleSource(dataset, rows)
-    try:
-        with torch.no_grad():
-            for start in range(0, len(rows), 8):
-                batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
-                cno = replay(batch["params"], batch["ic"].to(device), batch["seed"].tolist(), t, realizations=2 + mean_of, device=device)
-                one, mean = cno[:, 2], cno[:, 2:].mean(dim=1)
-                parts["one"].append(step_errors(one, cno[:, :2]))
-                parts["mean"].append(step_errors(mean, cno[:, :2]))
-                for key, frames in (("tok_one", one), ("tok_mean", mean), ("tok_0", cno[:, 0]), ("tok_1", cno[:, 1])):
-                    parts[key].append(codes(frames))
-    finally:
-        source.close()
+    with torch.no_grad():
+        for _, cno in _replayed_batches(dataset, rows, 2 + mean_of, device):
+            one, mean = cno[:, 2], cno[:, 2:].mean(dim=1)
+            parts["one"].append(step_errors(one, cno[:, :2]))
+            parts["mean"].append(step_errors(mean, cno[:, :2]))
+            for key, frames in (("tok_one", one), ("tok_mean", mean), ("tok_0", cno[:, 0]), ("tok_1", cno[:, 1])):
+                parts[key].append(vq.tokens(frames).cpu())
     tok = {key: torch.cat(parts[key]) for key in ("tok_one", "tok_mean", "tok_0", "tok_1")}
     return {
-        name: _row(summarize(StepErrors.concat(parts[kind]), tok[f"tok_{kind}"], tok["tok_0"], tok["tok_1"]), report_horizons(t))
+        name: _row(summarize(StepErrors.concat(parts[kind]), tok[f"tok_{kind}"], tok["tok_0"], tok["tok_1"]), report_horizons(DATA["timesteps"]))
         for name, kind in (("cno_one", "one"), ("cno_mean", "mean"))
     }
 
@@ -156,22 +157,16 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
     t = DATA["timesteps"]
     states = [0, t // 4, t // 2, 3 * t // 4]
     sums: dict[str, list[float]] = {}
-    source = SampleSource(dataset, rows)
-    try:
-        for start in range(0, len(rows), 8):
-            batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
-            trajectory = replay(batch["params"], batch["ic"].to(device), batch["seed"].tolist(), t, device=device)[:, 0]
-            for i, theta in enumerate(batch["params"]):
-                x = trajectory[i, states]
-                ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(len(states))
-                cno = cno_step(ops, x, torch.zeros_like(x)) - x
-                noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
-                policy = CNO_SPACE.decode(theta.tolist())["update_policy"]
-                acc = sums.setdefault(policy, [0.0, 0.0])
-                acc[0] += float((noa - cno).pow(2).sum())
-                acc[1] += float(cno.pow(2).sum())
-    finally:
-        source.close()
+    for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
+        for i, theta in enumerate(batch["params"]):
+            x = cno_frames[i, 0, states]
+            ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(len(states))
+            cno = cno_step(ops, x, torch.zeros_like(x)) - x
+            noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
+            policy = CNO_SPACE.decode(theta.tolist())["update_policy"]
+            acc = sums.setdefault(policy, [0.0, 0.0])
+            acc[0] += float((noa - cno).pow(2).sum())
+            acc[1] += float(cno.pow(2).sum())
     return {policy: 1.0 - err / norm for policy, (err, norm) in sorted(sums.items())}
 
 
