@@ -144,9 +144,15 @@ def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_datase
     assert f"lr={lr_at(2, 1e-3, 2, 6):.2e}" in synced
 
 
-def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
-    other = tmp_path / "other.h5"
-    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True), other, progress=False)
+@pytest.fixture(scope="module")
+def other(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another dataset of the same shape: a fine-tune's target."""
+    path = tmp_path_factory.mktemp("other") / "other.h5"
+    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True), path, progress=False, log=lambda _: None)
+    return path
+
+
+def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, other: Path, tmp_path: Path, train_log: list[str]) -> None:
     source = load_checkpoint(straight / "best_model.pt")
     lines = train_log
     lines.clear()  # only what follows
@@ -165,6 +171,35 @@ def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, tmp_path: P
            "max_steps": 0, "device": "cpu", "timesteps": 8, "bptt_window": 4, **{k: source["args"][k] for k in ("base_channels", "encoder_levels", "modes", "afno_blocks")}},
           )
     assert any(l.startswith("Fine-tuning from") for l in lines)
+
+
+def test_init_from_keeps_the_pretrained_objective_and_says_so(straight: Path, other: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+    source = load_checkpoint(straight / "best_model.pt")
+    train_log.clear()
+    # No --timesteps nor --bptt-window: T follows the new data, as a fresh run's does.
+    train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft"),
+           "max_steps": 0, "device": "cpu"})
+    start = load_checkpoint(tmp_path / "ft" / "step_0.pt")
+    args = start["args"]
+    assert args["vqvae_path"] == str(tiny_tokenizer.resolve()) and args["enable_latent_loss"] is True
+    assert (args["lambda_commit"], args["lambda_latent"], args["latent_sample_steps"]) == (0.5, 0.5, 3)
+    assert args["timesteps"] == 8 and args["bptt_window"] == 2  # the new data's T; the run's window fits it
+    projector = source["alignment_state"]["state_dict"]
+    assert all(torch.equal(start["alignment_state"]["state_dict"][k], v) for k, v in projector.items())
+    kept = next(l for l in train_log if "keeps best_model.pt's objective" in l)
+    assert "L_traj + L_commit + L_latent" in kept and "--enable-latent-loss" in kept and f"--vqvae-path {tiny_tokenizer.resolve()}" in kept
+    assert "  ✓ Loaded latent projector weights" in train_log
+
+
+def test_init_from_flags_change_the_objective_and_the_line_says_which(straight: Path, other: Path, tmp_path: Path, train_log: list[str]) -> None:
+    train_log.clear()
+    train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft"),
+           "max_steps": 0, "device": "cpu", "enable_latent_loss": False, "lambda_commit": 0.1})
+    args = load_checkpoint(tmp_path / "ft" / "step_0.pt")["args"]
+    assert args["enable_latent_loss"] is False and args["lambda_commit"] == 0.1 and args["vqvae_path"]
+    kept = next(l for l in train_log if "keeps best_model.pt's objective" in l)
+    assert kept.endswith("changed by flags: --lambda-commit 0.1, --no-enable-latent-loss") and "L_traj + L_commit;" in kept
+    assert "  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on" in train_log
 
 
 def test_atomic_write_survives_a_crash_before_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,6 +171,24 @@ def test_settle_gives_a_typed_config_with_the_model_nested(tiny_dataset: Path, t
     assert run.start.kind == "fresh" and len(run.data.split.train) == 14 and not (tmp_path / "ck").exists()
 
 
+def test_t_and_the_window_follow_the_data_unless_given(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    bare = {k: v for k, v in run_args(tiny_dataset, tmp_path / "ck").items() if k not in ("timesteps", "bptt_window")}
+    cfg = settle(bare).config
+    assert (cfg.timesteps, cfg.bptt_window) == (8, 8)  # the dataset's T; the default window 32 cut to it
+    cfg = settle({**bare, "vqvae_path": str(tiny_tokenizer), "enable_latent_loss": True}).config
+    assert (cfg.timesteps, cfg.bptt_window) == (8, 8)  # the tokenizer's T
+    assert (settle({**bare, "timesteps": 4}).config.bptt_window, settle({**bare, "bptt_window": 3}).config.timesteps) == (4, 8)
+
+
+def test_train_help_says_which_defaults_follow_the_data(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: the tokenizer's T with --vqvae-path, else the dataset's)" in text
+    assert "(default: 32, or T when T is shorter)" in text
+    assert "(default: never)" in text and "(default: None)" not in text
+
+
 def test_settle_opens_the_dataset_once(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from noa.data import h5
 

@@ -139,6 +139,8 @@ class TrainingState:
         projector_loaded = self.load_weights(ckpt)
         if self.projector is not None:
             log.info("  ✓ Loaded latent projector weights" if projector_loaded else "  ⚠ The checkpoint has no projector weights: the projector starts from random initialization")
+        elif ckpt.get("alignment_state"):
+            log.info("  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on")
         log.info("  ✓ Fresh optimizer, LR schedule (with warmup) and epoch count")
 
     def load_weights(self, ckpt: dict[str, Any]) -> bool:

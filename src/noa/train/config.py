@@ -38,8 +38,16 @@ RESUME_LOCKED = (
     "lr", "warmup_steps", "lr_schedule", "teacher_forcing_steps",
 )
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
-# budget and output, not the model or its objective.
-NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
+# budget and output, not the model or its objective. (T follows the new data: see settle.py.)
+NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "timesteps", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
+# The objective a fine-tune keeps from the pretrained run unless flags change it (with the
+# architecture, ARCHITECTURE): the losses, their tokenizer and weights, the projector, the target.
+OBJECTIVE = ("vqvae_path", "lambda_commit", "enable_latent_loss", "lambda_latent", "latent_sample_steps", "projector_hidden", "n_realizations")
+# Defaults that follow the data when a flag is neither given nor inherited: --help says so.
+DATA_DEFAULTS = {
+    "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
+    "bptt_window": "32, or T when T is shorter",
+}
 
 
 @dataclass
@@ -105,11 +113,11 @@ _DEFAULTS = TrainConfig().flags()
 # (parser type, may be None, help)
 _FLAGS: dict[str, tuple[type, bool, str]] = {
     "dataset": (str, False, "HDF5 dataset made by `noa data generate`"),
-    "n_samples": (int, True, "use the first N valid samples (train + validation); default all"),
+    "n_samples": (int, True, "use the first N valid samples (train + validation)"),
     "epochs": (int, False, "training epochs (total, also when resuming; a change re-plans the LR decay)"),
     "batch_size": (int, False, "samples per batch on each rank (the global batch is this times the number of torchrun ranks)"),
     "lr": (float, False, "peak learning rate"),
-    "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows"),
+    "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows; a window longer than T is refused"),
     "teacher_forcing_steps": (int, False, "for the first N batches every BPTT window starts from the CNO's state instead of the "
                               "NOA's own (teacher forcing; validation always scores free rollouts)"),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),
@@ -123,7 +131,7 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "checkpoint_dir": (str, False, "where checkpoints, metrics.jsonl and TensorBoard events go; left out, a new run that finds "
                        "the default taken writes to its first free sibling (noa-2, …) and a resume writes beside its checkpoint"),
     "save_every": (int, False, "write step_N.pt every N batches (0 = never)"),
-    "early_stop_patience": (int, True, "stop after N epochs without validation improvement (default: never)"),
+    "early_stop_patience": (int, True, "stop after N epochs without validation improvement"),
     "keep_last": (int, True, "keep only the newest K step_N.pt files (epoch and best files stay)"),
     "base_channels": (int, False, "U-AFNO base channels"),
     "encoder_levels": (int, False, "U-Net encoder levels"),
@@ -145,7 +153,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "num_workers": (int, False, "DataLoader worker processes reading the dataset (each opens the HDF5 file itself); 0 = read in the training process"),
     "tensorboard": (bool, False, "also write TensorBoard events to --checkpoint-dir/tensorboard (needs the tensorboard package)"),
     "resume": (str, True, "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir"),
-    "init_from": (str, True, "initialise model and projector weights from a checkpoint, then train afresh (fine-tuning)"),
+    "init_from": (str, True, "fine-tune from a checkpoint: its model and projector weights, architecture and objective (tokenizer, losses, "
+                  "λs; flags change them), with a fresh optimizer, LR schedule and epoch count"),
     "max_steps": (int, True, "stop after this many batches in this invocation (for tests and smoke runs)"),
     "overwrite": (bool, False, "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them"),
 }
@@ -163,13 +172,26 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every training flag, with no argparse defaults: absence must be detectable for merging."""
     parser.add_argument("--config", default=None, help="YAML or JSON file whose keys are flag names; the command line overrides it (default: none)")
     for key, (kind, _, help_text) in _FLAGS.items():
-        text = f"{help_text} (default: {_DEFAULTS[key]})"
+        text = f"{help_text} (default: {_default_text(key)})"
         if kind is bool:
             action: Any = "store_true" if key == "overwrite" else argparse.BooleanOptionalAction
             parser.add_argument(flag_name(key), action=action, default=None, help=text)
             continue
         extra: dict[str, Any] = {"choices": list(_CHOICES[key])} if key in _CHOICES else {}
         parser.add_argument(flag_name(key), type=kind, default=None, help=text, **extra)
+
+
+# How --help writes the defaults that are not plain values.
+_NONE_MEANS = {"n_samples": "all valid", "early_stop_patience": "never", "keep_last": "all", "vqvae_path": "none",
+               "resume": "none: a fresh run", "init_from": "none", "max_steps": "no limit"}
+
+
+def _default_text(key: str) -> str:
+    if key in DATA_DEFAULTS:
+        return DATA_DEFAULTS[key]
+    if _DEFAULTS[key] is None:
+        return _NONE_MEANS[key]
+    return "off" if _DEFAULTS[key] is False else str(_DEFAULTS[key])
 
 
 def coerce(key: str, value: Any, source: str) -> Any:

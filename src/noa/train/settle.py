@@ -142,11 +142,12 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
     saved_args = (start.checkpoint or {}).get("args")
     if start.kind == "resume":
         inherited = saved_args
-    elif start.kind == "finetune" and saved_args and not explicit.get("init_from"):
+    elif start.kind == "finetune" and saved_args:  # --init-from, or --resume on other data
         inherited = {k: v for k, v in saved_args.items() if k not in flags_module.NOT_INHERITED_BY_FINETUNE}
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
+    _follow_the_data(values, explicit, inherited or {}, info)
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size)
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
@@ -164,7 +165,40 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
         _check_resume_locks(saved_args, values, explicit)
     cfg = TrainConfig.from_flags(values, model=model)
     flags_module.validate(cfg)
+    if start.kind == "finetune":
+        log.info(_kept_by_finetune(cfg, start, explicit))
     return cfg
+
+
+def _follow_the_data(values: dict[str, Any], explicit: dict[str, Any], inherited: dict[str, Any], info: h5.DatasetInfo) -> None:
+    """T and the window, when neither given nor inherited, fit the data: T is the tokenizer's
+    (which must match) with one, else the dataset's; a window longer than T becomes T."""
+    if "timesteps" not in explicit and "timesteps" not in inherited:
+        if values.get("vqvae_path"):
+            from noa.tokenizer.io import load_config
+
+            values["timesteps"] = load_config(values["vqvae_path"]).timesteps
+        else:
+            values["timesteps"] = info.timesteps
+    if "bptt_window" not in explicit and values["bptt_window"] > values["timesteps"]:
+        values["bptt_window"] = values["timesteps"]
+
+
+def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:
+    """The start-up line of a fine-tune: which objective and architecture it kept, which flags changed."""
+    flat = cfg.flags()
+
+    def shown(key: str) -> str:
+        value = flat[key]
+        if isinstance(value, bool):
+            return flag_name(key) if value else f"--no-{flag_name(key)[2:]}"
+        return f"{flag_name(key)} {value}"
+
+    kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and not (k == "vqvae_path" and flat[k] is None)]
+    changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
+    losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
+    line = f"The fine-tune keeps {start.path.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
+    return line + (f"; changed by flags: {', '.join(changed)}" if changed else "")
 
 
 def _per_rank_batch(ckpt: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], ranks: Ranks) -> int:
