@@ -50,6 +50,27 @@ def test_quickstart_overwrite_replaces_only_what_it_wrote(tiny_defaults: None, t
     assert notes.read_text() == "mine" and (paths["checkpoints"] / "epoch_3.pt").exists()
 
 
+def test_an_interrupted_overwrite_continues_without_overwrite(tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              train_log: list[str]) -> None:
+    root = tmp_path / "qs"
+    paths = quickstart.run_quickstart(root, device="cpu")
+    import noa.train.loop
+
+    def ctrl_c(flags: dict) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(noa.train.loop, "train", ctrl_c)  # stage 3 stops at once
+        with pytest.raises(quickstart.QuickstartInterrupted, match="during stage 3/5; .*run the same command without --overwrite to continue"):
+            quickstart.run_quickstart(root, device="cpu", overwrite=True)
+    # The earlier run's report and checkpoints went first: nothing reads as finished or mismatched.
+    assert not (paths["report"] / "report.md").exists() and not (paths["checkpoints"] / "best_model.pt").exists()
+    train_log.clear()
+    quickstart.run_quickstart(root, device="cpu")
+    text = "\n".join(train_log)
+    assert "quickstart.h5 is already complete" in text and "quickstart_vqvae is complete; kept" in text and "Epoch 3/3" in text
+    assert (paths["report"] / "report.md").exists() and (paths["checkpoints"] / "best_model.pt").exists()
+
 
 STAGES = {  # stage -> the function it calls (looked up at the call) and which of its calls to interrupt
     "1/5": ("noa.quickstart.generate", lambda *a, **k: True),

@@ -7,7 +7,9 @@ printed command can be rerun by hand at a larger scale.
 
 Running it again continues an interrupted quickstart: each finished stage is recognised by its
 outputs and skipped (the dataset file, the tokenizer directory, the training checkpoints, the
-report), an interrupted generation or training resumes, and ``--overwrite`` starts over.
+report), an interrupted generation or training resumes, and ``--overwrite`` starts over: it
+first removes what an earlier quickstart wrote, so an interrupted ``--overwrite`` is an
+interrupted new quickstart, which the command without ``--overwrite`` continues.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ MARKER = ".noa-quickstart.json"
 class QuickstartInterrupted(NoaError):
     """Ctrl-C or SIGTERM during a stage: what is done is kept; the message says to run it again."""
 
-    def __init__(self, stage: str, exit_code: int = 130):
+    def __init__(self, stage: str, exit_code: int = 130, overwrite: bool = False):
+        again = "run the same command without --overwrite" if overwrite else "run the same command again"
         super().__init__(f"quickstart interrupted during stage {stage}; finished stages are kept and an interrupted "
-                         "one resumes: run the same command again to continue where it stopped (--overwrite starts over)")
+                         f"one resumes: {again} to continue where it stopped (--overwrite starts over)")
         self.exit_code = exit_code
 
 
@@ -94,11 +97,12 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     root = Path(out)
     paths = quickstart_paths(root)
     _claim(root, seed, overwrite)
-    # --overwrite goes to every stage, and each replaces only the files it writes (never, say,
-    # notes kept beside them); every output is checked before the first stage starts.
+    # --overwrite removes only the files the stages write (never, say, notes kept beside them);
+    # every output is checked before anything is removed.
     if overwrite:
         check_output_dir(paths["tokenizer"], overwrite=True)
         check_report_dir(paths["report"])
+        _remove_earlier_results(paths)
     started = time.perf_counter()
     current = ["1/5"]
 
@@ -107,13 +111,13 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
         log(f"\n{'=' * 60}\n{title}  [{time.perf_counter() - started:.0f}s]\n{'=' * 60}")
 
     try:
-        best = _stages(paths, device, seed, overwrite, stage, log)
+        best = _stages(paths, device, seed, stage, log)
     except KeyboardInterrupt:
-        raise QuickstartInterrupted(current[0]) from None
+        raise QuickstartInterrupted(current[0], overwrite=overwrite) from None
     except NoaError as err:
         if getattr(err, "exit_code", 2) < 128:  # a refusal, not an interrupted stage
             raise
-        raise QuickstartInterrupted(current[0], err.exit_code) from err
+        raise QuickstartInterrupted(current[0], err.exit_code, overwrite) from err
     log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {best:.4f}).")
     log(f"  dataset:      {paths['dataset']}")
     log(f"  tokenizer:    {paths['tokenizer']}")
@@ -122,7 +126,24 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     return paths
 
 
-def _stages(paths: dict[str, Path], device: str, seed: int, overwrite: bool, stage: Callable[[str], None], log: Callable[[str], None]) -> float:
+def _remove_earlier_results(paths: dict[str, Path]) -> None:
+    """What an earlier quickstart wrote, the report first: an interrupted start-over never
+    leaves an old report beside missing checkpoints, nor looks finished."""
+    from noa.diagnostics.report import REPORT_FILES
+    from noa.tokenizer.io import TOKENIZER_FILES
+    from noa.train.checkpoint import CHECKPOINT_GLOBS
+
+    dataset = paths["dataset"]
+    doomed = [paths["report"] / name for name in REPORT_FILES]
+    doomed += [p for pattern in CHECKPOINT_GLOBS for p in paths["checkpoints"].glob(pattern)]
+    doomed += [paths["checkpoints"] / name for name in ("latest.json", "metrics.jsonl")]
+    doomed += [paths["tokenizer"] / name for name in TOKENIZER_FILES]
+    doomed += [dataset.with_name(dataset.name + tail) for tail in (".partial", ".partial.new", "")]
+    for path in doomed:
+        path.unlink(missing_ok=True)
+
+
+def _stages(paths: dict[str, Path], device: str, seed: int, stage: Callable[[str], None], log: Callable[[str], None]) -> float:
     """The five stages, each skipped when its outputs show it done; returns the best val loss."""
     from noa.diagnostics.report import diagnose
     from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -131,15 +152,15 @@ def _stages(paths: dict[str, Path], device: str, seed: int, overwrite: bool, sta
     from noa.train.rundir import checkpoints_in
 
     stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
-    generate(GenerateConfig(**{**DATA, "seed": seed}), paths["dataset"], batch_size=32, device=device, resume=not overwrite,
-             overwrite=overwrite, progress=False, log=log)
+    generate(GenerateConfig(**{**DATA, "seed": seed}), paths["dataset"], batch_size=32, device=device, resume=True,
+             progress=False, log=log)
     log(describe(paths["dataset"]))
 
     stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
-    metrics = None if overwrite else _tokenizer_done(paths["tokenizer"])
+    metrics = _tokenizer_done(paths["tokenizer"])
     if metrics is None:
         every_20th_epoch = lambda line: None if re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20 else log(line)  # noqa: E731
-        metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, overwrite=overwrite, **TOKENIZER)
+        metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, **TOKENIZER)
     else:
         log(f"{paths['tokenizer']} is complete; kept")
     codebooks = metrics["codebooks"]
@@ -151,13 +172,13 @@ def _stages(paths: dict[str, Path], device: str, seed: int, overwrite: bool, sta
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
-    if overwrite or not checkpoints_in(paths["checkpoints"]):  # --overwrite also clears a run's partial metrics.jsonl
+    if not checkpoints_in(paths["checkpoints"]):  # "overwrite": a first batch cut short may have left metrics.jsonl
         train({**args, "max_steps": stop_at, "overwrite": True})
     else:
         log(f"{paths['checkpoints']} holds this quickstart's checkpoints; the next stage continues from the newest")
 
     stage("4/5  Resume with --resume auto: continues mid-epoch, exactly where it stopped")
-    finished = None if overwrite else _training_finished(paths["checkpoints"])
+    finished = _training_finished(paths["checkpoints"])
     if finished is None:
         best = train({"resume": "auto", "checkpoint_dir": str(paths["checkpoints"]), "device": device}).best_val_loss
     else:
