@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import errno
 import logging
 import os
@@ -259,6 +260,8 @@ class _SubParser(argparse.ArgumentParser):
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("formatter_class", _DefaultsHelp)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # The deepest parser that parses sets this last: the one an unknown flag is reported by.
+        self.set_defaults(leaf_parser=self)
 
     def add_subparsers(self, **kwargs: object) -> argparse._SubParsersAction:
         kwargs.setdefault("parser_class", _SubParser)
@@ -325,7 +328,10 @@ def _show_progress_lines() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     _show_progress_lines()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    leaf = args.__dict__.pop("leaf_parser", parser)
+    if unknown:
+        leaf.error(_unrecognized(leaf, unknown))
     try:
         if "threads" in args:
             logging.getLogger("noa").info(f"CPU threads: {apply_threads(args.threads)}")
@@ -344,6 +350,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again", file=sys.stderr)
         return 130
     return int(status or 0)
+
+
+def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """argparse's message, naming the sub-command's flag each unknown one is closest to."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    guesses = []
+    for arg in unknown:
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag.replace("_", "-"), known, n=1, cutoff=0.75) if flag.startswith("-") else []
+        if close:
+            guesses.append(f"{flag}: did you mean {close[0]}?")
+    return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(guesses)})" if guesses else "")
 
 
 def _reader_went_away() -> int:

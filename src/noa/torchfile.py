@@ -20,6 +20,8 @@ from noa.errors import NoaError
 
 # torch.save's format before the zip archive (torch < 1.6) opens with this pickled magic number.
 _LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."
+# An HDF5 file (a dataset given where a .pt file belongs) opens with this signature.
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 # What torch.load raises, besides UnpicklingError, on damaged bytes inside an archive.
 _DAMAGED = (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError, UnicodeDecodeError, zipfile.BadZipFile)
 
@@ -29,6 +31,8 @@ def load_pt(path: str | Path, what: str, fix: str, map_location: str | torch.dev
     path = Path(path)
     with open(path, "rb") as fh:
         head = fh.read(len(_LEGACY_MAGIC))
+    if head.startswith(_HDF5_MAGIC):
+        raise NoaError(f"{path} is an HDF5 file (a dataset?), not a {what}; {fix}")
     if not (zipfile.is_zipfile(path) or head == _LEGACY_MAGIC):
         raise NoaError(f"{what} {path} is corrupt or not a noa file (not a complete torch archive: truncated, damaged or another program's file); {fix}")
     try:

@@ -19,7 +19,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE, ParameterSpace
 from noa.runtime import resolve_device
-from noa.train.checkpoint import build_model, load_checkpoint
+from noa.train.checkpoint import API_FIX, build_model, load_checkpoint
 from noa.train.rollout import rollout_noa
 
 
@@ -88,7 +88,7 @@ def load(checkpoint_path: str | Path, device: str | torch.device = "auto") -> Ne
     foreign file, or weights that do not fit their config, is a NoaError.
     """
     path = Path(checkpoint_path)
-    ckpt = load_checkpoint(path, map_location="cpu")
+    ckpt = load_checkpoint(path, map_location="cpu", fix=API_FIX)
     model, _ = build_model(ckpt, resolve_device(str(device)))
     args = ckpt.get("args")
     return NeuralOperatorAgent(model, training_args=args if isinstance(args, dict) else None, path=path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,8 @@ def open_dataset(path: str | Path) -> h5py.File:
         raise NoaError(f"dataset {p} does not exist; create one with `noa data generate --out {p}`")
     if p.is_dir():
         raise NoaError(f"dataset {p} is a directory; pass the path of an .h5 file")
+    if zipfile.is_zipfile(p):
+        raise NoaError(f"{p} is a torch archive (a checkpoint or tokenizer weights?), not an HDF5 dataset; pass the .h5 file `noa data generate` wrote")
     try:
         f = h5py.File(p, "r")
     except OSError as err:

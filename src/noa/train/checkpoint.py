@@ -56,12 +56,21 @@ def write_text_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+# What to do about an unreadable checkpoint, said in the caller's terms (a command's flags, or Python).
+CLI_FIX = "use another checkpoint (--resume auto picks the newest intact one)"
+API_FIX = "pass a checkpoint file that noa train wrote (best_model.pt, epoch_N.pt or step_N.pt)"
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fix: str = CLI_FIX) -> dict[str, Any]:
     """Load a checkpoint safely; NoaError naming the file if it is missing, torn or unsafe."""
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for pattern in CHECKPOINT_GLOBS for p in path.glob(pattern))
+        inside = f"it holds {', '.join(found[:4])}{', …' if len(found) > 4 else ''}" if found else "it holds no checkpoint"
+        raise NoaError(f"checkpoint {path} is a directory, not a checkpoint file ({inside}); name the file, e.g. {path / 'best_model.pt'}")
     if not path.is_file():
         raise NoaError(f"checkpoint {path} does not exist")
-    obj = load_pt(path, "checkpoint", "use another checkpoint (e.g. --resume auto picks the newest intact one)", map_location)
+    obj = load_pt(path, "checkpoint", fix, map_location)
     if not isinstance(obj, dict):
         raise NoaError(f"checkpoint {path} holds a {type(obj).__name__}, not a checkpoint dict")
     if "model_state_dict" not in obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

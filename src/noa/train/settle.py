@@ -101,13 +101,14 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
     _check_data(cfg, data, ranks)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
+    # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
+    device = rank_device(resolve_device(cfg.device), ranks)
+    execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
     cfg = replace(cfg, checkpoint_dir=rundir.choose(
         cfg.checkpoint_dir, kind=start.kind, explicit="checkpoint_dir" in explicit, overwrite=cfg.overwrite,
         resume_from=start.path, resume_ckpt=start.checkpoint, auto=explicit.get("resume") == "auto",
     ))
     _check_outputs(cfg)
-    device = rank_device(resolve_device(cfg.device), ranks)
-    execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
     return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks, execution=execution)
 
 
@@ -161,8 +162,8 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
             )
         values.update({k: getattr(model, k) for k in ARCHITECTURE})
     if start.kind == "resume" and saved_args:
-        values["batch_size"] = _per_rank_batch(start.checkpoint, values, explicit, ranks)
-        _check_resume_locks(saved_args, values, explicit)
+        values["batch_size"], batch_change = _per_rank_batch(start.checkpoint, explicit, ranks)
+        _check_resume_locks(saved_args, values, explicit, [batch_change] if batch_change else [])
     cfg = TrainConfig.from_flags(values, model=model)
     flags_module.validate(cfg)
     if start.kind == "finetune":
@@ -201,29 +202,29 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
     return line + (f"; changed by flags: {', '.join(changed)}" if changed else "")
 
 
-def _per_rank_batch(ckpt: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], ranks: Ranks) -> int:
+def _per_rank_batch(ckpt: dict[str, Any], explicit: dict[str, Any], ranks: Ranks) -> tuple[int, str | None]:
     """A resume keeps the global batch (per-rank batch x ranks), so N ranks can resume on M:
-    the per-rank batch follows from it unless given, and must then agree with it."""
+    the per-rank batch follows from it unless given, and must then agree with it (else the
+    second value says how it differs, for the one list of refused changes)."""
     saved_global = int(ckpt.get("parts", {}).get("cursor", {}).get("global_batch", ckpt["args"]["batch_size"]))
     world = ranks.world_size
     if "batch_size" in explicit:
-        if explicit["batch_size"] * world != saved_global:
-            raise NoaError(
-                f"--batch-size {explicit['batch_size']} on {world} rank(s) is a global batch of {explicit['batch_size'] * world}, "
-                f"but the run was trained with a global batch of {saved_global}; a resume keeps it "
-                f"(drop --batch-size, or fine-tune with --init-from)"
-            )
-        return int(explicit["batch_size"])
+        asked = int(explicit["batch_size"])
+        if asked * world != saved_global:
+            return asked, (f"--batch-size {asked} on {world} rank(s) is a global batch of {asked * world}, "
+                           f"but the run was trained with a global batch of {saved_global}")
+        return asked, None
     if saved_global % world:
         raise NoaError(
             f"the run's global batch {saved_global} does not split over {world} ranks; resume on a number of ranks "
             f"that divides it, or fine-tune with --init-from"
         )
-    return saved_global // world
+    return saved_global // world, None
 
 
-def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any]) -> None:
-    diffs = [
+def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], other_changes: list[str]) -> None:
+    """One refusal naming every locked setting the flags change (``other_changes``: the batch's)."""
+    diffs = other_changes + [
         f"{flag_name(k)}: checkpoint {saved[k]!r}, now {values[k]!r}"
         for k in flags_module.RESUME_LOCKED
         if k in explicit and k in saved and saved[k] != values[k]
