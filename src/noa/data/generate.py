@@ -28,6 +28,7 @@ from noa import distributed, outputs
 from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
 from noa.errors import NoaError
+from noa.model import UAFNOConfig
 from noa.operators.family import FAMILY
 from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.operators.space import CNO_SPACE
@@ -57,6 +58,11 @@ class GenerateConfig:
             raise NoaError(f"--n-samples must be >= 1; got {self.n_samples}")
         if not 8 <= self.grid <= MAX_GRID:
             raise NoaError(f"--grid must be between 8 and {MAX_GRID} (the CNO's kernels span 7 cells); got {self.grid}")
+        if self.grid % 2:
+            raise NoaError(
+                f"--grid {self.grid} is odd: the NOA's U-Net halves the grid at every encoder level, so noa train could not "
+                f"use this dataset; use an even grid (a multiple of 8, e.g. {max(8, self.grid // 8 * 8)}, fits the default --encoder-levels 3)"
+            )
         if self.timesteps < 1 or self.realizations < 1 or self.channels < 1:
             raise NoaError("--timesteps, --realizations and channels must all be >= 1")
         self.ic_families = list(validate_families(self.ic_families))
@@ -187,6 +193,10 @@ def generate(
     cfg.validate()
     if batch_size < 1 or workers < 1:
         raise NoaError(f"--batch-size and --workers must be >= 1; got {batch_size} and {workers}")
+    levels = _encoder_levels_that_fit(cfg.grid)
+    if levels < UAFNOConfig.encoder_levels:
+        log(f"Note: --grid {cfg.grid} is not a multiple of {2 ** UAFNOConfig.encoder_levels}: noa train on it needs "
+            f"--encoder-levels {levels}{' or fewer' if levels > 1 else ''} (the default, {UAFNOConfig.encoder_levels}, halves the grid that often)")
     work = Work(cfg.timesteps, cfg.realizations, keep_trajectories=cfg.store_trajectories, features=cfg.features, device=device)
     ranks = distributed.ranks_from_environment()
     if not ranks.distributed:
@@ -196,6 +206,14 @@ def generate(
         if ranks.is_main:
             _generate(cfg, Path(out), batch_size, work, rounds, resume, overwrite, progress, log)
     return Path(out)
+
+
+def _encoder_levels_that_fit(grid: int) -> int:
+    """The most halvings a NOA's encoder can apply to ``grid`` (see noa.model.check_grid)."""
+    levels = 0
+    while grid % 2 ** (levels + 1) == 0 and grid // 2 ** (levels + 1) >= 2:
+        levels += 1
+    return levels
 
 
 def _pool(workers: int) -> Runner:

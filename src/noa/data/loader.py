@@ -21,6 +21,10 @@ from noa.errors import NoaError
 from noa.seeding import generator
 
 
+# Fewer held-out samples than this make validation metrics (and best_model.pt) follow noise.
+MIN_VAL_SAMPLES = 8
+
+
 @dataclass(frozen=True)
 class Split:
     """File row indices of the train and validation samples."""

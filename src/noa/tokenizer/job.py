@@ -14,7 +14,7 @@ from typing import Callable
 
 from noa import outputs
 from noa.data import h5
-from noa.data.loader import split_rows, usable_rows
+from noa.data.loader import MIN_VAL_SAMPLES, split_rows, usable_rows
 from noa.errors import NoaError
 from noa.tokenizer.io import check_output_dir, save_tokenizer
 from noa.tokenizer.model import FAMILIES, TokenizerConfig
@@ -78,16 +78,55 @@ def _train_and_save(dataset: str | Path, out: Path, *, epochs: int, batch_size: 
     )
     _check_memory(config, len(split.train) + len(split.val), batch_size)
     log(f"Training tokenizer on {len(split.train)} samples (validation {len(split.val)}) of {dataset}")
+    for line in _start_warnings(len(split.train), len(split.val), codebook_size):
+        log(line)
     start = time.perf_counter()
     model, history = train_tokenizer(
         train, val, config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, log=log, progress=progress
     )
     metrics = evaluate_tokenizer(model, val)
+    low = _low_utilization(metrics, len(split.val), codebook_size)
+    if low:
+        log(low)
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["dataset"] = str(dataset)
     metrics["dataset_fingerprint"] = h5.fingerprint(dataset)
     save_tokenizer(model, out, history, metrics, overwrite=overwrite)
     return metrics
+
+
+# Below this mean held-out utilization most codes go unused: the codebooks are too large for the data.
+LOW_UTILIZATION = 0.25
+
+
+def _start_warnings(n_train: int, n_val: int, codebook_size: int) -> list[str]:
+    """Sizes that leave the tokenizer's codebooks or its held-out metrics meaningless, said before training."""
+    lines = []
+    if n_val < MIN_VAL_SAMPLES:
+        lines.append(
+            f"Warning: only {n_val} validation sample{'s' if n_val != 1 else ''}: the held-out metrics (metrics.json) follow "
+            f"noise; raise --val-split or --n-samples for at least {MIN_VAL_SAMPLES}"
+        )
+    if n_train < codebook_size:
+        fits = max(2, 2 ** int(math.log2(max(1, n_train // 4))))
+        lines.append(
+            f"Warning: {n_train} training samples for codebooks of {codebook_size} codes: each codebook can use at most "
+            f"{n_train / codebook_size:.0%} of its codes; use more samples or a smaller --codebook-size (e.g. {fits})"
+        )
+    return lines
+
+
+def _low_utilization(metrics: dict, n_val: int, codebook_size: int) -> str | None:
+    """A warning when the trained codebooks use few of their codes on held-out data, else None."""
+    codebooks = metrics["codebooks"]
+    mean = sum(c["utilization"] for c in codebooks) / len(codebooks)
+    if mean >= LOW_UTILIZATION:
+        return None
+    cap = f" ({n_val} held-out samples can show at most {n_val / codebook_size:.0%})" if n_val < codebook_size else ""
+    return (
+        f"Warning: held-out codebook utilization averages {mean:.0%}{cap}: most codes go unused; a smaller --codebook-size "
+        f"or fewer --levels, or more samples, make the tokens more informative"
+    )
 
 
 def _check_memory(config: TokenizerConfig, n_samples: int, batch_size: int) -> None:

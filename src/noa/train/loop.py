@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import torch
 from tqdm import tqdm
 
-from noa.data.loader import EpochBatchSampler, EpochBatches, SampleSource, batch_loader
+from noa.data.loader import MIN_VAL_SAMPLES, EpochBatchSampler, EpochBatches, SampleSource, batch_loader
 from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO
 from noa.operators.replay import replay
@@ -115,10 +115,6 @@ def _summary(losses: dict[str, float | None]) -> str:
     """The guide's epoch line: total=… traj=… commit=… latent=… (absent terms left out)."""
     specs = {"total": ".4f", "traj": ".4f", "commit": ".6f", "latent": ".3f"}
     return " ".join(f"{key}={format(losses[key], spec)}" for key, spec in specs.items() if losses[key] is not None)
-
-
-# Fewer held-out samples than this make validation (and so best_model.pt) follow noise.
-MIN_VAL_SAMPLES = 8
 
 
 def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
