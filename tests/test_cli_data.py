@@ -35,6 +35,20 @@ def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path: Path) -> No
     assert "\r" not in run.stderr and "\r" not in run.stdout, run.stderr[-500:]
 
 
+def test_off_a_terminal_generation_and_features_log_plain_progress_lines(tmp_path: Path, capsys) -> None:
+    out = str(tmp_path / "tiny.h5")
+    # pytest's captured stderr is not a terminal: the situation of a run under nohup or Slurm.
+    assert main(["data", "generate", "--out", out, "--n-samples", "20", "--grid", "8", "--timesteps", "1", "--batch-size", "2", "--no-features"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  replay:")]
+    assert lines[0].startswith("  replay: 2/20 samples (10%), ") and lines[0].endswith(" s")
+    assert len(lines) == 10 and lines[-1].startswith("  replay: 20/20 samples (100%), ")
+    assert main(["data", "features", out, "--batch-size", "10"]) == 0
+    assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines() if "features:" in line] == [
+        "  features: 10/20 samples (50%)", "  features: 20/20 samples (100%)"]
+    assert main(["data", "features", out, "--overwrite", "--no-progress"]) == 0
+    assert "features:" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -108,11 +108,12 @@ def _doc_rows() -> list[tuple[tuple[str, ...], str, str]]:
 
 def _code_default(command: tuple[str, ...], flag: str) -> object:
     """The default the code uses: the parser's, or for `noa train` the TrainConfig's (its flags default to None)."""
+    key = flag[2:].replace("-", "_")
     if command == ("train",):
         from noa.train.config import DATA_DEFAULTS, TrainConfig
 
-        key = flag[2:].replace("-", "_")
-        return DATA_DEFAULTS.get(key) or (TrainConfig().flags()[key] if flag != "--config" else None)
+        if key in DATA_DEFAULTS or key in TrainConfig().flags():
+            return DATA_DEFAULTS.get(key) or TrainConfig().flags()[key]
     parser = build_parser()
     for word in command:
         parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]

@@ -72,7 +72,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     gen.add_argument("--resume", action="store_true", help="continue an interrupted generation of the same configuration")
     gen.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)")
-    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one")
     _threads_flag(gen)
     gen.set_defaults(handler=_data_generate)
 
@@ -86,7 +86,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     feats.add_argument("--workers", type=int, default=1, help="processes sharing the replay; default 1")
     feats.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     feats.add_argument("--overwrite", action="store_true", help="recompute complete features")
-    feats.add_argument("--no-progress", action="store_true")
+    feats.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one")
     _threads_flag(feats)
     feats.set_defaults(handler=_data_features)
 
@@ -115,7 +115,7 @@ def _data_generate(args: argparse.Namespace) -> None:
         workers=args.workers,
         resume=args.resume,
         overwrite=args.overwrite,
-        progress=_bars(args),
+        progress=_bar_or_lines(args),
     )
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 wrote the file and reports it
         print(f"Wrote {path}")
@@ -132,7 +132,7 @@ def _data_features(args: argparse.Namespace) -> None:
     from noa.data.generate import add_features
     from noa.runtime import resolve_device
 
-    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=_bars(args))
+    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=_bar_or_lines(args))
     print(f"Features stored in {args.path}")
 
 
@@ -311,6 +311,13 @@ class _CurrentStdout(logging.StreamHandler):
 def _bars(args: argparse.Namespace) -> bool:
     """Progress bars only on a terminal: in a log file their carriage returns are noise."""
     return not args.no_progress and sys.stderr.isatty()
+
+
+def _bar_or_lines(args: argparse.Namespace) -> bool | str:
+    """A bar on a terminal; off one (nohup, Slurm, a pipe), a plain line per tenth of the work."""
+    if args.no_progress:
+        return False
+    return True if sys.stderr.isatty() else "lines"
 
 
 def _show_progress_lines() -> None:

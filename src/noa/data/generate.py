@@ -13,10 +13,11 @@ import math
 import os
 import signal
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Literal, Union
 
 import h5py
 import numpy as np
@@ -158,17 +159,50 @@ def _tasks(f: h5py.File, pending: np.ndarray, batch_size: int, cached: bool) -> 
         )
 
 
-def _work_through(f: h5py.File, pending: np.ndarray, work: Work, batch_size: int, cached: bool, runner: Runner, bar: tqdm) -> None:
+# How progress is shown: a bar (True), nothing (False), or a plain line per tenth of the work
+# ("lines": for logs, where a bar's carriage returns are noise).
+Progress = Union[bool, Literal["lines"]]
+
+
+class _ProgressLines:
+    """tqdm's ``update``/``close``, as one plain line per tenth of the samples (and the last)."""
+
+    def __init__(self, total: int, initial: int, desc: str, log: Callable[[str], None]) -> None:
+        self.total, self.done, self.desc, self.log = total, initial, desc, log
+        self.step = max(1, total // 10)
+        self.next = (initial // self.step + 1) * self.step
+        self.started = time.perf_counter()
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self.done >= self.next or self.done >= self.total:
+            seconds = time.perf_counter() - self.started
+            self.log(f"  {self.desc}: {self.done}/{self.total} samples ({self.done / self.total:.0%}), {seconds:.0f} s")
+            self.next = (self.done // self.step + 1) * self.step
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, initial: int, desc: str, progress: Progress, log: Callable[[str], None]) -> tqdm | _ProgressLines:
+    if progress == "lines":
+        return _ProgressLines(total, initial, desc, log)
+    return tqdm(total=total, initial=initial, unit="sample", disable=not progress, desc=desc)
+
+
+def _work_through(f: h5py.File, pending: np.ndarray, work: Work, batch_size: int, cached: bool, runner: Runner,
+                  bar: tqdm | _ProgressLines) -> None:
     for result in runner(_tasks(f, pending, batch_size, cached), work):
         _write(f, result)
         bar.update(len(result.rows))
     bar.close()
 
 
-def _replay_pending(path: Path, cfg: GenerateConfig, batch_size: int, work: Work, runner: Runner, progress: bool) -> None:
+def _replay_pending(path: Path, cfg: GenerateConfig, batch_size: int, work: Work, runner: Runner, progress: Progress,
+                    log: Callable[[str], None]) -> None:
     with h5py.File(path, "r+") as f:
         pending = np.flatnonzero(~f["metadata/replayed"][:])
-        bar = tqdm(total=cfg.n_samples, initial=cfg.n_samples - len(pending), unit="sample", disable=not progress, desc="replay")
+        bar = _progress(cfg.n_samples, cfg.n_samples - len(pending), "replay", progress, log)
         _work_through(f, pending, work, batch_size, cached=False, runner=runner, bar=bar)
         f.attrs["complete"] = True
 
@@ -182,7 +216,7 @@ def generate(
     workers: int = 1,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: Progress = True,
     log: Callable[[str], None] = print,
 ) -> Path:
     """Create (or continue) the dataset ``out``; returns its path once complete.
@@ -255,7 +289,7 @@ class GenerationInterrupted(NoaError):
         self.exit_code = 128 + int(signum)
 
 
-def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: bool, log: Callable[[str], None]) -> Path:
+def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: Progress, log: Callable[[str], None]) -> Path:
     partial = out.with_name(out.name + ".partial")
     outputs.check_writable(out, "--out", directory=False)
     with outputs.exclusive(out, "dataset"):
@@ -289,7 +323,7 @@ def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runne
                     _create(creating, cfg, feature_names, chunk=256)
                     os.replace(creating, partial)
                     started = True
-                _replay_pending(partial, cfg, batch_size, work, runner, progress)
+                _replay_pending(partial, cfg, batch_size, work, runner, progress, log)
             except KeyboardInterrupt:
                 name = signal.Signals(interruption.signum).name
                 if not started:
@@ -376,7 +410,7 @@ def _check_resumable(path: Path, cfg: GenerateConfig, complete: bool = False) ->
         raise NoaError(f"cannot resume {path}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
 
 
-def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", workers: int = 1, overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> None:
+def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", workers: int = 1, overwrite: bool = False, progress: Progress = True, log: Callable[[str], None] = print) -> None:
     """Replay a dataset's samples and store their features (`noa data features`).
 
     Resumable: rows whose ``/features/done`` flag is set are skipped. Existing complete
@@ -404,7 +438,7 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
         if "features" not in f:
             create_feature_datasets(f, names, info.n_samples, info.timesteps)
         pending = np.flatnonzero(~f["features/done"][:])
-        bar = tqdm(total=info.n_samples, initial=info.n_samples - len(pending), unit="sample", disable=not progress, desc="features")
+        bar = _progress(info.n_samples, info.n_samples - len(pending), "features", progress, log)
         work = Work(info.timesteps, info.realizations, keep_trajectories=False, features=True, device=device)
         try:
             _work_through(f, pending, work, batch_size, cached="trajectories" in f, runner=_pool(workers), bar=bar)
