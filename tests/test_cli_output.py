@@ -41,6 +41,18 @@ def test_every_option_that_takes_a_value_shows_its_default_in_help() -> None:
     assert not missing, missing
 
 
+def test_every_argument_says_what_it_is_not_only_its_default() -> None:
+    bare = []
+    for name, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) or action.dest in ("help", "version"):
+                continue
+            text = (action.help or "").strip()
+            if not text or text.startswith("(default") or _help_of(parser, action).count("(default") > 1:
+                bare.append(f"{name} {(action.option_strings or [action.dest])[0]}")
+    assert not bare, bare
+
+
 def test_version() -> None:
     done = subprocess.run([sys.executable, "-m", "noa.cli", "--version"], env=ENV, capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.startswith("noa 0.") and not done.stderr
