@@ -14,10 +14,14 @@ import logging
 import os
 import re
 import sys
-from typing import Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from noa.errors import NoaError
 from noa.threads import apply_threads
+
+if TYPE_CHECKING:
+    from noa.data.generate import Progress
 
 
 class _DefaultsHelp(argparse.HelpFormatter):
@@ -265,7 +269,7 @@ class _SubParser(argparse.ArgumentParser):
 
     def add_subparsers(self, **kwargs: object) -> argparse._SubParsersAction:
         kwargs.setdefault("parser_class", _SubParser)
-        return super().add_subparsers(**kwargs)  # type: ignore[arg-type]
+        return super().add_subparsers(**kwargs)  # type: ignore[call-overload]
 
 
 def _version() -> str:
@@ -313,7 +317,7 @@ def _bars(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
-def _bar_or_lines(args: argparse.Namespace) -> bool | str:
+def _bar_or_lines(args: argparse.Namespace) -> Progress:
     """A bar on a terminal; off one (nohup, Slurm, a pipe), a plain line per tenth of the work."""
     if args.no_progress:
         return False

@@ -35,7 +35,8 @@ class PeriodicConv2d(nn.Conv2d):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, padding_mode="circular")
+        self.periodic_padding = padding
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        rows, cols = self.padding
-        return F.conv2d(periodic_pad(x, rows, cols), weight, bias, self.stride, 0, self.dilation, self.groups)
+        pad = self.periodic_padding
+        return F.conv2d(periodic_pad(x, pad, pad), weight, bias, self.stride, 0, self.dilation, self.groups)

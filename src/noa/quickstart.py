@@ -18,17 +18,19 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
 from noa.data.generate import GenerateConfig, generate
 from noa.data.info import describe
 from noa.errors import NoaError
 from noa.outputs import check_writable
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
-DATA = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
-TOKENIZER = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
-NOA = dict(
+DATA: dict[str, Any] = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
+TOKENIZER: dict[str, Any] = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
+NOA: dict[str, Any] = dict(
     n_samples=192, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
     base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, projector_hidden=64,
     lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, save_every=20, log_every=10,
@@ -115,9 +117,10 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
     except KeyboardInterrupt:
         raise QuickstartInterrupted(current[0], overwrite=overwrite) from None
     except NoaError as err:
-        if getattr(err, "exit_code", 2) < 128:  # a refusal, not an interrupted stage
+        exit_code = getattr(err, "exit_code", 2)
+        if exit_code < 128:  # a refusal, not an interrupted stage
             raise
-        raise QuickstartInterrupted(current[0], err.exit_code, overwrite) from err
+        raise QuickstartInterrupted(current[0], exit_code, overwrite) from err
     log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {best:.4f}).")
     log(f"  dataset:      {paths['dataset']}")
     log(f"  tokenizer:    {paths['tokenizer']}")

@@ -14,10 +14,11 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal, Union
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -28,10 +29,10 @@ import noa
 from noa import distributed, outputs
 from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
+from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
 from noa.operators.family import FAMILY
-from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.operators.space import CNO_SPACE
 from noa.seeding import derive_seed
 
@@ -161,7 +162,7 @@ def _tasks(f: h5py.File, pending: np.ndarray, batch_size: int, cached: bool) -> 
 
 # How progress is shown: a bar (True), nothing (False), or a plain line per tenth of the work
 # ("lines": for logs, where a bar's carriage returns are noise).
-Progress = Union[bool, Literal["lines"]]
+Progress = bool | Literal["lines"]
 
 
 class _ProgressLines:
@@ -346,7 +347,7 @@ class _Interruption:
         self.signum = signal.SIGINT
 
     @contextmanager
-    def installed(self) -> Iterator["_Interruption"]:
+    def installed(self) -> Iterator[_Interruption]:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return

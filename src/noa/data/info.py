@@ -31,7 +31,7 @@ def describe(path: str | Path) -> str:
         f"  seed:          {info.config.get('seed')}",
         f"  CNO family:    {info.family}",
         f"  trajectories:  {'stored ' + str((n, info.realizations, info.timesteps + 1, info.channels, info.grid, info.grid)) if info.has_trajectories else 'not stored (replayed on demand)'}",
-        f"  features:      {'%d/%d samples, dims %s' % (features_done, n, feature_dims) if info.has_features else 'none (run `noa data features`)'}",
+        f"  features:      {f'{features_done}/{n} samples, dims {feature_dims}' if info.has_features else 'none (run `noa data features`)'}",
     ]
     if replayed.any():
         lines.append(f"  max |x|:       median {np.median(max_abs[replayed]):.3g}, max {max_abs[replayed].max():.3g}")

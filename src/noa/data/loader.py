@@ -8,9 +8,9 @@ which samples an epoch covers.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -19,7 +19,6 @@ import torch
 from noa.data import h5
 from noa.errors import NoaError
 from noa.seeding import generator
-
 
 # Fewer held-out samples than this make validation metrics (and best_model.pt) follow noise.
 MIN_VAL_SAMPLES = 8
@@ -211,7 +210,7 @@ def batch_loader(source: SampleSource, batches: EpochBatches, num_workers: int, 
         source,
         batch_sampler=batches,
         num_workers=num_workers,
-        collate_fn=_batch_as_read,
+        collate_fn=_batch_as_read,  # type: ignore[arg-type]  # the source reads whole batches (__getitems__)
         pin_memory=pin_memory,
         persistent_workers=num_workers > 0,
     )

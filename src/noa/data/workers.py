@@ -11,10 +11,10 @@ killed run resumes from the flags. Whatever the split, the file is byte-for-byte
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -107,7 +107,7 @@ def run_tasks_on_ranks(tasks: Iterable[Task] | None, work: Work) -> Iterator[Res
     import torch.distributed as dist
 
     rank, world = dist.get_rank(), dist.get_world_size()
-    source = iter(tasks) if rank == 0 else None
+    source = iter(tasks) if rank == 0 and tasks is not None else None
     while True:
         batch = [next(source, None) for _ in range(world)] if source is not None else None
         done = [batch is not None and all(task is None for task in batch)]

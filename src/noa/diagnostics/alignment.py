@@ -20,8 +20,8 @@ output rates 0.623). A value exactly on a boundary gets the lower word; NaN is P
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 # (panel title, key in metrics.jsonl records, key in the checkpoint history after "train_"/"val_")
 LOSS_PANELS = (("total loss", "total", "loss"), ("L_traj", "traj", "traj"), ("L_commit", "commit", "commit"), ("L_latent", "latent", "latent"))

@@ -19,10 +19,11 @@ unless ``--vqvae-path`` supplies one; the token sections say why they are skippe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -37,7 +38,7 @@ from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
 from noa.errors import NoaError
 from noa.features import compute_features, feature_names
-from noa.model import LatentProjector, UAFNO
+from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
@@ -479,10 +480,11 @@ def _result(
     if tokenizer is None:
         skipped = {name: NO_TOKENIZER for name in SECTION_NAMES}
     else:
+        assert data.tokens_noa is not None and data.features_noa is not None  # collected whenever there is a tokenizer
         counts = guide.code_counts(list(data.tokens_noa.T), tokenizer.codebook_sizes)
         sections["reconstruction"] = guide.reconstruction(tokenizer, data.features_noa, batch_size)
         sections["diversity"] = guide.diversity(counts, tokenizer.entries)
-    if data.projected is not None and data.targets is not None:
+    if data.projected is not None and data.targets is not None and data.norms is not None:
         sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
         sections["consistency"] = guide.consistency(data.norms)
     elif tokenizer is not None:
@@ -496,7 +498,7 @@ def _result(
         rating.agreement_criterion(rollout, NO_TOKENIZER),
     ])
     cno_reconstruction = None
-    if tokenizer is not None:
+    if tokenizer is not None and data.features_cno is not None:
         cno_reconstruction = reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"]
     return DiagnosticsResult(
         checkpoint=str(checkpoint),

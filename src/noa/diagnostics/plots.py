@@ -6,8 +6,9 @@ switch, so importing this module never changes how the caller's own plots behave
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,7 +21,7 @@ from noa.diagnostics.rollout_quality import RolloutQuality
 DPI = 110
 NO_SKILL = "no skill: persistence (IC held)"
 FRAME_MEAN = "no skill: each frame's spatial mean (VRMSE = 1)"
-SERIES_STYLES = {"points": {"marker": "o"}, "batch": {"linewidth": 0.6, "alpha": 0.45}, "trend": {"linewidth": 1.5}}
+SERIES_STYLES: dict[str, dict[str, Any]] = {"points": {"marker": "o"}, "batch": {"linewidth": 0.6, "alpha": 0.45}, "trend": {"linewidth": 1.5}}
 
 
 def _figure(width: float, height: float) -> Figure:

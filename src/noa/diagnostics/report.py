@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
+from noa import outputs
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves
 from noa.diagnostics.evaluate import SKIP_REASON, DiagnosticsResult, _Collected, evaluate
-from noa import outputs
 from noa.errors import NoaError
 from noa.runtime import resolve_device
 

@@ -112,7 +112,7 @@ def combine(criteria: list[Criterion]) -> Verdict:
     rated = [c for c in criteria if c.level is not None]
     if not rated:
         return Verdict(UNASSESSED, f"{UNASSESSED} - no criterion could be evaluated", criteria, [])
-    level = min((c.level for c in rated), key=LEVELS.index)
+    level = min((c.level for c in rated if c.level is not None), key=LEVELS.index)
     deciding = [c for c in rated if c.level == level]
     line = f"{level} - " + "; ".join(c.phrase for c in deciding)
     return Verdict(level, line, criteria, [c.name for c in deciding])

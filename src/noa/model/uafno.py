@@ -168,7 +168,7 @@ class UAFNO(nn.Module):
         self.head = nn.Conv2d(widths[0], config.channels, 1)
         with torch.no_grad():
             self.head.weight.mul_(HEAD_INIT_SCALE)
-            self.head.bias.zero_()
+            nn.init.zeros_(self.head.bias)  # type: ignore[arg-type]  # a Conv2d built with bias=True has one
 
     @property
     def layers(self) -> list[str]:

@@ -31,14 +31,15 @@ truth is one well-defined computation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
 from noa.operators.family import MAX_LAYERS, operator_weights
+from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
 from noa.periodic import periodic_pad
 from noa.seeding import derive_seed
 
@@ -88,7 +89,7 @@ class ShapeGroup:
             for layer in range(MAX_LAYERS)
         ]
 
-    def repeat(self, m: int) -> "ShapeGroup":
+    def repeat(self, m: int) -> ShapeGroup:
         """Each operator repeated m times in a row (realizations share weights, not noise)."""
         n, ch, k = self.end - self.start, self.channels, self.kernel
 
@@ -130,7 +131,7 @@ class OperatorBatch:
     def size(self) -> int:
         return self.residual.shape[0]
 
-    def repeat(self, m: int) -> "OperatorBatch":
+    def repeat(self, m: int) -> OperatorBatch:
         """Each operator repeated m times in a row (realizations share weights, not noise)."""
         return OperatorBatch(
             groups=[g.repeat(m) for g in self.groups],
@@ -230,7 +231,7 @@ def build_operators(
     )
 
 
-_ACTIVATION_FNS = {"tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sin": torch.sin, "relu": torch.relu}
+_ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sin": torch.sin, "relu": torch.relu}
 
 
 def _activate(h: torch.Tensor, group: ShapeGroup) -> torch.Tensor:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -171,7 +171,7 @@ class ParameterSpace:
         return json.dumps([asdict(d) for d in self.dims])
 
     @classmethod
-    def from_json(cls, text: str) -> "ParameterSpace":
+    def from_json(cls, text: str) -> ParameterSpace:
         try:
             items = json.loads(text)
             return cls(tuple(Dimension(**{**item, "choices": tuple(item.get("choices", ()))}) for item in items))

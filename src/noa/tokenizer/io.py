@@ -18,8 +18,8 @@ import torch
 
 from noa import outputs
 from noa.errors import NoaError
-from noa.torchfile import load_pt
 from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
+from noa.torchfile import load_pt
 
 FORMAT = "noa-tokenizer"
 FORMAT_VERSION = 1
@@ -165,10 +165,9 @@ def check_compatible(
                 problems.append(f"{family} feature names: tokenizer has {only_ours}, {source} has {only_theirs} instead")
             else:
                 problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
-    for name, theirs in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
-        ours = getattr(cfg, name)
-        if ours != theirs:
-            problems.append(f"{name}: tokenizer has {ours}, {source} has {theirs}")
+    for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
+        if getattr(cfg, name) != size:
+            problems.append(f"{name}: tokenizer has {getattr(cfg, name)}, {source} has {size}")
     if problems:
         raise NoaError(
             f"the tokenizer does not fit {source}:\n  - "

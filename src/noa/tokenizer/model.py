@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -109,7 +110,7 @@ class TokenizerConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping) -> "TokenizerConfig":
+    def from_dict(cls, d: Mapping) -> TokenizerConfig:
         known = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING}
         unknown, missing = set(d) - known, required - set(d)
@@ -193,6 +194,12 @@ class TemporalDecoder(nn.Module):
 
 class CategoricalVQVAE(nn.Module):
     """Per-family encoders, residual codebooks and decoders, with normalization built in."""
+
+    normalization_set: Tensor  # a buffer: whether fit_normalization has run
+
+    def levels_of(self, family: str) -> nn.ModuleList:
+        """The residual quantizers of ``family``, level by level (typed: ModuleDict items are plain Modules)."""
+        return cast(nn.ModuleList, self.quantizers[family])
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
@@ -317,7 +324,7 @@ class CategoricalVQVAE(nn.Module):
         latents = []
         for family in FAMILIES:
             residual = self.encoders[family](normed[family])
-            for vq in self.quantizers[family]:
+            for vq in self.levels_of(family):
                 latents.append(residual)
                 codes, _ = _nearest(vq, residual)
                 residual = residual - codes.detach()
@@ -329,7 +336,7 @@ class CategoricalVQVAE(nn.Module):
             raise ValueError(f"expected {len(self.entries)} latents (one per category and level), got {len(latents)}")
         quantized, indices = [], []
         for (family, level), z in zip(self.entries, latents):
-            codes, idx = _nearest(self.quantizers[family][level], z)
+            codes, idx = _nearest(self.levels_of(family)[level], z)
             quantized.append(codes)
             indices.append(idx)
         return quantized, indices
@@ -354,13 +361,13 @@ class CategoricalVQVAE(nn.Module):
         if not self.training:
             latents = self.encode(features)
             z_q, indices = self.quantize(latents)
-            commit = sum(F.mse_loss(z, q) for z, q in zip(latents, z_q))
+            commit = cast(Tensor, sum(F.mse_loss(z, q) for z, q in zip(latents, z_q)))
             return self.decode(z_q), indices, self.config.commitment_weight * commit
         normed = self.normalize(features)
         z_q, indices, losses = [], [], []
         for family in FAMILIES:
             residual = self.encoders[family](normed[family])
-            for vq in self.quantizers[family]:
+            for vq in self.levels_of(family):
                 quantized, idx, loss = vq(residual)
                 z_q.append(quantized)
                 indices.append(idx)

@@ -143,7 +143,7 @@ def _batches(features: Mapping[str, Tensor], batch_size: int, device: torch.devi
 
 
 def _device(model: CategoricalVQVAE) -> torch.device:
-    return model.mean_initial.device
+    return model.normalization_set.device
 
 
 def _mean_loss(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int) -> float:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from noa.errors import NoaError
-from noa.model import LatentProjector, UAFNO
+from noa.model import UAFNO, LatentProjector
 from noa.train.checkpoint import FORMAT_VERSION, recorded_args, step_from_name
 from noa.train.config import TrainConfig
 from noa.train.optim import load_optimizer_state

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 
 from noa.errors import NoaError
+from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.torchfile import load_pt
-from noa.model import LatentProjector, UAFNO, UAFNOConfig
 
 log = logging.getLogger("noa.train")
 

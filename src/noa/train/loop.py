@@ -14,21 +14,22 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from noa.data.loader import MIN_VAL_SAMPLES, EpochBatchSampler, EpochBatches, SampleSource, batch_loader
+from noa import distributed, outputs
+from noa.data.loader import MIN_VAL_SAMPLES, EpochBatches, EpochBatchSampler, SampleSource, batch_loader
 from noa.errors import NoaError
-from noa.model import LatentProjector, UAFNO
+from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
-from noa import distributed, outputs
 from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic, write_text_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
@@ -151,9 +152,9 @@ class Trainer:
         self._build_model(run)
         start = run.start
         if start.kind == "resume":
-            self.state.restore(start.path, start.checkpoint, self.batches_per_epoch)
+            self.state.restore(start.file, start.saved, self.batches_per_epoch)
         elif start.kind == "finetune":
-            self.state.init_from(start.path, start.checkpoint)
+            self.state.init_from(start.file, start.saved)
         cfg = self.cfg
         if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
             log.info(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
@@ -170,9 +171,9 @@ class Trainer:
         use_cache = info.has_trajectories and info.realizations >= cfg.n_realizations
         self.train_source = SampleSource(cfg.dataset, split.train, with_trajectories=use_cache, info=info)
         self.val_source = SampleSource(cfg.dataset, split.val, with_trajectories=use_cache, info=info)
-        ranks = {"rank": run.ranks.rank, "world_size": run.ranks.world_size}
-        self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, **ranks)
-        self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, **ranks)
+        rank, world = run.ranks.rank, run.ranks.world_size
+        self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, rank=rank, world_size=world)
+        self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, rank=rank, world_size=world)
         self.batches_per_epoch = len(self.train_sampler)
         pin = self.device.startswith("cuda")
         self.train_batches, self.val_batches = EpochBatches(self.train_sampler), EpochBatches(self.val_sampler)
@@ -191,6 +192,7 @@ class Trainer:
             model = UAFNO(cfg.model).to(self.device)
         projector = None
         if cfg.enable_latent_loss:
+            assert self.tokenizer is not None  # settle's validate: L_latent needs --vqvae-path
             with _seeded_init(derive_seed(cfg.seed, "init-projector")):
                 projector = LatentProjector(model.bottleneck_channels, self.tokenizer.latent_dim, cfg.projector_hidden).to(self.device)
         parts = {"model": model, **({"projector": projector} if projector is not None else {})}
@@ -426,7 +428,8 @@ class Trainer:
         packed = torch.tensor([values[key] for key in present] + [float(stop_asked)], dtype=torch.float64, device=self.device)
         reduced = distributed.sum_over_ranks(packed).tolist()
         means = {key: value / self.ranks.world_size for key, value in zip(present, reduced)}
-        return BatchLosses(**{key: means.get(key) for key in LOSS_KEYS}), reduced[-1] > 0
+        total, traj = means["total"], means["traj"]
+        return BatchLosses(total, traj, means.get("commit"), means.get("latent")), reduced[-1] > 0
 
     def _batch_line(self, losses: BatchLosses, lr: float, seconds: float) -> str:
         parts = [f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"]

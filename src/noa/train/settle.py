@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from noa import outputs
 from noa.data import h5
 from noa.data.loader import Split, split_rows, usable_rows_of
-from noa import outputs
+from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
@@ -28,7 +29,6 @@ from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
-from noa.distributed import Ranks, rank_device
 
 log = logging.getLogger("noa.train")
 
@@ -40,6 +40,20 @@ class StartingPoint:
     kind: str
     path: Path | None = None
     checkpoint: dict[str, Any] | None = None
+
+    @property
+    def file(self) -> Path:
+        """The checkpoint file a resume or fine-tune starts from (a fresh run has none)."""
+        if self.path is None:
+            raise ValueError("a fresh run starts from no checkpoint")
+        return self.path
+
+    @property
+    def saved(self) -> dict[str, Any]:
+        """The checkpoint a resume or fine-tune starts from."""
+        if self.checkpoint is None:
+            raise ValueError("a fresh run starts from no checkpoint")
+        return self.checkpoint
 
 
 @dataclass(frozen=True)
@@ -88,7 +102,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     dataset_path = explicit.get("dataset") or (saved_args.get("dataset") if start.kind == "resume" else None) or TrainConfig.dataset
     if start.kind == "resume" and "dataset" not in explicit and not Path(dataset_path).exists():
         raise NoaError(
-            f"the dataset {start.path.name} was trained on, {dataset_path}, is not there any more (moved or deleted); "
+            f"the dataset {start.file.name} was trained on, {dataset_path}, is not there any more (moved or deleted); "
             "pass its new path with --dataset PATH (the same data, recognised by its content, continues the run exactly)"
         )
     with h5.open_dataset(dataset_path) as f:
@@ -131,10 +145,10 @@ def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> Start
     """The guide's fine-tune: ``--resume`` on another dataset loads the weights only."""
     if start.kind != "resume":
         return start
-    stored = start.checkpoint.get("fingerprints", {}).get("dataset")
+    stored = start.saved.get("fingerprints", {}).get("dataset")
     if stored is None or stored == fingerprint:
         return start
-    log.info(f"The dataset differs from the one {start.path.name} was trained on: fine-tuning (weights only).")
+    log.info(f"The dataset differs from the one {start.file.name} was trained on: fine-tuning (weights only).")
     return replace(start, kind="finetune")
 
 
@@ -162,7 +176,7 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
             )
         values.update({k: getattr(model, k) for k in ARCHITECTURE})
     if start.kind == "resume" and saved_args:
-        values["batch_size"], batch_change = _per_rank_batch(start.checkpoint, explicit, ranks)
+        values["batch_size"], batch_change = _per_rank_batch(start.saved, explicit, ranks)
         _check_resume_locks(saved_args, values, explicit, [batch_change] if batch_change else [])
     cfg = TrainConfig.from_flags(values, model=model)
     flags_module.validate(cfg)
@@ -198,7 +212,7 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
     kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and not (k == "vqvae_path" and flat[k] is None)]
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
-    line = f"The fine-tune keeps {start.path.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
+    line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
     return line + (f"; changed by flags: {', '.join(changed)}" if changed else "")
 
 
@@ -275,7 +289,7 @@ def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInf
     stored = (start.checkpoint or {}).get("fingerprints", {}).get("tokenizer")
     if start.kind == "resume" and stored is not None and stored != fingerprint:
         raise NoaError(
-            f"tokenizer {cfg.vqvae_path} is not the one {start.path.name} was trained with (its config or weights "
+            f"tokenizer {cfg.vqvae_path} is not the one {start.file.name} was trained with (its config or weights "
             "differ), so L_commit and L_latent would change meaning mid-run. Resume with the original tokenizer, or "
             "start a fine-tune with --init-from CHECKPOINT and a new --checkpoint-dir"
         )

@@ -36,9 +36,10 @@ size of the rollout (its frames and dL_commit/dx_t) that belong to no graph.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,9 @@ from noa.model import UAFNO
 from noa.train.execution import Execution, Stepper
 from noa.train.rollout import rollout_noa
 
+if TYPE_CHECKING:
+    from noa.tokenizer.model import CategoricalVQVAE
+
 
 @dataclass
 class Objective:
@@ -56,7 +60,7 @@ class Objective:
 
     model: UAFNO
     projector: nn.Module | None
-    tokenizer: nn.Module | None
+    tokenizer: CategoricalVQVAE | None
     lambda_commit: float
     lambda_latent: float
     bptt_window: int
@@ -147,10 +151,11 @@ def train_batch(
     """
     timesteps = target.shape[1] - 1
     obj.train_step.new_batch()
-    restarts = dict(restarts=target, every=obj.bptt_window) if teacher_forced else {}
+    restarts, every = (target, obj.bptt_window) if teacher_forced else (None, 0)
     align = None
     if obj.tokenizer is not None:
-        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps, **restarts)
+        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps,
+                                        restarts, every)
         align = alignment(obj, frames, projected, need_grad=True)
     wanted = set(obj.latent_steps) if obj.uses_latent else set()
     step = obj.train_step
@@ -168,9 +173,10 @@ def train_batch(
             for t in range(start, min(timesteps, start + obj.bptt_window)):
                 if t in wanted:
                     x, bottleneck = step(x, params, return_bottleneck=True)
-                    surrogate = surrogate + obj.lambda_latent * (align.projection_grad * projector(bottleneck)).sum()
+                    # (wanted is empty unless L_latent is on, with its scout-pass gradient and a projector)
+                    surrogate = surrogate + obj.lambda_latent * (align.projection_grad * projector(bottleneck)).sum()  # type: ignore[union-attr,operator,misc]
                 else:
-                    x = step(x, params)
+                    x = step(x, params)  # type: ignore[assignment]  # without return_bottleneck, the state alone
                 sq = sq + (x - target[:, t + 1]).pow(2).sum()
                 if align is not None and obj.lambda_commit > 0:
                     surrogate = surrogate + obj.lambda_commit * (align.frame_grad[:, t + 1] * x).sum()
@@ -188,7 +194,7 @@ def _sync_gradients(obj: Objective, now: bool) -> Iterator[None]:
         if not now:
             for wrapped in (obj.ddp_model, obj.ddp_projector):
                 if wrapped is not None:
-                    stack.enter_context(wrapped.no_sync())
+                    stack.enter_context(wrapped.no_sync())  # type: ignore[operator]  # DistributedDataParallel's
         yield
 
 
