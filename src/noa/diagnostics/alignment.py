@@ -214,7 +214,7 @@ def final_verdict(assessments: list[str], aligned: bool) -> str:
             "EXCELLENT": "L_latent provides strong alignment",
             "GOOD": "L_latent provides meaningful alignment",
             "MODERATE": "L_latent provides partial alignment; see the sections rated Moderate or Poor",
-            "POOR": "L_latent alignment is weak; see Troubleshooting in the guide (L_latent Not Decreasing)",
+            "POOR": "L_latent alignment is weak; see docs/user-guide.md, Troubleshooting (`L_latent` stops falling)",
         }[level]
     else:
         phrase = {
