@@ -224,3 +224,9 @@ def test_rollout_and_replay_on_cuda_match_the_cpu(tiny_checkpoint: Path, samples
     cno = noa.replay_cno(ics, params, 4, noise_seed=samples["noise_seeds"][:2], device="cuda")
     assert cno.device.type == "cuda"
     torch.testing.assert_close(cno.cpu(), samples["trajectories"][:2, :, :5], rtol=1e-4, atol=1e-5)
+
+
+def test_dir_of_the_package_lists_the_public_api_only() -> None:
+    names = dir(noa)
+    assert {"load", "CNO_SPACE", "NoaError", "__version__"} <= set(names)
+    assert not {"Any", "TYPE_CHECKING", "importlib"} & set(names)

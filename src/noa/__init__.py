@@ -76,4 +76,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+    """The public API and the module's dunders, not its machinery (importlib, typing names)."""
+    return sorted({name for name in globals() if name.startswith("__")} | set(_EXPORTS) | set(__all__))
