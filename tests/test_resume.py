@@ -335,22 +335,41 @@ def test_resume_refuses_another_tokenizer(straight: Path, tiny_tokenizer: Path, 
     train({"resume": str(step_2), "vqvae_path": str(same), "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"})
 
 
-def test_a_longer_run_at_resume_bends_the_lr_without_a_jump(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_a_longer_run_at_resume_follows_the_longer_plan(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
     from noa.train.schedule import lr_at
 
     ck = tmp_path / "ck"
     step_4 = _copy_to(straight / "step_4.pt", ck)
     train_log.clear()
     train({"resume": str(step_4), "checkpoint_dir": str(ck), "epochs": 4, "device": "cpu"})
-    planned_at_4 = lr_at(4, 1e-3, 2, 6)  # the original 2-epoch plan's lr for batch 5
     line = next(l for l in train_log if "LR schedule re-planned" in l)
-    assert f"from lr={planned_at_4:.2e} at step 4 to 0 at step 12 (was step 6)" in line
-    assert f"next step's lr {lr_at(5, 1e-3, 2, 6):.2e} → " in line  # old -> new, said where it changes
+    assert f"the cosine of a 12-step run from step 4 (was step 6); lr {lr_at(4, 1e-3, 2, 6):.2e} → {lr_at(4, 1e-3, 2, 12):.2e}" in line
     lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
-    assert lrs[0] == pytest.approx(planned_at_4, rel=1e-12)  # continuous: no jump
-    assert all(a > b for a, b in zip(lrs, lrs[1:])) and len(lrs) == 8  # then a smooth decay over the longer run
-    straight_lrs = [r["lr"] for r in _batch_records(straight) if r["kind"] == "train_batch"]
-    assert straight_lrs[4] == pytest.approx(planned_at_4, rel=1e-12)
+    assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 12) for step in range(4, 12)], rel=1e-12)  # as if planned for 4 epochs
+
+
+def test_extending_a_finished_run_trains_at_the_longer_plans_lr(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+    # The refusal of a finished run says "raise --epochs to train on": that must train, not step at lr 0.
+    from noa.train.schedule import lr_at
+
+    ck = tmp_path / "ck"
+    _copy_to(straight / "epoch_2.pt", ck)
+    train({"resume": "auto", "checkpoint_dir": str(ck), "epochs": 3, "device": "cpu"})
+    lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
+    assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 9) for step in (6, 7, 8)], rel=1e-12) and lrs[0] > 0.3 * 1e-3
+    before, after = load_checkpoint(ck / "epoch_2.pt"), load_checkpoint(ck / "epoch_3.pt")
+    assert any(not torch.equal(before["model_state_dict"][k], after["model_state_dict"][k]) for k in before["model_state_dict"])
+
+
+def test_a_shorter_run_at_resume_bends_the_lr_down_without_a_jump() -> None:
+    from noa.train.schedule import WarmupCosine, lr_at
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, 1e-3, 2, 20)
+    schedule.sync_to(5)
+    assert "cosine from lr=" in schedule.replan(10)
+    assert schedule.lr == pytest.approx(lr_at(5, 1e-3, 2, 20), rel=1e-12)  # continuous at the resume point
+    assert schedule.lr_of(10) == 0.0 and schedule.lr_of(6) < schedule.lr
 
 
 def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
