@@ -372,6 +372,17 @@ def test_a_shorter_run_at_resume_bends_the_lr_down_without_a_jump() -> None:
     assert schedule.lr_of(10) == 0.0 and schedule.lr_of(6) < schedule.lr
 
 
+def test_weight_decay_given_at_resume_is_applied_to_every_group(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    step_2 = _copy_to(straight / "step_2.pt", ck)
+    train_log.clear()
+    train({"resume": str(step_2), "checkpoint_dir": str(ck), "weight_decay": 0.5, "max_steps": 1, "device": "cpu"})
+    saved = load_checkpoint(ck / "step_3.pt")
+    assert saved["args"]["weight_decay"] == 0.5
+    assert [g["weight_decay"] for g in saved["optimizer_state_dict"]["param_groups"]] == [0.5, 0.5]  # model and projector
+    assert any("Weight decay 0 → 0.5 (--weight-decay)" in line for line in train_log)
+
+
 def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
     # Two worker processes read the batches (each opens the HDF5 file itself); stopped mid-epoch
     # and resumed, the run equals the uninterrupted single-process-reading one bit for bit.
