@@ -117,3 +117,15 @@ def test_resuming_into_another_runs_directory_is_refused(workdir: Path, tiny_dat
     with pytest.raises(NoaError, match=r"checkpoints/other holds another run's checkpoints .*--checkpoint-dir checkpoints/other-2"):
         train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/other", "device": "cpu"})
     assert _hashes(workdir) == before
+
+
+@pytest.mark.parametrize("how", ["resume", "init_from"])
+def test_overwrite_never_deletes_the_run_a_fine_tune_starts_from(workdir: Path, tmp_path: Path, how: str) -> None:
+    from noa.data.generate import GenerateConfig, generate
+
+    other = tmp_path / "other.h5"
+    generate(GenerateConfig(n_samples=12, grid=16, timesteps=8, seed=99), other, progress=False, log=lambda _: None)
+    before = _hashes(workdir / "checkpoints")
+    with pytest.raises(NoaError, match=r"--overwrite would delete the run in checkpoints/noa, whose epoch_2.pt this fine-tune starts from"):
+        train({how: "checkpoints/noa/epoch_2.pt", "dataset": str(other), "overwrite": True, "device": "cpu", "timesteps": 8, "bptt_window": 2})
+    assert _hashes(workdir / "checkpoints") == before

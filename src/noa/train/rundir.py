@@ -90,6 +90,12 @@ def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, r
         # A resume continues beside the file it resumes (where the run was, even if moved since).
         directory = directory if explicit else resume_from.parent
         return str(directory) if auto else _for_resume(directory, explicit, resume_from, resume_ckpt or {})
+    if overwrite and resume_from is not None and directory.resolve() == resume_from.parent.resolve():
+        raise NoaError(
+            f"--overwrite would delete the run in {directory}, whose {resume_from.name} this fine-tune starts from "
+            f"(with its best model and metrics); give the fine-tune its own directory, e.g. "
+            f"--checkpoint-dir {shlex.quote(str(free_sibling(directory)))}{'' if explicit else ' (or drop --overwrite: it then writes there by itself)'}"
+        )
     # The default is passed over even when it holds only an earlier run's logs (a run stopped before
     # its first checkpoint); a named directory is refused only for checkpoints, as it always was.
     taken = checkpoints_in(directory) if explicit else holds_run(directory)
