@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -200,6 +201,21 @@ def test_keep_last_prunes_only_step_checkpoints(tiny_dataset: Path, tmp_path: Pa
     names = {p.name for p in ck.glob("*.pt")}
     assert {n for n in names if n.startswith("step_")} == {"step_5.pt", "step_6.pt"}
     assert {"epoch_1.pt", "epoch_2.pt"} <= names
+
+
+def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overwritten(tiny_dataset: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    mine = {"step_notes.pt": b"notes", "epoch_notes.pt": b"more notes", "step_final.pt": b"a keeper"}
+    for name, data in mine.items():
+        (ck / name).write_bytes(data)
+    result = train(run_args(tiny_dataset, ck, save_every=1, keep_last=2, max_steps=3))  # a fresh run beside them
+    assert result.global_step == 3 and {p.name for p in ck.glob("step_*.pt")} == {"step_2.pt", "step_3.pt", "step_notes.pt", "step_final.pt"}
+    shutil.copy(ck / "step_2.pt", ck / "step_1_keep.pt")  # the user's copy, now the newest file
+    assert train({"resume": "auto", "checkpoint_dir": str(ck), "max_steps": 1, "device": "cpu"}).global_step == 4
+    train({**run_args(tiny_dataset, ck, max_steps=1), "overwrite": True})
+    assert all((ck / name).read_bytes() == data for name, data in mine.items()) and (ck / "step_1_keep.pt").is_file()
+    assert not (ck / "step_4.pt").exists()  # the run's own files went
 
 
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, tmp_path: Path) -> None:

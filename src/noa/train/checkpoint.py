@@ -25,7 +25,7 @@ log = logging.getLogger("noa.train")
 # 1 = the guide's "old format" (no global_step / scheduler / projector); 2 = one optimizer group,
 # schedule step only; 3 = named optimizer groups, stateful parts under "parts".
 FORMAT_VERSION = 3
-CHECKPOINT_GLOBS = ("step_*.pt", "epoch_*.pt", "best_model.pt")
+BEST_NAME = "best_model.pt"
 STEP_NAME = re.compile(r"^step_(\d+)\.pt$")
 # Paths a checkpoint's args record, with the flag that supplies each when it cannot be found.
 RECORDED_PATHS = {"dataset": "--dataset", "vqvae_path": "--vqvae-path"}
@@ -128,11 +128,30 @@ def step_from_name(path: str | Path) -> tuple[str, int] | None:
     return None
 
 
+def run_checkpoints(directory: str | Path) -> list[Path]:
+    """The files a run writes as checkpoints (``step_N.pt``, ``epoch_N.pt``, ``best_model.pt``),
+    by exact name: a user's ``step_notes.pt`` or ``step_1_keep.pt`` is never taken for one,
+    so it is neither resumed, nor pruned, nor deleted by ``--overwrite``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (p for p in directory.iterdir() if p.is_file() and (p.name == BEST_NAME or step_from_name(p) is not None)),
+        key=lambda p: p.name,
+    )
+
+
+def step_checkpoints(directory: str | Path) -> list[Path]:
+    """The ``step_N.pt`` files of ``directory``, oldest step first (what ``--keep-last`` prunes)."""
+    steps = [(parsed[1], p) for p in run_checkpoints(directory) if (parsed := step_from_name(p)) and parsed[0] == "step"]
+    return [p for _, p in sorted(steps)]
+
+
 def find_latest(checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint in the directory that loads; torn ones are reported and passed over."""
     directory = Path(checkpoint_dir)
     candidates = sorted(
-        {p for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)},
+        run_checkpoints(directory),
         key=lambda p: (p.stat().st_mtime_ns, p.name),
         reverse=True,
     )

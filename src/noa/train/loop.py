@@ -29,7 +29,7 @@ from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
 from noa import distributed, outputs
-from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic, write_text_atomic
+from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints, write_text_atomic
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
@@ -252,7 +252,7 @@ class Trainer:
             return
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
         if self.cfg.overwrite and self.run.start.kind != "resume":
-            for path in {p for pattern in CHECKPOINT_GLOBS for p in self.checkpoint_dir.glob(pattern)}:
+            for path in run_checkpoints(self.checkpoint_dir):
                 path.unlink()
             for name in ("latest.json", "metrics.jsonl"):
                 (self.checkpoint_dir / name).unlink(missing_ok=True)
@@ -268,8 +268,7 @@ class Trainer:
             save_atomic(self.state.checkpoint(), path)
             write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
             if name.startswith("step_") and self.cfg.keep_last:
-                steps = sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-                for old in steps[: -self.cfg.keep_last]:
+                for old in step_checkpoints(self.checkpoint_dir)[: -self.cfg.keep_last]:
                     old.unlink()
         return path
 

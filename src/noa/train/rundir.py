@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from noa.errors import NoaError
-from noa.train.checkpoint import CHECKPOINT_GLOBS, step_from_name
+from noa.train.checkpoint import run_checkpoints, step_from_name
 
 log = logging.getLogger("noa.train")
 
@@ -27,7 +27,7 @@ RUN_FILES = ("latest.json", "metrics.jsonl")
 
 def checkpoints_in(directory: Path) -> list[str]:
     """Names of the checkpoint files in ``directory``, sorted."""
-    return sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
+    return [p.name for p in run_checkpoints(directory)]
 
 
 def holds_run(directory: Path) -> bool:
