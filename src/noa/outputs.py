@@ -28,9 +28,22 @@ from typing import Iterator
 from noa.errors import NoaError
 
 
+def named(output: str | Path) -> Path:
+    """``output`` with a last name to put a lock or a temporary copy beside: ``.``, ``..`` and
+    the like are made absolute (``.`` is the current directory's name); the root has no name
+    and is refused, since nothing can be written beside it."""
+    path = Path(output)
+    if path.name in ("", ".", ".."):
+        path = Path(os.path.abspath(path))
+    if not path.name:
+        raise NoaError(f"{output} is the root of the file system, and noa writes its lock and temporary files beside an output; "
+                       f"choose a directory below it (e.g. {path / 'noa-out'})")
+    return path
+
+
 def lock_path(output: str | Path) -> Path:
     """The lock file of ``output``: a hidden file beside it (``.NAME.lock``)."""
-    output = Path(output)
+    output = named(output)
     return output.with_name(f".{output.name}.lock")
 
 
@@ -102,7 +115,7 @@ def replace_dir(new: Path, target: Path) -> None:
     An existing ``target`` is moved aside first and removed only once ``new`` is in place, so
     an interruption leaves the old directory, none, or the new one, never a mix of both.
     """
-    old = None
+    target, old = named(target), None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)

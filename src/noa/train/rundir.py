@@ -16,6 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from noa import outputs
 from noa.errors import NoaError
 from noa.train.checkpoint import run_checkpoints, step_from_name
 
@@ -37,6 +38,7 @@ def holds_run(directory: Path) -> bool:
 
 def free_sibling(directory: Path) -> Path:
     """The first ``<directory>-N`` (N >= 2) that holds no run."""
+    directory = outputs.named(directory)
     n = 2
     while holds_run(directory.with_name(f"{directory.name}-{n}")):
         n += 1
