@@ -182,3 +182,23 @@ def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(
     assert not set(result.rows) & set(copies) and len(result.rows) == 20 - 14
     assert "14 rows that are training samples (as in files generated with the same --seed) are left out" in result.text
     assert "6 valid samples that are none of the run's training samples" in result.text
+
+
+def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(physics_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from noa import outputs
+
+    out = tmp_path / "report"
+    with outputs.exclusive(out, "--out"):  # another diagnosis writing there
+        with pytest.raises(NoaError, match=r"--out .*report is being written by another noa process"):
+            diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    before = {name: (out / name).read_bytes() for name in ("report.md", "summary.json", "frames.png")}
+
+    def power_cut(*_a: object) -> None:
+        raise OSError("simulated power cut before the rename")
+
+    monkeypatch.setattr(outputs.os, "replace", power_cut)
+    with pytest.raises(OSError, match="simulated power cut"):
+        diagnose(physics_only, None, None, n_samples=3, out_dir=out, log=quiet)  # another report: other bytes
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in before} == before  # the earlier report, whole

@@ -23,7 +23,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from noa.errors import NoaError
 
@@ -109,6 +109,29 @@ def check_writable(output: str | Path, what: str, *, directory: bool, needed_byt
             )
 
 
+def temporary_sibling(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: ``.NAME.tmp-PID`` beside it
+    (the pid says which writer; one killed mid-write leaves it for :func:`remove_stale_temporaries`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` whole or not at all: ``write`` fills a fsynced temporary sibling, which is
+    then renamed over ``path``, so a reader (or a crash) never sees half a file."""
+    tmp = temporary_sibling(path)
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """:func:`write_atomic` of a text file."""
+    return write_atomic(path, lambda fh: fh.write(text.encode()))
+
+
 def replace_dir(new: Path, target: Path) -> None:
     """Put the finished directory ``new`` (a sibling of ``target``) at ``target``.
 
@@ -120,12 +143,13 @@ def replace_dir(new: Path, target: Path) -> None:
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     os.replace(new, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from noa import outputs
 from noa.errors import NoaError
 from noa.torchfile import load_pt
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
@@ -33,27 +34,12 @@ EPOCH_NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """torch.save to ``path`` through a fsynced temporary file and a rename."""
+    """torch.save to ``path`` through a fsynced temporary file and a rename (the directory
+    synced too, so the new name survives a power loss)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """A small text file (the ``latest.json`` pointer) through a temporary name and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    outputs.write_atomic(path, lambda fh: torch.save(obj, fh))
+    outputs.fsync_dir(path.parent)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -29,7 +29,7 @@ from noa.operators.replay import replay
 from noa.seeding import derive_seed
 from noa.train.bundle import TrainingState
 from noa import distributed, outputs
-from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints, write_text_atomic
+from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
@@ -266,7 +266,7 @@ class Trainer:
             return path
         with self._stop.writing():
             save_atomic(self.state.checkpoint(), path)
-            write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
+            outputs.write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
             if name.startswith("step_") and self.cfg.keep_last:
                 for old in step_checkpoints(self.checkpoint_dir)[: -self.cfg.keep_last]:
                     old.unlink()
