@@ -218,6 +218,28 @@ def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overw
     assert not (ck / "step_4.pt").exists()  # the run's own files went
 
 
+def test_resume_auto_in_a_directory_without_a_checkpoint_starts_fresh_there(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    # One command line for the first start and every restart (torchrun --max-restarts).
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "metrics.jsonl").write_text('{"kind": "train_batch", "global_step": 1}\n{"kind": "train_ba')  # a killed first attempt's
+    train_log.clear()
+    assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=2)).global_step == 2
+    assert f"--resume auto: no checkpoint in {ck} yet; starting a fresh run there" in train_log
+    assert [r["global_step"] for r in _batch_records(ck)] == [1, 2]  # the killed attempt's lines are trained again, not kept twice
+    assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=1)).global_step == 3  # the same line continues
+
+
+def test_a_resume_drops_what_a_killed_attempt_logged_after_its_checkpoint(straight: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    step_4 = _copy_to(straight / "step_4.pt", ck)
+    shutil.copy(straight / "metrics.jsonl", ck / "metrics.jsonl")  # as if killed after step 6, its last file step_4.pt
+    (ck / ".step_6.pt.tmp-999999").write_bytes(b"half a checkpoint")
+    train({"resume": "auto", "checkpoint_dir": str(ck), "device": "cpu"})
+    assert _batch_records(ck) == _batch_records(straight) and not (ck / ".step_6.pt.tmp-999999").exists()
+    assert step_4.is_file()
+
+
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     cmd = [sys.executable, "-m", "noa.cli", "train", "--dataset", str(tiny_dataset), "--n-samples", "16", "--epochs", "50",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -39,6 +40,9 @@ def named(output: str | Path) -> Path:
         raise NoaError(f"{output} is the root of the file system, and noa writes its lock and temporary files beside an output; "
                        f"choose a directory below it (e.g. {path / 'noa-out'})")
     return path
+
+
+_STALE = re.compile(r"^\..+\.tmp-(\d+)$")
 
 
 def lock_path(output: str | Path) -> Path:
@@ -113,6 +117,19 @@ def temporary_sibling(path: Path) -> Path:
     """Where ``path`` is written before it is renamed into place: ``.NAME.tmp-PID`` beside it
     (the pid says which writer; one killed mid-write leaves it for :func:`remove_stale_temporaries`)."""
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Remove the temporary files (``.NAME.tmp-PID``) killed writers left in ``directory``.
+    Call it holding the directory's lock: no other process is writing there, so every such
+    file of another pid is a torn leftover, never read as whole. Returns the names removed."""
+    removed = []
+    for path in directory.glob(".*.tmp-*"):
+        match = _STALE.match(path.name)
+        if match and match.group(1) != str(os.getpid()) and path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return sorted(removed)
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:

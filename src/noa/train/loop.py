@@ -33,6 +33,7 @@ from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
+from noa.train import rundir
 from noa.train.settle import Run, settle
 from noa.train.state import Cursor, EarlyStopping, Progress
 from noa.train.step import BatchLosses, Objective, eval_batch, train_batch
@@ -247,15 +248,29 @@ class Trainer:
 
     def _prepare_output(self) -> None:
         """Create the checkpoint directory; with --overwrite, remove what an earlier run wrote
-        there (its checkpoints, pointer and metrics), nothing else. Rank 0 alone writes."""
+        there (its checkpoints, pointer, metrics and TensorBoard events), nothing else. A killed
+        attempt's temporary files and its metrics beyond the starting point go too (they are
+        trained again). Rank 0 alone writes, holding the directory's lock."""
         if not self.ranks.is_main:
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if self.cfg.overwrite and self.run.start.kind != "resume":
-            for path in run_checkpoints(self.checkpoint_dir):
+        directory, start = self.checkpoint_dir, self.run.start
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in outputs.remove_stale_temporaries(directory):
+            log.info(f"Removed {name}, a temporary file an interrupted writer left")
+        if self.cfg.overwrite and start.kind != "resume":
+            for path in run_checkpoints(directory):
                 path.unlink()
             for name in ("latest.json", "metrics.jsonl"):
-                (self.checkpoint_dir / name).unlink(missing_ok=True)
+                (directory / name).unlink(missing_ok=True)
+            for path in (directory / "tensorboard").glob("events.out.tfevents.*"):
+                path.unlink()
+        dropped = 0
+        if start.kind == "resume":
+            dropped = rundir.trim_metrics(directory, *rundir.position(start.checkpoint, start.path))
+        elif start.auto:
+            dropped = rundir.trim_metrics(directory, 0, 0)
+        if dropped:
+            log.info(f"Dropped {dropped} lines of metrics.jsonl logged after the starting point by an interrupted attempt (trained again now)")
 
     # ---------------------------------------------------------------- state
 

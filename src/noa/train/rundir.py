@@ -74,6 +74,35 @@ def later_progress(directory: Path, step: int, completed: int) -> list[str]:
     return later
 
 
+def trim_metrics(directory: Path, step: int, completed: int) -> int:
+    """Drop the lines of ``directory/metrics.jsonl`` beyond (``step``, ``completed`` epochs), and a
+    torn last line: what a killed attempt logged after its last checkpoint, which the run now
+    trains again. Returns how many lines went; the file is replaced whole."""
+    path = directory / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _before(line, step, completed)]
+    if len(kept) < len(lines):
+        outputs.write_text_atomic(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+def _before(line: str, step: int, completed: int) -> bool:
+    """Whether a metrics line is whole and records progress up to the starting point."""
+    if not line.endswith("\n"):
+        return False
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if record.get("kind") == "epoch":
+        return int(record.get("epoch", 0)) <= completed
+    if record.get("kind") == "train_batch":
+        return int(record.get("global_step", 0)) <= step
+    return True
+
+
 def _listing(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
 
@@ -84,9 +113,12 @@ def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, r
 
     ``kind`` is the starting point (fresh, resume, finetune); ``explicit`` says whether the user
     named ``--checkpoint-dir`` (on the command line or in a config file). ``--resume auto`` picked
-    the newest intact checkpoint, so anything later is torn and may be replaced.
+    the newest intact checkpoint, so anything later is torn and may be replaced; with no
+    checkpoint there, it starts this directory's run.
     """
     directory = Path(checkpoint_dir)
+    if auto and kind == "fresh":  # --resume auto found no checkpoint: this directory's run starts
+        return checkpoint_dir
     if kind == "resume":
         assert resume_from is not None
         # A resume continues beside the file it resumes (where the run was, even if moved since).
