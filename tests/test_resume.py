@@ -240,6 +240,45 @@ def test_a_resume_drops_what_a_killed_attempt_logged_after_its_checkpoint(straig
     assert step_4.is_file()
 
 
+def test_the_checkpoint_max_steps_names_resumes_in_place_after_an_epoch_end(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, save_every=3, max_steps=3))  # step_3.pt is written, then epoch 1 ends
+    named = next(line for line in train_log if "(--max-steps); checkpoint" in line).rsplit(" ", 1)[1]
+    assert named == str(ck / "step_3.pt")
+    assert train({"resume": named, "max_steps": 1, "device": "cpu"}).checkpoint_dir == ck  # continues, no branch into ck-2
+    assert [r["epoch"] for r in _epoch_records(ck)] == [1]
+
+
+def test_a_resumed_epoch_records_its_whole_time(straight: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    step_2 = _copy_to(straight / "step_2.pt", ck)
+    ckpt = load_checkpoint(step_2)
+    ckpt["parts"]["progress"]["epoch_seconds"] = 1000.0  # the first two batches took long before the stop
+    save_atomic(ckpt, step_2)
+    train({"resume": str(step_2), "max_steps": 1, "device": "cpu"})
+    assert load_checkpoint(ck / "epoch_1.pt")["history"]["epoch_seconds"][0] > 1000.0
+
+
+def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, max_steps=1))
+    assert any(line.startswith("Teacher forcing for the first 2 batches") for line in train_log)
+    train({"resume": str(ck / "step_1.pt"), "max_steps": 2, "device": "cpu"})  # still inside: said again
+    train_log.clear()
+    train({"resume": str(ck / "step_3.pt"), "max_steps": 1, "device": "cpu"})  # after it ended: not said
+    assert train_log and not any("Teacher forcing" in line for line in train_log)
+
+
+def test_overwrite_removes_the_old_runs_tensorboard_events_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, max_steps=1))
+    (ck / "tensorboard").mkdir()
+    (ck / "tensorboard" / "events.out.tfevents.1.host.1").write_bytes(b"old run")
+    (ck / "tensorboard" / "notes.txt").write_text("mine")
+    train({**run_args(tiny_dataset, ck, max_steps=1), "overwrite": True})
+    assert sorted(p.name for p in (ck / "tensorboard").iterdir()) == ["notes.txt"]
+
+
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     cmd = [sys.executable, "-m", "noa.cli", "train", "--dataset", str(tiny_dataset), "--n-samples", "16", "--epochs", "50",

@@ -240,7 +240,7 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
-        if cfg.teacher_forcing_steps:
+        if self.state.cursor.global_step < cfg.teacher_forcing_steps:  # not at a resume after it ended
             log.info(
                 f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
                 "from the CNO's state; then windows chain the NOA's own rollout. Validation scores free rollouts throughout."
@@ -394,8 +394,8 @@ class Trainer:
             if cursor.batch:
                 log.info(f"  Skipping first {cursor.batch} batches (already processed)...")
             else:
-                progress.epoch_sums = {}
-            epoch_start = time.perf_counter()
+                progress.epoch_sums, progress.epoch_seconds = {}, 0.0
+            epoch_start = time.perf_counter() - progress.epoch_seconds  # a resumed epoch counts its time before the resume
             bar = tqdm(total=self.batches_per_epoch, initial=cursor.batch, disable=not tty, leave=False, unit="b")
             self.train_batches.set_epoch(epoch, cursor.batch)
             for batch in self.train_loader:
@@ -416,6 +416,7 @@ class Trainer:
                 cursor.global_step += 1
                 steps_this_run += 1
                 seconds = time.perf_counter() - t0
+                progress.epoch_seconds = time.perf_counter() - epoch_start
                 line = self._batch_line(last, lr, seconds)
                 self._record({"kind": "train_batch", "epoch": epoch + 1, "batch": cursor.batch, "global_step": cursor.global_step, **last.as_dict(), "lr": lr, "sec": seconds})
                 if tty:
@@ -480,9 +481,10 @@ class Trainer:
         return False
 
     def _stop_early(self) -> None:
+        # Written even when a step_N.pt of this step exists: an epoch may have ended since, and
+        # the file named here must resume from where the run stands (in place, not as a branch).
         name = f"step_{self.state.cursor.global_step}.pt"
-        if not (self.checkpoint_dir / name).exists():
-            self.save(name)
+        self.save(name)
         log.info(f"Stopped after {self.cfg.max_steps} batches as asked (--max-steps); checkpoint {self.checkpoint_dir / name}")
 
     def _interrupted(self, signum: int) -> None:
