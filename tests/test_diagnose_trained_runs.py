@@ -202,3 +202,6 @@ def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(phys
         diagnose(physics_only, None, None, n_samples=3, out_dir=out, log=quiet)  # another report: other bytes
     monkeypatch.undo()
     assert {name: (out / name).read_bytes() for name in before} == before  # the earlier report, whole
+    assert list(out.glob(".*.tmp-*"))  # what the cut-off writer left ...
+    diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    assert not list(out.glob(".*.tmp-*"))  # ... the next diagnosis removes

@@ -65,6 +65,8 @@ def _diagnose(noa_checkpoint: str | Path, vqvae_path: str | Path | None, dataset
               log: Callable[[str], None]) -> DiagnosticsResult:
     if out_dir is not None:
         check_report_dir(out_dir)
+        if out_dir.is_dir():
+            outputs.remove_stale_temporaries(out_dir)  # a killed diagnosis's; we hold the lock
     run = evaluate(
         noa_checkpoint,
         vqvae_path,
