@@ -483,3 +483,25 @@ def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(tiny_dataset:
     train({"resume": str(ck / "step_2.pt"), "dataset": str(moved), "device": "cpu"})
     text = "\n".join(train_log)  # the same data at its new path: the run continues, no fine-tune
     assert "✓ Resuming from epoch 1, step 2" in text and "fine-tuning" not in text
+
+
+@pytest.mark.slow
+def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_uninterrupted_run(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    # kill -9 leaves no chance to write anything: the rerun (the same command line) must still
+    # end with the uninterrupted run's files, bit for bit on the CPU.
+    ck = tmp_path / "ck"
+    values = _args(tiny_dataset, tiny_tokenizer, ck, save_every=1, resume="auto")
+    cmd = [sys.executable, "-m", "noa", "train"]
+    for key, value in values.items():
+        cmd += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:
+        if "[1/3]" in line and (ck / "epoch_1.pt").exists():
+            break  # in epoch 2, with its first batch logged and its step_4.pt being written or about to be
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (ck / "epoch_2.pt").exists()
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert _batch_records(straight) == _batch_records(ck)
