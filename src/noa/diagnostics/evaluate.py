@@ -32,7 +32,7 @@ import torch
 
 import noa
 from noa.data import h5
-from noa.data.loader import SampleSource, split_rows, usable_rows
+from noa.data.loader import SampleSource, Split, split_rows, usable_rows
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
@@ -344,19 +344,16 @@ def held_out_rows(
     otherwise rows holding a training sample of ``trained_on`` (by content) are left out."""
     notes: list[str] = []
     every = usable_rows(dataset, None)
+    none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
-        train_rows = usable_rows(dataset, args.get("n_samples"))
-        val = split_rows(train_rows, float(args.get("val_split", 0.0)), int(args.get("seed", 0))).val
-        unseen = np.setdiff1d(every, train_rows)
-        candidates = np.union1d(val, unseen)
-        origin = f"{len(val)} validation samples of the training run"
+        split = _training_split(dataset, args)
+        unseen = np.setdiff1d(every, np.union1d(split.train, split.val))
+        candidates = np.union1d(split.val, unseen)
+        origin = f"{len(split.val)} validation samples of the training run"
         if len(unseen):
             origin += f" and {len(unseen)} samples beyond its --n-samples"
-        if not len(candidates):
-            raise NoaError(
-                f"no held-out samples: the NOA was trained on every valid sample of {dataset} without a validation "
-                "split; diagnose it on another dataset (e.g. `noa data generate` with another --seed)"
-            )
+        none_left = (f"the NOA was trained on every valid sample of {dataset} without a validation split; "
+                     "diagnose it on another dataset (e.g. `noa data generate` with another --seed)")
     elif trained_on is None:
         candidates = every
         origin = f"{len(every)} valid samples; the checkpoint does not record its training data, so some may be training samples"
@@ -369,11 +366,10 @@ def held_out_rows(
         origin = f"{len(candidates)} valid samples that are none of the run's training samples (compared with {trained_on} by θ, IC and noise seed)"
         if len(copies):
             origin += f"; {len(copies)} rows that are training samples (as in files generated with the same --seed) are left out"
-        if not len(candidates):
-            raise NoaError(
-                f"no held-out samples: every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and "
-                "noise seed); diagnose it on data generated with another --seed"
-            )
+        none_left = (f"every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and noise seed); "
+                     "diagnose it on data generated with another --seed")
+    if not len(candidates):
+        raise NoaError(f"no held-out samples: {none_left}")
     notes.append(f"held-out pool: {origin}")
     if len(candidates) < n_samples:
         notes.append(f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them")
@@ -385,11 +381,16 @@ def held_out_rows(
     return np.sort(candidates), notes
 
 
+def _training_split(dataset: str | Path, args: dict) -> Split:
+    """The train/validation split a run made of ``dataset``, rebuilt from its checkpoint's args."""
+    return split_rows(usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0)))
+
+
 def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:
     """The ``rows`` of ``dataset`` that hold one of the run's training samples (the train split
     of ``trained_on`` rebuilt from the checkpoint's ``args``): the same θ, noise seed and IC seed,
     and the same IC field. Paths and fingerprints cannot tell this; the content can."""
-    train_rows = split_rows(usable_rows(trained_on, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0))).train
+    train_rows = _training_split(trained_on, args).train
 
     def keys(f: h5py.File, wanted: np.ndarray) -> list[tuple[bytes, int]]:
         params, noise, ic_seed = (f[name][:] for name in ("parameters/params", "metadata/noise_seed", "metadata/ic_seed"))
