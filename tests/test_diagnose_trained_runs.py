@@ -160,3 +160,48 @@ def test_old_relative_paths_resolve_against_the_launch_dir_else_the_checkpoint_d
     torch.save({**old, "launch_dir": str(tmp_path / "elsewhere")}, run / "launched.pt")
     with pytest.raises(NoaError, match=rf"which is not at {tmp_path / 'elsewhere' / 'data.h5'} any more; pass --dataset"):
         diagnose(run / "launched.pt", None, None, log=quiet)
+
+
+def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(physics_only: Path, tmp_path: Path) -> None:
+    import h5py
+    import numpy as np
+
+    from noa.data.generate import GenerateConfig, generate
+    from noa.data.loader import split_rows, usable_rows
+
+    # Generated with the training data's --seed: its 20 rows are the first 20 of the training file.
+    other = tmp_path / "same_seed.h5"
+    generate(GenerateConfig(n_samples=20, grid=16, timesteps=8, seed=11), other, progress=False, log=quiet)
+    args = load_checkpoint(physics_only)["args"]
+    trained = split_rows(usable_rows(args["dataset"], args["n_samples"]), args["val_split"], args["seed"]).train
+    with h5py.File(args["dataset"]) as t, h5py.File(other) as f:
+        thetas = {t["parameters/params"][r].tobytes() for r in trained}
+        copies = [r for r in range(20) if f["parameters/params"][r].tobytes() in thetas]
+    assert len(copies) == len(trained) == 14
+    result = diagnose(physics_only, None, other, n_samples=20, out_dir=tmp_path / "out", log=quiet)
+    assert not set(result.rows) & set(copies) and len(result.rows) == 20 - 14
+    assert "14 rows that are training samples (as in files generated with the same --seed) are left out" in result.text
+    assert "6 valid samples that are none of the run's training samples" in result.text
+
+
+def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(physics_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from noa import outputs
+
+    out = tmp_path / "report"
+    with outputs.exclusive(out, "--out"):  # another diagnosis writing there
+        with pytest.raises(NoaError, match=r"--out .*report is being written by another noa process"):
+            diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    before = {name: (out / name).read_bytes() for name in ("report.md", "summary.json", "frames.png")}
+
+    def power_cut(*_a: object) -> None:
+        raise OSError("simulated power cut before the rename")
+
+    monkeypatch.setattr(outputs.os, "replace", power_cut)
+    with pytest.raises(OSError, match="simulated power cut"):
+        diagnose(physics_only, None, None, n_samples=3, out_dir=out, log=quiet)  # another report: other bytes
+    monkeypatch.undo()
+    assert {name: (out / name).read_bytes() for name in before} == before  # the earlier report, whole
+    assert list(out.glob(".*.tmp-*"))  # what the cut-off writer left ...
+    diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
+    assert not list(out.glob(".*.tmp-*"))  # ... the next diagnosis removes

@@ -113,10 +113,13 @@ def _rank_pids(proc: subprocess.Popen, timeout: float = 120) -> dict[int, int]:
     raise AssertionError("torchrun's ranks did not start")
 
 
-def _wait_for(proc: subprocess.Popen, text: str) -> None:
+def _wait_for(proc: subprocess.Popen, text: str) -> str:
+    """The run's output up to the first line holding ``text``."""
+    seen = []
     for line in proc.stdout:
+        seen.append(line)
         if text in line:
-            return
+            return "".join(seen)
     raise AssertionError(f"the run ended before printing {text!r}")
 
 
@@ -138,3 +141,26 @@ def test_losing_one_rank_ends_the_run_with_a_resumable_checkpoint(tiny_dataset: 
     last = load_checkpoint(steps[-1])
     result = train({"resume": "auto", "checkpoint_dir": str(ck), "batch_size": 4, "max_steps": 1, "device": "cpu"})
     assert result.global_step == last["global_step"] + 1
+
+
+def test_torchrun_restarts_a_killed_rank_and_the_run_ends_as_an_uninterrupted_one(tiny_dataset: Path, tmp_path: Path) -> None:
+    # One command line for the first start and the restart: --resume auto starts fresh in an
+    # empty directory, then continues from the newest checkpoint after torchrun restarts the group.
+    ck, reference = tmp_path / "ck", tmp_path / "reference"
+    flags = run_args(tiny_dataset, ck, batch_size=2, epochs=3, save_every=1, resume="auto")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
+           "-m", "noa", "train", *_flags(flags)]
+    start = time.time()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = _wait_for(proc, "[2/3]")
+    os.kill(_rank_pids(proc)[1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    seconds = time.time() - start
+    assert proc.returncode == 0, err[-3000:]
+    assert f"--resume auto: no checkpoint in {ck} yet; starting a fresh run there" in first
+    assert "Resuming from checkpoint" in out + err and out.count("Training finished") == 1  # restarted once, then ran to its end
+    train(run_args(tiny_dataset, reference, epochs=3))  # uninterrupted, one rank with the same global batch
+    _close(load_checkpoint(ck / "epoch_3.pt"), load_checkpoint(reference / "epoch_3.pt"))
+    steps = [r["global_step"] for r in _records(ck, "train_batch")]
+    assert steps == list(range(1, 10)), steps  # the killed attempt's lines beyond its checkpoint were dropped, none lost
+    print(f"elastic restart test: {seconds:.1f} s for the torchrun part")

@@ -292,3 +292,23 @@ def test_cuda_matches_cpu_and_is_deterministic() -> None:
         assert first[family].device.type == "cuda" and first[family].dtype == torch.float32
         assert torch.equal(first[family], second[family])
         torch.testing.assert_close(first[family].cpu(), on_cpu[family], rtol=1e-4, atol=1e-4)
+
+
+def test_stored_features_do_not_depend_on_batch_size_or_threads_to_the_byte() -> None:
+    # What the parallel writer and a features resume with another --batch-size rely on.
+    x = torch.randn(8, 2, 9, 3, 16, 16, generator=torch.Generator().manual_seed(0)).cumsum(2) * 0.3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        whole = compute_features(x, stable=True)
+        five = compute_features(x[:5], stable=True)
+        one_by_one = [compute_features(x[i : i + 1], stable=True) for i in range(8)]
+        torch.set_num_threads(2)
+        two_threads = compute_features(x, stable=True)
+    finally:
+        torch.set_num_threads(threads)
+    for family, values in whole.items():
+        assert values.dtype == torch.float32
+        assert torch.equal(values[:5], five[family]), family
+        assert torch.equal(values, torch.cat([single[family] for single in one_by_one])), family
+        assert torch.equal(values, two_threads[family]), family

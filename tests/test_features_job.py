@@ -33,7 +33,7 @@ def test_features_of_generate_and_of_the_features_command_agree(pair, tmp_path: 
     add_features(target, batch_size=3, progress=False, log=lambda _: None)
     with h5py.File(with_features) as a, h5py.File(target) as b:
         for fam in ("initial", "summary", "temporal"):
-            assert np.allclose(a["features"][fam][:], b["features"][fam][:], rtol=1e-5, atol=1e-6)
+            assert np.array_equal(a["features"][fam][:], b["features"][fam][:]), fam  # batch 4 and 3: the same bytes
             assert a["features"][fam].attrs["names"] == b["features"][fam].attrs["names"]
         assert b["features/done"][:].all()
 

@@ -148,6 +148,16 @@ def test_every_dimension_changes_the_trajectory(name: str) -> None:
     assert (a - b).abs().max() > 1e-4, f"{name} did not change the dynamics"
 
 
+@pytest.mark.parametrize("name, policy", [("dt", 0.75), ("alpha", None)], ids=["dt-under-convex", "alpha-under-residual"])
+def test_the_update_rule_not_chosen_leaves_its_dimension_inert(name: str, policy: float | None) -> None:
+    # What the CNO_SPACE docstring says: update_policy picks dt (residual) or alpha (convex).
+    base = _unit(**({"update_policy": policy} if policy is not None else {}))
+    other = base.clone()
+    other[0, CNO_SPACE.position(name)] = 0.9
+    ic = torch.randn(1, 3, GRID, GRID, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(replay(base, ic, [42], STEPS), replay(other, ic, [42], STEPS))
+
+
 def _weights(ops) -> list[torch.Tensor]:
     return [t for g in ops.groups for t in (g.w_in, g.b_in, g.depthwise, g.pointwise, g.b_hidden, g.w_out, g.b_out)]
 

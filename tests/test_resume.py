@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -237,6 +238,82 @@ def test_keep_last_prunes_only_step_checkpoints(tiny_dataset: Path, tmp_path: Pa
     assert {"epoch_1.pt", "epoch_2.pt"} <= names
 
 
+def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overwritten(tiny_dataset: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    mine = {"step_notes.pt": b"notes", "epoch_notes.pt": b"more notes", "step_final.pt": b"a keeper"}
+    for name, data in mine.items():
+        (ck / name).write_bytes(data)
+    result = train(run_args(tiny_dataset, ck, save_every=1, keep_last=2, max_steps=3))  # a fresh run beside them
+    assert result.global_step == 3 and {p.name for p in ck.glob("step_*.pt")} == {"step_2.pt", "step_3.pt", "step_notes.pt", "step_final.pt"}
+    shutil.copy(ck / "step_2.pt", ck / "step_1_keep.pt")  # the user's copy, now the newest file
+    assert train({"resume": "auto", "checkpoint_dir": str(ck), "max_steps": 1, "device": "cpu"}).global_step == 4
+    train({**run_args(tiny_dataset, ck, max_steps=1), "overwrite": True})
+    assert all((ck / name).read_bytes() == data for name, data in mine.items()) and (ck / "step_1_keep.pt").is_file()
+    assert not (ck / "step_4.pt").exists()  # the run's own files went
+
+
+def test_resume_auto_in_a_directory_without_a_checkpoint_starts_fresh_there(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    # One command line for the first start and every restart (torchrun --max-restarts).
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "metrics.jsonl").write_text('{"kind": "train_batch", "global_step": 1}\n{"kind": "train_ba')  # a killed first attempt's
+    train_log.clear()
+    assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=2)).global_step == 2
+    assert f"--resume auto: no checkpoint in {ck} yet; starting a fresh run there" in train_log
+    assert [r["global_step"] for r in _batch_records(ck)] == [1, 2]  # the killed attempt's lines are trained again, not kept twice
+    assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=1)).global_step == 3  # the same line continues
+
+
+def test_a_resume_drops_what_a_killed_attempt_logged_after_its_checkpoint(straight: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    step_4 = _copy_to(straight / "step_4.pt", ck)
+    shutil.copy(straight / "metrics.jsonl", ck / "metrics.jsonl")  # as if killed after step 6, its last file step_4.pt
+    (ck / ".step_6.pt.tmp-999999").write_bytes(b"half a checkpoint")
+    train({"resume": "auto", "checkpoint_dir": str(ck), "device": "cpu"})
+    assert _batch_records(ck) == _batch_records(straight) and not (ck / ".step_6.pt.tmp-999999").exists()
+    assert step_4.is_file()
+
+
+def test_the_checkpoint_max_steps_names_resumes_in_place_after_an_epoch_end(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, save_every=3, max_steps=3))  # step_3.pt is written, then epoch 1 ends
+    named = next(line for line in train_log if "(--max-steps); checkpoint" in line).rsplit(" ", 1)[1]
+    assert named == str(ck / "step_3.pt")
+    assert train({"resume": named, "max_steps": 1, "device": "cpu"}).checkpoint_dir == ck  # continues, no branch into ck-2
+    assert [r["epoch"] for r in _epoch_records(ck)] == [1]
+
+
+def test_a_resumed_epoch_records_its_whole_time(straight: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    step_2 = _copy_to(straight / "step_2.pt", ck)
+    ckpt = load_checkpoint(step_2)
+    ckpt["parts"]["progress"]["epoch_seconds"] = 1000.0  # the first two batches took long before the stop
+    save_atomic(ckpt, step_2)
+    train({"resume": str(step_2), "max_steps": 1, "device": "cpu"})
+    assert load_checkpoint(ck / "epoch_1.pt")["history"]["epoch_seconds"][0] > 1000.0
+
+
+def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, max_steps=1))
+    assert any(line.startswith("Teacher forcing for the first 2 batches") for line in train_log)
+    train({"resume": str(ck / "step_1.pt"), "max_steps": 2, "device": "cpu"})  # still inside: said again
+    train_log.clear()
+    train({"resume": str(ck / "step_3.pt"), "max_steps": 1, "device": "cpu"})  # after it ended: not said
+    assert train_log and not any("Teacher forcing" in line for line in train_log)
+
+
+def test_overwrite_removes_the_old_runs_tensorboard_events_only(tiny_dataset: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck"
+    train(run_args(tiny_dataset, ck, max_steps=1))
+    (ck / "tensorboard").mkdir()
+    (ck / "tensorboard" / "events.out.tfevents.1.host.1").write_bytes(b"old run")
+    (ck / "tensorboard" / "notes.txt").write_text("mine")
+    train({**run_args(tiny_dataset, ck, max_steps=1), "overwrite": True})
+    assert sorted(p.name for p in (ck / "tensorboard").iterdir()) == ["notes.txt"]
+
+
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
     cmd = [sys.executable, "-m", "noa.cli", "train", "--dataset", str(tiny_dataset), "--n-samples", "16", "--epochs", "50",
@@ -370,22 +447,52 @@ def test_resume_refuses_another_tokenizer(straight: Path, tiny_tokenizer: Path, 
     train({"resume": str(step_2), "vqvae_path": str(same), "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"})
 
 
-def test_a_longer_run_at_resume_bends_the_lr_without_a_jump(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_a_longer_run_at_resume_follows_the_longer_plan(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
     from noa.train.schedule import lr_at
 
     ck = tmp_path / "ck"
     step_4 = _copy_to(straight / "step_4.pt", ck)
     train_log.clear()
     train({"resume": str(step_4), "checkpoint_dir": str(ck), "epochs": 4, "device": "cpu"})
-    planned_at_4 = lr_at(4, 1e-3, 2, 6)  # the original 2-epoch plan's lr for batch 5
     line = next(l for l in train_log if "LR schedule re-planned" in l)
-    assert f"from lr={planned_at_4:.2e} at step 4 to 0 at step 12 (was step 6)" in line
-    assert f"next step's lr {lr_at(5, 1e-3, 2, 6):.2e} → " in line  # old -> new, said where it changes
+    assert f"the cosine of a 12-step run from step 4 (was step 6); lr {lr_at(4, 1e-3, 2, 6):.2e} → {lr_at(4, 1e-3, 2, 12):.2e}" in line
     lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
-    assert lrs[0] == pytest.approx(planned_at_4, rel=1e-12)  # continuous: no jump
-    assert all(a > b for a, b in zip(lrs, lrs[1:])) and len(lrs) == 8  # then a smooth decay over the longer run
-    straight_lrs = [r["lr"] for r in _batch_records(straight) if r["kind"] == "train_batch"]
-    assert straight_lrs[4] == pytest.approx(planned_at_4, rel=1e-12)
+    assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 12) for step in range(4, 12)], rel=1e-12)  # as if planned for 4 epochs
+
+
+def test_extending_a_finished_run_trains_at_the_longer_plans_lr(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+    # The refusal of a finished run says "raise --epochs to train on": that must train, not step at lr 0.
+    from noa.train.schedule import lr_at
+
+    ck = tmp_path / "ck"
+    _copy_to(straight / "epoch_2.pt", ck)
+    train({"resume": "auto", "checkpoint_dir": str(ck), "epochs": 3, "device": "cpu"})
+    lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
+    assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 9) for step in (6, 7, 8)], rel=1e-12) and lrs[0] > 0.3 * 1e-3
+    before, after = load_checkpoint(ck / "epoch_2.pt"), load_checkpoint(ck / "epoch_3.pt")
+    assert any(not torch.equal(before["model_state_dict"][k], after["model_state_dict"][k]) for k in before["model_state_dict"])
+
+
+def test_a_shorter_run_at_resume_bends_the_lr_down_without_a_jump() -> None:
+    from noa.train.schedule import WarmupCosine, lr_at
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = WarmupCosine(optimizer, 1e-3, 2, 20)
+    schedule.sync_to(5)
+    assert "cosine from lr=" in schedule.replan(10)
+    assert schedule.lr == pytest.approx(lr_at(5, 1e-3, 2, 20), rel=1e-12)  # continuous at the resume point
+    assert schedule.lr_of(10) == 0.0 and schedule.lr_of(6) < schedule.lr
+
+
+def test_weight_decay_given_at_resume_is_applied_to_every_group(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+    ck = tmp_path / "ck"
+    step_2 = _copy_to(straight / "step_2.pt", ck)
+    train_log.clear()
+    train({"resume": str(step_2), "checkpoint_dir": str(ck), "weight_decay": 0.5, "max_steps": 1, "device": "cpu"})
+    saved = load_checkpoint(ck / "step_3.pt")
+    assert saved["args"]["weight_decay"] == 0.5
+    assert [g["weight_decay"] for g in saved["optimizer_state_dict"]["param_groups"]] == [0.5, 0.5]  # model and projector
+    assert any("Weight decay 0 → 0.5 (--weight-decay)" in line for line in train_log)
 
 
 def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
@@ -411,3 +518,25 @@ def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(tiny_dataset:
     train({"resume": str(ck / "step_2.pt"), "dataset": str(moved), "device": "cpu"})
     text = "\n".join(train_log)  # the same data at its new path: the run continues, no fine-tune
     assert "✓ Resuming from epoch 1, step 2" in text and "fine-tuning" not in text
+
+
+@pytest.mark.slow
+def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_uninterrupted_run(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+    # kill -9 leaves no chance to write anything: the rerun (the same command line) must still
+    # end with the uninterrupted run's files, bit for bit on the CPU.
+    ck = tmp_path / "ck"
+    values = _args(tiny_dataset, tiny_tokenizer, ck, save_every=1, resume="auto")
+    cmd = [sys.executable, "-m", "noa", "train"]
+    for key, value in values.items():
+        cmd += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    for line in proc.stdout:
+        if "[1/3]" in line and (ck / "epoch_1.pt").exists():
+            break  # in epoch 2, with its first batch logged and its step_4.pt being written or about to be
+    proc.kill()
+    proc.wait(timeout=60)
+    assert not (ck / "epoch_2.pt").exists()
+    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
+    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert _batch_records(straight) == _batch_records(ck)

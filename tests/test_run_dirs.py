@@ -117,3 +117,42 @@ def test_resuming_into_another_runs_directory_is_refused(workdir: Path, tiny_dat
     with pytest.raises(NoaError, match=r"checkpoints/other holds another run's checkpoints .*--checkpoint-dir checkpoints/other-2"):
         train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/other", "device": "cpu"})
     assert _hashes(workdir) == before
+
+
+@pytest.mark.parametrize("how", ["resume", "init_from"])
+def test_overwrite_never_deletes_the_run_a_fine_tune_starts_from(workdir: Path, tmp_path: Path, how: str) -> None:
+    from noa.data.generate import GenerateConfig, generate
+
+    other = tmp_path / "other.h5"
+    generate(GenerateConfig(n_samples=12, grid=16, timesteps=8, seed=99), other, progress=False, log=lambda _: None)
+    before = _hashes(workdir / "checkpoints")
+    with pytest.raises(NoaError, match=r"--overwrite would delete the run in checkpoints/noa, whose epoch_2.pt this fine-tune starts from"):
+        train({how: "checkpoints/noa/epoch_2.pt", "dataset": str(other), "overwrite": True, "device": "cpu", "timesteps": 8, "bptt_window": 2})
+    assert _hashes(workdir / "checkpoints") == before
+
+
+def test_the_current_directory_as_checkpoint_dir_trains_and_resumes(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.chdir(run)
+    assert train(run_args(tiny_dataset, Path("."), max_steps=2)).global_step == 2
+    assert (run / "step_2.pt").is_file() and (tmp_path / ".run.lock").is_file()  # the lock sits beside the directory
+    assert train({"resume": "auto", "checkpoint_dir": ".", "max_steps": 1, "device": "cpu"}).global_step == 3
+    with pytest.raises(NoaError, match=r"--checkpoint-dir \. already holds checkpoints .*--checkpoint-dir .*/run-2\)"):
+        train(run_args(tiny_dataset, Path("."), max_steps=1))
+
+
+GENERATE = ["data", "generate", "--n-samples", "4", "--grid", "16", "--timesteps", "2", "--out"]
+TRAIN = ["train", "--dataset", "{data}", "--timesteps", "8", "--bptt-window", "2", "--device", "cpu", "--checkpoint-dir"]
+
+
+@pytest.mark.parametrize("command, out", [(GENERATE, "."), (GENERATE, "/"), (TRAIN, "/")], ids=["generate-dot", "generate-root", "train-root"])
+def test_an_output_named_dot_or_root_gets_a_message_not_a_traceback(command: list[str], out: str, tiny_dataset: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    from noa.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    status = main([part.format(data=tiny_dataset) for part in command] + [out])
+    err = capsys.readouterr().err
+    assert status != 0 and err.startswith("error: ") and "Traceback" not in err
+    assert ("root of the file system" in err) if out == "/" else ("is a directory; give a file path" in err)

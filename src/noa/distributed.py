@@ -77,7 +77,12 @@ def process_group(ranks: Ranks, device: str, backend: str | None = None) -> Iter
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     backend = backend or ("nccl" if device.startswith("cuda") else "gloo")
-    dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    # The rendezvous store outlives a torchrun restart (--max-restarts), and with it the addresses
+    # the killed attempt's ranks published; each attempt keys its own so no rank dials a dead one.
+    store, rank, world_size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"noa/attempt-{attempt}", store),
+                            rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
     try:
         yield
     finally:

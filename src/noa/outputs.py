@@ -19,18 +19,36 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from noa.errors import NoaError
 
 
+def named(output: str | Path) -> Path:
+    """``output`` with a last name to put a lock or a temporary copy beside: ``.``, ``..`` and
+    the like are made absolute (``.`` is the current directory's name); the root has no name
+    and is refused, since nothing can be written beside it."""
+    path = Path(output)
+    if path.name in ("", ".", ".."):
+        path = Path(os.path.abspath(path))
+    if not path.name:
+        raise NoaError(f"{output} is the root of the file system, and noa writes its lock and temporary files beside an output; "
+                       f"choose a directory below it (e.g. {path / 'noa-out'})")
+    return path
+
+
+_STALE = re.compile(r"^\..+\.tmp-(\d+)$")
+
+
 def lock_path(output: str | Path) -> Path:
     """The lock file of ``output``: a hidden file beside it (``.NAME.lock``)."""
-    output = Path(output)
+    output = named(output)
     return output.with_name(f".{output.name}.lock")
 
 
@@ -96,23 +114,60 @@ def check_writable(output: str | Path, what: str, *, directory: bool, needed_byt
             )
 
 
+def temporary_sibling(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place: ``.NAME.tmp-PID`` beside it
+    (the pid says which writer; one killed mid-write leaves it for :func:`remove_stale_temporaries`)."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def remove_stale_temporaries(directory: Path) -> list[str]:
+    """Remove the temporary files (``.NAME.tmp-PID``) killed writers left in ``directory``.
+    Call it holding the directory's lock: no other process is writing there, so every such
+    file of another pid is a torn leftover, never read as whole. Returns the names removed."""
+    removed = []
+    for path in directory.glob(".*.tmp-*"):
+        match = _STALE.match(path.name)
+        if match and match.group(1) != str(os.getpid()) and path.is_file():
+            path.unlink()
+            removed.append(path.name)
+    return sorted(removed)
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """Write ``path`` whole or not at all: ``write`` fills a fsynced temporary sibling, which is
+    then renamed over ``path``, so a reader (or a crash) never sees half a file."""
+    tmp = temporary_sibling(path)
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """:func:`write_atomic` of a text file."""
+    return write_atomic(path, lambda fh: fh.write(text.encode()))
+
+
 def replace_dir(new: Path, target: Path) -> None:
     """Put the finished directory ``new`` (a sibling of ``target``) at ``target``.
 
     An existing ``target`` is moved aside first and removed only once ``new`` is in place, so
     an interruption leaves the old directory, none, or the new one, never a mix of both.
     """
-    old = None
+    target, old = named(target), None
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")
         os.replace(target, old)
     os.replace(new, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     if old is not None:
         shutil.rmtree(old)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make the renames in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -134,11 +134,11 @@ def _remove_earlier_results(paths: dict[str, Path]) -> None:
     leaves an old report beside missing checkpoints, nor looks finished."""
     from noa.diagnostics.report import REPORT_FILES
     from noa.tokenizer.io import TOKENIZER_FILES
-    from noa.train.checkpoint import CHECKPOINT_GLOBS
+    from noa.train.checkpoint import run_checkpoints
 
     dataset = paths["dataset"]
     doomed = [paths["report"] / name for name in REPORT_FILES]
-    doomed += [p for pattern in CHECKPOINT_GLOBS for p in paths["checkpoints"].glob(pattern)]
+    doomed += run_checkpoints(paths["checkpoints"])
     doomed += [paths["checkpoints"] / name for name in ("latest.json", "metrics.jsonl")]
     doomed += [paths["tokenizer"] / name for name in TOKENIZER_FILES]
     doomed += [dataset.with_name(dataset.name + tail) for tail in (".partial", ".partial.new", "")]

@@ -291,7 +291,8 @@ class GenerationInterrupted(NoaError):
 
 
 def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: Progress, log: Callable[[str], None]) -> Path:
-    partial = out.with_name(out.name + ".partial")
+    named = outputs.named(out)
+    partial = named.with_name(named.name + ".partial")
     outputs.check_writable(out, "--out", directory=False)
     with outputs.exclusive(out, "dataset"):
         if out.exists() and not (overwrite or resume):

@@ -9,7 +9,9 @@ rollout-quality section (:mod:`.rollout_quality`); :mod:`.report` turns them int
 
 Held-out means: the validation split the training run used (rebuilt from the checkpoint's
 args exactly as training built it), plus dataset rows beyond the run's ``--n-samples``,
-which training never read. Nothing here draws random numbers except the choice of which
+which training never read. In another dataset, held-out is decided by content: a row with the
+θ, noise seed, IC seed and IC field of one of the run's training samples is a training sample
+(two files generated with the same ``--seed`` share their first rows), so it is left out. Nothing here draws random numbers except the choice of which
 held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
 
 A checkpoint trained without a tokenizer (L_traj only) is diagnosed on rollout quality alone
@@ -31,7 +33,7 @@ import torch
 
 import noa
 from noa.data import h5
-from noa.data.loader import SampleSource, split_rows, usable_rows
+from noa.data.loader import SampleSource, Split, split_rows, usable_rows
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
@@ -177,7 +179,7 @@ def evaluate(
         projector = None  # its latents have nothing to be compared with
 
     if rows is None:
-        rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data)
+        rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data, recorded_path(ckpt, noa_checkpoint, "dataset"))
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
     notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
@@ -336,35 +338,39 @@ def _tokenizer_problems(
 
 
 def held_out_rows(
-    dataset: str | Path, args: dict, n_samples: int, seed: int, same_data: bool
+    dataset: str | Path, args: dict, n_samples: int, seed: int, same_data: bool, trained_on: Path | None = None
 ) -> tuple[np.ndarray, list[str]]:
     """Sorted dataset rows to evaluate and notes saying where they come from; ``same_data``:
-    the dataset holds the run's training samples (its split is then rebuilt and left out)."""
+    the dataset holds the run's training samples (its split is then rebuilt and left out);
+    otherwise rows holding a training sample of ``trained_on`` (by content) are left out."""
     notes: list[str] = []
     every = usable_rows(dataset, None)
-    trained_on = args.get("dataset")
+    none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
-        train_rows = usable_rows(dataset, args.get("n_samples"))
-        val = split_rows(train_rows, float(args.get("val_split", 0.0)), int(args.get("seed", 0))).val
-        unseen = np.setdiff1d(every, train_rows)
-        candidates = np.union1d(val, unseen)
-        origin = f"{len(val)} validation samples of the training run"
+        split = _training_split(dataset, args)
+        unseen = np.setdiff1d(every, np.union1d(split.train, split.val))
+        candidates = np.union1d(split.val, unseen)
+        origin = f"{len(split.val)} validation samples of the training run"
         if len(unseen):
             origin += f" and {len(unseen)} samples beyond its --n-samples"
-        if not len(candidates):
-            raise NoaError(
-                f"no held-out samples: the NOA was trained on every valid sample of {dataset} without a validation "
-                "split; diagnose it on another dataset (e.g. `noa data generate` with another --seed)"
-            )
-    else:
+        none_left = (f"the NOA was trained on every valid sample of {dataset} without a validation split; "
+                     "diagnose it on another dataset (e.g. `noa data generate` with another --seed)")
+    elif trained_on is None:
         candidates = every
-        if trained_on is None:
-            origin = f"{len(every)} valid samples; the checkpoint does not record its training data, so some may be training samples"
-        else:
-            origin = (
-                f"{len(every)} valid samples; it is not the training dataset ({trained_on}), so none were trained on "
-                "unless it is a copy of that data"
-            )
+        origin = f"{len(every)} valid samples; the checkpoint does not record its training data, so some may be training samples"
+    elif not trained_on.is_file():
+        candidates = every
+        origin = f"{len(every)} valid samples; the training dataset {trained_on} is not there to compare with, so some may be training samples"
+    else:
+        copies = training_copies(dataset, every, trained_on, args)
+        candidates = np.setdiff1d(every, copies)
+        origin = f"{len(candidates)} valid samples that are none of the run's training samples (compared with {trained_on} by θ, IC and noise seed)"
+        if len(copies):
+            origin += f"; {len(copies)} rows that are training samples (as in files generated with the same --seed) are left out"
+        none_left = (f"every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and noise seed); "
+                     "diagnose it on data generated with another --seed")
+    if not len(candidates):
+        raise NoaError(f"no held-out samples: {none_left}")
     notes.append(f"held-out pool: {origin}")
     if len(candidates) < n_samples:
         notes.append(f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them")
@@ -374,6 +380,27 @@ def held_out_rows(
         notes.append(f"evaluating {n_samples} of them, chosen with --seed {seed}")
         return np.sort(candidates[pick]), notes
     return np.sort(candidates), notes
+
+
+def _training_split(dataset: str | Path, args: dict) -> Split:
+    """The train/validation split a run made of ``dataset``, rebuilt from its checkpoint's args."""
+    return split_rows(usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0)))
+
+
+def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:
+    """The ``rows`` of ``dataset`` that hold one of the run's training samples (the train split
+    of ``trained_on`` rebuilt from the checkpoint's ``args``): the same θ, noise seed and IC seed,
+    and the same IC field. Paths and fingerprints cannot tell this; the content can."""
+    train_rows = _training_split(trained_on, args).train
+
+    def keys(f: h5py.File, wanted: np.ndarray) -> list[tuple[bytes, int]]:
+        params, noise, ic_seed = (f[name][:] for name in ("parameters/params", "metadata/noise_seed", "metadata/ic_seed"))
+        return [(params[r].tobytes() + noise[r].tobytes() + ic_seed[r].tobytes(), int(r)) for r in wanted]
+
+    with h5.open_dataset(trained_on) as t, h5.open_dataset(dataset) as f:
+        trained = dict(keys(t, train_rows))
+        same = [r for key, r in keys(f, rows) if key in trained and np.array_equal(f["inputs/fields"][r], t["inputs/fields"][trained[key]])]
+    return np.asarray(sorted(same), dtype=np.int64)
 
 
 def _tokens(tokenizer: CategoricalVQVAE, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from noa import outputs
 from noa.diagnostics.curves import LR_PANEL, TrainingCurves
 from noa.diagnostics.rollout_quality import RolloutQuality
 
@@ -31,8 +32,8 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=DPI)
-    return path
+    """The figure as a PNG written whole (a reader never sees half an image)."""
+    return outputs.write_atomic(path, lambda fh: fig.savefig(fh, dpi=DPI, format="png"))
 
 
 def training_figure(curves: TrainingCurves) -> Figure:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 from noa import outputs
@@ -53,8 +54,19 @@ def diagnose(
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
     ``timesteps`` defaults to the training run's T, else the dataset's.
     """
+    # One diagnosis per --out at a time: a second is refused rather than interleaving its files.
+    with outputs.exclusive(out_dir, "--out") if out_dir is not None else nullcontext():
+        return _diagnose(noa_checkpoint, vqvae_path, dataset, n_samples=n_samples, timesteps=timesteps, device=device,
+                         seed=seed, out_dir=None if out_dir is None else Path(out_dir), batch_size=batch_size, log=log)
+
+
+def _diagnose(noa_checkpoint: str | Path, vqvae_path: str | Path | None, dataset: str | Path | None, *, n_samples: int,
+              timesteps: int | None, device: str, seed: int, out_dir: Path | None, batch_size: int,
+              log: Callable[[str], None]) -> DiagnosticsResult:
     if out_dir is not None:
-        check_report_dir(Path(out_dir))
+        check_report_dir(out_dir)
+        if out_dir.is_dir():
+            outputs.remove_stale_temporaries(out_dir)  # a killed diagnosis's; we hold the lock
     run = evaluate(
         noa_checkpoint,
         vqvae_path,
@@ -70,7 +82,7 @@ def diagnose(
     result.text = format_report(result)
     log(result.text)
     if out_dir is not None:
-        written = write_report(result, run.data, run.times, run.curves, run.frame_labels, Path(out_dir))
+        written = write_report(result, run.data, run.times, run.curves, run.frame_labels, out_dir)
         log(f"Report written to {written}")
     return result
 
@@ -299,10 +311,8 @@ def write_report(
     md = ["# NOA diagnostics", "", *_run_lines(result), "", "## Report", "", "```text", result.text, "```", ""]
     md += _curves_section(curves) + _horizon_section(result) + _frames_section(times, frame_labels)
     md += _codebook_section(result) + _flags_section(result)
-    report = out_dir / "report.md"
-    report.write_text("\n".join(md) + "\n")
-    (out_dir / "summary.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    return report
+    outputs.write_text_atomic(out_dir / "summary.json", json.dumps(result.to_dict(), indent=2) + "\n")
+    return outputs.write_text_atomic(out_dir / "report.md", "\n".join(md) + "\n")
 
 
 def _codebook_names(result: DiagnosticsResult) -> list[str]:

@@ -8,11 +8,18 @@ differentiates only the second step, so that its memory does not grow with T.
 
 Realizations are flattened into the batch, featurized independently, then averaged over M
 for every family (INITIAL included: it is identical across M whenever frame 0 is shared,
-as it is for CNO and NOA rollouts). Nothing mixes samples, so a sample's features do not
-depend on its batch.
+as it is for CNO and NOA rollouts). Nothing mixes samples, yet PyTorch's float32
+log/asinh/rsqrt kernels differ in the last bit between their vectorised body and their tail,
+whose split moves with the batch size and thread count. So the features a dataset stores
+(``stable=True``) take the second step in float64 before rounding to float32, which keeps that
+difference far below float32's resolution: a sample's stored features do not depend on its
+batch or threads, to the byte. Training keeps float32, the precision its chunked gradient is
+checked against.
 """
 
 from __future__ import annotations
+
+from dataclasses import fields, replace
 
 import torch
 
@@ -26,22 +33,34 @@ from noa.features.temporal import temporal_columns
 MIN_GRID = 4
 
 
-def compute_features(trajectory: torch.Tensor) -> dict[str, torch.Tensor]:
+def compute_features(trajectory: torch.Tensor, *, stable: bool = False) -> dict[str, torch.Tensor]:
     """Features of rollouts ``[B, T+1, C, H, W]`` or ``[B, M, T+1, C, H, W]``.
 
     Returns float32 tensors on the input's device: ``"initial"`` ``[B, D_i]``, ``"summary"``
     ``[B, D_s]`` and ``"temporal"`` ``[B, T+1, D_t]``, columns as listed by ``feature_specs(C)``.
-    Finite and differentiable for every finite input; non-finite inputs propagate.
+    Finite and differentiable for every finite input; non-finite inputs propagate. ``stable``:
+    the same bytes for a sample whatever its batch and threads (see the module docstring).
     """
     _validate(trajectory)
     batch = trajectory.shape[0]
     realizations = trajectory.shape[1] if trajectory.dim() == 6 else 1
     x = trajectory.reshape(batch * realizations, *trajectory.shape[-4:])
-    features = features_from_statistics(rollout_statistics(x))
+    stats = rollout_statistics(x)
+    features = features_from_statistics(_float64(stats) if stable else stats)
     return {
-        family: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1)
+        family: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1).float()
         for family, values in features.items()
     }
+
+
+def _float64(stats: RolloutStatistics) -> RolloutStatistics:
+    """``stats`` with every real float tensor in float64 (see the module docstring)."""
+    def wide(t: torch.Tensor) -> torch.Tensor:
+        return t.double() if t.dtype == torch.float32 else t
+
+    frames = replace(stats.frames, **{f.name: wide(getattr(stats.frames, f.name)) for f in fields(stats.frames)})
+    return replace(stats, frames=frames, covariances={lag: wide(c) for lag, c in stats.covariances.items()},
+                   initial={stem: wide(v) for stem, v in stats.initial.items()})
 
 
 def features_from_statistics(stats: RolloutStatistics) -> dict[str, torch.Tensor]:

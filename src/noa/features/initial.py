@@ -22,20 +22,25 @@ CROSSING_SOFTNESS = 0.05
 
 def initial_shape(frame0: Fields, stats0: FrameStatistics) -> dict[str, torch.Tensor]:
     """The features ``{stem: [N, C]}`` that need frame 0's whole field: moments, spectral slope and
-    correlation length. ``frame0`` and ``stats0`` hold frame 0 only (one frame on axis 1)."""
-    y = frame0.scaled[:, 0]
-    power = frame0.power[:, 0]
+    correlation length. ``frame0`` and ``stats0`` hold frame 0 only (one frame on axis 1).
+
+    Computed in float64 and rounded back: float32 kernels differ in the last bit with the batch
+    size and threads (see :mod:`noa.features.compute`), and frame 0 is one frame, so it is cheap."""
+    dtype = frame0.scaled.dtype
+    y = frame0.scaled[:, 0].double()
+    power = frame0.power[:, 0].double()
     n = y.shape[-1]
-    mean, shape_var = stats0.mean[:, 0], stats0.shape_var[:, 0]
-    variance = _standardizing_variance(stats0)
+    mean, shape_var = stats0.mean[:, 0].double(), stats0.shape_var[:, 0].double()
+    variance = _standardizing_variance(stats0).double()
     standardized = (y - mean[..., None, None]) * torch.rsqrt(shape_var)[..., None, None]
-    shell_power = power.flatten(-2) @ spectral.shell_operator(n, y.device)
-    return {
+    shell_power = power.flatten(-2) @ spectral.shell_operator(n, y.device).double()
+    columns = {
         "skewness": torch.asinh(standardized.pow(3).mean(dim=(-2, -1))),
         "kurtosis": torch.log1p(standardized.square().square().mean(dim=(-2, -1))),
         "spectral_slope": spectral_slope(shell_power * (n * n) / variance[..., None]),
         "corr_length": correlation_length(spectral.radial_autocorrelation(power) / variance[..., None]) / n,
     }
+    return {stem: value.to(dtype) for stem, value in columns.items()}
 
 
 def initial_columns(

@@ -81,4 +81,4 @@ def radial_autocorrelation(weighted_power: torch.Tensor) -> torch.Tensor:
     _, multiplicity = half_plane(n, weighted_power.device)
     lags = torch.fft.irfft2(weighted_power / multiplicity, s=(n, n), norm="forward")[..., : n // 2 + 1]
     shells = shell_operator(n, weighted_power.device) * multiplicity.reshape(-1, 1)
-    return lags.flatten(-2) @ shells
+    return lags.flatten(-2) @ shells.to(lags.dtype)

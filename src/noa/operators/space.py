@@ -199,5 +199,7 @@ CNO_SPACE = ParameterSpace(
         Dimension("weight_mix_3", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 3"),
     )
 )
-"""θ ∈ [0, 1]^13: every dimension is part of the operator's definition (see
-:mod:`noa.operators.family`); nothing else about an operator is random except its noise."""
+"""θ ∈ [0, 1]^13: the operator is a function of θ alone (see :mod:`noa.operators.family`);
+nothing else about an operator is random except its noise. Not every dimension acts on every
+operator: ``update_policy`` picks which of ``dt`` (residual) and ``alpha`` (convex) is used, and
+the other one is inert, so two θ that differ only in the inert one define the same operator."""

@@ -52,7 +52,7 @@ def save_tokenizer(
     """Write a tokenizer directory whole: into a temporary sibling, then renamed into place, so
     a reader never sees half a directory (nor new weights beside an old config). Refuses a
     non-empty directory unless ``overwrite`` (see :func:`check_output_dir`)."""
-    out_dir = Path(out_dir)
+    out_dir = outputs.named(out_dir)
     check_output_dir(out_dir, overwrite=overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):  # left by a killed writer

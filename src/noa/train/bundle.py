@@ -89,6 +89,7 @@ class TrainingState:
             log.info("  ✓ Loaded optimizer state")
             if "projector" in fresh and projector_loaded:
                 log.info("  ⚠ The checkpoint has no optimizer state for the projector: its Adam moments start from zero")
+            self._apply_weight_decay()
         else:
             log.info("  ⚠ No optimizer state in the checkpoint: Adam moments restart from zero")
         step = _global_step(path, ckpt, batches_per_epoch)
@@ -122,6 +123,16 @@ class TrainingState:
                 log.info("  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization")
         elif ckpt.get("alignment_state"):
             log.info("  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on")
+
+    def _apply_weight_decay(self) -> None:
+        """The run's --weight-decay over the decay the loaded groups saved: the value recorded
+        in the checkpoint's args is the one applied, to every group alike."""
+        decay = self.config.weight_decay
+        saved = sorted({float(group["weight_decay"]) for group in self.optimizer.param_groups} - {decay})
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = decay
+        if saved:
+            log.info(f"  ✓ Weight decay {', '.join(f'{v:g}' for v in saved)} → {decay:g} (--weight-decay), for every parameter group")
 
     def _log_position(self) -> None:
         cursor = self.cursor

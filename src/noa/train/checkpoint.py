@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from noa import outputs
 from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.torchfile import load_pt
@@ -25,7 +26,7 @@ log = logging.getLogger("noa.train")
 # 1 = the guide's "old format" (no global_step / scheduler / projector); 2 = one optimizer group,
 # schedule step only; 3 = named optimizer groups, stateful parts under "parts".
 FORMAT_VERSION = 3
-CHECKPOINT_GLOBS = ("step_*.pt", "epoch_*.pt", "best_model.pt")
+BEST_NAME = "best_model.pt"
 STEP_NAME = re.compile(r"^step_(\d+)\.pt$")
 # Paths a checkpoint's args record, with the flag that supplies each when it cannot be found.
 RECORDED_PATHS = {"dataset": "--dataset", "vqvae_path": "--vqvae-path"}
@@ -33,27 +34,12 @@ EPOCH_NAME = re.compile(r"^epoch_(\d+)\.pt$")
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> None:
-    """torch.save to ``path`` through a fsynced temporary file and a rename."""
+    """torch.save to ``path`` through a fsynced temporary file and a rename (the directory
+    synced too, so the new name survives a power loss)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """A small text file (the ``latest.json`` pointer) through a temporary name and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    outputs.write_atomic(path, lambda fh: torch.save(obj, fh))
+    outputs.fsync_dir(path.parent)
 
 
 # What to do about an unreadable checkpoint, said in the caller's terms (a command's flags, or Python).
@@ -65,7 +51,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     """Load a checkpoint safely; NoaError naming the file if it is missing, torn or unsafe."""
     path = Path(path)
     if path.is_dir():
-        found = sorted(p.name for pattern in CHECKPOINT_GLOBS for p in path.glob(pattern))
+        found = sorted(p.name for p in run_checkpoints(path))
         inside = f"it holds {', '.join(found[:4])}{', …' if len(found) > 4 else ''}" if found else "it holds no checkpoint"
         raise NoaError(f"checkpoint {path} is a directory, not a checkpoint file ({inside}); name the file, e.g. {path / 'best_model.pt'}")
     if not path.is_file():
@@ -137,11 +123,30 @@ def step_from_name(path: str | Path) -> tuple[str, int] | None:
     return None
 
 
+def run_checkpoints(directory: str | Path) -> list[Path]:
+    """The files a run writes as checkpoints (``step_N.pt``, ``epoch_N.pt``, ``best_model.pt``),
+    by exact name: a user's ``step_notes.pt`` or ``step_1_keep.pt`` is never taken for one,
+    so it is neither resumed, nor pruned, nor deleted by ``--overwrite``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(
+        (p for p in directory.iterdir() if p.is_file() and (p.name == BEST_NAME or step_from_name(p) is not None)),
+        key=lambda p: p.name,
+    )
+
+
+def step_checkpoints(directory: str | Path) -> list[Path]:
+    """The ``step_N.pt`` files of ``directory``, oldest step first (what ``--keep-last`` prunes)."""
+    steps = [(parsed[1], p) for p in run_checkpoints(directory) if (parsed := step_from_name(p)) and parsed[0] == "step"]
+    return [p for _, p in sorted(steps)]
+
+
 def find_latest(checkpoint_dir: str | Path) -> tuple[Path, dict[str, Any]]:
     """The newest checkpoint in the directory that loads; torn ones are reported and passed over."""
     directory = Path(checkpoint_dir)
     candidates = sorted(
-        {p for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)},
+        run_checkpoints(directory),
         key=lambda p: (p.stat().st_mtime_ns, p.name),
         reverse=True,
     )

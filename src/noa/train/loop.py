@@ -29,8 +29,9 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
+from noa.train import rundir
 from noa.train.bundle import TrainingState
-from noa.train.checkpoint import CHECKPOINT_GLOBS, save_atomic, write_text_atomic
+from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
@@ -237,7 +238,7 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
-        if cfg.teacher_forcing_steps:
+        if self.state.cursor.global_step < cfg.teacher_forcing_steps:  # not at a resume after it ended
             log.info(
                 f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
                 "from the CNO's state; then windows chain the NOA's own rollout. Validation scores free rollouts throughout."
@@ -245,15 +246,29 @@ class Trainer:
 
     def _prepare_output(self) -> None:
         """Create the checkpoint directory; with --overwrite, remove what an earlier run wrote
-        there (its checkpoints, pointer and metrics), nothing else. Rank 0 alone writes."""
+        there (its checkpoints, pointer, metrics and TensorBoard events), nothing else. A killed
+        attempt's temporary files and its metrics beyond the starting point go too (they are
+        trained again). Rank 0 alone writes, holding the directory's lock."""
         if not self.ranks.is_main:
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        if self.cfg.overwrite and self.run.start.kind != "resume":
-            for path in {p for pattern in CHECKPOINT_GLOBS for p in self.checkpoint_dir.glob(pattern)}:
+        directory, start = self.checkpoint_dir, self.run.start
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in outputs.remove_stale_temporaries(directory):
+            log.info(f"Removed {name}, a temporary file an interrupted writer left")
+        if self.cfg.overwrite and start.kind != "resume":
+            for path in run_checkpoints(directory):
                 path.unlink()
             for name in ("latest.json", "metrics.jsonl"):
-                (self.checkpoint_dir / name).unlink(missing_ok=True)
+                (directory / name).unlink(missing_ok=True)
+            for path in (directory / "tensorboard").glob("events.out.tfevents.*"):
+                path.unlink()
+        dropped = 0
+        if start.kind == "resume":
+            dropped = rundir.trim_metrics(directory, *rundir.position(start.saved, start.file))
+        elif start.auto:
+            dropped = rundir.trim_metrics(directory, 0, 0)
+        if dropped:
+            log.info(f"Dropped {dropped} lines of metrics.jsonl logged after the starting point by an interrupted attempt (trained again now)")
 
     # ---------------------------------------------------------------- state
 
@@ -264,10 +279,9 @@ class Trainer:
             return path
         with self._stop.writing():
             save_atomic(self.state.checkpoint(), path)
-            write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
+            outputs.write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
             if name.startswith("step_") and self.cfg.keep_last:
-                steps = sorted(self.checkpoint_dir.glob("step_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-                for old in steps[: -self.cfg.keep_last]:
+                for old in step_checkpoints(self.checkpoint_dir)[: -self.cfg.keep_last]:
                     old.unlink()
         return path
 
@@ -378,8 +392,8 @@ class Trainer:
             if cursor.batch:
                 log.info(f"  Skipping first {cursor.batch} batches (already processed)...")
             else:
-                progress.epoch_sums = {}
-            epoch_start = time.perf_counter()
+                progress.epoch_sums, progress.epoch_seconds = {}, 0.0
+            epoch_start = time.perf_counter() - progress.epoch_seconds  # a resumed epoch counts its time before the resume
             bar = tqdm(total=self.batches_per_epoch, initial=cursor.batch, disable=not tty, leave=False, unit="b")
             self.train_batches.set_epoch(epoch, cursor.batch)
             for batch in self.train_loader:
@@ -400,6 +414,7 @@ class Trainer:
                 cursor.global_step += 1
                 steps_this_run += 1
                 seconds = time.perf_counter() - t0
+                progress.epoch_seconds = time.perf_counter() - epoch_start
                 line = self._batch_line(last, lr, seconds)
                 self._record({"kind": "train_batch", "epoch": epoch + 1, "batch": cursor.batch, "global_step": cursor.global_step, **last.as_dict(), "lr": lr, "sec": seconds})
                 if tty:
@@ -465,9 +480,10 @@ class Trainer:
         return False
 
     def _stop_early(self) -> None:
+        # Written even when a step_N.pt of this step exists: an epoch may have ended since, and
+        # the file named here must resume from where the run stands (in place, not as a branch).
         name = f"step_{self.state.cursor.global_step}.pt"
-        if not (self.checkpoint_dir / name).exists():
-            self.save(name)
+        self.save(name)
         log.info(f"Stopped after {self.cfg.max_steps} batches as asked (--max-steps); checkpoint {self.checkpoint_dir / name}")
 
     def _interrupted(self, signum: int) -> None:

@@ -16,8 +16,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from noa import outputs
 from noa.errors import NoaError
-from noa.train.checkpoint import CHECKPOINT_GLOBS, step_from_name
+from noa.train.checkpoint import run_checkpoints, step_from_name
 
 log = logging.getLogger("noa.train")
 
@@ -27,7 +28,7 @@ RUN_FILES = ("latest.json", "metrics.jsonl")
 
 def checkpoints_in(directory: Path) -> list[str]:
     """Names of the checkpoint files in ``directory``, sorted."""
-    return sorted({p.name for pattern in CHECKPOINT_GLOBS for p in directory.glob(pattern)})
+    return [p.name for p in run_checkpoints(directory)]
 
 
 def holds_run(directory: Path) -> bool:
@@ -37,6 +38,7 @@ def holds_run(directory: Path) -> bool:
 
 def free_sibling(directory: Path) -> Path:
     """The first ``<directory>-N`` (N >= 2) that holds no run."""
+    directory = outputs.named(directory)
     n = 2
     while holds_run(directory.with_name(f"{directory.name}-{n}")):
         n += 1
@@ -72,6 +74,35 @@ def later_progress(directory: Path, step: int, completed: int) -> list[str]:
     return later
 
 
+def trim_metrics(directory: Path, step: int, completed: int) -> int:
+    """Drop the lines of ``directory/metrics.jsonl`` beyond (``step``, ``completed`` epochs), and a
+    torn last line: what a killed attempt logged after its last checkpoint, which the run now
+    trains again. Returns how many lines went; the file is replaced whole."""
+    path = directory / "metrics.jsonl"
+    if not path.is_file():
+        return 0
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _before(line, step, completed)]
+    if len(kept) < len(lines):
+        outputs.write_text_atomic(path, "".join(kept))
+    return len(lines) - len(kept)
+
+
+def _before(line: str, step: int, completed: int) -> bool:
+    """Whether a metrics line is whole and records progress up to the starting point."""
+    if not line.endswith("\n"):
+        return False
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False
+    if record.get("kind") == "epoch":
+        return int(record.get("epoch", 0)) <= completed
+    if record.get("kind") == "train_batch":
+        return int(record.get("global_step", 0)) <= step
+    return True
+
+
 def _listing(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
 
@@ -82,14 +113,23 @@ def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, r
 
     ``kind`` is the starting point (fresh, resume, finetune); ``explicit`` says whether the user
     named ``--checkpoint-dir`` (on the command line or in a config file). ``--resume auto`` picked
-    the newest intact checkpoint, so anything later is torn and may be replaced.
+    the newest intact checkpoint, so anything later is torn and may be replaced; with no
+    checkpoint there, it starts this directory's run.
     """
     directory = Path(checkpoint_dir)
+    if auto and kind == "fresh":  # --resume auto found no checkpoint: this directory's run starts
+        return checkpoint_dir
     if kind == "resume":
         assert resume_from is not None
         # A resume continues beside the file it resumes (where the run was, even if moved since).
         directory = directory if explicit else resume_from.parent
         return str(directory) if auto else _for_resume(directory, explicit, resume_from, resume_ckpt or {})
+    if overwrite and resume_from is not None and directory.resolve() == resume_from.parent.resolve():
+        raise NoaError(
+            f"--overwrite would delete the run in {directory}, whose {resume_from.name} this fine-tune starts from "
+            f"(with its best model and metrics); give the fine-tune its own directory, e.g. "
+            f"--checkpoint-dir {shlex.quote(str(free_sibling(directory)))}{'' if explicit else ' (or drop --overwrite: it then writes there by itself)'}"
+        )
     # The default is passed over even when it holds only an earlier run's logs (a run stopped before
     # its first checkpoint); a named directory is refused only for checkpoints, as it always was.
     taken = checkpoints_in(directory) if explicit else holds_run(directory)

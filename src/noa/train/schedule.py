@@ -2,9 +2,11 @@
 
 The learning rate is a pure function of the global step and the plan, so resuming restores the
 exact learning rate (no warmup restart) and an old checkpoint without scheduler state can be
-synced from its step alone. When a resume changes the run's length (``--epochs``), the cosine
-is re-planned from the current step and learning rate to zero at the new end: the curve bends,
-it never jumps.
+synced from its step alone. When a resume changes the run's length (``--epochs``), the plan
+changes with it: a longer run takes the cosine of the new length from here on (as if it had
+been planned that long from the start), so extending a finished or nearly finished run trains
+at a useful learning rate rather than at the old plan's ~0; a shorter run bends the cosine from
+the current learning rate down to zero at the new end, so it never jumps up.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class WarmupCosine:
         self._apply()
 
     def replan(self, total_steps: int) -> str | None:
-        """Stretch or shrink the decay to end at ``total_steps``, continuous at the current step.
+        """Plan for ``total_steps`` in all: longer takes the new length's cosine, shorter bends
+        from the current lr to 0 at the new end (see the module docstring).
 
         Returns the line that says so, or None when nothing changes (same length, a constant
         schedule, or still in warmup, where the new length simply applies after warmup).
@@ -79,10 +82,16 @@ class WarmupCosine:
             self._apply()
             return None
         current, old_next = self.lr, self.lr_of(now + 1)
-        self.replanned_at, self.total_steps = (now, current), total_steps
-        self._apply()
-        return (f"  ✓ LR schedule re-planned for the new length: cosine from lr={current:.2e} at step {now} "
-                f"to 0 at step {total_steps} (was step {old_total}); next step's lr {old_next:.2e} → {self.lr_of(now + 1):.2e}")
+        if total_steps > old_total:
+            self.replanned_at, self.total_steps = None, total_steps
+            self._apply()
+            change = f"the cosine of a {total_steps}-step run from step {now} (was step {old_total}); lr {current:.2e} → {self.lr:.2e}"
+        else:
+            self.replanned_at, self.total_steps = (now, current), total_steps
+            self._apply()
+            change = (f"cosine from lr={current:.2e} at step {now} to 0 at step {total_steps} (was step {old_total}); "
+                      f"next step's lr {old_next:.2e} → {self.lr_of(now + 1):.2e}")
+        return f"  ✓ LR schedule re-planned for the new length: {change}"
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step_count, "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,

@@ -40,6 +40,7 @@ class StartingPoint:
     kind: str
     path: Path | None = None
     checkpoint: dict[str, Any] | None = None
+    auto: bool = False  # chosen by --resume auto (a fresh start there: no checkpoint yet)
 
     @property
     def file(self) -> Path:
@@ -120,7 +121,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
     cfg = replace(cfg, checkpoint_dir=rundir.choose(
         cfg.checkpoint_dir, kind=start.kind, explicit="checkpoint_dir" in explicit, overwrite=cfg.overwrite,
-        resume_from=start.path, resume_ckpt=start.checkpoint, auto=explicit.get("resume") == "auto",
+        resume_from=start.path, resume_ckpt=start.checkpoint, auto=start.auto,
     ))
     _check_outputs(cfg)
     return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks, execution=execution)
@@ -130,8 +131,13 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
     if explicit.get("resume") and explicit.get("init_from"):
         raise NoaError("give either --resume or --init-from, not both")
     if explicit.get("resume") == "auto":
-        path, ckpt = find_latest(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
-        return StartingPoint("resume", path, ckpt)
+        directory = Path(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
+        if not rundir.checkpoints_in(directory):
+            # One command line for the first start and every restart (torchrun --max-restarts).
+            log.info(f"--resume auto: no checkpoint in {directory} yet; starting a fresh run there")
+            return StartingPoint("fresh", auto=True)
+        path, ckpt = find_latest(directory)
+        return StartingPoint("resume", path, ckpt, auto=True)
     if explicit.get("resume"):
         path = Path(explicit["resume"])
         return StartingPoint("resume", path, load_checkpoint(path))

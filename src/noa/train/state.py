@@ -51,11 +51,13 @@ class Cursor:
 
 @dataclass
 class Progress:
-    """What the run has logged: the per-epoch history, the running sums of the current epoch
-    (so a mid-epoch resume reports the same epoch means) and the non-finite update counters."""
+    """What the run has logged: the per-epoch history, the running sums and seconds of the
+    current epoch (so a mid-epoch resume reports the same epoch means and the epoch's whole
+    time) and the non-finite update counters."""
 
     history: dict[str, list[float | None]] = field(default_factory=dict)
     epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_seconds: float = 0.0
     nan_skips_total: int = 0
     nan_skips_in_a_row: int = 0
 
@@ -74,12 +76,13 @@ class Progress:
             self.history.setdefault(key, []).append(value)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "epoch_sums": self.epoch_sums,
+        return {"history": self.history, "epoch_sums": self.epoch_sums, "epoch_seconds": self.epoch_seconds,
                 "nan_skips_total": self.nan_skips_total, "nan_skips_in_a_row": self.nan_skips_in_a_row}
 
     def load_state_dict(self, state: dict[str, Any], legacy_history: dict[str, list[float]] | None = None) -> None:
         self.history = {k: list(v) for k, v in (state.get("history") or legacy_history or {}).items()}
         self.epoch_sums = dict(state.get("epoch_sums", {}))
+        self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
         self.nan_skips_total = int(state.get("nan_skips_total", 0))
         self.nan_skips_in_a_row = int(state.get("nan_skips_in_a_row", 0))
 
