@@ -568,3 +568,28 @@ def test_training_curves_from_a_history_with_none_entries(tmp_path):
     path = plots.training_curves(c, tmp_path / "curves.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert curves.training_curves_of(tmp_path / "x.pt", {"history": {"train_commit": [None]}}) is None
+
+
+def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path):
+    import os
+    import shutil
+
+    from noa.train.rundir import sibling_runs
+
+    # The guide's blocks pasted in order: checkpoints/noa holds an older run, so noa train wrote
+    # to checkpoints/noa-2; diagnosing checkpoints/noa/best_model.pt names the newer one.
+    runs = tmp_path / "checkpoints"
+    old, new = runs / "noa" / "best_model.pt", runs / "noa-2" / "best_model.pt"
+    for path, mtime in ((old, 1_000_000), (new, 2_000_000), (runs / "noa-old" / "best_model.pt", 3_000_000)):
+        path.parent.mkdir(parents=True)
+        shutil.copy(setup["checkpoint"], path)
+        os.utime(path, (mtime, mtime))
+    (runs / "noa-3").mkdir()  # no run in it
+    assert sibling_runs(old.parent) == [new.parent] and sibling_runs(new.parent) == [old.parent]
+    result = diagnose(old, None, None, n_samples=1, log=quiet)
+    notes = [line for line in result.text.splitlines() if "is newer than this checkpoint" in line]
+    assert notes == [
+        f"note: {new} is newer than this checkpoint: a later run wrote to {new.parent} (noa train without "
+        f"--checkpoint-dir writes to the first free sibling); pass --noa-checkpoint {new} to diagnose it"
+    ]
+    assert "is newer than this checkpoint" not in diagnose(new, None, None, n_samples=1, log=quiet).text

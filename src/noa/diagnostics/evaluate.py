@@ -45,6 +45,7 @@ from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
+from noa.train.rundir import newer_sibling_checkpoint
 
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
 NO_TOKENIZER = (
@@ -182,7 +183,7 @@ def evaluate(
         rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data)
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
+    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(Path(noa_checkpoint))
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -235,6 +236,17 @@ def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
     if trained_with.resolve() != used.resolve():
         return [f"the NOA was trained with tokenizer {trained_with}, not this one"]
     return []
+
+
+def _sibling_notes(checkpoint: Path) -> list[str]:
+    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint."""
+    newer = newer_sibling_checkpoint(checkpoint)
+    if newer is None:
+        return []
+    return [
+        f"{newer} is newer than this checkpoint: a later run wrote to {newer.parent} (noa train without --checkpoint-dir "
+        f"writes to the first free sibling); pass --noa-checkpoint {newer} to diagnose it"
+    ]
 
 
 def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
