@@ -213,7 +213,15 @@ def test_summary_json_matches_printed_numbers(report):
     q = summary["rollout"]
     overall = line_value(text, "Overall: ")
     assert f"MSE {q['overall_mse']:.4g}" in overall and f"nRMSE {q['overall_nrmse']:.3f}" in overall
-    assert line_value(text, "Token agreement NOA vs CNO: ").startswith(f"{100 * q['token_agreement']:.1f}%")
+    judged, every = 100 * q["token_agreement_non_initial"], 100 * q["token_agreement"]
+    assert line_value(text, "Token agreement NOA vs CNO: ").startswith(f"{judged:.1f}% (all codebooks {every:.1f}%)")
+    reference = line_value(text, "Token agreement CNO realization 0 vs 1 (reference): ")
+    assert reference == f"{100 * q['token_agreement_reference_non_initial']:.1f}% (all codebooks {100 * q['token_agreement_reference']:.1f}%)"
+    assert line_value(text, "Token agreement persistence vs CNO: ").startswith(f"{100 * q['token_agreement_persistence_non_initial']:.1f}%")
+    assert q["token_categories"] == [c for c, _ in tokenizer_api.load_tokenizer(result.tokenizer).entries]
+    assert f"VRMSE median {q['overall_vrmse_median']:.3f} (mean {q['overall_vrmse']:.3f}; " in overall
+    assert line_value(text, "MSE/floor per operator (each one's horizon-averaged ratio), median over operators: ") == (
+        f"{q['median_operator_ratio']:.2f}")
     assert summary["rows"] == result.rows and summary["n_samples"] == 4
 
 
@@ -313,7 +321,8 @@ def test_rollout_metrics_on_known_values():
     noa = cno[:, 0] + 0.1
     tokens = torch.tensor([[1, 2, 3], [4, 5, 6]])
     cno_tokens = torch.tensor([[1, 2, 0], [4, 0, 0]])
-    q = summarize(step_errors(noa, cno), tokens, cno_tokens, torch.tensor([[1, 2, 0], [9, 9, 9]]))
+    books = ["initial", "summary", "temporal"]
+    q = summarize(step_errors(noa, cno), tokens, cno_tokens, torch.tensor([[1, 2, 0], [9, 9, 9]]), categories=books)
     assert q.mse == pytest.approx([0.01] * T) and q.floor == pytest.approx([0.02] * T)
     assert q.realization_gap == pytest.approx([0.04] * T) and q.overall_ratio == pytest.approx(0.5)
     assert q.token_agreement == pytest.approx(0.5) and q.token_agreement_per_codebook == pytest.approx([1.0, 0.5, 0.0])
@@ -327,14 +336,83 @@ def test_rollout_metrics_on_known_values():
     assert q.persistence == pytest.approx([0.0] * T) and q.vrmse_persistence == pytest.approx([0.0] * T)
     assert q.family_floor == [None] * T and q.family_to_noise is None  # no other family draw given
     # Another draw 0.2 away (like realization 1): family floor = noise floor, ratio 1.
-    with_family = summarize(step_errors(noa, cno, cno[:, 1]), tokens, cno_tokens, cno_tokens, tokens)
+    with_family = summarize(step_errors(noa, cno, cno[:, 1]), tokens, cno_tokens, cno_tokens, tokens, categories=books)
     assert with_family.family_floor == pytest.approx([0.02] * T) and with_family.family_to_noise == pytest.approx(1.0)
     assert with_family.token_agreement_persistence == pytest.approx(0.5)
     # A draw 0.4 away: what a perfect θ-conditioned model scores is 4x the noise floor.
-    far = summarize(step_errors(noa, cno, cno[:, 0] + 0.4), tokens, cno_tokens, cno_tokens)
+    far = summarize(step_errors(noa, cno, cno[:, 0] + 0.4), tokens, cno_tokens, cno_tokens, categories=books)
     assert far.family_to_noise == pytest.approx(4.0)
-    assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens).overall_ratio is None  # noiseless CNO
+    assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens, categories=books).overall_ratio is None  # noiseless CNO
     assert report_horizons(1) == [1] and report_horizons(256) == [1, 64, 128, 256]
+
+
+def test_token_agreement_is_judged_without_the_initial_codebooks():
+    # INITIAL codebooks encode the IC, which NOA and CNO share: they agree by construction. Here
+    # the NOA matches them always and the SUMMARY / TEMPORAL codes on 5 of 8 samples, while two
+    # CNO realizations share every code: 81% of all codes (GOOD), 62.5% of the judged ones (MODERATE).
+    x0 = torch.zeros(8, T + 1, 1, 4, 4)
+    errors = step_errors(x0 + 0.1, torch.stack([x0, x0 + 0.2], dim=1))
+    cno_tokens = torch.zeros(8, 4, dtype=torch.long)
+    noa_tokens = cno_tokens.clone()
+    noa_tokens[5:, 2:] = 1
+    books = ["initial", "initial", "summary", "temporal"]
+    q = summarize(errors, noa_tokens, cno_tokens, cno_tokens, cno_tokens, categories=books)
+    assert q.token_agreement == pytest.approx(26 / 32) and q.token_agreement_non_initial == pytest.approx(0.625)
+    assert q.token_agreement_reference == q.token_agreement_reference_non_initial == pytest.approx(1.0)
+    assert q.token_agreement_persistence_non_initial == pytest.approx(1.0) and q.token_categories == books
+    criterion = rating.agreement_criterion(q, "no tokenizer")
+    assert criterion.level == "MODERATE"
+    assert criterion.phrase == "tokens agree on 62% of non-INITIAL codes against 100% between CNO realizations"
+    assert "all codebooks 81.2% against 100.0%" in criterion.detail
+    with pytest.raises(ValueError, match="one category per codebook"):
+        summarize(errors, noa_tokens, cno_tokens, cno_tokens)
+
+
+def test_vrmse_headlines_the_median_and_counts_the_frames_that_inflate_the_mean():
+    # Three samples with a spread-out target, one whose frames are almost uniform: the same
+    # error gives VRMSE ~0.16 on the first three and ~300 on the last.
+    target = torch.linspace(-1, 1, 16).reshape(1, 1, 1, 4, 4).repeat(4, T + 1, 1, 1, 1)
+    target[3] = 1e-4 * target[3]
+    cno = torch.stack([target, target + 0.05], dim=1)
+    q = summarize(step_errors(target + 0.1, cno), None, None, None)
+    assert q.vrmse_frames == 4 * T and q.vrmse_frames_inflated == T
+    assert q.overall_vrmse > 50 and q.overall_vrmse_median < 0.2
+    assert q.vrmse_median == pytest.approx([q.overall_vrmse_median] * T)
+    fig = plots.error_figure(q)
+    right = fig.axes[1]
+    labels = right.get_legend_handles_labels()[1]
+    assert plots.mean_label(q) in labels and f"{T} of {4 * T} frames above 10" in plots.mean_label(q)
+    assert right.get_ylim()[1] < q.overall_vrmse  # the mean does not set the scale: the median's spread does
+    assert "noise floor (median)" in labels
+
+
+def test_horizon_mean_ratio_per_update_rule_and_median_over_operators():
+    # Four operators at 1x, 2x, 3x and 10x the noise floor (0.02); the first two residual.
+    x0 = torch.zeros(4, T + 1, 1, 4, 4)
+    cno = torch.stack([x0, x0 + 0.2], dim=1)
+    offsets = torch.tensor([1.0, 2.0, 3.0, 10.0]).mul(0.02).sqrt().reshape(4, 1, 1, 1, 1)
+    q = summarize(step_errors(x0 + offsets, cno), None, None, None, rules=["residual", "residual", "convex", "convex"])
+    assert q.overall_ratio == pytest.approx(4.0) and q.median_operator_ratio == pytest.approx(2.0)  # torch: the lower middle
+    assert list(q.by_rule) == ["convex", "residual"]
+    assert q.by_rule["residual"].operators == 2 and q.by_rule["residual"].ratio == pytest.approx(1.5)
+    assert q.by_rule["convex"].ratio == pytest.approx(6.5) and q.by_rule["convex"].median_operator_ratio == pytest.approx(3.0)
+    assert summarize(step_errors(x0 + offsets, cno), None, None, None).by_rule is None  # no rules: no split
+
+
+def test_the_report_splits_rollout_error_per_update_rule(setup, report):
+    from noa.diagnostics.evaluate import update_rules
+    from noa.operators.space import Dimension, ParameterSpace
+
+    result, _, out = report
+    rules = update_rules(setup["dataset"], CNO_SPACE, result.rows)
+    by_rule = result.rollout.by_rule
+    assert set(by_rule) == set(rules) and sum(g.operators for g in by_rule.values()) == result.n_samples
+    for rule, g in by_rule.items():
+        assert re.search(rf"^  {rule}\s+{g.operators} operators?: MSE/floor {g.ratio:.2f}, median over operators ", result.text, re.M)
+    assert json.loads((out / "summary.json").read_text())["rollout"]["by_rule"][rules[0]]["operators"] == by_rule[rules[0]].operators
+    # A parameter space without an update rule gives no split, and the report no per-rule lines.
+    plain = ParameterSpace((Dimension("a", "float"), Dimension("b", "choice", choices=("x", "y"))))
+    assert update_rules(setup["dataset"], plain, result.rows) is None
 
 
 # ---- the final verdict weighs rollout quality ----------------------------------------------
@@ -351,7 +429,7 @@ def quality(ratio: float, agreement: float, reference: float, persistence: float
     cno_tokens = torch.zeros(n, 1, dtype=torch.long)
     agree = torch.arange(n)[:, None] < round(agreement * n)
     same = torch.arange(n)[:, None] < round(reference * n)
-    q = summarize(step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1))
+    q = summarize(step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1), categories=["summary"])
     assert q.overall_ratio == pytest.approx(ratio) and q.overall_persistence_ratio == pytest.approx(persistence)
     assert q.token_agreement == pytest.approx(agreement) and q.token_agreement_reference == pytest.approx(reference)
     return q
@@ -375,7 +453,7 @@ def test_rollouts_at_3_9x_the_floor_with_41_percent_agreement_are_not_good():
     # Near the floor, 41% agreement against an 80% reference (0.51 of it) still holds the verdict at MODERATE.
     near = verdict_of(quality(1.3, 0.41, 0.80))
     assert near.level == "MODERATE" and near.decided_by == ["token agreement"]
-    assert near.line == "MODERATE - tokens agree on 41% of codes against 80% between CNO realizations"
+    assert near.line == "MODERATE - tokens agree on 41% of non-INITIAL codes against 80% between CNO realizations"
 
 
 def test_verdict_rule_each_criterion_can_decide_and_ties_are_named():
@@ -443,7 +521,7 @@ def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
     left, right = [ax for ax in plots.error_figure(result.rollout).axes if ax.get_legend()]
     assert {"noise floor (same operator)", "family floor (same θ)", plots.NO_SKILL} <= set(left.get_legend_handles_labels()[1])
     labels = right.get_legend_handles_labels()[1]
-    assert plots.FRAME_MEAN in labels and "noise floor (mean)" in labels
+    assert plots.FRAME_MEAN in labels and "noise floor (median)" in labels
     no_skill = right.get_lines()[labels.index(plots.FRAME_MEAN)]
     assert list(no_skill.get_ydata()) == [1.0, 1.0]
 
@@ -490,3 +568,28 @@ def test_training_curves_from_a_history_with_none_entries(tmp_path):
     path = plots.training_curves(c, tmp_path / "curves.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
     assert curves.training_curves_of(tmp_path / "x.pt", {"history": {"train_commit": [None]}}) is None
+
+
+def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path):
+    import os
+    import shutil
+
+    from noa.train.rundir import sibling_runs
+
+    # The guide's blocks pasted in order: checkpoints/noa holds an older run, so noa train wrote
+    # to checkpoints/noa-2; diagnosing checkpoints/noa/best_model.pt names the newer one.
+    runs = tmp_path / "checkpoints"
+    old, new = runs / "noa" / "best_model.pt", runs / "noa-2" / "best_model.pt"
+    for path, mtime in ((old, 1_000_000), (new, 2_000_000), (runs / "noa-old" / "best_model.pt", 3_000_000)):
+        path.parent.mkdir(parents=True)
+        shutil.copy(setup["checkpoint"], path)
+        os.utime(path, (mtime, mtime))
+    (runs / "noa-3").mkdir()  # no run in it
+    assert sibling_runs(old.parent) == [new.parent] and sibling_runs(new.parent) == [old.parent]
+    result = diagnose(old, None, None, n_samples=1, log=quiet)
+    notes = [line for line in result.text.splitlines() if "is newer than this checkpoint" in line]
+    assert notes == [
+        f"note: {new} is newer than this checkpoint: a later run wrote to {new.parent} (noa train without "
+        f"--checkpoint-dir writes to the first free sibling); pass --noa-checkpoint {new} to diagnose it"
+    ]
+    assert "is newer than this checkpoint" not in diagnose(new, None, None, n_samples=1, log=quiet).text

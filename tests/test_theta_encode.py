@@ -63,7 +63,7 @@ def test_hand_typed_values_round_trip_to_within_float64_rounding() -> None:
 
 
 def test_a_typical_hand_written_theta_comes_back() -> None:
-    values = _physical(n_layers=3, base_channels=32, kernel_size="5", activation="gelu", noise_scale=1e-3,
+    values = _physical(n_layers=3, base_channels=32, kernel_size=5, activation="gelu", noise_scale=1e-3,
                        noise_correlation=0.05, update_policy="residual", dt=0.1, alpha=0.5, weight_gain=1.5,
                        weight_mix_1=0.25, weight_mix_2=-0.5, weight_mix_3=0.0)
     back = CNO_SPACE.decode(CNO_SPACE.encode(values))
@@ -108,3 +108,18 @@ def test_missing_and_unknown_names_are_one_error_listing_them() -> None:
 def test_values_of_the_wrong_type_or_out_of_range_are_refused(name: str, value: object, message: str) -> None:
     with pytest.raises(NoaError, match=message):
         CNO_SPACE.encode(_physical(**{name: value}))
+
+
+def test_kernel_size_decodes_as_an_int_and_encodes_from_an_int_or_its_text() -> None:
+    for u, size in ((0.1, 3), (0.5, 5), (0.9, 7)):
+        row = [0.5] * CNO_SPACE.size
+        row[CNO_SPACE.position("kernel_size")] = u
+        decoded = CNO_SPACE.decode(row)
+        assert decoded["kernel_size"] == size and type(decoded["kernel_size"]) is int
+        assert decoded["activation"] == "silu" and decoded["update_policy"] == "convex"  # other choices stay text
+        for given in (size, str(size)):
+            assert CNO_SPACE.decode(CNO_SPACE.encode({**decoded, "kernel_size": given})) == decoded
+    # The definition keeps the options as text (datasets store it), so the space round-trips through JSON.
+    kernel = CNO_SPACE.dims[CNO_SPACE.position("kernel_size")]
+    assert kernel.choices == ("3", "5", "7") and kernel.integer_choices
+    assert CNO_SPACE.from_json(CNO_SPACE.to_json()) == CNO_SPACE

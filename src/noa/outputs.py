@@ -5,7 +5,11 @@ a report) goes through these helpers:
 
 * :func:`exclusive` holds an OS lock (``flock``) on a small lock file beside the output for as
   long as the command writes it. A second command on the same output is refused at once; the
-  kernel drops the lock when the holder exits, so a killed process never leaves it stuck.
+  kernel drops the lock when the holder exits, so a killed process never leaves it stuck. The
+  holder removes the file when it finishes, still holding the lock; a process that opened the
+  file just before and locks it just after finds the path gone or another file there, and
+  starts over on the file at the path, so two writers never hold locks on different files.
+  Only a killed process leaves its (empty, harmless) lock file behind.
 * :func:`check_writable` says before any work whether a path can be created: no parent that is
   a file, no directory where a file is expected (or the reverse), a directory that accepts
   files (read-only mounts and permissions included, for root too), and enough free space for
@@ -59,24 +63,58 @@ def exclusive(output: str | Path, what: str) -> Iterator[None]:
     path = lock_path(output)
     nearest_directory(path.parent, f"the directory of {what} {output}")
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock(path, output, what)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as err:
-        raise NoaError(f"cannot create the lock file {path} for {what} {output} ({err.strerror}); {_fix(err)}") from err
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            raise NoaError(
-                f"{what} {output} is being written by another noa process (pid {holder}); wait for it to finish, "
-                "stop it, or choose another output path"
-            ) from err
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
+        # Removed while still locked: whoever locks this file from now on sees it is no longer
+        # the one at the path (see _lock) and starts over.
+        try:
+            path.unlink()
+        except OSError:
+            pass  # already gone or not removable here: the file stays, empty of meaning once unlocked
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock(path: Path, output: Path, what: str) -> int:
+    """A descriptor of the lock file at ``path``, locked; NoaError if another process holds it.
+
+    A holder removes the file on release, so the file this process opened may be gone (or
+    replaced) by the time its lock is granted: the lock only counts when the descriptor is still
+    the file at ``path``, otherwise it is dropped and taken again on the file now there.
+    """
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise NoaError(f"cannot create the lock file {path} for {what} {output} ({err.strerror}); {_fix(err)}") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise NoaError(
+                f"{what} {output} is being written by another noa process (pid {holder}); wait for it to finish, "
+                "stop it, or choose another output path"
+            ) from err
+        except OSError:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)  # a released holder removed this file: lock the one at the path now
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open descriptor ``fd`` is the file at ``path`` (False when the path is gone)."""
+    try:
+        at_path = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (opened.st_dev, opened.st_ino) == (at_path.st_dev, at_path.st_ino)
 
 
 def nearest_directory(path: str | Path, what: str) -> Path:

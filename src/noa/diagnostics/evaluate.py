@@ -42,10 +42,12 @@ from noa.errors import NoaError
 from noa.features import compute_features, feature_names
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
+from noa.operators.space import ParameterSpace
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
+from noa.train.rundir import newer_sibling_checkpoint
 
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
 NO_TOKENIZER = (
@@ -56,6 +58,7 @@ DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
 PLOTTED_OPERATORS = 3
 THETA_PER_LINE = 5  # decoded θ parameters per line of a frames-figure row title
 FAMILY_DRAW = "diagnose/family-draw"  # derives the other family draw's noise seed from a sample's
+RULE_DIMENSION = "update_policy"  # the θ dimension whose value splits rollout quality per update rule
 SECTION_NAMES = ("VQ Reconstruction", "Token Diversity", "Alignment Correlation", "Temporal Consistency")
 
 
@@ -182,7 +185,7 @@ def evaluate(
         rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data, recorded_path(ckpt, noa_checkpoint, "dataset"))
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
+    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(Path(noa_checkpoint))
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -196,7 +199,8 @@ def evaluate(
         notes.append(f"{data.non_finite} of {len(rows)} NOA rollouts hold NaN/inf; metrics that touch them are NaN")
 
     run = run_summary(ckpt, info)
-    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size)
+    rules = update_rules(dataset, info.space, [int(r) for r in rows])
+    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size, rules)
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
@@ -236,6 +240,17 @@ def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
     return []
 
 
+def _sibling_notes(checkpoint: Path) -> list[str]:
+    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint."""
+    newer = newer_sibling_checkpoint(checkpoint)
+    if newer is None:
+        return []
+    return [
+        f"{newer} is newer than this checkpoint: a later run wrote to {newer.parent} (noa train without --checkpoint-dir "
+        f"writes to the first free sibling); pass --noa-checkpoint {newer} to diagnose it"
+    ]
+
+
 def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
     """What the report opens with: when, by which noa, which run (its args) and which data."""
     return {
@@ -263,6 +278,16 @@ def frame_labels(dataset: str | Path, info: h5.DatasetInfo, rows: list[int]) -> 
         lines = [", ".join(values[i : i + THETA_PER_LINE]) for i in range(0, len(values), THETA_PER_LINE)]
         labels.append("\n".join([f"row {row}: IC {info.ic_families[int(family)]}, channel 0", *lines]))
     return labels
+
+
+def update_rules(dataset: str | Path, space: ParameterSpace, rows: list[int]) -> list[str] | None:
+    """Each row's update rule (θ's ``update_policy`` decoded); None when the space has no such dimension."""
+    if RULE_DIMENSION not in space.names:
+        return None
+    with h5.open_dataset(dataset) as f:
+        thetas = f["parameters/params"][sorted(rows)] if rows else []
+    by_row = {row: str(space.decode(theta)[RULE_DIMENSION]) for row, theta in zip(sorted(rows), thetas)}
+    return [by_row[row] for row in rows]
 
 
 def _physical(value: Any) -> str:
@@ -501,6 +526,7 @@ def _result(
     data: _Collected,
     steps: list[int],
     batch_size: int,
+    rules: list[str] | None = None,
 ) -> DiagnosticsResult:
     sections: dict[str, Any] = {"reconstruction": None, "diversity": None, "alignment": None, "consistency": None}
     skipped: dict[str, str] = {}
@@ -518,7 +544,11 @@ def _result(
         skipped = {name: SKIP_REASON for name in SECTION_NAMES[2:]}
     assessed = [s.assessment for s in sections.values() if s is not None]
     alignment_verdict = guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None
-    rollout = summarize(data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence)
+    categories = None if tokenizer is None else [category for category, _ in tokenizer.entries]
+    rollout = summarize(
+        data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence,
+        categories=categories, rules=rules,
+    )
     detail = rating.combine([
         rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
         rating.rollout_criterion(rollout),

@@ -6,6 +6,7 @@ switch, so importing this module never changes how the caller's own plots behave
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from noa import outputs
 from noa.diagnostics.curves import LR_PANEL, TrainingCurves
-from noa.diagnostics.rollout_quality import RolloutQuality
+from noa.diagnostics.rollout_quality import VRMSE_INFLATED, RolloutQuality
 
 DPI = 110
 NO_SKILL = "no skill: persistence (IC held)"
@@ -72,12 +73,15 @@ def error_figure(quality: RolloutQuality) -> Figure:
     left.set_ylabel("MSE")
     left.set_title("MSE")
     left.legend(fontsize="small")
-    # Medians: a few near-uniform CNO frames (tiny spatial variance) dominate VRMSE means.
+    # Medians: a few near-uniform CNO frames (tiny spatial variance) dominate VRMSE means, so the
+    # scale is set by the medians and the mean may leave the axes; its label says why.
     right.plot(quality.steps, quality.vrmse_median, marker="o", color="tab:red", label="NOA (median)")
-    right.plot(quality.steps, quality.vrmse, linestyle=":", color="tab:red", label="NOA (mean)")
     right.plot(quality.steps, quality.vrmse_persistence_median, linestyle="-.", color="gray", label="persistence (median)")
-    right.plot(quality.steps, quality.vrmse_floor, linestyle="--", color="tab:green", label="noise floor (mean)")
+    right.plot(quality.steps, quality.vrmse_floor_median, linestyle="--", color="tab:green", label="noise floor (median)")
     right.axhline(1.0, color="black", linewidth=0.8, label=FRAME_MEAN)
+    right.plot(quality.steps, quality.vrmse, linestyle=":", color="tab:red", label=mean_label(quality))
+    shown = [*quality.vrmse_median, *quality.vrmse_persistence_median, *quality.vrmse_floor_median, 1.0]
+    right.set_ylim(*_log_limits(shown))
     right.set_yscale("log", nonpositive="mask")
     right.set_xlabel("horizon step")
     right.set_ylabel("RMSE / std(CNO frame), per channel")
@@ -86,6 +90,20 @@ def error_figure(quality: RolloutQuality) -> Figure:
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
+
+
+def _log_limits(values: Sequence[float]) -> tuple[float, float]:
+    """Log-axis limits around the finite positive values, with a margin."""
+    kept = [v for v in values if v > 0 and math.isfinite(v)]
+    return (min(kept) / 1.5, max(kept) * 1.5) if kept else (0.1, 10.0)
+
+
+def mean_label(quality: RolloutQuality) -> str:
+    """The legend entry of the NOA's mean VRMSE: how many frames lift it above the median."""
+    return (
+        f"NOA (mean; {quality.vrmse_frames_inflated} of {quality.vrmse_frames} frames above "
+        f"{VRMSE_INFLATED:g}, off the scale when they dominate)"
+    )
 
 
 def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:

@@ -19,6 +19,7 @@ from noa.diagnostics import plots
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves
 from noa.diagnostics.evaluate import SKIP_REASON, DiagnosticsResult, _Collected, evaluate
+from noa.diagnostics.rollout_quality import INITIAL, VRMSE_INFLATED, RolloutQuality
 from noa.errors import NoaError
 from noa.runtime import resolve_device
 
@@ -213,21 +214,40 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
     lines += [
         "Scale-free (the_well's definitions, per channel, then averaged): nRMSE = RMSE / RMS(CNO frame),",
         "VRMSE = RMSE / std(CNO frame); VRMSE 1 = predicting each frame's spatial mean; 'floor' = a perfect model's.",
-        f"  {'step':>5}  {'NOA nRMSE':>9}  {'NOA VRMSE':>9}  {'(median)':>8}  {'persist VRMSE':>13}  {'floor VRMSE':>11}",
+        "VRMSE figures are medians over samples: a nearly uniform CNO frame (tiny std) makes any error huge, so the",
+        "mean (beside it) says more about those frames than about the model.",
+        f"  {'step':>5}  {'NOA nRMSE':>9}  {'NOA VRMSE':>9}  {'(mean)':>8}  {'persist VRMSE':>13}  {'floor VRMSE':>11}",
     ]
     for t in q.horizons:
         i = t - 1
         lines.append(
-            f"  {t:>5}  {q.nrmse[i]:>9.3f}  {q.vrmse[i]:>9.3f}  {q.vrmse_median[i]:>8.3f}  {q.vrmse_persistence[i]:>13.3f}  {q.vrmse_floor[i]:>11.3f}"
+            f"  {t:>5}  {q.nrmse[i]:>9.3f}  {q.vrmse_median[i]:>9.3f}  {q.vrmse[i]:>8.3f}  "
+            f"{q.vrmse_persistence_median[i]:>13.3f}  {q.vrmse_floor_median[i]:>11.3f}"
         )
     identifies = "n/a" if q.family_to_noise is None else f"{q.family_to_noise:.2f} ({_family_words(q.family_to_noise)})"
     lines += [
         f"Family floor / noise floor over all steps: {identifies}",
-        f"Overall: MSE {q.overall_mse:.4g}, nRMSE {q.overall_nrmse:.3f}, VRMSE {q.overall_vrmse:.3f}, "
+        f"Overall: MSE {q.overall_mse:.4g}, nRMSE {q.overall_nrmse:.3f}, VRMSE median {q.overall_vrmse_median:.3f} "
+        f"(mean {q.overall_vrmse:.3f}; {q.vrmse_frames_inflated} of {q.vrmse_frames} frames have VRMSE > {VRMSE_INFLATED:g}), "
         f"noise floor {q.overall_floor:.4g}, MSE/floor {_ratio(q.overall_ratio)} (horizon-averaged: mean MSE / mean floor; "
         f"persistence {_ratio(q.overall_persistence_ratio)})",
+        f"MSE/floor per operator (each one's horizon-averaged ratio), median over operators: {_ratio(q.median_operator_ratio)}",
+        *_rule_lines(q),
     ]
     return lines + _token_lines(r)
+
+
+def _rule_lines(q: RolloutQuality) -> list[str]:
+    """Horizon-averaged MSE / noise floor per update rule (none when θ has no update rule)."""
+    if not q.by_rule:
+        return []
+    lines = ["Per update rule (horizon-averaged MSE / noise floor):"]
+    lines += [
+        f"  {rule:<10} {g.operators:>4} operator{'' if g.operators == 1 else 's'}: MSE/floor {_ratio(g.ratio)}, median over operators "
+        f"{_ratio(g.median_operator_ratio)}, persistence {_ratio(g.persistence_ratio)}"
+        for rule, g in q.by_rule.items()
+    ]
+    return lines
 
 
 def _token_lines(r: DiagnosticsResult) -> list[str]:
@@ -235,13 +255,24 @@ def _token_lines(r: DiagnosticsResult) -> list[str]:
     q = r.rollout
     if q.token_agreement is None or q.token_agreement_per_codebook is None:
         return [f"Token agreement: skipped ({r.skipped.get('Token Diversity', 'no tokens')})"]
+    categories = q.token_categories or []
+    judged = sorted({c.upper() for c in categories if c != INITIAL})
+    books = sum(c != INITIAL for c in categories)
     return [
-        f"Token agreement NOA vs CNO: {100 * q.token_agreement:.1f}% of "
-        f"{r.n_samples * len(q.token_agreement_per_codebook)} (sample, codebook) codes",
-        f"Token agreement CNO realization 0 vs 1 (reference): {_num(_percent(q.token_agreement_reference), '.1f')}%",
-        f"Token agreement persistence vs CNO: {_num(_percent(q.token_agreement_persistence), '.1f')}%",
+        f"Token agreement, judged on the {' and '.join(judged)} codebooks ({books} of {len(categories)}; INITIAL encodes",
+        "the IC, which every rollout of a sample shares, so it agrees by construction); all codebooks in brackets:",
+        f"Token agreement NOA vs CNO: {_share(q.token_agreement_non_initial, q.token_agreement)} of "
+        f"{r.n_samples * books} (sample, codebook) codes",
+        f"Token agreement CNO realization 0 vs 1 (reference): "
+        f"{_share(q.token_agreement_reference_non_initial, q.token_agreement_reference)}",
+        f"Token agreement persistence vs CNO: {_share(q.token_agreement_persistence_non_initial, q.token_agreement_persistence)}",
         f"Tokenizer reconstruction MSE on CNO rollouts (reference for section 1): {_num(r.cno_reconstruction, '.4f')}",
     ]
+
+
+def _share(judged: float | None, every: float | None) -> str:
+    """A judged agreement with the all-codebook one beside it, as percentages."""
+    return f"{_num(_percent(judged), '.1f')}% (all codebooks {_num(_percent(every), '.1f')}%)"
 
 
 def _percent(value: float | None) -> float | None:
@@ -375,12 +406,16 @@ def _horizon_section(result: DiagnosticsResult) -> list[str]:
         "",
         "![Error vs horizon](error_vs_horizon.png)",
         "",
-        "| step | noise floor | family floor | persistence | NOA MSE | NOA/noise | persist/noise | nRMSE | VRMSE | persist VRMSE | floor VRMSE |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "VRMSE columns are medians over samples; the NOA's mean is beside its median.",
+        "",
+        "| step | noise floor | family floor | persistence | NOA MSE | NOA/noise | persist/noise | nRMSE | VRMSE | VRMSE mean "
+        "| persist VRMSE | floor VRMSE |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     md += [
         f"| {t} | {q.floor[i]:.4g} | {_num(q.family_floor[i])} | {q.persistence[i]:.4g} | {q.mse[i]:.4g} | {_ratio(q.floor_ratio[i])} | "
-        f"{_ratio(q.persistence_ratio[i])} | {q.nrmse[i]:.3f} | {q.vrmse[i]:.3f} | {q.vrmse_persistence[i]:.3f} | {q.vrmse_floor[i]:.3f} |"
+        f"{_ratio(q.persistence_ratio[i])} | {q.nrmse[i]:.3f} | {q.vrmse_median[i]:.3f} | {q.vrmse[i]:.3f} | "
+        f"{q.vrmse_persistence_median[i]:.3f} | {q.vrmse_floor_median[i]:.3f} |"
         for i, t in enumerate(q.steps)
     ]
     return md + [""]

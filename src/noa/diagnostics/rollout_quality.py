@@ -22,9 +22,22 @@ Scale-free errors follow the_well's definitions, per channel over the grid, then
 channels and samples: nRMSE = sqrt(MSE / (mean(y^2) + eps)) and VRMSE = sqrt(MSE / (Var(y) + eps)),
 y the CNO frame, eps = 1e-7. VRMSE 1 is the error of predicting each frame's spatial mean.
 
+VRMSE divides by a frame's spatial spread, so the few frames that are nearly uniform (a decayed
+or saturated state) give VRMSE in the tens or hundreds whatever the error: the median over samples
+is the headline figure, the mean is kept beside it with the count of frames above
+:data:`VRMSE_INFLATED` that explain the gap.
+
+Horizon-mean MSE / noise floor (mean MSE / mean floor) is weighted towards the operators of
+largest MSE, so the median over operators of each one's own horizon-mean ratio is given too, and
+both per update rule when the parameter space has one (residual x + dt·O(x) and convex
+α·x + (1-α)·O(x) behave differently).
+
 Token agreement compares the tokenizer's codes of a rollout with those of CNO realization 0, per
 (sample, codebook); the agreement between realizations 0 and 1 is the reference: what two
-equally valid rollouts share.
+equally valid rollouts share. The INITIAL category's codebooks encode frame 0, the IC, which
+every rollout of a sample shares: they agree by construction (holding the IC scores about half
+the reference on them). The judged figure therefore counts only the other categories' codebooks
+(SUMMARY and TEMPORAL: what the rollout does); the all-codebook figure is kept beside it.
 """
 
 from __future__ import annotations
@@ -35,6 +48,8 @@ import torch
 
 EPS = 1e-7  # the_well's guard in nRMSE / VRMSE denominators
 FLOOR_GUARD = 1e-12  # floors at or below this give no ratio
+INITIAL = "initial"  # the tokenizer category that encodes frame 0 (the IC)
+VRMSE_INFLATED = 10.0  # frames above this VRMSE are counted: they are what lifts the mean above the median
 
 
 @dataclass
@@ -57,12 +72,22 @@ class StepErrors:
 
 
 @dataclass
+class RuleQuality:
+    """Horizon-mean figures of the operators that share one update rule."""
+
+    operators: int
+    ratio: float | None  # mean NOA MSE / mean noise floor over these operators and every step
+    persistence_ratio: float | None  # the same for the IC held constant
+    median_operator_ratio: float | None  # median over these operators of their own horizon-mean ratio
+
+
+@dataclass
 class RolloutQuality:
     steps: list[int]  # 1..T
     mse: list[float]  # per step, mean over samples
     nrmse: list[float]  # per step, mean over samples (the_well)
-    vrmse: list[float]  # per step, mean over samples (the_well)
-    vrmse_median: list[float]  # per step, median over samples: frames of tiny spatial variance inflate the mean
+    vrmse: list[float]  # per step, mean over samples (the_well); near-uniform frames inflate it
+    vrmse_median: list[float]  # per step, median over samples: the headline VRMSE
     floor: list[float]  # per step: noise floor = realization gap / 2
     realization_gap: list[float]
     floor_ratio: list[float | None]  # NOA MSE / noise floor
@@ -72,21 +97,32 @@ class RolloutQuality:
     vrmse_persistence: list[float]
     vrmse_persistence_median: list[float]
     vrmse_floor: list[float]
+    vrmse_floor_median: list[float]
     horizons: list[int]  # the steps singled out in the printed report
     overall_mse: float
     overall_nrmse: float
-    overall_vrmse: float
+    overall_vrmse: float  # mean over every (sample, step) frame
+    overall_vrmse_median: float  # median over every (sample, step) frame: the headline
+    vrmse_frames_inflated: int  # frames with VRMSE > VRMSE_INFLATED
+    vrmse_frames: int  # frames counted (samples x steps)
     overall_floor: float
     overall_ratio: float | None  # horizon-averaged: mean NOA MSE / mean noise floor
     overall_family_floor: float | None
     family_to_noise: float | None  # mean family floor / mean noise floor (1 = θ identifies the operator)
     overall_persistence: float
     overall_persistence_ratio: float | None
-    # Token agreement (None without a tokenizer):
+    median_operator_ratio: float | None  # median over operators of each one's horizon-mean MSE / noise floor
+    by_rule: dict[str, RuleQuality] | None  # per update rule; None when the parameter space has none
+    # Token agreement (None without a tokenizer); every codebook, INITIAL included:
     token_agreement: float | None  # NOA vs CNO realization 0
     token_agreement_reference: float | None  # CNO realization 0 vs 1
     token_agreement_per_codebook: list[float] | None
     token_agreement_persistence: float | None  # IC held constant vs CNO realization 0
+    # The judged figures: the codebooks of every category but INITIAL (None without a tokenizer)
+    token_categories: list[str] | None  # the category of each codebook
+    token_agreement_non_initial: float | None
+    token_agreement_reference_non_initial: float | None
+    token_agreement_persistence_non_initial: float | None
 
 
 def _scaled_errors(pred: torch.Tensor, target: torch.Tensor, extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -143,15 +179,57 @@ def _agreement(a: torch.Tensor | None, b: torch.Tensor | None) -> float | None:
     return None if a is None or b is None else float((a == b).double().mean())
 
 
+def _dynamic(tokens: torch.Tensor | None, keep: list[bool]) -> torch.Tensor | None:
+    """The columns of the codebooks outside INITIAL; None when there are none (or no tokens)."""
+    return None if tokens is None or not any(keep) else tokens[:, torch.tensor(keep)]
+
+
+def _median_operator_ratio(mse: torch.Tensor, floor: torch.Tensor) -> float | None:
+    """Median over samples ``[N, T]`` of each one's horizon-mean MSE / noise floor (samples
+    without a floor left out)."""
+    per_floor = floor.mean(dim=1)
+    per_ratio = mse.mean(dim=1)[per_floor > FLOOR_GUARD] / per_floor[per_floor > FLOOR_GUARD]
+    median = float(per_ratio.median()) if per_ratio.numel() else float("nan")
+    return None if median != median else median
+
+
+def _by_rule(mse: torch.Tensor, floor: torch.Tensor, persistence: torch.Tensor, rules: list[str]) -> dict[str, RuleQuality]:
+    """Horizon-mean figures of each update rule's samples."""
+    out = {}
+    for rule in sorted(set(rules)):
+        pick = torch.tensor([r == rule for r in rules])
+        mean_floor = float(floor[pick].mean())
+        out[rule] = RuleQuality(
+            operators=int(pick.sum()),
+            ratio=_ratio(float(mse[pick].mean()), mean_floor),
+            persistence_ratio=_ratio(float(persistence[pick].mean()), mean_floor),
+            median_operator_ratio=_median_operator_ratio(mse[pick], floor[pick]),
+        )
+    return out
+
+
 def summarize(
     errors: StepErrors,
     tokens_noa: torch.Tensor | None,
     tokens_cno: torch.Tensor | None,
     tokens_cno_other: torch.Tensor | None,
     tokens_persistence: torch.Tensor | None = None,
+    *,
+    categories: list[str] | None = None,
+    rules: list[str] | None = None,
 ) -> RolloutQuality:
     """Aggregate all samples' ``StepErrors`` ``[N, T]`` and code indices ``[N, E]`` (None
-    without a tokenizer: the token agreements are then None)."""
+    without a tokenizer: the token agreements are then None).
+
+    ``categories`` names each codebook's tokenizer category (the tokenizer's ``entries``), needed
+    with tokens to leave INITIAL out of the judged agreement; ``rules`` gives each sample's update
+    rule for the per-rule figures (None: no per-rule split).
+    """
+    if tokens_noa is not None and (categories is None or len(categories) != tokens_noa.shape[1]):
+        raise ValueError(f"summarize needs one category per codebook ({tokens_noa.shape[1]}), got {categories}")
+    if rules is not None and len(rules) != errors.mse.shape[0]:
+        raise ValueError(f"summarize needs one update rule per sample ({errors.mse.shape[0]}), got {len(rules)}")
+    keep = [c != INITIAL for c in categories or []]
     mse, floor, family, persistence = errors.mse, errors.gap / 2, errors.family_gap / 2, errors.persistence
     mse_t, floor_t, persistence_t = mse.mean(dim=0).tolist(), floor.mean(dim=0).tolist(), persistence.mean(dim=0).tolist()
     family_t = _nan_to_none(family.mean(dim=0).tolist())
@@ -173,18 +251,28 @@ def summarize(
         vrmse_persistence=errors.vrmse_persistence.mean(dim=0).tolist(),
         vrmse_persistence_median=errors.vrmse_persistence.median(dim=0).values.tolist(),
         vrmse_floor=errors.vrmse_floor.mean(dim=0).tolist(),
+        vrmse_floor_median=errors.vrmse_floor.median(dim=0).values.tolist(),
         horizons=report_horizons(mse.shape[1]),
         overall_mse=overall_mse,
         overall_nrmse=float(errors.nrmse.mean()),
         overall_vrmse=float(errors.vrmse.mean()),
+        overall_vrmse_median=float(errors.vrmse.median()),
+        vrmse_frames_inflated=int((errors.vrmse > VRMSE_INFLATED).sum()),
+        vrmse_frames=errors.vrmse.numel(),
         overall_floor=overall_floor,
         overall_ratio=_ratio(overall_mse, overall_floor),
         overall_family_floor=overall_family,
         family_to_noise=_ratio(overall_family, overall_floor),
         overall_persistence=overall_persistence,
         overall_persistence_ratio=_ratio(overall_persistence, overall_floor),
+        median_operator_ratio=_median_operator_ratio(mse, floor),
+        by_rule=None if rules is None else _by_rule(mse, floor, persistence, rules),
         token_agreement=_agreement(tokens_noa, tokens_cno),
         token_agreement_reference=_agreement(tokens_cno, tokens_cno_other),
         token_agreement_per_codebook=per_codebook,
         token_agreement_persistence=_agreement(tokens_persistence, tokens_cno),
+        token_categories=None if tokens_noa is None else list(categories or []),
+        token_agreement_non_initial=_agreement(_dynamic(tokens_noa, keep), _dynamic(tokens_cno, keep)),
+        token_agreement_reference_non_initial=_agreement(_dynamic(tokens_cno, keep), _dynamic(tokens_cno_other, keep)),
+        token_agreement_persistence_non_initial=_agreement(_dynamic(tokens_persistence, keep), _dynamic(tokens_cno, keep)),
     )

@@ -10,7 +10,9 @@ lowest rating, naming the criterion (or criteria) that set it:
   10% below persistence's (holding the IC: an untrained U-AFNO starts there) is Poor whatever
   the ratio, since when the floor is close to persistence the ratio alone cannot tell skill;
 - **token agreement**: the share of codes the NOA's rollouts share with CNO realization 0,
-  over the share two CNO realizations share (the reference), on :data:`TOKEN_AGREEMENT`.
+  over the share two CNO realizations share (the reference), on :data:`TOKEN_AGREEMENT`;
+  counted on the codebooks outside the INITIAL category, which encode the IC and agree by
+  construction (the all-codebook figures are shown beside, not judged).
 
 A criterion that cannot be evaluated (no tokenizer, a noiseless CNO giving no floor) is left
 out and the report says why.
@@ -25,7 +27,7 @@ from noa.diagnostics.alignment import RANK, Ladder
 from noa.diagnostics.rollout_quality import RolloutQuality
 
 ROLLOUT_ERROR = Ladder("NOA MSE / noise floor (horizon average)", False, 1.2, 1.5, 2.5)
-TOKEN_AGREEMENT = Ladder("Token agreement / CNO reference agreement", True, 0.9, 0.75, 0.5)
+TOKEN_AGREEMENT = Ladder("Token agreement / CNO reference agreement (non-INITIAL codebooks)", True, 0.9, 0.75, 0.5)
 LEVELS = ("POOR", "MODERATE", "GOOD", "EXCELLENT")  # index = RANK of the ladder word
 UNASSESSED = "UNASSESSED"
 PERSISTENCE_MARGIN = 0.9  # a NOA needs an MSE below this fraction of persistence's to show skill
@@ -35,7 +37,8 @@ VERDICT_RULE = (
     "section of 1-4 is below Good and more than half are Excellent; GOOD when none is Poor and more than half are "
     "Good or better; MODERATE when at most one is Poor; POOR otherwise), the rollout error (NOA MSE / noise floor: "
     f"{ROLLOUT_ERROR.describe()}; POOR unless the MSE is at least {100 * (1 - PERSISTENCE_MARGIN):g}% below persistence's) and the token agreement relative to two CNO "
-    f"realizations' ({TOKEN_AGREEMENT.describe()}). Criteria that cannot be evaluated do not count."
+    f"realizations' on the codebooks outside INITIAL, which encode the IC and agree by construction ({TOKEN_AGREEMENT.describe()}). "
+    "Criteria that cannot be evaluated do not count."
 )
 
 
@@ -91,20 +94,25 @@ def rollout_criterion(q: RolloutQuality) -> Criterion:
 
 
 def agreement_criterion(q: RolloutQuality, skipped: str | None) -> Criterion:
-    """The NOA's token agreement with the CNO relative to what two CNO realizations share."""
+    """The NOA's token agreement with the CNO relative to what two CNO realizations share, on
+    the codebooks outside INITIAL (which encode the shared IC and agree by construction)."""
     name = "token agreement"
     if q.token_agreement is None or q.token_agreement_reference is None:
         return Criterion(name, None, f"not evaluated ({skipped})", "")
-    agree, reference = q.token_agreement, q.token_agreement_reference
+    agree, reference = q.token_agreement_non_initial, q.token_agreement_reference_non_initial
+    if agree is None or reference is None:
+        return Criterion(name, None, "not evaluated: the tokenizer has no codebooks outside INITIAL", "")
     if reference <= 0:
-        return Criterion(name, None, "not evaluated: two CNO realizations share no code, so there is no reference", "")
+        return Criterion(name, None, "not evaluated: two CNO realizations share no non-INITIAL code, so there is no reference", "")
     relative = agree / reference
     level = _level(TOKEN_AGREEMENT.assess(relative))
     detail = (
-        f"{level} - {100 * agree:.1f}% of codes agree with the CNO's, against {100 * reference:.1f}% between two CNO "
-        f"realizations ({relative:.2f} of the reference)"
+        f"{level} - {100 * agree:.1f}% of non-INITIAL codes agree with the CNO's, against {100 * reference:.1f}% between "
+        f"two CNO realizations ({relative:.2f} of the reference; all codebooks {100 * q.token_agreement:.1f}% against "
+        f"{100 * q.token_agreement_reference:.1f}%)"
     )
-    return Criterion(name, level, detail, f"tokens agree on {100 * agree:.0f}% of codes against {100 * reference:.0f}% between CNO realizations")
+    phrase = f"tokens agree on {100 * agree:.0f}% of non-INITIAL codes against {100 * reference:.0f}% between CNO realizations"
+    return Criterion(name, level, detail, phrase)
 
 
 def combine(criteria: list[Criterion]) -> Verdict:

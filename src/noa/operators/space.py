@@ -63,6 +63,17 @@ class Dimension:
         n = len(self.choices)
         return self.choices[min(int(math.floor(u * n)), n - 1)]
 
+    @property
+    def integer_choices(self) -> bool:
+        """A choice whose options are all integers written as text (kernel_size "3", "5", "7")."""
+        return self.kind == "choice" and all(c.isdigit() and str(int(c)) == c for c in self.choices)
+
+    def physical(self, unit: float) -> Any:
+        """:meth:`value`, with an integer choice as an int (kernel_size 5, not "5"). The options
+        stay text in the space's definition and a dataset's stored space; :meth:`unit` takes both."""
+        value = self.value(unit)
+        return int(value) if self.integer_choices else value
+
     def index(self, unit: float) -> int:
         """For a choice: the index of the chosen option."""
         return self.choices.index(self.value(unit))
@@ -140,11 +151,12 @@ class ParameterSpace:
         return self.names.index(name)
 
     def decode(self, unit_row: Sequence[float] | torch.Tensor) -> dict[str, Any]:
-        """Physical values of one θ row, keyed by dimension name."""
+        """Physical values of one θ row, keyed by dimension name; a choice whose options are all
+        integers comes back as an int (``kernel_size`` 5), the other choices as their text."""
         row = [float(v) for v in unit_row]
         if len(row) != self.size:
             raise NoaError(f"θ has {len(row)} values but the parameter space has {self.size} ({', '.join(self.names)})")
-        return {d.name: d.value(u) for d, u in zip(self.dims, row)}
+        return {d.name: d.physical(u) for d, u in zip(self.dims, row)}
 
     def encode(self, values: Mapping[str, Any]) -> torch.Tensor:
         """Unit coordinates ``[P]`` (float64) of physical values keyed by dimension name.
