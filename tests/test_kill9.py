@@ -137,8 +137,8 @@ def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(ti
     generate(cfg, path, batch_size=20, progress=False, log=lambda _: None)
     before = _arrays(path)
     cmd = _noa("data", "features", str(path), "--batch-size", "4")
-    for line in sorted(f"features: {4 * rng.randint(1, 8)}/40" for _ in range(2)):
-        assert _kill_when(cmd, _printed(line), rng.uniform(0, 0.1)), line
+    line = f"features: {4 * rng.randint(1, 8)}/40"
+    assert _kill_when(cmd, _printed(line), rng.uniform(0, 0.1)), line
     done = _run(cmd)
     assert done.returncode == 0 and f"Features stored in {path}" in done.stdout, done.stdout + done.stderr
     after, whole = _arrays(path), _arrays(tiny_dataset)
@@ -186,12 +186,8 @@ def test_diagnose_killed_and_run_again_writes_the_uninterrupted_report(tiny_data
     diagnose(ckpt, None, None, n_samples=4, out_dir=whole, log=lambda _: None)
     out = tmp_path / "report"
     cmd = _noa("diagnose", "--noa-checkpoint", str(ckpt), "--n-samples", "4", "--out", str(out), "--device", "cpu")
-    # While it draws its figures (the report's text is printed just before), then the moment
-    # its first file is in place, with the next being written.
-    assert _kill_when(cmd, _printed("Final verdict"), rng.uniform(0, 0.5))
-    assert not (out / "report.md").exists()
-    started = time.time()
-    assert _kill_when(cmd, lambda _: any(p.stat().st_mtime > started for p in out.glob("*.png")), 0.0)
+    # While it writes its report: its first figure is in place, the others are being drawn.
+    assert _kill_when(cmd, lambda _: any(out.glob("*.png")), rng.uniform(0, 0.05))
     assert not (out / "report.md").exists()
     done = _run(cmd)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -221,7 +217,7 @@ def test_quickstart_killed_in_several_stages_and_run_again_finishes_whole(tmp_pa
     script.write_text(QUICKSTART)
     root = tmp_path / "qs"
     cmd = [sys.executable, str(script), "quickstart", "--out", str(root), "--device", "cpu"]
-    for moment in ("1/5  Dataset", "3/5  NOA training", "5/5  Diagnosis"):
+    for moment in ("3/5  NOA training", "5/5  Diagnosis"):  # (a killed generation: the tests above)
         assert _kill_when(cmd, _printed(moment), rng.uniform(0, 0.2)), moment
     done = _run(cmd)
     assert done.returncode == 0 and "Quickstart finished" in done.stdout, done.stdout[-3000:] + done.stderr
