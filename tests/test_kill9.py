@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -27,6 +26,7 @@ from noa.data.generate import GenerateConfig, generate
 from noa.diagnostics import diagnose
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
+from test_parallel_data import _arrays, _assert_same_file
 from test_train_loop import run_args
 
 pytestmark = pytest.mark.slow
@@ -67,20 +67,6 @@ def _printed(text: str) -> Callable[[list[str]], bool]:
     return lambda lines: any(text in line for line in lines)
 
 
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def _assert_same_arrays(a: Path, b: Path) -> None:
-    left, right = _arrays(a), _arrays(b)
-    assert left.keys() == right.keys()
-    for name in left:
-        assert np.array_equal(left[name], right[name], equal_nan=True), name
-
-
 def _leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".new"))
 
@@ -99,7 +85,7 @@ def test_data_generate_killed_and_resumed_writes_the_uninterrupted_dataset(tiny_
     assert not out.exists() and partial.exists()
     done = _run(cmd)
     assert done.returncode == 0 and "Resuming generation in" in done.stdout, done.stdout + done.stderr
-    _assert_same_arrays(tiny_dataset, out)
+    _assert_same_file(tiny_dataset, out)
     assert _leftovers(tmp_path) == []
 
 
@@ -127,7 +113,7 @@ def test_generation_killed_between_its_flags_and_their_flush_never_skips_missing
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     cfg = GenerateConfig(n_samples=40, seed=11, store_trajectories=True, **TINY)
     generate(cfg, out, batch_size=4, resume=True, progress=False, log=lambda _: None)
-    _assert_same_arrays(tiny_dataset, out)
+    _assert_same_file(tiny_dataset, out)
 
 
 def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(tiny_dataset: Path, tmp_path: Path) -> None:
