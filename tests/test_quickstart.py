@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,17 @@ def test_an_interrupted_quickstart_continues_when_run_again(tiny_defaults: None,
     paths = quickstart.run_quickstart(tmp_path / "qs", device="cpu")
     assert (paths["report"] / "report.md").exists() and (paths["checkpoints"] / "epoch_3.pt").exists()
     assert "training already ran to its end (epoch_3.pt); kept" in "\n".join(train_log)
+
+
+def test_a_marker_cut_short_by_a_kill_is_written_again_and_a_correct_one_is_left_alone(tmp_path: Path) -> None:
+    root = tmp_path / "qs"
+    root.mkdir()
+    marker = root / quickstart.MARKER
+    marker.write_text("")  # killed between the marker's creation and its write
+    quickstart._claim(root, 3, overwrite=False)
+    assert marker.read_text() == '{"seed": 3}'
+    os.utime(marker, (0, 0))
+    quickstart._claim(root, 3, overwrite=False)
+    assert marker.stat().st_mtime == 0  # a rerun does not write it again (nor tear it)
+    with pytest.raises(NoaError, match=r"another --seed; rerun with its seed \(3\)"):
+        quickstart._claim(root, 4, overwrite=False)

@@ -69,12 +69,22 @@ def _claim(root: Path, seed: int, overwrite: bool) -> None:
     if root.exists() and any(root.iterdir()) and not overwrite:
         if not marker.is_file():
             raise NoaError(f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)")
-        if json.loads(marker.read_text()).get("seed") != seed:
-            raise NoaError(f"{root} holds a quickstart with another --seed; rerun with its seed ({json.loads(marker.read_text()).get('seed')}) or pass --overwrite")
+        if _marked_seed(marker) not in (None, seed):
+            raise NoaError(f"{root} holds a quickstart with another --seed; rerun with its seed ({_marked_seed(marker)}) or pass --overwrite")
         if (quickstart_paths(root)["report"] / "report.md").is_file():
             raise NoaError(f"{root} already holds a quickstart that ran to its end (its report.md); pass --overwrite to redo it or choose another --out")
     root.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"seed": seed}))
+    if not marker.is_file() or _marked_seed(marker) != seed:  # a rerun leaves it as it is: no kill can cut it short
+        marker.write_text(json.dumps({"seed": seed}))
+
+
+def _marked_seed(marker: Path) -> Any:
+    """The seed a quickstart's marker records; None when it is not JSON: a kill cut its writing
+    short (between the file's creation and its one write), so it is written again."""
+    try:
+        return json.loads(marker.read_text()).get("seed")
+    except json.JSONDecodeError:
+        return None
 
 
 def _tokenizer_done(path: Path) -> dict[str, Any] | None:

@@ -132,17 +132,24 @@ def create_feature_datasets(f: h5py.File, names: dict[str, list[str]], n: int, t
 
 
 def _write(f: h5py.File, result: Result) -> None:
-    """Store one batch's results and flag its rows done (the flags are what resume reads)."""
+    """Store one batch's results and flag its rows done (the flags are what resume reads).
+
+    The results are flushed before the flags are set: HDF5 may write a flag to the file before
+    data it still caches, and a process killed (SIGKILL) in between would leave rows flagged
+    done whose data never reached the file, which a resume would then skip."""
     rows = result.rows
     if result.trajectories is not None:
         f["trajectories"][rows] = result.trajectories
     if result.features is not None:
         for fam in h5.FEATURE_FAMILIES:
             f["features"][fam][rows] = result.features[fam]
-        f["features/done"][rows] = True
     if result.replayed:
         f["metadata/valid"][rows] = result.valid
         f["metadata/max_abs"][rows] = result.max_abs
+    f.flush()
+    if result.features is not None:
+        f["features/done"][rows] = True
+    if result.replayed:
         f["metadata/replayed"][rows] = True
     f.flush()
 
