@@ -40,7 +40,9 @@ def ensure_dataset(args: argparse.Namespace) -> Path:
     made once and shared by the benchmarks that ask for the same size."""
     path = WORK / f"toolkit_g{args.grid}_t{args.timesteps}_n{args.n_samples}_s{args.seed}.h5"
     if not path.exists():
-        cfg = GenerateConfig(n_samples=args.n_samples, grid=args.grid, timesteps=args.timesteps, seed=args.seed, store_trajectories=True)
+        cfg = GenerateConfig(
+            n_samples=args.n_samples, grid=args.grid, timesteps=args.timesteps, seed=args.seed, store_trajectories=True
+        )
         generate(cfg, path, progress=False, log=lambda _: None)
     return path
 

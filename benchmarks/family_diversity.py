@@ -55,7 +55,12 @@ def compare(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> dict[str, dic
     out = {}
     for c in CATEGORIES:
         spread_a, spread_b = spreads(a[c], b[c])
-        out[c] = {"spread_a": spread_a, "spread_b": spread_b, "dim_a": effective_dimension(a[c]), "dim_b": effective_dimension(b[c])}
+        out[c] = {
+            "spread_a": spread_a,
+            "spread_b": spread_b,
+            "dim_a": effective_dimension(a[c]),
+            "dim_b": effective_dimension(b[c]),
+        }
     return out
 
 
@@ -80,7 +85,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("a", help="first dataset (e.g. the old family)")
     p.add_argument("b", help="second dataset (e.g. the new family)")
-    p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="resamplings for 95%% intervals of the effective dimensions (0 = none)")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resamplings for 95%% intervals of the effective dimensions (0 = none)",
+    )
     args = p.parse_args()
     a, b = load(args.a), load(args.b)
     print(f"A = {args.a} ({len(a['initial'])} valid samples), B = {args.b} ({len(b['initial'])} valid samples)")
@@ -90,7 +101,10 @@ def main() -> None:
         dims = [f"{r['dim_a']:.1f}", f"{r['dim_b']:.1f}"]
         difference = f"{r['spread_b'] - r['spread_a']:+.3f}"
         if args.bootstrap:
-            dims = [f"{d} ({lo:.1f}–{hi:.1f})" for d, (lo, hi) in zip(dims, (bootstrap_interval(x[c], args.bootstrap) for x in (a, b)))]
+            dims = [
+                f"{d} ({lo:.1f}–{hi:.1f})"
+                for d, (lo, hi) in zip(dims, (bootstrap_interval(x[c], args.bootstrap) for x in (a, b)))
+            ]
             difference += " ({:+.3f} to {:+.3f})".format(*spread_difference_interval(a[c], b[c], args.bootstrap))
         print(f"| {c} | {r['spread_a']:.3f} | {r['spread_b']:.3f} | {difference} | {dims[0]} | {dims[1]} |")
 

@@ -27,7 +27,6 @@ from noa.train.settle import settle
 from common import WORK, ensure_dataset, epoch_summaries, training_parser
 
 
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = training_parser(__doc__.split("\n\n")[0])
     p.add_argument("--lambda-commit", type=float, default=0.5)
@@ -42,7 +41,14 @@ def ensure_tokenizer(args: argparse.Namespace, dataset: Path) -> Path:
     out = WORK / f"tokenizer_{dataset.stem}_e{args.tokenizer_epochs}"
     if not (out / "weights.pt").exists():
         metrics = train_tokenizer_on_dataset(
-            dataset, out, epochs=args.tokenizer_epochs, seed=args.seed, val_split=args.val_split, overwrite=True, log=lambda _: None, progress=False
+            dataset,
+            out,
+            epochs=args.tokenizer_epochs,
+            seed=args.seed,
+            val_split=args.val_split,
+            overwrite=True,
+            log=lambda _: None,
+            progress=False,
         )
         print(f"  tokenizer: {metrics['train_seconds']:.0f} s, held-out {_brief(metrics)}", flush=True)
     return out
@@ -73,13 +79,28 @@ def main(argv: list[str] | None = None) -> None:
     run_dir = WORK / f"curve_run_{'latent' if latent else 'commit'}"
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, fresh metrics.jsonl
     values = {
-        "dataset": str(dataset), "vqvae_path": str(tokenizer), "enable_latent_loss": latent or None,
-        "lambda_commit": args.lambda_commit, "lambda_latent": args.lambda_latent, "latent_sample_steps": args.latent_sample_steps,
-        "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "bptt_window": args.bptt_window,
-        "timesteps": args.timesteps, "warmup_steps": args.warmup_steps, "base_channels": args.base_channels,
-        "encoder_levels": args.encoder_levels, "modes": args.modes, "afno_blocks": args.afno_blocks,
-        "val_split": args.val_split, "seed": args.seed, "device": args.device, "checkpoint_dir": str(run_dir),
-        "save_every": 0, "log_every": 10**9,
+        "dataset": str(dataset),
+        "vqvae_path": str(tokenizer),
+        "enable_latent_loss": latent or None,
+        "lambda_commit": args.lambda_commit,
+        "lambda_latent": args.lambda_latent,
+        "latent_sample_steps": args.latent_sample_steps,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "bptt_window": args.bptt_window,
+        "timesteps": args.timesteps,
+        "warmup_steps": args.warmup_steps,
+        "base_channels": args.base_channels,
+        "encoder_levels": args.encoder_levels,
+        "modes": args.modes,
+        "afno_blocks": args.afno_blocks,
+        "val_split": args.val_split,
+        "seed": args.seed,
+        "device": args.device,
+        "checkpoint_dir": str(run_dir),
+        "save_every": 0,
+        "log_every": 10**9,
     }
 
     start = time.perf_counter()

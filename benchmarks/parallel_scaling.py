@@ -32,9 +32,28 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def _generate(out: Path, args: argparse.Namespace, workers: int) -> float:
-    cmd = [sys.executable, "-m", "noa", "data", "generate", "--out", str(out), "--n-samples", str(args.n_samples),
-           "--grid", str(args.grid), "--timesteps", str(args.timesteps), "--batch-size", str(args.gen_batch),
-           "--workers", str(workers), "--no-progress", "--overwrite", "--store-trajectories"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "noa",
+        "data",
+        "generate",
+        "--out",
+        str(out),
+        "--n-samples",
+        str(args.n_samples),
+        "--grid",
+        str(args.grid),
+        "--timesteps",
+        str(args.timesteps),
+        "--batch-size",
+        str(args.gen_batch),
+        "--workers",
+        str(workers),
+        "--no-progress",
+        "--overwrite",
+        "--store-trajectories",
+    ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=ENV, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -50,12 +69,46 @@ def _same(a: Path, b: Path) -> bool:
 def _train(dataset: Path, args: argparse.Namespace, ranks: int) -> float:
     ck = WORK / f"scaling_ck_{ranks}"
     shutil.rmtree(ck, ignore_errors=True)
-    flags = ["train", "--dataset", str(dataset), "--epochs", "1", "--max-steps", str(args.steps), "--batch-size", str(args.global_batch // ranks),
-             "--timesteps", str(args.timesteps), "--bptt-window", str(args.timesteps // 2), "--checkpoint-dir", str(ck), "--save-every", "0",
-             "--base-channels", "16", "--encoder-levels", "2", "--modes", "8", "--afno-blocks", "2", "--device", "cpu", "--warmup-steps", "1"]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), "-m", "noa"] if ranks > 1 else [sys.executable, "-m", "noa"]
+    flags = [
+        "train",
+        "--dataset",
+        str(dataset),
+        "--epochs",
+        "1",
+        "--max-steps",
+        str(args.steps),
+        "--batch-size",
+        str(args.global_batch // ranks),
+        "--timesteps",
+        str(args.timesteps),
+        "--bptt-window",
+        str(args.timesteps // 2),
+        "--checkpoint-dir",
+        str(ck),
+        "--save-every",
+        "0",
+        "--base-channels",
+        "16",
+        "--encoder-levels",
+        "2",
+        "--modes",
+        "8",
+        "--afno-blocks",
+        "2",
+        "--device",
+        "cpu",
+        "--warmup-steps",
+        "1",
+    ]
+    launcher = (
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks), "-m", "noa"]
+        if ranks > 1
+        else [sys.executable, "-m", "noa"]
+    )
     subprocess.run(launcher + flags, check=True, env=ENV, stdout=subprocess.DEVNULL)
-    seconds = [json.loads(line)["sec"] for line in (ck / "metrics.jsonl").read_text().splitlines() if '"train_batch"' in line]
+    seconds = [
+        json.loads(line)["sec"] for line in (ck / "metrics.jsonl").read_text().splitlines() if '"train_batch"' in line
+    ]
     return statistics.median(seconds[1:])
 
 
@@ -71,15 +124,22 @@ def main() -> None:
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     n = args.workers
-    print(f"## Generation: {args.n_samples} operators, {args.grid}x{args.grid}, T = {args.timesteps}, batch {args.gen_batch}\n")
+    print(
+        f"## Generation: {args.n_samples} operators, {args.grid}x{args.grid}, T = {args.timesteps}, batch {args.gen_batch}\n"
+    )
     print("| workers | seconds | operators/s | operator-steps/s |\n|---|---|---|---|")
     files = {}
     for workers in (1, n):
         files[workers] = WORK / f"scaling_gen_w{workers}.h5"
         seconds = _generate(files[workers], args, workers)
-        print(f"| {workers} | {seconds:.1f} | {args.n_samples / seconds:.2f} | {args.n_samples * args.timesteps / seconds:.0f} |", flush=True)
+        print(
+            f"| {workers} | {seconds:.1f} | {args.n_samples / seconds:.2f} | {args.n_samples * args.timesteps / seconds:.0f} |",
+            flush=True,
+        )
     print(f"\nthe two files are equal array for array: {_same(files[1], files[n])}\n")
-    print(f"## Training step: global batch {args.global_batch}, T = {args.timesteps}, window {args.timesteps // 2}, base 16, L_traj\n")
+    print(
+        f"## Training step: global batch {args.global_batch}, T = {args.timesteps}, window {args.timesteps // 2}, base 16, L_traj\n"
+    )
     print("| ranks | per-rank batch | s/batch (median) | speed-up |\n|---|---|---|---|")
     one = _train(files[1], args, 1)
     print(f"| 1 | {args.global_batch} | {one:.2f} | 1.00 |", flush=True)

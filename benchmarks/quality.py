@@ -73,8 +73,9 @@ def ensure_tokenizer(dataset: Path, device: str, train_samples: int) -> Path:
     the NOA's rows. Its own directory, so a tokenizer trained on every row is never reused."""
     out = WORK / f"tokenizer_{dataset.stem}_first{train_samples}"
     if not (out / "config.json").exists():
-        train_tokenizer_on_dataset(dataset, out, seed=0, device=device, val_split=0.1, n_samples=train_samples,
-                                   overwrite=True, progress=False)
+        train_tokenizer_on_dataset(
+            dataset, out, seed=0, device=device, val_split=0.1, n_samples=train_samples, overwrite=True, progress=False
+        )
     return out
 
 
@@ -84,7 +85,9 @@ def evaluation_rows(dataset: Path, args: argparse.Namespace) -> list[int]:
     if args.on_training_rows:  # the same measures on θ the NOA trained on: underfitting or generalisation?
         from noa.data.loader import split_rows, usable_rows
 
-        return [int(r) for r in split_rows(usable_rows(dataset, args.train_samples), 0.05, 0).train[: args.eval_samples]]
+        return [
+            int(r) for r in split_rows(usable_rows(dataset, args.train_samples), 0.05, 0).train[: args.eval_samples]
+        ]
     beyond = {"n_samples": args.train_samples, "val_split": 0.0, "seed": 0}
     rows, _ = held_out_rows(dataset, beyond, args.eval_samples, 0, same_data=True)
     return [int(r) for r in rows]
@@ -94,26 +97,58 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
     from noa.train.loop import train
 
     flags = dict(
-        dataset=str(dataset), vqvae_path=str(tokenizer), checkpoint_dir=str(run_dir), n_samples=args.train_samples,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, bptt_window=args.bptt_window,
-        timesteps=DATA["timesteps"], warmup_steps=args.warmup_steps, base_channels=args.base_channels,
-        encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks, projector_hidden=128,
-        lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3,
-        n_realizations=args.n_realizations, teacher_forcing_steps=args.teacher_forcing_steps, val_split=0.05, save_every=0, log_every=50, seed=0,
-        device=args.device, overwrite=True,
+        dataset=str(dataset),
+        vqvae_path=str(tokenizer),
+        checkpoint_dir=str(run_dir),
+        n_samples=args.train_samples,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        bptt_window=args.bptt_window,
+        timesteps=DATA["timesteps"],
+        warmup_steps=args.warmup_steps,
+        base_channels=args.base_channels,
+        encoder_levels=args.encoder_levels,
+        modes=args.modes,
+        afno_blocks=args.afno_blocks,
+        projector_hidden=128,
+        lambda_commit=0.5,
+        enable_latent_loss=True,
+        lambda_latent=0.5,
+        latent_sample_steps=3,
+        n_realizations=args.n_realizations,
+        teacher_forcing_steps=args.teacher_forcing_steps,
+        val_split=0.05,
+        save_every=0,
+        log_every=50,
+        seed=0,
+        device=args.device,
+        overwrite=True,
     )
     train(flags)  # its lines go to the "noa.train" logger, printed by main()
     return run_dir / "best_model.pt"
 
 
-def _replayed_batches(dataset: Path, rows: list[int], realizations: int, device: str) -> Iterator[tuple[dict, torch.Tensor]]:
+def _replayed_batches(
+    dataset: Path, rows: list[int], realizations: int, device: str
+) -> Iterator[tuple[dict, torch.Tensor]]:
     """The rows' samples, 8 at a time, with their CNO replays ``[B, M, T+1, C, H, W]``."""
     source = SampleSource(dataset, rows)
     try:
         for start in range(0, len(rows), 8):
             batch = source.get_batch(list(range(start, min(start + 8, len(rows)))))
             seeds = batch["seed"].tolist()
-            yield batch, replay(batch["params"], batch["ic"].to(device), seeds, DATA["timesteps"], realizations=realizations, device=device)
+            yield (
+                batch,
+                replay(
+                    batch["params"],
+                    batch["ic"].to(device),
+                    seeds,
+                    DATA["timesteps"],
+                    realizations=realizations,
+                    device=device,
+                ),
+            )
     finally:
         source.close()
 
@@ -140,8 +175,12 @@ def cno_predictors(rows: list[int], tokenizer: Path, dataset: Path, mean_of: int
                 parts[key].append(vq.tokens(frames).cpu())
     tok = {key: torch.cat(parts[key]) for key in ("tok_one", "tok_mean", "tok_0", "tok_1")}
     return {
-        name: _row(summarize(StepErrors.concat(parts[kind]), tok[f"tok_{kind}"], tok["tok_0"], tok["tok_1"], categories=categories),
-                   report_horizons(DATA["timesteps"]))
+        name: _row(
+            summarize(
+                StepErrors.concat(parts[kind]), tok[f"tok_{kind}"], tok["tok_0"], tok["tok_1"], categories=categories
+            ),
+            report_horizons(DATA["timesteps"]),
+        )
         for name, kind in (("cno_one", "one"), ("cno_mean", "mean"))
     }
 
@@ -178,7 +217,9 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
         for i, theta in enumerate(batch["params"]):
             x = cno_frames[i, 0, states]
-            ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(len(states))
+            ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(
+                len(states)
+            )
             cno = cno_step(ops, x, torch.zeros_like(x)) - x
             noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
             policy = CNO_SPACE.decode(theta.tolist())["update_policy"]
@@ -191,10 +232,15 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:
     """A predictor's held-out figures: ratios to the noise floor, VRMSE, token agreement."""
     return {
-        "ratio_at": _at(q.floor_ratio, horizons), "ratio_mean": q.overall_ratio, "median_operator_ratio": q.median_operator_ratio,
-        "vrmse_at": _at(q.vrmse, horizons), "vrmse_mean": q.overall_vrmse,
-        "vrmse_median_at": _at(q.vrmse_median, horizons), "vrmse_median": q.overall_vrmse_median,
-        "vrmse_frames_inflated": q.vrmse_frames_inflated, "vrmse_frames": q.vrmse_frames,
+        "ratio_at": _at(q.floor_ratio, horizons),
+        "ratio_mean": q.overall_ratio,
+        "median_operator_ratio": q.median_operator_ratio,
+        "vrmse_at": _at(q.vrmse, horizons),
+        "vrmse_mean": q.overall_vrmse,
+        "vrmse_median_at": _at(q.vrmse_median, horizons),
+        "vrmse_median": q.overall_vrmse_median,
+        "vrmse_frames_inflated": q.vrmse_frames_inflated,
+        "vrmse_frames": q.vrmse_frames,
         **_agreements(q, q.token_agreement, q.token_agreement_non_initial),
     }
 
@@ -204,7 +250,8 @@ def _agreements(q: RolloutQuality, every: float | None, judged: float | None) ->
     non-INITIAL ones, each with its share of the matching CNO-vs-CNO reference."""
     ref, ref_judged = q.token_agreement_reference, q.token_agreement_reference_non_initial
     return {
-        "token_agreement": every, "agreement_vs_reference": every / ref if every is not None and ref else None,
+        "token_agreement": every,
+        "agreement_vs_reference": every / ref if every is not None and ref else None,
         "token_agreement_non_initial": judged,
         "agreement_vs_reference_non_initial": judged / ref_judged if judged is not None and ref_judged else None,
     }
@@ -220,24 +267,40 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
     out: dict = {"horizons": horizons}
     rows = evaluation_rows(dataset, args)
     for name, zero in (("noa", False), ("theta_zeroed", True)):
-        evaluation = evaluate(checkpoint, tokenizer, dataset, n_samples=args.eval_samples, device=args.device, seed=0,
-                              batch_size=8, zero_theta=zero, rows=rows, log=lambda _: None)
+        evaluation = evaluate(
+            checkpoint,
+            tokenizer,
+            dataset,
+            n_samples=args.eval_samples,
+            device=args.device,
+            seed=0,
+            batch_size=8,
+            zero_theta=zero,
+            rows=rows,
+            log=lambda _: None,
+        )
         result, q = evaluation.result, evaluation.result.rollout
         out[name] = _row(q, horizons)
         if not zero:
-            out["by_policy"] = by_update_policy(q, evaluation.data.errors, update_rules(dataset, CNO_SPACE, result.rows))
+            out["by_policy"] = by_update_policy(
+                q, evaluation.data.errors, update_rules(dataset, CNO_SPACE, result.rows)
+            )
             for policy, skill in one_step_skill(checkpoint, result.rows, dataset, args.device).items():
                 out["by_policy"].setdefault(policy, {})["one_step_skill"] = skill
             out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
-                "ratio_at": _at(q.persistence_ratio, horizons), "ratio_mean": q.overall_persistence_ratio,
+                "ratio_at": _at(q.persistence_ratio, horizons),
+                "ratio_mean": q.overall_persistence_ratio,
                 "vrmse_median_at": _at(q.vrmse_persistence_median, horizons),
-                "vrmse_at": _at(q.vrmse_persistence, horizons), "vrmse_mean": float(sum(q.vrmse_persistence) / len(q.vrmse_persistence)),
+                "vrmse_at": _at(q.vrmse_persistence, horizons),
+                "vrmse_mean": float(sum(q.vrmse_persistence) / len(q.vrmse_persistence)),
                 **_agreements(q, q.token_agreement_persistence, q.token_agreement_persistence_non_initial),
             }
             out["floors"] = {
-                "noise_at": _at(q.floor, horizons), "family_at": _at(q.family_floor, horizons),
-                "family_to_noise": q.family_to_noise, "vrmse_floor_at": _at(q.vrmse_floor, horizons),
+                "noise_at": _at(q.floor, horizons),
+                "family_at": _at(q.family_floor, horizons),
+                "family_to_noise": q.family_to_noise,
+                "vrmse_floor_at": _at(q.vrmse_floor, horizons),
                 "token_agreement_reference": q.token_agreement_reference,
                 "token_agreement_reference_non_initial": q.token_agreement_reference_non_initial,
             }
@@ -255,36 +318,57 @@ def _num(value: float | None) -> str:
 def print_table(m: dict) -> None:
     h = m["horizons"]
     f = m["floors"]
-    print(f"\n{m.get('rows', 'held-out θ')}; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
-          f"family {', '.join(f'{v:.4g}' for v in f['family_at'])} (family/noise over the horizon {f['family_to_noise']:.2f})")
-    print(f"token agreement CNO realization 0 vs 1 (reference): {_pct(f['token_agreement_reference_non_initial'])} of the "
-          f"non-INITIAL codes (all codebooks {_pct(f['token_agreement_reference'])})")
+    print(
+        f"\n{m.get('rows', 'held-out θ')}; floors at steps {h}: noise {', '.join(f'{v:.4g}' for v in f['noise_at'])}; "
+        f"family {', '.join(f'{v:.4g}' for v in f['family_at'])} (family/noise over the horizon {f['family_to_noise']:.2f})"
+    )
+    print(
+        f"token agreement CNO realization 0 vs 1 (reference): {_pct(f['token_agreement_reference_non_initial'])} of the "
+        f"non-INITIAL codes (all codebooks {_pct(f['token_agreement_reference'])})"
+    )
     head = " | ".join(f"MSE/noise @{s}" for s in h)
     print(f"floor VRMSE at steps {h}: {', '.join(f'{v:.3f}' for v in f['vrmse_floor_at'])}")
-    print("token agreement is judged on the non-INITIAL codebooks (INITIAL encodes the IC and agrees by construction); "
-          "all codebooks in brackets")
-    print(f"| model | {head} | MSE/noise, horizon mean | median over operators | VRMSE median / mean (frames > 10) "
-          f"| VRMSE @{h[-1]} median / mean | token agreement | vs reference |")
+    print(
+        "token agreement is judged on the non-INITIAL codebooks (INITIAL encodes the IC and agrees by construction); "
+        "all codebooks in brackets"
+    )
+    print(
+        f"| model | {head} | MSE/noise, horizon mean | median over operators | VRMSE median / mean (frames > 10) "
+        f"| VRMSE @{h[-1]} median / mean | token agreement | vs reference |"
+    )
     print("|---|" + "---:|" * (len(h) + 6))
-    labels = (("noa", "NOA"), ("theta_zeroed", "NOA, θ = 0"), ("persistence", "persistence"),
-              ("cno_one", "CNO, one other realization (perfect stochastic emulator)"),
-              ("cno_mean", f"CNO, mean of {m['recipe']['mean_of']} other realizations (≈ best deterministic predictor)"))
+    labels = (
+        ("noa", "NOA"),
+        ("theta_zeroed", "NOA, θ = 0"),
+        ("persistence", "persistence"),
+        ("cno_one", "CNO, one other realization (perfect stochastic emulator)"),
+        ("cno_mean", f"CNO, mean of {m['recipe']['mean_of']} other realizations (≈ best deterministic predictor)"),
+    )
     for name, label in labels:
         r = m[name]
         ratios = " | ".join(f"{v:.2f}" for v in r["ratio_at"])
-        overall = (f"{r['vrmse_median']:.3f} / {r['vrmse_mean']:.3f} ({r['vrmse_frames_inflated']} of {r['vrmse_frames']})"
-                   if "vrmse_median" in r else f"n/a / {r['vrmse_mean']:.3f}")
-        print(f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {_num(r.get('median_operator_ratio'))} | {overall} | "
-              f"{r['vrmse_median_at'][-1]:.3f} / {r['vrmse_at'][-1]:.3f} | "
-              f"{_pct(r['token_agreement_non_initial'])} ({_pct(r['token_agreement'])}) | "
-              f"**{_pct(r['agreement_vs_reference_non_initial'], 0)}** ({_pct(r['agreement_vs_reference'], 0)}) |")
-    print("\n| update policy | operators | NOA / noise floor | median over operators | persistence / noise floor "
-          "| NOA / persistence | median over operators | one-step skill |")
+        overall = (
+            f"{r['vrmse_median']:.3f} / {r['vrmse_mean']:.3f} ({r['vrmse_frames_inflated']} of {r['vrmse_frames']})"
+            if "vrmse_median" in r
+            else f"n/a / {r['vrmse_mean']:.3f}"
+        )
+        print(
+            f"| {label} | {ratios} | **{r['ratio_mean']:.2f}** | {_num(r.get('median_operator_ratio'))} | {overall} | "
+            f"{r['vrmse_median_at'][-1]:.3f} / {r['vrmse_at'][-1]:.3f} | "
+            f"{_pct(r['token_agreement_non_initial'])} ({_pct(r['token_agreement'])}) | "
+            f"**{_pct(r['agreement_vs_reference_non_initial'], 0)}** ({_pct(r['agreement_vs_reference'], 0)}) |"
+        )
+    print(
+        "\n| update policy | operators | NOA / noise floor | median over operators | persistence / noise floor "
+        "| NOA / persistence | median over operators | one-step skill |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for policy, r in m["by_policy"].items():
-        print(f"| {policy} | {r.get('operators', 0)} | {_num(r.get('noa_to_floor'))} | {_num(r.get('median_noa_to_floor'))} | "
-              f"{_num(r.get('persistence_to_floor'))} | {_num(r.get('noa_to_persistence'))} | "
-              f"{_num(r.get('median_noa_to_persistence'))} | {_num(r.get('one_step_skill'))} |")
+        print(
+            f"| {policy} | {r.get('operators', 0)} | {_num(r.get('noa_to_floor'))} | {_num(r.get('median_noa_to_floor'))} | "
+            f"{_num(r.get('persistence_to_floor'))} | {_num(r.get('noa_to_persistence'))} | "
+            f"{_num(r.get('median_noa_to_persistence'))} | {_num(r.get('one_step_skill'))} |"
+        )
     for line in target_lines(m):
         print(line)
 
@@ -293,6 +377,7 @@ def target_lines(m: dict) -> list[str]:
     """The targets, each met or MISSED: horizon-mean MSE ≤ 2× the noise floor overall and per
     update rule, one-step skill ≥ 0.8 per update rule, non-INITIAL token agreement ≥ 75% of the
     reference's."""
+
     def verdict(ok: bool) -> str:
         return "met" if ok else "MISSED"
 
@@ -319,20 +404,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--train-samples", type=int, default=1800, help="operators for training + validation; default 1800")
     p.add_argument("--eval-samples", type=int, default=96, help="held-out operators evaluated; default 96")
-    p.add_argument("--epochs", type=int, default=2, help="passes over the operators: ~15 min each at 4 s/batch on the 2-core CPU")
+    p.add_argument(
+        "--epochs", type=int, default=2, help="passes over the operators: ~15 min each at 4 s/batch on the 2-core CPU"
+    )
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup-steps", type=int, default=20)
-    p.add_argument("--bptt-window", type=int, default=32, help="32 = T: full BPTT (measured better than 8, at the same speed on a CPU)")
+    p.add_argument(
+        "--bptt-window",
+        type=int,
+        default=32,
+        help="32 = T: full BPTT (measured better than 8, at the same speed on a CPU)",
+    )
     p.add_argument("--base-channels", type=int, default=16)
     p.add_argument("--encoder-levels", type=int, default=2)
     p.add_argument("--modes", type=int, default=8)
     p.add_argument("--afno-blocks", type=int, default=2)
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
-    p.add_argument("--teacher-forcing-steps", type=int, default=0, help="batches whose windows start from the CNO's states")
-    p.add_argument("--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row")
+    p.add_argument(
+        "--teacher-forcing-steps", type=int, default=0, help="batches whose windows start from the CNO's states"
+    )
+    p.add_argument(
+        "--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row"
+    )
     p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
-    p.add_argument("--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)")
+    p.add_argument(
+        "--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)"
+    )
     p.add_argument("--on-training-rows", action="store_true", help="evaluate on training θ instead of held-out θ")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -351,14 +449,21 @@ def main() -> None:
         m = measure(checkpoint, tokenizer, dataset, args)
     except NoaError as err:
         raise SystemExit(f"error: {err}") from None
-    m["seconds"] = {"data_and_tokenizer": prepared - started, "training": trained - prepared,
-                    "evaluation": time.perf_counter() - trained}
+    m["seconds"] = {
+        "data_and_tokenizer": prepared - started,
+        "training": trained - prepared,
+        "evaluation": time.perf_counter() - trained,
+    }
     m["rows"] = "training θ" if args.on_training_rows else "held-out θ"
     m["recipe"] = {k: v for k, v in vars(args).items() if k not in ("threads", "eval_only", "on_training_rows")}
     print_table(m)
-    print(f"wall time: data + tokenizer {m['seconds']['data_and_tokenizer']:.0f} s, training {m['seconds']['training']:.0f} s, "
-          f"evaluation {m['seconds']['evaluation']:.0f} s")
-    suffix = (f"_{Path(args.eval_only).stem}" if args.eval_only else "") + ("_training_rows" if args.on_training_rows else "")
+    print(
+        f"wall time: data + tokenizer {m['seconds']['data_and_tokenizer']:.0f} s, training {m['seconds']['training']:.0f} s, "
+        f"evaluation {m['seconds']['evaluation']:.0f} s"
+    )
+    suffix = (f"_{Path(args.eval_only).stem}" if args.eval_only else "") + (
+        "_training_rows" if args.on_training_rows else ""
+    )
     (WORK / f"quality_{args.tag}{suffix}.json").write_text(json.dumps(m, indent=2) + "\n")
 
 

@@ -72,6 +72,7 @@ def make_workload(batch: int, grid: int, seed: int) -> Workload:
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> tuple[float, object]:
     """Median wall time of ``fn`` over ``repeats`` runs after one warm-up, and its last result."""
+
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -101,7 +102,9 @@ def bench(work: Workload, grid: int, timesteps: int, device: torch.device, repea
             build_operators(work.params[i : i + 1], work.seeds[i : i + 1], CHANNELS, grid, device)
 
     def replay_each() -> torch.Tensor:
-        return torch.cat([replay(work.params[i : i + 1], ics[i : i + 1], work.seeds[i : i + 1], timesteps) for i in range(b)])
+        return torch.cat(
+            [replay(work.params[i : i + 1], ics[i : i + 1], work.seeds[i : i + 1], timesteps) for i in range(b)]
+        )
 
     build_seq, _ = timed(build_each, device, repeats)
     replay_seq, sequential = timed(replay_each, device, repeats)
@@ -140,7 +143,9 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     try:
-        devices = [resolve_device(name) for name in args.device or (["cpu", "auto"] if torch.cuda.is_available() else ["cpu"])]
+        devices = [
+            resolve_device(name) for name in args.device or (["cpu", "auto"] if torch.cuda.is_available() else ["cpu"])
+        ]
     except NoaError as err:
         raise SystemExit(f"error: {err}") from None
     print(

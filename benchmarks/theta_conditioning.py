@@ -35,7 +35,6 @@ from noa.train.settle import settle
 from common import WORK, ensure_dataset, epoch_summaries, training_parser
 
 
-
 class ThetaBlind(nn.Module):
     """The wrapped U-AFNO with θ replaced by zeros in every call (same parameters)."""
 
@@ -67,11 +66,23 @@ def persistence_loss(args: argparse.Namespace, dataset: Path) -> float:
 def run(args: argparse.Namespace, dataset: Path, blind: bool) -> dict[str, list[float]]:
     name = "blind" if blind else "theta"
     values = {
-        "dataset": str(dataset), "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-        "bptt_window": args.bptt_window, "timesteps": args.timesteps, "warmup_steps": args.warmup_steps,
-        "base_channels": args.base_channels, "encoder_levels": args.encoder_levels, "modes": args.modes,
-        "afno_blocks": args.afno_blocks, "val_split": args.val_split, "seed": args.seed, "device": args.device,
-        "checkpoint_dir": str(WORK / f"theta_run_{name}"), "save_every": 0, "log_every": 10**9,
+        "dataset": str(dataset),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "bptt_window": args.bptt_window,
+        "timesteps": args.timesteps,
+        "warmup_steps": args.warmup_steps,
+        "base_channels": args.base_channels,
+        "encoder_levels": args.encoder_levels,
+        "modes": args.modes,
+        "afno_blocks": args.afno_blocks,
+        "val_split": args.val_split,
+        "seed": args.seed,
+        "device": args.device,
+        "checkpoint_dir": str(WORK / f"theta_run_{name}"),
+        "save_every": 0,
+        "log_every": 10**9,
     }
     shutil.rmtree(values["checkpoint_dir"], ignore_errors=True)  # a fresh run, fresh metrics.jsonl
     with epoch_summaries(f"{name} "):
@@ -100,9 +111,13 @@ def main(argv: list[str] | None = None) -> None:
     blind = run(args, dataset, blind=True)
     print("| epoch | train L_traj (θ) | train L_traj (θ=0) | val L_traj (θ) | val L_traj (θ=0) | val ratio θ/θ=0 |")
     print("|---|---|---|---|---|---|")
-    for e, (ts, tb, vs, vb) in enumerate(zip(seen["train_traj"], blind["train_traj"], seen["val_traj"], blind["val_traj"]), 1):
+    for e, (ts, tb, vs, vb) in enumerate(
+        zip(seen["train_traj"], blind["train_traj"], seen["val_traj"], blind["val_traj"]), 1
+    ):
         print(f"| {e} | {ts:.5f} | {tb:.5f} | {vs:.5f} | {vb:.5f} | {vs / vb:.3f} |")
-    print(f"\nPersistence baseline (x_t = x_0) on the same validation split: val L_traj {persistence_loss(args, dataset):.5f}")
+    print(
+        f"\nPersistence baseline (x_t = x_0) on the same validation split: val L_traj {persistence_loss(args, dataset):.5f}"
+    )
     final = seen["val_traj"][-1] / blind["val_traj"][-1]
     verdict = "beats" if final < 1 else "does NOT beat"
     print(f"Final val L_traj ratio (θ / θ=0): {final:.3f} -> the θ-conditioned NOA {verdict} the blind one.")

@@ -31,9 +31,40 @@ from noa.threads import usable_cores
 
 
 def _command(dataset: Path, ck: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "noa", "train", "--dataset", str(dataset), "--epochs", "1", "--batch-size", "4", "--timesteps", "8",
-            "--bptt-window", "4", "--base-channels", "16", "--encoder-levels", "2", "--modes", "8", "--afno-blocks", "2",
-            "--warmup-steps", "2", "--save-every", "0", "--device", "cpu", "--checkpoint-dir", str(ck), "--overwrite", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "noa",
+        "train",
+        "--dataset",
+        str(dataset),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--timesteps",
+        "8",
+        "--bptt-window",
+        "4",
+        "--base-channels",
+        "16",
+        "--encoder-levels",
+        "2",
+        "--modes",
+        "8",
+        "--afno-blocks",
+        "2",
+        "--warmup-steps",
+        "2",
+        "--save-every",
+        "0",
+        "--device",
+        "cpu",
+        "--checkpoint-dir",
+        str(ck),
+        "--overwrite",
+        *extra,
+    ]
 
 
 def _run_together(dataset: Path, env: dict, extra: list[str], copies: int) -> float:
@@ -57,7 +88,12 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     dataset = WORK / "threads_g16_t8_n160.h5"
     if not dataset.exists():
-        generate(GenerateConfig(n_samples=160, grid=16, timesteps=8, store_trajectories=True), dataset, progress=False, log=lambda _: None)
+        generate(
+            GenerateConfig(n_samples=160, grid=16, timesteps=8, store_trajectories=True),
+            dataset,
+            progress=False,
+            log=lambda _: None,
+        )
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY")}
     policies = {
         "noa default": (base, []),

@@ -71,7 +71,10 @@ def report(metrics: dict, train_usage: list[float], gen_s: float | None, args: a
     books = metrics["codebooks"]
     usage = [cb["utilization"] for cb in books]
     summary = {
-        "config": {k: getattr(args, k) for k in ("epochs", "batch_size", "lr", "levels", "codebook_size", "latent_dim", "hidden", "seed")},
+        "config": {
+            k: getattr(args, k)
+            for k in ("epochs", "batch_size", "lr", "levels", "codebook_size", "latent_dim", "hidden", "seed")
+        },
         "n_val": metrics["n_samples"],
         "recon_mse": mse,
         "utilization_mean": statistics.fmean(usage),
@@ -82,8 +85,13 @@ def report(metrics: dict, train_usage: list[float], gen_s: float | None, args: a
         "train_s": metrics["train_seconds"],
     }
     print(f"\nheld-out samples: {metrics['n_samples']}")
-    print("normalized reconstruction MSE: total {:.4f}  ".format(mse["total"]) + "  ".join(f"{f} {mse[f]:.4f}" for f in FAMILIES))
-    print(f"codebook utilization % on the held-out split, levels L0..L{args.levels - 1} ({books[0]['size']} codes each):")
+    print(
+        "normalized reconstruction MSE: total {:.4f}  ".format(mse["total"])
+        + "  ".join(f"{f} {mse[f]:.4f}" for f in FAMILIES)
+    )
+    print(
+        f"codebook utilization % on the held-out split, levels L0..L{args.levels - 1} ({books[0]['size']} codes each):"
+    )
     for family in FAMILIES:
         rows = [(cb, tr) for cb, tr in zip(books, train_usage) if cb["category"] == family]
         levels = " ".join(f"{100 * cb['utilization']:3.0f}" for cb, _ in rows)
@@ -111,15 +119,32 @@ def main() -> None:
     parser.add_argument("--dataset", default=None, help="reuse this dataset (with features) instead of generating one")
     parser.add_argument("--n-samples", type=int, default=2000, help="samples to generate; default 2000")
     parser.add_argument("--grid", type=int, default=32, help="grid of the generated dataset; default 32")
-    parser.add_argument("--timesteps", type=int, default=32, help="rollout length T of the generated dataset; default 32")
+    parser.add_argument(
+        "--timesteps", type=int, default=32, help="rollout length T of the generated dataset; default 32"
+    )
     parser.add_argument("--seed", type=int, default=0, help="dataset and training seed; default 0")
-    parser.add_argument("--workdir", default="benchmarks/.work", help="where the dataset and tokenizer go (git-ignored)")
+    parser.add_argument(
+        "--workdir", default="benchmarks/.work", help="where the dataset and tokenizer go (git-ignored)"
+    )
     parser.add_argument("--train-samples", type=int, default=None, help="use the first N valid samples (default all)")
     parser.add_argument("--val-split", type=float, default=0.1, help="held-out fraction; default 0.1")
     # Training flags default to what `noa vqvae train` uses, so the benchmark measures the defaults.
     job = {name: p.default for name, p in inspect.signature(train_tokenizer_on_dataset).parameters.items()}
-    for name, kind in (("epochs", int), ("batch_size", int), ("lr", float), ("levels", int), ("codebook_size", int), ("latent_dim", int), ("hidden", int)):
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=job[name], help=f"default {job[name]} (as `noa vqvae train`)")
+    for name, kind in (
+        ("epochs", int),
+        ("batch_size", int),
+        ("lr", float),
+        ("levels", int),
+        ("codebook_size", int),
+        ("latent_dim", int),
+        ("hidden", int),
+    ):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=job[name],
+            help=f"default {job[name]} (as `noa vqvae train`)",
+        )
     parser.add_argument("--device", default="cpu", help="cpu or cuda; default cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads; default torch's own choice")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -137,9 +162,20 @@ def run(args: argparse.Namespace) -> None:
     dataset, gen_s = ensure_dataset(args)
     out = Path(args.workdir) / f"tokenizer_{dataset.stem}"
     metrics = train_tokenizer_on_dataset(
-        dataset, out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, levels=args.levels,
-        codebook_size=args.codebook_size, latent_dim=args.latent_dim, hidden=args.hidden, seed=args.seed,
-        device=args.device, val_split=args.val_split, n_samples=args.train_samples, overwrite=True,
+        dataset,
+        out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        levels=args.levels,
+        codebook_size=args.codebook_size,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        seed=args.seed,
+        device=args.device,
+        val_split=args.val_split,
+        n_samples=args.train_samples,
+        overwrite=True,
         progress=not args.no_progress,
     )
     summary = report(metrics, train_split_usage(dataset, out, args), gen_s, args)

@@ -64,12 +64,25 @@ from noa.train.step import BatchLosses, Objective, train_batch
 WORK = Path(__file__).resolve().parent / ".work"
 MIB = 2**20
 # The guide's training configuration (docs/user-guide.md, "Training the NOA").
-GUIDE = dict(grid=64, timesteps=256, bptt_window=32, batch_size=4, base_channels=32, encoder_levels=3, modes=16, afno_blocks=4,
-             latent_sample_steps=3, warmup=3, repeats=5)
+GUIDE = dict(
+    grid=64,
+    timesteps=256,
+    bptt_window=32,
+    batch_size=4,
+    base_channels=32,
+    encoder_levels=3,
+    modes=16,
+    afno_blocks=4,
+    latent_sample_steps=3,
+    warmup=3,
+    repeats=5,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--grid", type=int, default=32)
     p.add_argument("--timesteps", type=int, default=32)
     p.add_argument("--bptt-window", type=int, default=8)
@@ -81,8 +94,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--projector-hidden", type=int, default=512)
     p.add_argument("--lambda-commit", type=float, default=0.5)
     p.add_argument("--lambda-latent", type=float, default=0.5)
-    p.add_argument("--vqvae-path", default=None, help="tokenizer for L_commit/L_latent (must match --grid and --timesteps)")
-    p.add_argument("--with-tokenizer", action="store_true", help="train a throwaway tokenizer on the benchmark data (timing only)")
+    p.add_argument(
+        "--vqvae-path", default=None, help="tokenizer for L_commit/L_latent (must match --grid and --timesteps)"
+    )
+    p.add_argument(
+        "--with-tokenizer", action="store_true", help="train a throwaway tokenizer on the benchmark data (timing only)"
+    )
     p.add_argument("--enable-latent-loss", action="store_true")
     p.add_argument("--latent-sample-steps", type=int, default=3)
     p.add_argument("--device", default="auto")
@@ -90,19 +107,53 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="timed batches (the median is reported)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="autocast precision of the step (noa train --precision)")
-    p.add_argument("--activation-checkpointing", action="store_true", help="recompute each step's activations (noa train --activation-checkpointing)")
-    p.add_argument("--ablation", action="store_true", help="measure (a) traj, (b) +commit, (c) +latent K=3, (d) +latent K=8")
-    p.add_argument("--window-scan", type=int, nargs="*", default=[], metavar="W", help="L_traj memory/time at these windows")
-    p.add_argument("--json", action="store_true", help="print one JSON result (used for the per-configuration subprocesses)")
-    p.add_argument("--preset", choices=["guide"], default=None, help="the guide's sizes and the GPU tables (flags given explicitly still win)")
-    p.add_argument("--budget-s", type=float, default=None, help="with --preset: stop starting new rows after this many seconds")
-    p.add_argument("--execution", default=None, help=f"with --preset: modes to measure, comma-separated, of: {', '.join(MODES)} (default: all on CUDA, the eager ones on a CPU)")
-    p.add_argument("--rows", default="modes,sweep,memory", help="with --preset: which tables, comma-separated (modes, sweep, memory)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="autocast precision of the step (noa train --precision)",
+    )
+    p.add_argument(
+        "--activation-checkpointing",
+        action="store_true",
+        help="recompute each step's activations (noa train --activation-checkpointing)",
+    )
+    p.add_argument(
+        "--ablation", action="store_true", help="measure (a) traj, (b) +commit, (c) +latent K=3, (d) +latent K=8"
+    )
+    p.add_argument(
+        "--window-scan", type=int, nargs="*", default=[], metavar="W", help="L_traj memory/time at these windows"
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print one JSON result (used for the per-configuration subprocesses)"
+    )
+    p.add_argument(
+        "--preset",
+        choices=["guide"],
+        default=None,
+        help="the guide's sizes and the GPU tables (flags given explicitly still win)",
+    )
+    p.add_argument(
+        "--budget-s", type=float, default=None, help="with --preset: stop starting new rows after this many seconds"
+    )
+    p.add_argument(
+        "--execution",
+        default=None,
+        help=f"with --preset: modes to measure, comma-separated, of: {', '.join(MODES)} (default: all on CUDA, the eager ones on a CPU)",
+    )
+    p.add_argument(
+        "--rows",
+        default="modes,sweep,memory",
+        help="with --preset: which tables, comma-separated (modes, sweep, memory)",
+    )
     p.add_argument("--results", default=None, help="with --preset: also append each row as a JSON line to this file")
     args = p.parse_args(argv)
     if args.preset == "guide":
-        given = {a.split("=")[0][2:].replace("-", "_") for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
+        given = {
+            a.split("=")[0][2:].replace("-", "_")
+            for a in (argv if argv is not None else sys.argv[1:])
+            if a.startswith("--")
+        }
         for key, value in GUIDE.items():
             if key not in given:
                 setattr(args, key, value)
@@ -118,7 +169,12 @@ def ensure_dataset(grid: int, timesteps: int, n_samples: int, seed: int) -> Path
     """A small toolkit-made dataset in benchmarks/.work, generated once and reused."""
     path = WORK / f"step_g{grid}_t{timesteps}_n{n_samples}_s{seed}.h5"
     if not path.exists():
-        generate(GenerateConfig(n_samples=n_samples, grid=grid, timesteps=timesteps, seed=seed), path, progress=False, log=lambda _: None)
+        generate(
+            GenerateConfig(n_samples=n_samples, grid=grid, timesteps=timesteps, seed=seed),
+            path,
+            progress=False,
+            log=lambda _: None,
+        )
     return path
 
 
@@ -126,7 +182,9 @@ def ensure_tokenizer(dataset: Path) -> Path:
     """A throwaway tokenizer (2 epochs): encode/quantize cost does not depend on its quality."""
     out = WORK / f"tok_{dataset.stem}"
     if not (out / "weights.pt").exists():
-        train_tokenizer_on_dataset(dataset, out, epochs=2, codebook_size=8, val_split=0.25, overwrite=True, log=lambda _: None, progress=False)
+        train_tokenizer_on_dataset(
+            dataset, out, epochs=2, codebook_size=8, val_split=0.25, overwrite=True, log=lambda _: None, progress=False
+        )
     return out
 
 
@@ -170,23 +228,45 @@ class PeakMemory:
 def _model_config(args: argparse.Namespace) -> UAFNOConfig:
     """The U-AFNO of the flags, checked against the grid before any data is made for it."""
     config = UAFNOConfig(
-        channels=GenerateConfig.channels, param_dim=CNO_SPACE.size, base_channels=args.base_channels,
-        encoder_levels=args.encoder_levels, modes=args.modes, afno_blocks=args.afno_blocks,
+        channels=GenerateConfig.channels,
+        param_dim=CNO_SPACE.size,
+        base_channels=args.base_channels,
+        encoder_levels=args.encoder_levels,
+        modes=args.modes,
+        afno_blocks=args.afno_blocks,
     )
     check_grid(config, args.grid)
     return config
 
 
-def _build_objective(args: argparse.Namespace, model_cfg: UAFNOConfig, device: str, tokenizer: torch.nn.Module | None,
-                     with_projector: bool, execution: Execution, window: int, k: int) -> tuple[Objective, list[torch.nn.Parameter]]:
+def _build_objective(
+    args: argparse.Namespace,
+    model_cfg: UAFNOConfig,
+    device: str,
+    tokenizer: torch.nn.Module | None,
+    with_projector: bool,
+    execution: Execution,
+    window: int,
+    k: int,
+) -> tuple[Objective, list[torch.nn.Parameter]]:
     """A freshly initialised (seeded) model, projector when L_latent is on, their objective and parameters."""
     with torch.random.fork_rng(devices=[]):
         torch.random.manual_seed(derive_seed(args.seed, "bench-init"))
         model = UAFNO(model_cfg).to(device)
-        projector = LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, args.projector_hidden).to(device) if with_projector else None
+        projector = (
+            LatentProjector(model.bottleneck_channels, tokenizer.latent_dim, args.projector_hidden).to(device)
+            if with_projector
+            else None
+        )
     objective = Objective(
-        model=model, projector=projector, tokenizer=tokenizer, lambda_commit=args.lambda_commit, lambda_latent=args.lambda_latent,
-        bptt_window=window, latent_steps=sample_steps(args.timesteps, k) if with_projector else [], execution=execution,
+        model=model,
+        projector=projector,
+        tokenizer=tokenizer,
+        lambda_commit=args.lambda_commit,
+        lambda_latent=args.lambda_latent,
+        bptt_window=window,
+        latent_steps=sample_steps(args.timesteps, k) if with_projector else [],
+        execution=execution,
     )
     return objective, list(model.parameters()) + (list(projector.parameters()) if projector is not None else [])
 
@@ -226,8 +306,16 @@ def measure(args: argparse.Namespace) -> dict:
     source.close()
 
     execution = Execution(device.split(":")[0], args.precision, activation_checkpointing=args.activation_checkpointing)
-    objective, params = _build_objective(args, model_cfg, device, tokenizer, args.enable_latent_loss, execution,
-                                         args.bptt_window, args.latent_sample_steps)
+    objective, params = _build_objective(
+        args,
+        model_cfg,
+        device,
+        tokenizer,
+        args.enable_latent_loss,
+        execution,
+        args.bptt_window,
+        args.latent_sample_steps,
+    )
     optimizer = torch.optim.AdamW(params, lr=1e-4)
 
     memory = PeakMemory(device)
@@ -352,20 +440,36 @@ class GuideBench:
         """torch's FLOP count of one fp32 eager training batch (convolutions and matrix products)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        objective, _ = self._objective(Execution(self.device.split(":")[0]), all_losses, self.args.bptt_window, self.args.latent_sample_steps)
+        objective, _ = self._objective(
+            Execution(self.device.split(":")[0]), all_losses, self.args.bptt_window, self.args.latent_sample_steps
+        )
         counter = FlopCounterMode(display=False)
         with counter:
             train_batch(objective, *self._batch(batch, 0))
         return float(counter.get_total_flops())
 
-    def measure(self, label: str, mode: str, all_losses: bool, batch: int | None = None, window: int | None = None,
-                k: int | None = None, checkpointing: bool = False) -> dict:
+    def measure(
+        self,
+        label: str,
+        mode: str,
+        all_losses: bool,
+        batch: int | None = None,
+        window: int | None = None,
+        k: int | None = None,
+        checkpointing: bool = False,
+    ) -> dict:
         """Median seconds per batch (zero_grad, train_batch, clip, AdamW) and peak memory."""
         args = self.args
         batch, window, k = batch or args.batch_size, window or args.bptt_window, k or args.latent_sample_steps
         execution = Execution(self.device.split(":")[0], **{**MODES[mode], "activation_checkpointing": checkpointing})
-        row = {"table": label, "mode": execution.describe(), "losses": "all three" if all_losses else "L_traj", "batch": batch, "window": window,
-               "latent_steps": k if all_losses else None}
+        row = {
+            "table": label,
+            "mode": execution.describe(),
+            "losses": "all three" if all_losses else "L_traj",
+            "batch": batch,
+            "window": window,
+            "latent_steps": k if all_losses else None,
+        }
         if self.over_budget():
             self.results.append({**row, "skipped": "time budget"})
             return self.results[-1]
@@ -388,14 +492,23 @@ class GuideBench:
             else:
                 warm_seconds = time.perf_counter() - t_setup
         sec = statistics.median(seconds)
-        row.update(sec_per_batch=sec, sec_all=seconds, first_batches_sec=warm_seconds, peak_mib=memory.peak_growth() / MIB,
-                   rollouts_per_sec=batch / sec, loss=losses.total)
+        row.update(
+            sec_per_batch=sec,
+            sec_all=seconds,
+            first_batches_sec=warm_seconds,
+            peak_mib=memory.peak_growth() / MIB,
+            rollouts_per_sec=batch / sec,
+            loss=losses.total,
+        )
         self.results.append(row)
         if args.results:
             with open(args.results, "a") as f:
                 f.write(json.dumps(row) + "\n")
-        print(f"  {label}: {row['mode']}, {row['losses']}, batch {batch}, window {window}: {sec:.3f} s/batch, "
-              f"peak {row['peak_mib']:.0f} MiB (warm-up {warm_seconds:.0f} s)", flush=True)
+        print(
+            f"  {label}: {row['mode']}, {row['losses']}, batch {batch}, window {window}: {sec:.3f} s/batch, "
+            f"peak {row['peak_mib']:.0f} MiB (warm-up {warm_seconds:.0f} s)",
+            flush=True,
+        )
         return row
 
 
@@ -403,16 +516,26 @@ def guide_tables(args: argparse.Namespace) -> None:
     """The guide preset's tables: modes x losses, batch sweep, memory."""
     bench = GuideBench(args)
     cuda = bench.device.startswith("cuda")
-    modes = [m for m in args.execution.split(",")] if args.execution else (list(MODES) if cuda else ["fp32 eager", "bf16 eager"])
+    modes = (
+        [m for m in args.execution.split(",")]
+        if args.execution
+        else (list(MODES) if cuda else ["fp32 eager", "bf16 eager"])
+    )
     default = DEFAULT_CUDA_MODE if cuda else "fp32 eager"
     tables = set(args.rows.split(","))
     flops = {all_losses: bench.flops(all_losses, args.batch_size) for all_losses in (False, True)}
-    print(f"# guide preset on {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}; "
-          f"grid {args.grid}, T {args.timesteps}, window {args.bptt_window}, batch {args.batch_size}, base {args.base_channels}, "
-          f"levels {args.encoder_levels}, modes {args.modes}, AFNO blocks {args.afno_blocks}, K {args.latent_sample_steps}; "
-          f"median of {args.repeats} batches after {args.warmup} warm-up", flush=True)
-    print(f"# FLOP per batch (torch's count, FFTs not counted): L_traj {flops[False] / 1e12:.2f} T, all three {flops[True] / 1e12:.2f} T; "
-          f"CNO target replay {bench.replay_seconds:.2f} s per batch of {args.batch_size} (first call)", flush=True)
+    print(
+        f"# guide preset on {torch.cuda.get_device_name() if cuda else 'cpu'}, torch {torch.__version__}, {time.strftime('%Y-%m-%d %H:%M')}; "
+        f"grid {args.grid}, T {args.timesteps}, window {args.bptt_window}, batch {args.batch_size}, base {args.base_channels}, "
+        f"levels {args.encoder_levels}, modes {args.modes}, AFNO blocks {args.afno_blocks}, K {args.latent_sample_steps}; "
+        f"median of {args.repeats} batches after {args.warmup} warm-up",
+        flush=True,
+    )
+    print(
+        f"# FLOP per batch (torch's count, FFTs not counted): L_traj {flops[False] / 1e12:.2f} T, all three {flops[True] / 1e12:.2f} T; "
+        f"CNO target replay {bench.replay_seconds:.2f} s per batch of {args.batch_size} (first call)",
+        flush=True,
+    )
     # Eager rows first: compiling costs minutes, so a time budget cuts the compiled rows, not these.
     order = sorted(modes, key=lambda m: (m != default, "compiled" in m, "graphs" in m))
     if "modes" in tables:
@@ -444,7 +567,9 @@ def _print_guide_tables(results: list[dict], flops: dict[bool, float], args: arg
                 print(f"| {r['mode']} | {r['losses']} | not measured ({r['skipped']}) | | | |")
                 continue
             tflops = flops[r["losses"] == "all three"] / r["sec_per_batch"] / 1e12
-            print(f"| {r['mode']} | {r['losses']} | {r['sec_per_batch']:.3f} | {tflops:.1f} | {r['peak_mib']:.0f} | {r['first_batches_sec']:.0f} |")
+            print(
+                f"| {r['mode']} | {r['losses']} | {r['sec_per_batch']:.3f} | {tflops:.1f} | {r['peak_mib']:.0f} | {r['first_batches_sec']:.0f} |"
+            )
     memory = [r for r in results if r["table"] == "memory"]
     if memory:
         reference = _first_all_three(results)
@@ -456,7 +581,14 @@ def _print_guide_tables(results: list[dict], flops: dict[bool, float], args: arg
     if sweep:
         print("\n| mode | batch | s/batch | sample-rollouts/s | peak MiB |\n|---|---|---|---|---|")
         for r in sweep:
-            print(f"| {r['mode']} | {r['batch']} | " + (f"{r['sec_per_batch']:.3f} | {r['rollouts_per_sec']:.1f} | {r['peak_mib']:.0f} |" if "skipped" not in r else "not measured | | |"))
+            print(
+                f"| {r['mode']} | {r['batch']} | "
+                + (
+                    f"{r['sec_per_batch']:.3f} | {r['rollouts_per_sec']:.1f} | {r['peak_mib']:.0f} |"
+                    if "skipped" not in r
+                    else "not measured | | |"
+                )
+            )
 
 
 def _first_all_three(results: list[dict]) -> dict | None:
@@ -479,7 +611,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("(a) L_traj", run_child(args, with_tokenizer=False, vqvae_path=None, enable_latent_loss=False)))
         rows.append(("(b) + L_commit", run_child(args, **tok, enable_latent_loss=False)))
         for k in (3, 8):
-            rows.append((f"({'c' if k == 3 else 'd'}) + L_latent K={k}", run_child(args, **tok, enable_latent_loss=True, latent_sample_steps=k)))
+            rows.append(
+                (
+                    f"({'c' if k == 3 else 'd'}) + L_latent K={k}",
+                    run_child(args, **tok, enable_latent_loss=True, latent_sample_steps=k),
+                )
+            )
     elif not args.window_scan:
         rows.append(("this configuration", run_child(args)))
     first = rows[0][1] if rows else None
@@ -487,11 +624,17 @@ def main(argv: list[str] | None = None) -> None:
         f"grid {args.grid}, T {args.timesteps}, window {args.bptt_window}, batch {args.batch_size}, "
         f"widths base={args.base_channels} levels={args.encoder_levels} modes={args.modes} afno={args.afno_blocks}"
     )
-    print(f"# {header}; median of {args.repeats} batches after {args.warmup} warm-up; {time.strftime('%Y-%m-%d %H:%M')}; load avg {os.getloadavg()[0]:.1f}")
+    print(
+        f"# {header}; median of {args.repeats} batches after {args.warmup} warm-up; {time.strftime('%Y-%m-%d %H:%M')}; load avg {os.getloadavg()[0]:.1f}"
+    )
     if first is not None:
-        print(f"# device {first['device']} ({first['threads']} threads), {first['model_params']:,} model parameters, "
-              f"target replay {first['replay_sec_per_batch']:.2f} s/batch (not included), memory: {first['memory_method']}")
-        print("| configuration | wall s/batch | CPU s/batch | CPU vs (a) | CPU vs (b) | peak MiB | memory vs (a) | memory vs (b) |")
+        print(
+            f"# device {first['device']} ({first['threads']} threads), {first['model_params']:,} model parameters, "
+            f"target replay {first['replay_sec_per_batch']:.2f} s/batch (not included), memory: {first['memory_method']}"
+        )
+        print(
+            "| configuration | wall s/batch | CPU s/batch | CPU vs (a) | CPU vs (b) | peak MiB | memory vs (a) | memory vs (b) |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for i, (label, r) in enumerate(rows):
             print(_row(label, r, first if i else None, rows[1][1] if i > 1 else None))
@@ -501,7 +644,9 @@ def main(argv: list[str] | None = None) -> None:
         print("| --bptt-window | wall s/batch | CPU s/batch | peak MiB |\n|---|---|---|---|")
         for w in args.window_scan:
             r = run_child(args, bptt_window=w, with_tokenizer=False, vqvae_path=None, enable_latent_loss=False)
-            print(f"| {w} | {r['sec_per_batch']:.2f} | {r['cpu_sec_per_batch']:.2f} | {r['peak_mib']:.0f} |", flush=True)
+            print(
+                f"| {w} | {r['sec_per_batch']:.2f} | {r['cpu_sec_per_batch']:.2f} | {r['peak_mib']:.0f} |", flush=True
+            )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,20 @@ def tiny_tokenizer(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory)
 
     out = tmp_path_factory.mktemp("tok") / "vqvae"
     train_tokenizer_on_dataset(
-        tiny_dataset, out, epochs=3, batch_size=16, lr=2e-3, levels=2, codebook_size=8, latent_dim=4,
-        hidden=32, seed=0, device="cpu", val_split=0.2, log=lambda _: None, progress=False,
+        tiny_dataset,
+        out,
+        epochs=3,
+        batch_size=16,
+        lr=2e-3,
+        levels=2,
+        codebook_size=8,
+        latent_dim=4,
+        hidden=32,
+        seed=0,
+        device="cpu",
+        val_split=0.2,
+        log=lambda _: None,
+        progress=False,
     )
     return out
 

@@ -27,8 +27,22 @@ def tiny_checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
     from noa.train.loop import train
 
     ckdir = tmp_path_factory.mktemp("noa")
-    train(dict(dataset=str(tiny_dataset), n_samples=16, epochs=1, batch_size=4, lr=1e-3, bptt_window=4, timesteps=8,
-               warmup_steps=1, checkpoint_dir=str(ckdir), save_every=0, device="cpu", **TINY_MODEL))
+    train(
+        dict(
+            dataset=str(tiny_dataset),
+            n_samples=16,
+            epochs=1,
+            batch_size=4,
+            lr=1e-3,
+            bptt_window=4,
+            timesteps=8,
+            warmup_steps=1,
+            checkpoint_dir=str(ckdir),
+            save_every=0,
+            device="cpu",
+            **TINY_MODEL,
+        )
+    )
     return ckdir / "best_model.pt"
 
 
@@ -57,8 +71,9 @@ def doc_example() -> str:
     return match.group(1)
 
 
-def test_the_doc_example_runs_on_a_tiny_trained_checkpoint(tiny_checkpoint: Path, tiny_tokenizer: Path,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_doc_example_runs_on_a_tiny_trained_checkpoint(
+    tiny_checkpoint: Path, tiny_tokenizer: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code = doc_example()
     substitutions = {
         '"noa-quickstart/checkpoints/noa/best_model.pt"': repr(str(tiny_checkpoint)),
@@ -84,8 +99,13 @@ def test_every_public_name_is_documented_and_import_noa_is_cheap() -> None:
         assert getattr(noa, name) is not None
     assert "CNO_SPACE.encode" in text
     probe = "import sys, noa; print('torch' in sys.modules); from noa import load; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"},
+    ).stdout.split()
     assert out == ["False", "True"]
     with pytest.raises(AttributeError, match="no attribute 'rollout'"):
         noa.rollout  # noqa: B018
@@ -99,7 +119,9 @@ def test_the_theta_table_lists_the_parameter_space() -> None:
 
 
 def test_ic_and_replay_rebuild_the_dataset_samples_bit_for_bit(samples: dict) -> None:
-    for i, (family, ic_seed, noise_seed) in enumerate(zip(samples["families"], samples["ic_seeds"], samples["noise_seeds"])):
+    for i, (family, ic_seed, noise_seed) in enumerate(
+        zip(samples["families"], samples["ic_seeds"], samples["noise_seeds"])
+    ):
         ic = noa.make_initial_condition(family, grid=16, channels=3, seed=ic_seed)
         assert torch.equal(ic, samples["fields"][i])
         cno = noa.replay_cno(ic, samples["params"][i], 8, noise_seed=noise_seed)
@@ -118,7 +140,9 @@ def test_theta_as_physical_values_is_the_same_operator_as_its_unit_row(samples: 
     assert torch.equal(from_dict[0], samples["trajectories"][0])
 
 
-def test_rollout_is_the_trainers_rollout_and_broadcasts_one_ic_over_many_theta(tiny_checkpoint: Path, samples: dict) -> None:
+def test_rollout_is_the_trainers_rollout_and_broadcasts_one_ic_over_many_theta(
+    tiny_checkpoint: Path, samples: dict
+) -> None:
     from noa.train.checkpoint import build_model, load_checkpoint
     from noa.train.rollout import rollout_noa
 
@@ -165,8 +189,9 @@ def test_amplitude_and_length_scale_can_be_fixed_by_hand() -> None:
     from noa.data.ics import correlation_length, draw_spec
 
     drawn = draw_spec("gaussian_random_field", 5)
-    same = noa.make_initial_condition("gaussian_random_field", grid=32, seed=5, amplitude=drawn.amplitude_level,
-                                      length_scale=drawn.length_scale)
+    same = noa.make_initial_condition(
+        "gaussian_random_field", grid=32, seed=5, amplitude=drawn.amplitude_level, length_scale=drawn.length_scale
+    )
     assert torch.equal(same, noa.make_initial_condition("gaussian_random_field", grid=32, seed=5))
     loud = noa.make_initial_condition("gaussian_random_field", grid=32, seed=5, amplitude="high", length_scale=0.08)
     assert torch.allclose(loud.square().mean(dim=(1, 2)).sqrt(), torch.full((3,), 2.5))
@@ -182,15 +207,30 @@ def test_amplitude_and_length_scale_can_be_fixed_by_hand() -> None:
         (lambda: noa.make_initial_condition("sinusoid", grid=4, seed=1), "at least 8"),
         (lambda: noa.make_initial_condition("sinusoid", seed=1.5), "seed must be an integer"),
         (lambda: noa.make_initial_condition("sinusoid", seed=1, amplitude="loud"), "unknown IC amplitude level 'loud'"),
-        (lambda: noa.make_initial_condition("sinusoid", seed=1, length_scale=0.9), r"length_scale must be .* \(0, 0.5\]"),
+        (
+            lambda: noa.make_initial_condition("sinusoid", seed=1, length_scale=0.9),
+            r"length_scale must be .* \(0, 0.5\]",
+        ),
         (lambda: noa.make_initial_condition("sinusoid", seed=1, length_scale="0.1"), "length_scale must be a number"),
         (lambda: noa.as_theta(torch.full((13,), 1.5)), r"unit coordinates in \[0, 1\]"),
         (lambda: noa.as_theta(torch.zeros(2, 12)), r"\[P\] or \[B, P\] with P = 13"),
         (lambda: noa.as_theta([0.5] * 13), "a tensor of unit coordinates"),
-        (lambda: noa.replay_cno(torch.zeros(2, 3, 16, 16), torch.zeros(3, 13), 2, noise_seed=0), "2 initial conditions but 3"),
-        (lambda: noa.replay_cno(torch.zeros(2, 3, 16, 16), torch.zeros(13), 2, noise_seed=[1, 2, 3]), "3 noise seeds for 2 rows"),
-        (lambda: noa.replay_cno(torch.zeros(3, 16, 16), torch.zeros(13), 2.0, noise_seed=0), "timesteps must be an integer"),
-        (lambda: noa.replay_cno(torch.zeros(16, 16), torch.zeros(13), 2, noise_seed=0), r"\[C, H, W\] or \[B, C, H, W\]"),
+        (
+            lambda: noa.replay_cno(torch.zeros(2, 3, 16, 16), torch.zeros(3, 13), 2, noise_seed=0),
+            "2 initial conditions but 3",
+        ),
+        (
+            lambda: noa.replay_cno(torch.zeros(2, 3, 16, 16), torch.zeros(13), 2, noise_seed=[1, 2, 3]),
+            "3 noise seeds for 2 rows",
+        ),
+        (
+            lambda: noa.replay_cno(torch.zeros(3, 16, 16), torch.zeros(13), 2.0, noise_seed=0),
+            "timesteps must be an integer",
+        ),
+        (
+            lambda: noa.replay_cno(torch.zeros(16, 16), torch.zeros(13), 2, noise_seed=0),
+            r"\[C, H, W\] or \[B, C, H, W\]",
+        ),
         (lambda: noa.load("no/such/checkpoint.pt"), "does not exist"),
         (lambda: noa.load_tokenizer("no/such/tokenizer"), "does not exist"),
     ],

@@ -14,9 +14,25 @@ from noa.cli import main
 def test_generate_then_info_from_the_console_script(tmp_path: Path) -> None:
     out = tmp_path / "ds" / "tiny.h5"
     run = subprocess.run(
-        [sys.executable, "-m", "noa.cli", "data", "generate", "--out", str(out), "--n-samples", "6", "--grid", "16",
-         "--timesteps", "3", "--no-progress", "--no-features"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "noa.cli",
+            "data",
+            "generate",
+            "--out",
+            str(out),
+            "--n-samples",
+            "6",
+            "--grid",
+            "16",
+            "--timesteps",
+            "3",
+            "--no-progress",
+            "--no-features",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     assert out.exists() and "samples:       6" in run.stdout
@@ -28,8 +44,23 @@ def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path: Path) -> No
     # A log file gets lines, not a bar's carriage returns (stderr is a pipe here).
     out = tmp_path / "tiny.h5"
     run = subprocess.run(
-        [sys.executable, "-m", "noa.cli", "data", "generate", "--out", str(out), "--n-samples", "4", "--grid", "16", "--timesteps", "2"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "noa.cli",
+            "data",
+            "generate",
+            "--out",
+            str(out),
+            "--n-samples",
+            "4",
+            "--grid",
+            "16",
+            "--timesteps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stderr
     assert "\r" not in run.stderr and "\r" not in run.stdout, run.stderr[-500:]
@@ -38,13 +69,34 @@ def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path: Path) -> No
 def test_off_a_terminal_generation_and_features_log_plain_progress_lines(tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "tiny.h5")
     # pytest's captured stderr is not a terminal: the situation of a run under nohup or Slurm.
-    assert main(["data", "generate", "--out", out, "--n-samples", "20", "--grid", "8", "--timesteps", "1", "--batch-size", "2", "--no-features"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "generate",
+                "--out",
+                out,
+                "--n-samples",
+                "20",
+                "--grid",
+                "8",
+                "--timesteps",
+                "1",
+                "--batch-size",
+                "2",
+                "--no-features",
+            ]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  replay:")]
     assert lines[0].startswith("  replay: 2/20 samples (10%), ") and lines[0].endswith(" s")
     assert len(lines) == 10 and lines[-1].startswith("  replay: 20/20 samples (100%), ")
     assert main(["data", "features", out, "--batch-size", "10"]) == 0
     assert [line.split(",")[0] for line in capsys.readouterr().out.splitlines() if "features:" in line] == [
-        "  features: 10/20 samples (50%)", "  features: 20/20 samples (100%)"]
+        "  features: 10/20 samples (50%)",
+        "  features: 20/20 samples (100%)",
+    ]
     assert main(["data", "features", out, "--overwrite", "--no-progress"]) == 0
     assert "features:" not in capsys.readouterr().out
 
@@ -54,7 +106,10 @@ def test_off_a_terminal_generation_and_features_log_plain_progress_lines(tmp_pat
     [
         (["data", "info", "missing.h5"], "does not exist"),
         (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--grid", "5", "--no-features"], "--grid"),
-        (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--ic-families", "vortex", "--no-features"], "vortex"),
+        (
+            ["data", "generate", "--out", "x.h5", "--n-samples", "4", "--ic-families", "vortex", "--no-features"],
+            "vortex",
+        ),
         (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--device", "cuda:7", "--no-features"], "CUDA"),
     ],
 )

@@ -60,8 +60,12 @@ def test_version() -> None:
 
 def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tiny_dataset: Path) -> None:
     """`noa data info X | head -1`: the reader is gone before the summary is written."""
-    child = subprocess.Popen([sys.executable, "-m", "noa.cli", "data", "info", str(tiny_dataset)], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "noa.cli", "data", "info", str(tiny_dataset)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     child.stdout.close()  # the reader went away (noa is still importing torch)
     stderr = child.stderr.read().decode()
     assert child.wait() == 141
@@ -83,9 +87,37 @@ def test_the_vq_librarys_only_log_line_is_the_silenced_kmeans_warning() -> None:
 
 def test_training_a_tokenizer_prints_no_kmeans_warning(tiny_dataset: Path, tmp_path: Path) -> None:
     # 36 training samples and codebooks of 64 codes: every codebook's k-means init is short of vectors (6 lines before).
-    done = subprocess.run([sys.executable, "-m", "noa.cli", "vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "vq"),
-                           "--epochs", "1", "--batch-size", "16", "--codebook-size", "64", "--levels", "2", "--latent-dim", "4",
-                           "--hidden", "16", "--no-progress", "--device", "cpu"], env={**ENV, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "noa.cli",
+            "vqvae",
+            "train",
+            "--dataset",
+            str(tiny_dataset),
+            "--out",
+            str(tmp_path / "vq"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--codebook-size",
+            "64",
+            "--levels",
+            "2",
+            "--latent-dim",
+            "4",
+            "--hidden",
+            "16",
+            "--no-progress",
+            "--device",
+            "cpu",
+        ],
+        env={**ENV, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "k-means init received" not in done.stderr + done.stdout and "WARNING" not in done.stderr
 
@@ -111,7 +143,11 @@ def _doc_rows() -> list[tuple[tuple[str, ...], str, str]]:
             continue
         flags_cell, default_cell = line.split("|")[1:3]
         flags = list(dict.fromkeys(f for f in re.findall(r"`(--[\w-]+)", flags_cell) if not f.startswith("--no-")))
-        defaults = [d.strip().strip("`") for d in default_cell.split(",")] if len(flags) > 1 else [default_cell.strip().strip("`")]
+        defaults = (
+            [d.strip().strip("`") for d in default_cell.split(",")]
+            if len(flags) > 1
+            else [default_cell.strip().strip("`")]
+        )
         defaults = defaults * len(flags) if len(defaults) == 1 else defaults  # "`--a`, `--b` | off"
         assert len(defaults) == len(flags), line
         rows += [(command, flag, default) for flag, default in zip(flags, defaults)]
@@ -144,5 +180,9 @@ def _same(doc: str, code: object) -> bool:
 def test_the_user_guides_flag_tables_state_the_codes_defaults() -> None:
     rows = _doc_rows()
     assert len(rows) > 60  # the three tables were found
-    drift = {(" ".join(cmd), flag, doc, _code_default(cmd, flag)) for cmd, flag, doc in rows if not _same(doc, _code_default(cmd, flag))}
+    drift = {
+        (" ".join(cmd), flag, doc, _code_default(cmd, flag))
+        for cmd, flag, doc in rows
+        if not _same(doc, _code_default(cmd, flag))
+    }
     assert not drift, sorted(drift, key=str)

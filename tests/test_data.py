@@ -69,7 +69,9 @@ def test_sobol_prefix_is_stable() -> None:
     assert np.array_equal(sobol_params(5, 1, 4), sobol_params(8, 1, 4)[:5])
 
 
-def test_interrupted_generation_resumes_without_recomputing(tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_generation_resumes_without_recomputing(
+    tmp_path: Path, dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "r.h5"
     real_replay = workers_module.replay
     calls: list[int] = []
@@ -213,7 +215,9 @@ def test_the_file_records_the_family_it_was_made_with(dataset: Path) -> None:
     assert str(family["seed"]) in describe(dataset)
 
 
-def test_same_theta_ic_and_noise_seed_replay_identically_whatever_the_index_or_dataset(tmp_path: Path, dataset: Path) -> None:
+def test_same_theta_ic_and_noise_seed_replay_identically_whatever_the_index_or_dataset(
+    tmp_path: Path, dataset: Path
+) -> None:
     other = tmp_path / "other_seed.h5"
     generate(_cfg(seed=9), other, batch_size=5, progress=False, log=lambda _: None)
     with h5py.File(dataset) as a, h5py.File(other) as b:
@@ -221,6 +225,10 @@ def test_same_theta_ic_and_noise_seed_replay_identically_whatever_the_index_or_d
         ics = torch.from_numpy(b["inputs/fields"][:6])
         seeds = b["metadata/noise_seed"][:6].tolist()
         # Row 2 of dataset A placed at position 4 of a batch of dataset B's rows.
-        params[4], ics[4], seeds[4] = torch.from_numpy(a["parameters/params"][2]), torch.from_numpy(a["inputs/fields"][2]), int(a["metadata/noise_seed"][2])
+        params[4], ics[4], seeds[4] = (
+            torch.from_numpy(a["parameters/params"][2]),
+            torch.from_numpy(a["inputs/fields"][2]),
+            int(a["metadata/noise_seed"][2]),
+        )
         stored = torch.from_numpy(a["trajectories"][2])
     assert torch.equal(replay(params, ics, seeds, 4)[4], stored)

@@ -82,21 +82,44 @@ def test_vqvae_path_supplies_a_tokenizer_to_a_physics_only_checkpoint(physics_on
     result = diagnose(physics_only, tiny_tokenizer, None, n_samples=4, log=quiet)
     assert result.tokenizer == str(tiny_tokenizer)
     assert result.reconstruction is not None and result.diversity is not None
-    assert result.alignment is None and result.skipped == {"Alignment Correlation": SKIP_REASON, "Temporal Consistency": SKIP_REASON}
+    assert result.alignment is None and result.skipped == {
+        "Alignment Correlation": SKIP_REASON,
+        "Temporal Consistency": SKIP_REASON,
+    }
     assert 0 <= result.rollout.token_agreement <= 1
-    assert f"note: the NOA was trained without a tokenizer (L_traj only); its rollouts are tokenized with {tiny_tokenizer}" in result.text
+    assert (
+        f"note: the NOA was trained without a tokenizer (L_traj only); its rollouts are tokenized with {tiny_tokenizer}"
+        in result.text
+    )
     assert {c.name for c in result.verdict_detail.criteria if c.level is not None} == {
-        "alignment ladders (sections 1-4)", "rollout error", "token agreement"}
+        "alignment ladders (sections 1-4)",
+        "rollout error",
+        "token agreement",
+    }
 
 
-def test_the_cli_accepts_vqvae_path_for_a_physics_only_checkpoint(physics_only: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_the_cli_accepts_vqvae_path_for_a_physics_only_checkpoint(
+    physics_only: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "report"
-    argv = ["diagnose", "--noa-checkpoint", str(physics_only), "--vqvae-path", str(tiny_tokenizer), "--n-samples", "2", "--out", str(out)]
+    argv = [
+        "diagnose",
+        "--noa-checkpoint",
+        str(physics_only),
+        "--vqvae-path",
+        str(tiny_tokenizer),
+        "--n-samples",
+        "2",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     _assert_report_written(out, codebook=True)
 
 
-def test_history_with_none_losses_still_gives_a_report(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_history_with_none_losses_still_gives_a_report(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     checkpoint = _train(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), lambda_commit=0.0)
     history = load_checkpoint(checkpoint)["history"]
     assert history["train_latent"] == [None] and history["val_latent"] == [None]
@@ -158,11 +181,15 @@ def test_old_relative_paths_resolve_against_the_launch_dir_else_the_checkpoint_d
     assert "validation samples of the training run" in result.text  # same fingerprint: the split is rebuilt
     # With its launch directory recorded, a relative path is read from there.
     torch.save({**old, "launch_dir": str(tmp_path / "elsewhere")}, run / "launched.pt")
-    with pytest.raises(NoaError, match=rf"which is not at {tmp_path / 'elsewhere' / 'data.h5'} any more; pass --dataset"):
+    with pytest.raises(
+        NoaError, match=rf"which is not at {tmp_path / 'elsewhere' / 'data.h5'} any more; pass --dataset"
+    ):
         diagnose(run / "launched.pt", None, None, log=quiet)
 
 
-def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(physics_only: Path, tmp_path: Path) -> None:
+def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(
+    physics_only: Path, tmp_path: Path
+) -> None:
     import h5py
     import numpy as np
 
@@ -184,7 +211,9 @@ def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(
     assert "6 valid samples that are none of the run's training samples" in result.text
 
 
-def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(physics_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(
+    physics_only: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from noa import outputs
 
     out = tmp_path / "report"

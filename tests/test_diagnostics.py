@@ -31,7 +31,9 @@ from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE
 
-tokenizer_api = pytest.importorskip("noa.tokenizer", reason="noa.tokenizer is not importable yet (written concurrently)")
+tokenizer_api = pytest.importorskip(
+    "noa.tokenizer", reason="noa.tokenizer is not importable yet (written concurrently)"
+)
 
 T, GRID, N = 4, 16, 16
 GUIDE_LINES = [
@@ -56,7 +58,9 @@ def quiet(_: str) -> None:
 
 def save_checkpoint(path, tokenizer_dir, dataset, *, projector_dim: int | None, seed: int = 0) -> None:
     """A checkpoint in the training loop's format around a small untrained U-AFNO."""
-    config = UAFNOConfig(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
+    config = UAFNOConfig(
+        channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1
+    )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = UAFNO(config)
@@ -100,7 +104,9 @@ def save_checkpoint(path, tokenizer_dir, dataset, *, projector_dim: int | None, 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("diagnostics")
-    dataset = generate(GenerateConfig(n_samples=N, grid=GRID, timesteps=T, seed=0), root / "data.h5", progress=False, log=quiet)
+    dataset = generate(
+        GenerateConfig(n_samples=N, grid=GRID, timesteps=T, seed=0), root / "data.h5", progress=False, log=quiet
+    )
     with h5py.File(dataset, "r") as f:
         names = h5.feature_names(f)
         features = {family: torch.from_numpy(f["features"][family][:]) for family in h5.FEATURE_FAMILIES}
@@ -125,14 +131,22 @@ def setup(tmp_path_factory):
     checkpoint = root / "noa" / "best_model.pt"
     checkpoint.parent.mkdir()
     save_checkpoint(checkpoint, tokenizer_dir, dataset, projector_dim=model.latent_dim)
-    return {"root": root, "dataset": dataset, "tokenizer": tokenizer_dir, "checkpoint": checkpoint, "latent_dim": model.latent_dim}
+    return {
+        "root": root,
+        "dataset": dataset,
+        "tokenizer": tokenizer_dir,
+        "checkpoint": checkpoint,
+        "latent_dim": model.latent_dim,
+    }
 
 
 @pytest.fixture(scope="module")
 def report(setup):
     printed: list[str] = []
     out = setup["root"] / "report"
-    result = diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], batch_size=3, out_dir=out, log=printed.append)
+    result = diagnose(
+        setup["checkpoint"], setup["tokenizer"], setup["dataset"], batch_size=3, out_dir=out, log=printed.append
+    )
     return result, "\n".join(printed), out
 
 
@@ -145,8 +159,16 @@ def line_value(text: str, prefix: str) -> str:
 
 def key_numbers(r) -> torch.Tensor:
     return torch.tensor(
-        [r.reconstruction.total, r.diversity.utilization, r.alignment.cosine_mean, r.alignment.latent_mse,
-         r.consistency.cv, *r.rollout.mse, *r.rollout.floor, r.rollout.token_agreement],
+        [
+            r.reconstruction.total,
+            r.diversity.utilization,
+            r.alignment.cosine_mean,
+            r.alignment.latent_mse,
+            r.consistency.cv,
+            *r.rollout.mse,
+            *r.rollout.floor,
+            r.rollout.token_agreement,
+        ],
         dtype=torch.float64,
     )
 
@@ -173,7 +195,13 @@ def test_report_has_every_section_in_the_guides_layout(report):
 
 def test_numbers_are_finite_and_in_range(report):
     result, _, _ = report
-    rec, div, ali, con, q = result.reconstruction, result.diversity, result.alignment, result.consistency, result.rollout
+    rec, div, ali, con, q = (
+        result.reconstruction,
+        result.diversity,
+        result.alignment,
+        result.consistency,
+        result.rollout,
+    )
     assert all(math.isfinite(v) and v >= 0 for v in [rec.total, *rec.per_category.values()])
     assert 0 <= div.utilization <= 1 and div.used == sum(b.used for b in div.codebooks) <= div.total
     assert div.total == sum(tokenizer_api.load_tokenizer(result.tokenizer).codebook_sizes)
@@ -182,7 +210,17 @@ def test_numbers_are_finite_and_in_range(report):
     assert ali.sampled_steps == [0, 2, 3]  # latent_sample_steps 3 over T=4, as in training
     assert con.norm_mean > 0 and con.norm_std >= 0 and con.cv >= 0
     assert q.steps == list(range(1, T + 1)) and q.horizons == [1, 2, 4]
-    for values in (q.mse, q.nrmse, q.vrmse, q.floor, q.realization_gap, q.family_floor, q.persistence, q.vrmse_persistence, q.vrmse_floor):
+    for values in (
+        q.mse,
+        q.nrmse,
+        q.vrmse,
+        q.floor,
+        q.realization_gap,
+        q.family_floor,
+        q.persistence,
+        q.vrmse_persistence,
+        q.vrmse_floor,
+    ):
         assert len(values) == T and all(math.isfinite(v) and v >= 0 for v in values)
     # θ identifies the operator: another family draw is just another noise stream.
     assert 0.5 < q.family_to_noise < 2.0
@@ -200,7 +238,10 @@ def test_summary_json_matches_printed_numbers(report):
     for category, value in rec["per_category"].items():
         assert line_value(text, f"  {category.upper():<12}: ") == f"{value:.4f}"
     div = summary["diversity"]
-    assert line_value(text, "Overall utilization: ") == f"{100 * div['utilization']:.1f}% ({div['used']}/{div['total']} codes)"
+    assert (
+        line_value(text, "Overall utilization: ")
+        == f"{100 * div['utilization']:.1f}% ({div['used']}/{div['total']} codes)"
+    )
     assert line_value(text, "Token entropy: ").startswith(f"{div['entropy_bits']:.2f} bits")
     ali, con = summary["alignment"], summary["consistency"]
     assert line_value(text, "Cosine similarity: ") == f"{ali['cosine_mean']:.3f} ± {ali['cosine_std']:.3f}"
@@ -216,12 +257,18 @@ def test_summary_json_matches_printed_numbers(report):
     judged, every = 100 * q["token_agreement_non_initial"], 100 * q["token_agreement"]
     assert line_value(text, "Token agreement NOA vs CNO: ").startswith(f"{judged:.1f}% (all codebooks {every:.1f}%)")
     reference = line_value(text, "Token agreement CNO realization 0 vs 1 (reference): ")
-    assert reference == f"{100 * q['token_agreement_reference_non_initial']:.1f}% (all codebooks {100 * q['token_agreement_reference']:.1f}%)"
-    assert line_value(text, "Token agreement persistence vs CNO: ").startswith(f"{100 * q['token_agreement_persistence_non_initial']:.1f}%")
+    assert (
+        reference
+        == f"{100 * q['token_agreement_reference_non_initial']:.1f}% (all codebooks {100 * q['token_agreement_reference']:.1f}%)"
+    )
+    assert line_value(text, "Token agreement persistence vs CNO: ").startswith(
+        f"{100 * q['token_agreement_persistence_non_initial']:.1f}%"
+    )
     assert q["token_categories"] == [c for c, _ in tokenizer_api.load_tokenizer(result.tokenizer).entries]
     assert f"VRMSE median {q['overall_vrmse_median']:.3f} (mean {q['overall_vrmse']:.3f}; " in overall
     assert line_value(text, "MSE/floor per operator (each one's horizon-averaged ratio), median over operators: ") == (
-        f"{q['median_operator_ratio']:.2f}")
+        f"{q['median_operator_ratio']:.2f}"
+    )
     assert summary["rows"] == result.rows and summary["n_samples"] == 4
 
 
@@ -259,15 +306,23 @@ def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
         diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
 
     other = generate(
-        GenerateConfig(n_samples=2, grid=32, timesteps=T, seed=1, features=False), setup["root"] / "grid32.h5", progress=False, log=quiet
+        GenerateConfig(n_samples=2, grid=32, timesteps=T, seed=1, features=False),
+        setup["root"] / "grid32.h5",
+        progress=False,
+        log=quiet,
     )
-    with pytest.raises(NoaError, match=r"grid: tokenizer .*vqvae was trained on 16x16, dataset .*grid32\.h5 has 32x32") as err:
+    with pytest.raises(
+        NoaError, match=r"grid: tokenizer .*vqvae was trained on 16x16, dataset .*grid32\.h5 has 32x32"
+    ) as err:
         diagnose(setup["checkpoint"], setup["tokenizer"], other, log=quiet)
     assert "do not fit each other" in str(err.value)
 
     wrong = setup["root"] / "wrong_dim.pt"
     save_checkpoint(wrong, setup["tokenizer"], setup["dataset"], projector_dim=setup["latent_dim"] + 8)
-    with pytest.raises(NoaError, match=rf"latent projector outputs {setup['latent_dim'] + 8}, tokenizer .* has latent_dim {setup['latent_dim']}"):
+    with pytest.raises(
+        NoaError,
+        match=rf"latent projector outputs {setup['latent_dim'] + 8}, tokenizer .* has latent_dim {setup['latent_dim']}",
+    ):
         diagnose(wrong, None, None, log=quiet)
 
 
@@ -275,7 +330,14 @@ def test_cli_flags_and_defaults():
     parser = argparse.ArgumentParser()
     add_diagnose_arguments(parser)
     args = parser.parse_args(["--noa-checkpoint", "c.pt", "--vqvae-path", "v", "--dataset", "d.h5"])
-    assert (args.n_samples, args.timesteps, args.out, args.device, args.seed, args.batch_size) == (100, None, None, "auto", 0, 8)
+    assert (args.n_samples, args.timesteps, args.out, args.device, args.seed, args.batch_size) == (
+        100,
+        None,
+        None,
+        "auto",
+        0,
+        8,
+    )
 
 
 # ---- ladders and verdict at their boundaries ---------------------------------------------
@@ -284,10 +346,50 @@ def test_cli_flags_and_defaults():
 @pytest.mark.parametrize(
     "ladder, cases",
     [
-        (guide.RECONSTRUCTION, [(0.0999, "Excellent"), (0.1, "Good"), (0.4999, "Good"), (0.5, "Moderate"), (0.9999, "Moderate"), (1.0, "Poor")]),
-        (guide.DIVERSITY, [(0.8001, "Excellent"), (0.8, "Good"), (0.5001, "Good"), (0.5, "Moderate"), (0.2501, "Moderate"), (0.25, "Poor")]),
-        (guide.CORRELATION, [(0.9001, "Excellent"), (0.9, "Good"), (0.7001, "Good"), (0.623, "Moderate"), (0.5, "Poor"), (-1.0, "Poor")]),
-        (guide.CONSISTENCY, [(0.0499, "Excellent"), (0.05, "Good"), (0.055, "Good"), (0.1, "Moderate"), (0.1999, "Moderate"), (0.2, "Poor")]),
+        (
+            guide.RECONSTRUCTION,
+            [
+                (0.0999, "Excellent"),
+                (0.1, "Good"),
+                (0.4999, "Good"),
+                (0.5, "Moderate"),
+                (0.9999, "Moderate"),
+                (1.0, "Poor"),
+            ],
+        ),
+        (
+            guide.DIVERSITY,
+            [
+                (0.8001, "Excellent"),
+                (0.8, "Good"),
+                (0.5001, "Good"),
+                (0.5, "Moderate"),
+                (0.2501, "Moderate"),
+                (0.25, "Poor"),
+            ],
+        ),
+        (
+            guide.CORRELATION,
+            [
+                (0.9001, "Excellent"),
+                (0.9, "Good"),
+                (0.7001, "Good"),
+                (0.623, "Moderate"),
+                (0.5, "Poor"),
+                (-1.0, "Poor"),
+            ],
+        ),
+        (
+            guide.CONSISTENCY,
+            [
+                (0.0499, "Excellent"),
+                (0.05, "Good"),
+                (0.055, "Good"),
+                (0.1, "Moderate"),
+                (0.1999, "Moderate"),
+                (0.2, "Poor"),
+            ],
+        ),
     ],
 )
 def test_ladders_at_and_around_each_boundary(ladder, cases):
@@ -298,7 +400,12 @@ def test_ladders_at_and_around_each_boundary(ladder, cases):
 
 def test_guide_example_and_verdict_rule():
     # The guide's sample output: 0.3245 / 67.3% / 0.623 / 0.055 -> Good, Good, Moderate, Good -> GOOD.
-    words = [guide.RECONSTRUCTION.assess(0.3245), guide.DIVERSITY.assess(0.673), guide.CORRELATION.assess(0.623), guide.CONSISTENCY.assess(0.055)]
+    words = [
+        guide.RECONSTRUCTION.assess(0.3245),
+        guide.DIVERSITY.assess(0.673),
+        guide.CORRELATION.assess(0.623),
+        guide.CONSISTENCY.assess(0.055),
+    ]
     assert words == ["Good", "Good", "Moderate", "Good"]
     assert guide.final_verdict(words, aligned=True) == "GOOD - L_latent provides meaningful alignment"
     E, G, M, P = "Excellent", "Good", "Moderate", "Poor"
@@ -309,7 +416,10 @@ def test_guide_example_and_verdict_rule():
     assert guide.final_verdict([E, E, E, P], True).startswith("MODERATE")  # one Poor blocks GOOD
     assert guide.final_verdict([G, G, P, P], True).startswith("POOR")
     assert guide.final_verdict([G, E], False).startswith("GOOD")
-    assert guide.final_verdict([E, E], False) == "EXCELLENT - NOA outputs tokenize very well (alignment not evaluated: no latent projector)"
+    assert (
+        guide.final_verdict([E, E], False)
+        == "EXCELLENT - NOA outputs tokenize very well (alignment not evaluated: no latent projector)"
+    )
     assert guide.final_verdict([G, M], False).startswith("MODERATE")
 
 
@@ -342,7 +452,9 @@ def test_rollout_metrics_on_known_values():
     # A draw 0.4 away: what a perfect θ-conditioned model scores is 4x the noise floor.
     far = summarize(step_errors(noa, cno, cno[:, 0] + 0.4), tokens, cno_tokens, cno_tokens, categories=books)
     assert far.family_to_noise == pytest.approx(4.0)
-    assert summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens, categories=books).overall_ratio is None  # noiseless CNO
+    assert (
+        summarize(step_errors(noa, cno[:, [0, 0]]), tokens, tokens, tokens, categories=books).overall_ratio is None
+    )  # noiseless CNO
     assert report_horizons(1) == [1] and report_horizons(256) == [1, 64, 128, 256]
 
 
@@ -392,10 +504,14 @@ def test_horizon_mean_ratio_per_update_rule_and_median_over_operators():
     cno = torch.stack([x0, x0 + 0.2], dim=1)
     offsets = torch.tensor([1.0, 2.0, 3.0, 10.0]).mul(0.02).sqrt().reshape(4, 1, 1, 1, 1)
     q = summarize(step_errors(x0 + offsets, cno), None, None, None, rules=["residual", "residual", "convex", "convex"])
-    assert q.overall_ratio == pytest.approx(4.0) and q.median_operator_ratio == pytest.approx(2.0)  # torch: the lower middle
+    assert q.overall_ratio == pytest.approx(4.0) and q.median_operator_ratio == pytest.approx(
+        2.0
+    )  # torch: the lower middle
     assert list(q.by_rule) == ["convex", "residual"]
     assert q.by_rule["residual"].operators == 2 and q.by_rule["residual"].ratio == pytest.approx(1.5)
-    assert q.by_rule["convex"].ratio == pytest.approx(6.5) and q.by_rule["convex"].median_operator_ratio == pytest.approx(3.0)
+    assert q.by_rule["convex"].ratio == pytest.approx(6.5) and q.by_rule[
+        "convex"
+    ].median_operator_ratio == pytest.approx(3.0)
     assert summarize(step_errors(x0 + offsets, cno), None, None, None).by_rule is None  # no rules: no split
 
 
@@ -408,8 +524,13 @@ def test_the_report_splits_rollout_error_per_update_rule(setup, report):
     by_rule = result.rollout.by_rule
     assert set(by_rule) == set(rules) and sum(g.operators for g in by_rule.values()) == result.n_samples
     for rule, g in by_rule.items():
-        assert re.search(rf"^  {rule}\s+{g.operators} operators?: MSE/floor {g.ratio:.2f}, median over operators ", result.text, re.M)
-    assert json.loads((out / "summary.json").read_text())["rollout"]["by_rule"][rules[0]]["operators"] == by_rule[rules[0]].operators
+        assert re.search(
+            rf"^  {rule}\s+{g.operators} operators?: MSE/floor {g.ratio:.2f}, median over operators ", result.text, re.M
+        )
+    assert (
+        json.loads((out / "summary.json").read_text())["rollout"]["by_rule"][rules[0]]["operators"]
+        == by_rule[rules[0]].operators
+    )
     # A parameter space without an update rule gives no split, and the report no per-rule lines.
     plain = ParameterSpace((Dimension("a", "float"), Dimension("b", "choice", choices=("x", "y"))))
     assert update_rules(setup["dataset"], plain, result.rows) is None
@@ -429,18 +550,22 @@ def quality(ratio: float, agreement: float, reference: float, persistence: float
     cno_tokens = torch.zeros(n, 1, dtype=torch.long)
     agree = torch.arange(n)[:, None] < round(agreement * n)
     same = torch.arange(n)[:, None] < round(reference * n)
-    q = summarize(step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1), categories=["summary"])
+    q = summarize(
+        step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1), categories=["summary"]
+    )
     assert q.overall_ratio == pytest.approx(ratio) and q.overall_persistence_ratio == pytest.approx(persistence)
     assert q.token_agreement == pytest.approx(agreement) and q.token_agreement_reference == pytest.approx(reference)
     return q
 
 
 def verdict_of(q, alignment_line: str | None = "GOOD - L_latent provides meaningful alignment"):
-    return rating.combine([
-        rating.alignment_criterion(alignment_line, "no tokenizer"),
-        rating.rollout_criterion(q),
-        rating.agreement_criterion(q, "no tokenizer"),
-    ])
+    return rating.combine(
+        [
+            rating.alignment_criterion(alignment_line, "no tokenizer"),
+            rating.rollout_criterion(q),
+            rating.agreement_criterion(q, "no tokenizer"),
+        ]
+    )
 
 
 def test_rollouts_at_3_9x_the_floor_with_41_percent_agreement_are_not_good():
@@ -449,7 +574,11 @@ def test_rollouts_at_3_9x_the_floor_with_41_percent_agreement_are_not_good():
     assert v.level == "POOR" and v.line == "POOR - rollouts are 3.90x the noise floor"
     assert v.decided_by == ["rollout error"]
     levels = {c.name: c.level for c in v.criteria}
-    assert levels == {"alignment ladders (sections 1-4)": "GOOD", "rollout error": "POOR", "token agreement": "MODERATE"}
+    assert levels == {
+        "alignment ladders (sections 1-4)": "GOOD",
+        "rollout error": "POOR",
+        "token agreement": "MODERATE",
+    }
     # Near the floor, 41% agreement against an 80% reference (0.51 of it) still holds the verdict at MODERATE.
     near = verdict_of(quality(1.3, 0.41, 0.80))
     assert near.level == "MODERATE" and near.decided_by == ["token agreement"]
@@ -457,7 +586,9 @@ def test_rollouts_at_3_9x_the_floor_with_41_percent_agreement_are_not_good():
 
 
 def test_verdict_rule_each_criterion_can_decide_and_ties_are_named():
-    assert verdict_of(quality(1.1, 0.78, 0.80)).line == "GOOD - L_latent provides meaningful alignment"  # 1.1x Excellent, 0.975 Excellent
+    assert (
+        verdict_of(quality(1.1, 0.78, 0.80)).line == "GOOD - L_latent provides meaningful alignment"
+    )  # 1.1x Excellent, 0.975 Excellent
     both = verdict_of(quality(1.3, 0.78, 0.80))  # 1.3x Good, alignment Good
     assert both.level == "GOOD" and both.decided_by == ["alignment ladders (sections 1-4)", "rollout error"]
     assert verdict_of(quality(1.1, 0.78, 0.80), "EXCELLENT - L_latent provides strong alignment").level == "EXCELLENT"
@@ -468,7 +599,10 @@ def test_verdict_rule_each_criterion_can_decide_and_ties_are_named():
     q = quality(2.0, 0.5, 0.8)
     alone = rating.combine([rating.alignment_criterion(None, "no tokenizer"), rating.rollout_criterion(q)])
     assert alone.level == "MODERATE" and alone.decided_by == ["rollout error"]
-    assert rating.combine([rating.alignment_criterion(None, "no tokenizer")]).line == "UNASSESSED - no criterion could be evaluated"
+    assert (
+        rating.combine([rating.alignment_criterion(None, "no tokenizer")]).line
+        == "UNASSESSED - no criterion could be evaluated"
+    )
 
 
 def test_the_report_explains_its_verdict(report):
@@ -490,10 +624,14 @@ def test_report_md_opens_with_the_run_and_labels_frames_with_theta(setup, report
     result, _, out = report
     md = (out / "report.md").read_text().splitlines()
     assert md[0] == "# NOA diagnostics"
-    assert re.fullmatch(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC by noa \d+\.\d+\.\d+\S*\.", md[2]) and md[4] == "## Run"
+    assert (
+        re.fullmatch(r"Generated \d{4}-\d\d-\d\d \d\d:\d\d UTC by noa \d+\.\d+\.\d+\S*\.", md[2]) and md[4] == "## Run"
+    )
     head = "\n".join(md[:20])
     assert f"| dataset | `{setup['dataset']}`: {N} samples, {GRID}×{GRID} grid, 3 channels, T = {T};" in head
-    assert "| objective | L_traj + ?·L_commit |" in head  # save_checkpoint records no --lambda-commit: unknown, not guessed
+    assert (
+        "| objective | L_traj + ?·L_commit |" in head
+    )  # save_checkpoint records no --lambda-commit: unknown, not guessed
     assert md.index("## Run") < md.index("## Report") < md.index("## Training flags")
     assert "| `--val-split` | 0.25 |" in md
     # Frame rows: θ in physical units (the parameter space's decode), IC family, channel.
@@ -508,18 +646,33 @@ def test_report_md_opens_with_the_run_and_labels_frames_with_theta(setup, report
 
 def test_frames_figure_has_an_error_column_and_labelled_rows():
     cno, noa = torch.zeros(2, 3, 8, 8), torch.ones(2, 3, 8, 8)
-    fig = plots.frames_figure(cno, noa, [0, 2, 4], ["row 1: IC a, channel 0\nn_layers=2", "row 5: IC b, channel 0\nn_layers=3"])
+    fig = plots.frames_figure(
+        cno, noa, [0, 2, 4], ["row 1: IC a, channel 0\nn_layers=2", "row 5: IC b, channel 0\nn_layers=3"]
+    )
     rows = fig.subfigs
-    assert [sub.get_suptitle() for sub in rows] == ["row 1: IC a, channel 0\nn_layers=2", "row 5: IC b, channel 0\nn_layers=3"]
+    assert [sub.get_suptitle() for sub in rows] == [
+        "row 1: IC a, channel 0\nn_layers=2",
+        "row 5: IC b, channel 0\nn_layers=3",
+    ]
     images = [ax for ax in rows[0].axes if ax.get_images()]
-    assert [ax.get_title() for ax in images] == ["CNO t=0", "NOA t=0", "CNO t=2", "NOA t=2", "CNO t=4", "NOA t=4", "|NOA − CNO| t=4"]
+    assert [ax.get_title() for ax in images] == [
+        "CNO t=0",
+        "NOA t=0",
+        "CNO t=2",
+        "NOA t=2",
+        "CNO t=4",
+        "NOA t=4",
+        "|NOA − CNO| t=4",
+    ]
     assert float(images[-1].get_images()[0].get_array().max()) == 1.0  # |1 - 0|
 
 
 def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
     result, _, _ = report
     left, right = [ax for ax in plots.error_figure(result.rollout).axes if ax.get_legend()]
-    assert {"noise floor (same operator)", "family floor (same θ)", plots.NO_SKILL} <= set(left.get_legend_handles_labels()[1])
+    assert {"noise floor (same operator)", "family floor (same θ)", plots.NO_SKILL} <= set(
+        left.get_legend_handles_labels()[1]
+    )
     labels = right.get_legend_handles_labels()[1]
     assert plots.FRAME_MEAN in labels and "noise floor (median)" in labels
     no_skill = right.get_lines()[labels.index(plots.FRAME_MEAN)]
@@ -528,19 +681,82 @@ def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
 
 def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
     records = [
-        {"kind": "train_batch", "epoch": 1, "batch": 1, "global_step": 1, "total": 2.0, "traj": 2.0, "commit": None, "latent": None, "lr": 1e-4},
-        {"kind": "train_batch", "epoch": 1, "batch": 2, "global_step": 2, "total": 9.0, "traj": 9.0, "commit": None, "latent": None, "lr": 2e-4},
-        {"kind": "epoch", "epoch": 1, "global_step": 2, "train_total": 5.5, "val_total": 4.0, "train_traj": 5.5, "val_traj": 4.0, "train_commit": None},
+        {
+            "kind": "train_batch",
+            "epoch": 1,
+            "batch": 1,
+            "global_step": 1,
+            "total": 2.0,
+            "traj": 2.0,
+            "commit": None,
+            "latent": None,
+            "lr": 1e-4,
+        },
+        {
+            "kind": "train_batch",
+            "epoch": 1,
+            "batch": 2,
+            "global_step": 2,
+            "total": 9.0,
+            "traj": 9.0,
+            "commit": None,
+            "latent": None,
+            "lr": 2e-4,
+        },
+        {
+            "kind": "epoch",
+            "epoch": 1,
+            "global_step": 2,
+            "train_total": 5.5,
+            "val_total": 4.0,
+            "train_traj": 5.5,
+            "val_traj": 4.0,
+            "train_commit": None,
+        },
         # a resume re-did step 2 (the later record wins) and went past this checkpoint's step 3
-        {"kind": "train_batch", "epoch": 1, "batch": 2, "global_step": 2, "total": 1.5, "traj": 1.5, "commit": None, "latent": None, "lr": 2e-4},
-        {"kind": "train_batch", "epoch": 2, "batch": 1, "global_step": 3, "total": 1.0, "traj": 1.0, "commit": None, "latent": None, "lr": 3e-4},
-        {"kind": "train_batch", "epoch": 2, "batch": 2, "global_step": 4, "total": 0.5, "traj": 0.5, "commit": None, "latent": None, "lr": 4e-4},
+        {
+            "kind": "train_batch",
+            "epoch": 1,
+            "batch": 2,
+            "global_step": 2,
+            "total": 1.5,
+            "traj": 1.5,
+            "commit": None,
+            "latent": None,
+            "lr": 2e-4,
+        },
+        {
+            "kind": "train_batch",
+            "epoch": 2,
+            "batch": 1,
+            "global_step": 3,
+            "total": 1.0,
+            "traj": 1.0,
+            "commit": None,
+            "latent": None,
+            "lr": 3e-4,
+        },
+        {
+            "kind": "train_batch",
+            "epoch": 2,
+            "batch": 2,
+            "global_step": 4,
+            "total": 0.5,
+            "traj": 0.5,
+            "commit": None,
+            "latent": None,
+            "lr": 4e-4,
+        },
     ]
     lines = [json.dumps(r) for r in records] + ['{"kind": "train_ba']  # torn by a kill
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     ckpt = {"global_step": 3, "history": {"train_loss": [5.5]}}
     c = curves.training_curves_of(tmp_path / "step_3.pt", ckpt)
-    assert c.x_label == "step" and list(c.panels) == ["total loss", "L_traj", "learning rate"]  # no L_commit: never computed
+    assert c.x_label == "step" and list(c.panels) == [
+        "total loss",
+        "L_traj",
+        "learning rate",
+    ]  # no L_commit: never computed
     per_batch, epoch_mean, val = c.panels["total loss"]
     assert (per_batch.x, per_batch.y, per_batch.style) == ([1.0, 2.0, 3.0], [2.0, 1.5, 1.0], "batch")
     assert (epoch_mean.x, epoch_mean.y, val.y) == ([2.0], [5.5], [4.0])
@@ -552,16 +768,26 @@ def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
 
 
 def test_long_runs_get_a_running_mean_over_their_batches():
-    raw = curves.Series("train (per batch)", [float(s) for s in range(1, 101)], [float(s % 2) for s in range(1, 101)], style="batch")
+    raw = curves.Series(
+        "train (per batch)", [float(s) for s in range(1, 101)], [float(s % 2) for s in range(1, 101)], style="batch"
+    )
     trend = curves.running_mean(raw)
     assert trend.label == "train (mean of last 5 batches)" and trend.style == "trend" and trend.x == raw.x
-    assert trend.y[:3] == [1.0, 0.5, 2 / 3] and trend.y[4:] == pytest.approx([0.6 if s % 2 else 0.4 for s in range(5, 101)])
+    assert trend.y[:3] == [1.0, 0.5, 2 / 3] and trend.y[4:] == pytest.approx(
+        [0.6 if s % 2 else 0.4 for s in range(5, 101)]
+    )
     assert curves.running_mean(curves.Series("short", [1.0], [1.0], style="batch")) is None
 
 
 def test_training_curves_from_a_history_with_none_entries(tmp_path):
-    history = {"train_loss": [2.0, 1.0], "val_loss": [2.5, None], "train_commit": [None, None], "val_commit": [None, None],
-               "train_latent": [None, None], "lr": [1e-3, 5e-4]}
+    history = {
+        "train_loss": [2.0, 1.0],
+        "val_loss": [2.5, None],
+        "train_commit": [None, None],
+        "val_commit": [None, None],
+        "train_latent": [None, None],
+        "lr": [1e-3, 5e-4],
+    }
     c = curves.training_curves_of(tmp_path / "best_model.pt", {"history": history})
     assert c.x_label == "epoch" and list(c.panels) == ["total loss", "learning rate"]
     assert c.panels["total loss"][1].x == [1.0] and c.panels["total loss"][1].y == [2.5]

@@ -34,7 +34,18 @@ def _flags(values: dict) -> list[str]:
 
 
 def _torchrun(values: dict, nproc: int = 2) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), "-m", "noa", "train", *_flags(values)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "-m",
+        "noa",
+        "train",
+        *_flags(values),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -60,7 +71,9 @@ def one_rank(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.
     return ck
 
 
-def test_two_ranks_with_half_the_batch_match_one_rank(one_rank: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_two_ranks_with_half_the_batch_match_one_rank(
+    one_rank: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     ck = tmp_path / "ck"
     proc = _torchrun(run_args(tiny_dataset, ck, vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, batch_size=2))
     out, err = proc.communicate(timeout=600)
@@ -75,14 +88,20 @@ def test_two_ranks_with_half_the_batch_match_one_rank(one_rank: Path, tiny_datas
         for key, rel in tolerance.items():
             assert a[key] == pytest.approx(b[key], rel=rel), (a["global_step"], key)
     for a, b in zip(_records(ck, "epoch"), _records(one_rank, "epoch")):  # validation: means over all ranks' samples
-        assert a["val_traj"] == pytest.approx(b["val_traj"], rel=1e-3) and a["val_total"] == pytest.approx(b["val_total"], rel=1e-3)
+        assert a["val_traj"] == pytest.approx(b["val_traj"], rel=1e-3) and a["val_total"] == pytest.approx(
+            b["val_total"], rel=1e-3
+        )
     assert sorted(p.name for p in ck.glob("*.pt")) == sorted(p.name for p in one_rank.glob("*.pt"))
     _close(load_checkpoint(ck / "epoch_2.pt"), load_checkpoint(one_rank / "epoch_2.pt"))
 
 
-def test_a_two_rank_checkpoint_resumes_on_one_rank(one_rank: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_a_two_rank_checkpoint_resumes_on_one_rank(
+    one_rank: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
-    proc = _torchrun(run_args(tiny_dataset, ck, vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, batch_size=2, max_steps=2))
+    proc = _torchrun(
+        run_args(tiny_dataset, ck, vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, batch_size=2, max_steps=2)
+    )
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     saved = load_checkpoint(ck / "step_2.pt")
@@ -124,7 +143,9 @@ def _wait_for(proc: subprocess.Popen, text: str) -> str:
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "kill-9"])
-def test_losing_one_rank_ends_the_run_with_a_resumable_checkpoint(tiny_dataset: Path, tmp_path: Path, how: signal.Signals) -> None:
+def test_losing_one_rank_ends_the_run_with_a_resumable_checkpoint(
+    tiny_dataset: Path, tmp_path: Path, how: signal.Signals
+) -> None:
     ck = tmp_path / "ck"
     proc = _torchrun(run_args(tiny_dataset, ck, batch_size=2, epochs=200, save_every=1))
     _wait_for(proc, "[2/3]")
@@ -143,24 +164,44 @@ def test_losing_one_rank_ends_the_run_with_a_resumable_checkpoint(tiny_dataset: 
     assert result.global_step == last["global_step"] + 1
 
 
-def test_torchrun_restarts_a_killed_rank_and_the_run_ends_as_an_uninterrupted_one(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_torchrun_restarts_a_killed_rank_and_the_run_ends_as_an_uninterrupted_one(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     # One command line for the first start and the restart: --resume auto starts fresh in an
     # empty directory, then continues from the newest checkpoint after torchrun restarts the group.
     ck, reference = tmp_path / "ck", tmp_path / "reference"
     flags = run_args(tiny_dataset, ck, batch_size=2, epochs=3, save_every=1, resume="auto")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
-           "-m", "noa", "train", *_flags(flags)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "--max-restarts",
+        "1",
+        "-m",
+        "noa",
+        "train",
+        *_flags(flags),
+    ]
     start = time.time()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     first = _wait_for(proc, "[2/3]")
     os.kill(_rank_pids(proc)[1], signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     seconds = time.time() - start
     assert proc.returncode == 0, err[-3000:]
     assert f"--resume auto: no checkpoint in {ck} yet; starting a fresh run there" in first
-    assert "Resuming from checkpoint" in out + err and out.count("Training finished") == 1  # restarted once, then ran to its end
+    assert (
+        "Resuming from checkpoint" in out + err and out.count("Training finished") == 1
+    )  # restarted once, then ran to its end
     train(run_args(tiny_dataset, reference, epochs=3))  # uninterrupted, one rank with the same global batch
     _close(load_checkpoint(ck / "epoch_3.pt"), load_checkpoint(reference / "epoch_3.pt"))
     steps = [r["global_step"] for r in _records(ck, "train_batch")]
-    assert steps == list(range(1, 10)), steps  # the killed attempt's lines beyond its checkpoint were dropped, none lost
+    assert steps == list(range(1, 10)), (
+        steps
+    )  # the killed attempt's lines beyond its checkpoint were dropped, none lost
     print(f"elastic restart test: {seconds:.1f} s for the torchrun part")

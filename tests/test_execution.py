@@ -37,7 +37,11 @@ def _models(seed: int, device: str, tokenizer_latent_dim: int | None = None) -> 
     with torch.random.fork_rng(devices=[]):
         torch.random.manual_seed(seed)
         model = UAFNO(UAFNOConfig(**SMALL)).to(device)
-        projector = LatentProjector(model.bottleneck_channels, tokenizer_latent_dim, 16).to(device) if tokenizer_latent_dim else None
+        projector = (
+            LatentProjector(model.bottleneck_channels, tokenizer_latent_dim, 16).to(device)
+            if tokenizer_latent_dim
+            else None
+        )
     return model, projector
 
 
@@ -48,7 +52,9 @@ def _batch(dataset: Path, device: str, n: int = 2) -> tuple[torch.Tensor, torch.
     return batch["ic"].to(device), batch["params"].to(device), batch["trajectory"].mean(dim=1).to(device)
 
 
-def _one_batch(execution: Execution, dataset: Path, tokenizer_dir: Path | None, device: str = "cpu") -> tuple[BatchLosses, dict[str, torch.Tensor]]:
+def _one_batch(
+    execution: Execution, dataset: Path, tokenizer_dir: Path | None, device: str = "cpu"
+) -> tuple[BatchLosses, dict[str, torch.Tensor]]:
     """All three losses (L_traj alone without a tokenizer) and the gradients of one batch."""
     tokenizer = load_tokenizer(tokenizer_dir, device=device) if tokenizer_dir else None
     model, projector = _models(0, device, tokenizer.latent_dim if tokenizer else None)
@@ -107,8 +113,26 @@ def test_cuda_graphs_without_compile_or_with_checkpointing_are_refused() -> None
         resolve_execution("cuda", compile=True, cuda_graphs=True, world_size=2)
 
 
-def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line(tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["train", "--dataset", str(tiny_dataset), "--device", "cpu", "--compile", "--cuda-graphs", "--timesteps", "8", "--bptt-window", "4", "--checkpoint-dir", str(tmp_path / "ck")])
+def test_the_cli_refuses_cuda_graphs_on_a_cpu_in_one_line(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(
+        [
+            "train",
+            "--dataset",
+            str(tiny_dataset),
+            "--device",
+            "cpu",
+            "--compile",
+            "--cuda-graphs",
+            "--timesteps",
+            "8",
+            "--bptt-window",
+            "4",
+            "--checkpoint-dir",
+            str(tmp_path / "ck"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --cuda-graphs needs a CUDA device") and "Traceback" not in err, err
     assert not (tmp_path / "ck").exists()
@@ -143,7 +167,9 @@ def test_activation_checkpointing_gives_the_same_gradients_exactly(tiny_dataset:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler")
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
 def test_compiled_step_agrees_with_eager_on_a_cpu(tiny_dataset: Path) -> None:
     # L_traj alone: one compiled graph (forward + backward), about 90 s of compilation on 2 cores.
     ref_losses, ref_grads = _one_batch(Execution(), tiny_dataset, None)
@@ -165,7 +191,9 @@ def test_bf16_training_resumes_exactly_within_its_mode(tiny_dataset: Path, tmp_p
 
 
 def test_the_run_header_says_how_the_step_runs(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
-    train(run_args(tiny_dataset, tmp_path / "ck", precision="bf16", activation_checkpointing=True, epochs=1, max_steps=1))
+    train(
+        run_args(tiny_dataset, tmp_path / "ck", precision="bf16", activation_checkpointing=True, epochs=1, max_steps=1)
+    )
     assert any("step: bf16, eager, activation checkpointing" in line for line in train_log), train_log[:3]
 
 
@@ -174,13 +202,17 @@ def test_the_run_header_says_how_the_step_runs(tiny_dataset: Path, tmp_path: Pat
 
 @pytest.mark.cuda
 @CUDA
-def test_cuda_training_with_the_defaults_resumes_exactly(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_cuda_training_with_the_defaults_resumes_exactly(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     args = dict(vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, device="cuda")
     straight, split = tmp_path / "straight", tmp_path / "split"
     train(run_args(tiny_dataset, straight, **args))
     assert any("step: bf16, eager" in line for line in train_log), train_log[:3]
     train(run_args(tiny_dataset, split, max_steps=2, **args))
-    train({"resume": str(split / "step_2.pt"), "dataset": str(tiny_dataset), "device": "cuda", "enable_latent_loss": True})
+    train(
+        {"resume": str(split / "step_2.pt"), "dataset": str(tiny_dataset), "device": "cuda", "enable_latent_loss": True}
+    )
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(split / "epoch_2.pt"))
 
 
@@ -198,7 +230,9 @@ def test_cuda_training_with_the_defaults_resumes_exactly(tiny_dataset: Path, tin
     # Cheapest first: each compiled mode compiles for a minute or more.
     ids=["bf16-eager", "fp32-checkpointed", "fp32-compiled", "bf16-compiled", "bf16-cuda-graphs"],
 )
-def test_cuda_modes_agree_with_float32_eager(execution: Execution, loss_rtol: float, min_cosine: float, tiny_dataset: Path, tiny_tokenizer: Path) -> None:
+def test_cuda_modes_agree_with_float32_eager(
+    execution: Execution, loss_rtol: float, min_cosine: float, tiny_dataset: Path, tiny_tokenizer: Path
+) -> None:
     # TF32 is off for the reference and the mode alike (torch's default for matmuls; convolutions
     # may use it, in both).
     ref_losses, ref_grads = _one_batch(Execution("cuda"), tiny_dataset, tiny_tokenizer, "cuda")

@@ -58,7 +58,7 @@ def _rollouts() -> dict[str, torch.Tensor]:
         "scale_1e-8": 1e-8 * _noise(2, 9, 3, 16, 16, seed=3),
         "scale_1e30": 1e30 * _noise(1, 9, 3, 16, 16, seed=4),
         "offset": 1e3 + 1e-3 * _noise(1, 9, 3, 16, 16, seed=5),
-        "exploding": 1e-3 * growth ** 30 * _noise(1, 1, 3, 16, 16, seed=6),
+        "exploding": 1e-3 * growth**30 * _noise(1, 1, 3, 16, 16, seed=6),
         "one_hot_column": torch.zeros(1, 9, 3, 16, 16).index_fill_(-1, torch.tensor([3]), 1.0),
         "two_frames": _noise(2, 2, 3, 8, 8, seed=7),
         "odd_grid": _noise(1, 4, 3, 9, 9, seed=8),

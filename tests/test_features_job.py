@@ -56,7 +56,9 @@ def test_interrupted_feature_computation_resumes(pair, tmp_path: Path, monkeypat
         add_features(target, batch_size=3, progress=False, log=lambda _: None)
     assert stopped.value.exit_code == 130
     done_rows: list[int] = []
-    monkeypatch.setattr(generate_module, "_write", lambda f, result: done_rows.extend(result.rows.tolist()) or real(f, result))
+    monkeypatch.setattr(
+        generate_module, "_write", lambda f, result: done_rows.extend(result.rows.tolist()) or real(f, result)
+    )
     add_features(target, batch_size=3, progress=False, log=lambda _: None)
     assert sorted(done_rows) == [3, 4, 5, 6, 7]
     with h5py.File(target) as f:

@@ -113,8 +113,28 @@ SCALE = [
     (r"epoch_5\.pt", "epoch_1.pt"),
     (r"step_200\.pt", "step_2.pt"),
 ]
-TINY_DEFAULTS = ["--timesteps", "8", "--bptt-window", "4", "--n-samples", "16", "--epochs", "2", "--base-channels", "8",
-                 "--encoder-levels", "2", "--modes", "4", "--afno-blocks", "1", "--projector-hidden", "16", "--device", "cpu"]
+TINY_DEFAULTS = [
+    "--timesteps",
+    "8",
+    "--bptt-window",
+    "4",
+    "--n-samples",
+    "16",
+    "--epochs",
+    "2",
+    "--base-channels",
+    "8",
+    "--encoder-levels",
+    "2",
+    "--modes",
+    "4",
+    "--afno-blocks",
+    "1",
+    "--projector-hidden",
+    "16",
+    "--device",
+    "cpu",
+]
 
 
 def _tiny(block: str, defaults: list[str] = TINY_DEFAULTS) -> str:
@@ -138,22 +158,75 @@ def _bash(block: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _noa(*args: str, cwd: Path) -> None:
-    subprocess.run([sys.executable, "-m", "noa.cli", *args], cwd=cwd, check=True, capture_output=True, text=True,
-                   env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    subprocess.run(
+        [sys.executable, "-m", "noa.cli", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The guide's paths, made by the toolkit's own commands."""
     root = tmp_path_factory.mktemp("guide")
-    _noa("data", "generate", "--out", "datasets/100k_full_features.h5", "--n-samples", "24", "--grid", "16",
-         "--timesteps", "8", "--store-trajectories", "--no-progress", cwd=root)
-    _noa("data", "generate", "--out", "datasets/domain_specific.h5", "--n-samples", "16", "--grid", "16",
-         "--timesteps", "8", "--seed", "5", "--store-trajectories", "--no-progress", cwd=root)
+    _noa(
+        "data",
+        "generate",
+        "--out",
+        "datasets/100k_full_features.h5",
+        "--n-samples",
+        "24",
+        "--grid",
+        "16",
+        "--timesteps",
+        "8",
+        "--store-trajectories",
+        "--no-progress",
+        cwd=root,
+    )
+    _noa(
+        "data",
+        "generate",
+        "--out",
+        "datasets/domain_specific.h5",
+        "--n-samples",
+        "16",
+        "--grid",
+        "16",
+        "--timesteps",
+        "8",
+        "--seed",
+        "5",
+        "--store-trajectories",
+        "--no-progress",
+        cwd=root,
+    )
     for name, latent in (("production/100k_3family_v1", "4"), ("my_custom_vqvae", "6")):
-        _noa("vqvae", "train", "--dataset", "datasets/100k_full_features.h5", "--out", f"checkpoints/{name}", "--epochs", "2",
-             "--batch-size", "16", "--codebook-size", "8", "--levels", "2", "--latent-dim", latent, "--hidden", "32",
-             "--no-progress", cwd=root)
+        _noa(
+            "vqvae",
+            "train",
+            "--dataset",
+            "datasets/100k_full_features.h5",
+            "--out",
+            f"checkpoints/{name}",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--codebook-size",
+            "8",
+            "--levels",
+            "2",
+            "--latent-dim",
+            latent,
+            "--hidden",
+            "32",
+            "--no-progress",
+            cwd=root,
+        )
     return root
 
 
@@ -165,7 +238,9 @@ def _new_run(workspace: Path) -> None:
 
 def _run(block: str, cwd: Path, defaults: list[str] = TINY_DEFAULTS) -> str:
     done = _bash(_tiny(block, defaults), cwd)
-    assert done.returncode == 0, f"guide block failed:\n{_tiny(block, defaults)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"guide block failed:\n{_tiny(block, defaults)}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+    )
     return done.stdout
 
 
@@ -192,8 +267,14 @@ def test_resume_blocks(workspace: Path) -> None:
 
 def test_diagnostics_block(workspace: Path) -> None:
     out = _run(DIAGNOSE, workspace)
-    for section in ("1. VQ Reconstruction Quality", "2. Token Diversity", "3. Alignment Correlation",
-                    "4. Temporal Consistency", "Overall Summary", "➜ Final Verdict:"):
+    for section in (
+        "1. VQ Reconstruction Quality",
+        "2. Token Diversity",
+        "3. Alignment Correlation",
+        "4. Temporal Consistency",
+        "Overall Summary",
+        "➜ Final Verdict:",
+    ):
         assert section in out
 
 
@@ -223,8 +304,11 @@ def _hashes(root: Path) -> dict[str, str]:
     """Every file under ``root`` (lock files aside, which are rewritten by design) -> its hash."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
 
 
 def test_every_guide_block_in_order_in_one_directory(tmp_path_factory: pytest.TempPathFactory, workspace: Path) -> None:

@@ -23,9 +23,7 @@ from noa.errors import NoaError
 
 
 def test_family_names_in_agreed_order():
-    assert IC_FAMILIES == (
-        "gaussian_random_field", "multiscale_grf", "structured", "localized", "sinusoid"
-    )
+    assert IC_FAMILIES == ("gaussian_random_field", "multiscale_grf", "structured", "localized", "sinusoid")
     assert set(AMPLITUDE_LEVELS) == {"low", "medium", "high"}
 
 

@@ -68,15 +68,30 @@ def _printed(text: str) -> Callable[[list[str]], bool]:
 
 
 def _leftovers(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".new"))
+    return sorted(
+        p.name for p in directory.iterdir() if ".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".new")
+    )
 
 
 def test_data_generate_killed_and_resumed_writes_the_uninterrupted_dataset(tiny_dataset: Path, tmp_path: Path) -> None:
     rng = random.Random(11)
     out = tmp_path / "d.h5"
     partial = out.with_name("d.h5.partial")
-    cmd = _noa("data", "generate", "--out", str(out), "--n-samples", "40", "--seed", "11", *TINY_FLAGS,
-               "--store-trajectories", "--batch-size", "4", "--resume")
+    cmd = _noa(
+        "data",
+        "generate",
+        "--out",
+        str(out),
+        "--n-samples",
+        "40",
+        "--seed",
+        "11",
+        *TINY_FLAGS,
+        "--store-trajectories",
+        "--batch-size",
+        "4",
+        "--resume",
+    )
     # The layout being written (or the first batch replayed), then a seeded moment of the replay.
     assert _kill_when(cmd, lambda _: partial.exists() or partial.with_name("d.h5.partial.new").exists(), 0.0)
     assert not out.exists()
@@ -102,21 +117,42 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_generation_killed_between_its_flags_and_their_flush_never_skips_missing_rows(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_generation_killed_between_its_flags_and_their_flush_never_skips_missing_rows(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     # HDF5 may put a small flag in the file before the rows it flags, still in its cache: the
     # data are flushed before the flags are set, so no row is flagged done without its data.
     script = tmp_path / "dies_in_a_flush.py"
     script.write_text(DIES_IN_A_FLUSH)
     out = tmp_path / "d.h5"
-    killed = _run([sys.executable, str(script), "data", "generate", "--out", str(out), "--n-samples", "40", "--seed", "11",
-                   *TINY_FLAGS, "--store-trajectories", "--batch-size", "4", "--no-progress"])
+    killed = _run(
+        [
+            sys.executable,
+            str(script),
+            "data",
+            "generate",
+            "--out",
+            str(out),
+            "--n-samples",
+            "40",
+            "--seed",
+            "11",
+            *TINY_FLAGS,
+            "--store-trajectories",
+            "--batch-size",
+            "4",
+            "--no-progress",
+        ]
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     cfg = GenerateConfig(n_samples=40, seed=11, store_trajectories=True, **TINY)
     generate(cfg, out, batch_size=4, resume=True, progress=False, log=lambda _: None)
     _assert_same_file(tiny_dataset, out)
 
 
-def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     rng = random.Random(12)
     path = tmp_path / "bare.h5"
     cfg = GenerateConfig(n_samples=40, seed=11, features=False, **TINY)  # no trajectories: features replay them
@@ -130,15 +166,44 @@ def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(ti
     after, whole = _arrays(path), _arrays(tiny_dataset)
     assert after.keys() == before.keys() | {k for k in whole if k.startswith("features/")}
     for name, array in after.items():
-        assert np.array_equal(array, whole[name] if name.startswith("features/") else before[name], equal_nan=True), name
+        assert np.array_equal(array, whole[name] if name.startswith("features/") else before[name], equal_nan=True), (
+            name
+        )
 
 
-def test_vqvae_train_killed_and_run_again_writes_the_uninterrupted_tokenizer(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_vqvae_train_killed_and_run_again_writes_the_uninterrupted_tokenizer(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     rng = random.Random(13)
     out = tmp_path / "tok"
-    cmd = _noa("vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(out), "--epochs", "3", "--batch-size", "16",
-               "--lr", "2e-3", "--levels", "2", "--codebook-size", "8", "--latent-dim", "4", "--hidden", "32",
-               "--seed", "0", "--val-split", "0.2", "--device", "cpu")
+    cmd = _noa(
+        "vqvae",
+        "train",
+        "--dataset",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--lr",
+        "2e-3",
+        "--levels",
+        "2",
+        "--codebook-size",
+        "8",
+        "--latent-dim",
+        "4",
+        "--hidden",
+        "32",
+        "--seed",
+        "0",
+        "--val-split",
+        "0.2",
+        "--device",
+        "cpu",
+    )
     # No --resume: a tokenizer directory appears whole (renamed into place) or not at all.
     assert _kill_when(cmd, _printed(f"epoch {rng.randint(1, 2)}/3"), rng.uniform(0, 0.05))
     assert not out.exists()
@@ -146,7 +211,9 @@ def test_vqvae_train_killed_and_run_again_writes_the_uninterrupted_tokenizer(tin
     killed = _kill_when(cmd, lambda _: any(tmp_path.glob(".tok.tmp-*")), 0.0)
     if out.exists():  # whole: the rename was its last step, so the same command now refuses
         again = _run(cmd)
-        assert again.returncode == 2 and "is not empty; choose a new directory or pass --overwrite" in again.stderr, again.stderr
+        assert again.returncode == 2 and "is not empty; choose a new directory or pass --overwrite" in again.stderr, (
+            again.stderr
+        )
     else:
         assert killed
         done = _run(cmd)
@@ -163,10 +230,22 @@ def _timeless(summary: dict) -> dict:
     return {**summary, "run": {k: v for k, v in summary["run"].items() if k != "date"}}
 
 
-def test_diagnose_killed_and_run_again_writes_the_uninterrupted_report(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_diagnose_killed_and_run_again_writes_the_uninterrupted_report(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     rng = random.Random(14)
-    train(run_args(tiny_dataset, tmp_path / "ck", epochs=1, save_every=0, vqvae_path=str(tiny_tokenizer),
-                   enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3))
+    train(
+        run_args(
+            tiny_dataset,
+            tmp_path / "ck",
+            epochs=1,
+            save_every=0,
+            vqvae_path=str(tiny_tokenizer),
+            enable_latent_loss=True,
+            lambda_latent=0.5,
+            latent_sample_steps=3,
+        )
+    )
     ckpt = tmp_path / "ck" / "best_model.pt"
     whole = tmp_path / "whole"
     diagnose(ckpt, None, None, n_samples=4, out_dir=whole, log=lambda _: None)
@@ -177,7 +256,9 @@ def test_diagnose_killed_and_run_again_writes_the_uninterrupted_report(tiny_data
     assert not (out / "report.md").exists()
     done = _run(cmd)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert _timeless(json.loads((whole / "summary.json").read_text())) == _timeless(json.loads((out / "summary.json").read_text()))
+    assert _timeless(json.loads((whole / "summary.json").read_text())) == _timeless(
+        json.loads((out / "summary.json").read_text())
+    )
     undated = lambda path: [line for line in path.read_text().splitlines() if "UTC" not in line]  # noqa: E731
     assert undated(whole / "report.md") == undated(out / "report.md")
     assert sorted(p.name for p in whole.iterdir()) == sorted(p.name for p in out.iterdir())  # no temporary file left
@@ -213,6 +294,8 @@ def test_quickstart_killed_in_several_stages_and_run_again_finishes_whole(tmp_pa
     load_tokenizer(root / "checkpoints" / "production" / "quickstart_vqvae")
     assert load_checkpoint(root / "checkpoints" / "noa" / "epoch_3.pt")["global_step"] == 27
     report = root / "checkpoints" / "noa" / "diagnostics"
-    assert (report / "report.md").read_text().rstrip().endswith("|") and "verdict_rule" in json.loads((report / "summary.json").read_text())
+    assert (report / "report.md").read_text().rstrip().endswith("|") and "verdict_rule" in json.loads(
+        (report / "summary.json").read_text()
+    )
     assert not any(".tmp-" in p.name for p in root.rglob("*"))
     shutil.rmtree(root)

@@ -23,16 +23,27 @@ def finished(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return ck
 
 
-def test_a_checkpoint_directory_is_named_as_a_directory(finished: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(NoaError, match=rf"checkpoint {finished} is a directory, not a checkpoint file \(it holds .*best_model.pt.*\); "
-                                       rf"name the file, e\.g\. {finished / 'best_model.pt'}"):
+def test_a_checkpoint_directory_is_named_as_a_directory(
+    finished: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(
+        NoaError,
+        match=rf"checkpoint {finished} is a directory, not a checkpoint file \(it holds .*best_model.pt.*\); "
+        rf"name the file, e\.g\. {finished / 'best_model.pt'}",
+    ):
         noa.load(finished)
-    code = main(["diagnose", "--noa-checkpoint", str(finished), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r")])
+    code = main(
+        ["diagnose", "--noa-checkpoint", str(finished), "--dataset", str(tiny_dataset), "--out", str(tmp_path / "r")]
+    )
     assert code == 2 and "is a directory, not a checkpoint file" in capsys.readouterr().err
 
 
-def test_the_api_gives_python_advice_and_names_a_dataset_given_as_a_checkpoint(tiny_dataset: Path, tmp_path: Path) -> None:
-    with pytest.raises(NoaError, match=r"tiny.h5 is an HDF5 file \(a dataset\?\), not a checkpoint; pass a checkpoint file") as refused:
+def test_the_api_gives_python_advice_and_names_a_dataset_given_as_a_checkpoint(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        NoaError, match=r"tiny.h5 is an HDF5 file \(a dataset\?\), not a checkpoint; pass a checkpoint file"
+    ) as refused:
         noa.load(tiny_dataset)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
@@ -44,12 +55,18 @@ def test_the_api_gives_python_advice_and_names_a_dataset_given_as_a_checkpoint(t
 def test_data_info_on_a_checkpoint_says_what_it_is(finished: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "info", str(finished / "best_model.pt")]) == 2
     err = capsys.readouterr().err
-    assert "is a torch archive (a checkpoint or tokenizer weights?), not an HDF5 dataset" in err and "regenerate" not in err
+    assert (
+        "is a torch archive (a checkpoint or tokenizer weights?), not an HDF5 dataset" in err
+        and "regenerate" not in err
+    )
 
 
-def test_an_unknown_device_is_refused_before_the_run_says_where_it_writes(finished: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                          train_log: list[str]) -> None:
-    monkeypatch.chdir(finished.parents[1])  # the default directory, checkpoints/noa, is taken: a new run would pick a sibling
+def test_an_unknown_device_is_refused_before_the_run_says_where_it_writes(
+    finished: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]
+) -> None:
+    monkeypatch.chdir(
+        finished.parents[1]
+    )  # the default directory, checkpoints/noa, is taken: a new run would pick a sibling
     args = {k: v for k, v in run_args(tiny_dataset, finished).items() if k != "checkpoint_dir"}
     with pytest.raises(NoaError, match="unknown --device 'gpu'"):
         train({**args, "device": "gpu"})
@@ -60,7 +77,11 @@ def test_a_misspelt_flag_names_the_flag_meant(capsys: pytest.CaptureFixture) -> 
     with pytest.raises(SystemExit) as stopped:
         main(["train", "--bptt_window", "3"])
     err = capsys.readouterr().err
-    assert stopped.value.code == 2 and "noa train: error: unrecognized arguments: --bptt_window 3 (--bptt_window: did you mean --bptt-window?)" in err
+    assert (
+        stopped.value.code == 2
+        and "noa train: error: unrecognized arguments: --bptt_window 3 (--bptt_window: did you mean --bptt-window?)"
+        in err
+    )
     with pytest.raises(SystemExit):
         main(["data", "generate", "--out", "x.h5", "--n-samples", "2", "--gird", "16"])
     assert "noa data generate: error:" in capsys.readouterr().err
@@ -70,5 +91,7 @@ def test_a_resume_that_changes_several_locked_settings_names_them_all(finished: 
     with pytest.raises(NoaError) as refused:
         train({"resume": str(finished / "epoch_1.pt"), "batch_size": 1, "bptt_window": 1, "epochs": 2, "device": "cpu"})
     text = str(refused.value)
-    assert "--batch-size 1 on 1 rank(s) is a global batch of 1, but the run was trained with a global batch of 4" in text
+    assert (
+        "--batch-size 1 on 1 rank(s) is a global batch of 1, but the run was trained with a global batch of 4" in text
+    )
     assert "--bptt-window: checkpoint 2, now 1" in text and "--init-from" in text

@@ -209,8 +209,13 @@ def test_config_round_trip_and_unknown_keys() -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [dict(base_channels=0), dict(modes=2.5), dict(encoder_levels=True), dict(sparsity_threshold=-1.0),
-     dict(base_channels=12, encoder_levels=0, afno_num_blocks=8)],
+    [
+        dict(base_channels=0),
+        dict(modes=2.5),
+        dict(encoder_levels=True),
+        dict(sparsity_threshold=-1.0),
+        dict(base_channels=12, encoder_levels=0, afno_num_blocks=8),
+    ],
 )
 def test_config_rejects_bad_values(overrides: dict) -> None:
     with pytest.raises(NoaError):

@@ -36,7 +36,17 @@ def test_dimension_unit_mapping() -> None:
 
 def test_space_json_round_trip_and_required_dimensions() -> None:
     assert ParameterSpace.from_json(CNO_SPACE.to_json()) == CNO_SPACE
-    required = {"n_layers", "base_channels", "kernel_size", "activation", "noise_scale", "noise_correlation", "update_policy", "dt", "alpha"}
+    required = {
+        "n_layers",
+        "base_channels",
+        "kernel_size",
+        "activation",
+        "noise_scale",
+        "noise_correlation",
+        "update_policy",
+        "dt",
+        "alpha",
+    }
     assert required <= set(CNO_SPACE.names)
     with pytest.raises(NoaError):
         CNO_SPACE.decode([0.5] * (CNO_SPACE.size - 1))
@@ -148,7 +158,9 @@ def test_every_dimension_changes_the_trajectory(name: str) -> None:
     assert (a - b).abs().max() > 1e-4, f"{name} did not change the dynamics"
 
 
-@pytest.mark.parametrize("name, policy", [("dt", 0.75), ("alpha", None)], ids=["dt-under-convex", "alpha-under-residual"])
+@pytest.mark.parametrize(
+    "name, policy", [("dt", 0.75), ("alpha", None)], ids=["dt-under-convex", "alpha-under-residual"]
+)
 def test_the_update_rule_not_chosen_leaves_its_dimension_inert(name: str, policy: float | None) -> None:
     # What the CNO_SPACE docstring says: update_policy picks dt (residual) or alpha (convex).
     base = _unit(**({"update_policy": policy} if policy is not None else {}))
@@ -177,7 +189,9 @@ def test_smaller_operators_are_nested_in_larger_ones() -> None:
     small = operator_weights({**hp, "base_channels": 16, "n_layers": 2, "kernel_size": "3"}, 3)
     gain = hp["weight_gain"]
     # Same family entries, each at its own fan-in scaling.
-    assert torch.allclose(small["pointwise"] * 16**0.5 / gain, big["pointwise"][:2, :16, :16] * 64**0.5 / gain, atol=1e-6)
+    assert torch.allclose(
+        small["pointwise"] * 16**0.5 / gain, big["pointwise"][:2, :16, :16] * 64**0.5 / gain, atol=1e-6
+    )
     assert torch.allclose(small["depthwise"] * 3, big["depthwise"][:2, :16, 2:5, 2:5] * 7, atol=1e-6)
     assert torch.equal(small["w_in"], big["w_in"][:16])
     assert torch.equal(small["b_hidden"], big["b_hidden"][:2, :16])
@@ -185,7 +199,9 @@ def test_smaller_operators_are_nested_in_larger_ones() -> None:
 
 def test_weight_coordinates_move_the_weights_smoothly_and_span_unrelated_operators() -> None:
     hp = CNO_SPACE.decode(_unit()[0])
-    w = lambda c: operator_weights({**hp, "weight_mix_1": c, "weight_mix_2": 0.0, "weight_mix_3": 0.0}, 3)["pointwise"].flatten()  # noqa: E731
+    w = lambda c: operator_weights({**hp, "weight_mix_1": c, "weight_mix_2": 0.0, "weight_mix_3": 0.0}, 3)[
+        "pointwise"
+    ].flatten()  # noqa: E731
     near = (w(0.001) - w(0.0)).norm() / w(0.0).norm()
     assert 0 < near < 2e-3  # ∝ the step: a smooth function of the coordinate
     far = torch.corrcoef(torch.stack([w(-1.0), w(1.0)]))[0, 1]
@@ -197,7 +213,9 @@ CONTINUOUS = [d.name for d in CNO_SPACE.dims if d.kind in ("float", "log-float")
 
 
 @pytest.mark.parametrize("name", CONTINUOUS)
-def test_a_small_change_of_a_continuous_coordinate_changes_the_rollout_a_little_and_a_large_one_a_lot(name: str) -> None:
+def test_a_small_change_of_a_continuous_coordinate_changes_the_rollout_a_little_and_a_large_one_a_lot(
+    name: str,
+) -> None:
     base_overrides, moved = PERTURBATIONS[name]
     base = _unit(**base_overrides)
     ic = torch.randn(1, 3, GRID, GRID, generator=torch.Generator().manual_seed(3))

@@ -52,7 +52,13 @@ def test_two_workers_write_the_same_dataset(one_process: Path, tmp_path: Path) -
 
 def test_features_with_two_workers_equal_one(one_process: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare.h5"
-    generate(GenerateConfig(**{**CONFIG, "store_trajectories": False}, features=False), bare, batch_size=BATCH, progress=False, log=lambda _: None)
+    generate(
+        GenerateConfig(**{**CONFIG, "store_trajectories": False}, features=False),
+        bare,
+        batch_size=BATCH,
+        progress=False,
+        log=lambda _: None,
+    )
     add_features(bare, batch_size=BATCH, workers=2, progress=False, log=lambda _: None)
     with h5py.File(one_process) as a, h5py.File(bare) as b:
         for family in ("initial", "summary", "temporal"):
@@ -62,13 +68,38 @@ def test_features_with_two_workers_equal_one(one_process: Path, tmp_path: Path) 
 def _cli(out: Path, *extra: str) -> list[str]:
     """`python -m` arguments of `noa data generate` for CONFIG."""
     c = CONFIG
-    return ["noa", "data", "generate", "--out", str(out), "--n-samples", str(c["n_samples"]), "--grid", str(c["grid"]),
-            "--timesteps", str(c["timesteps"]), "--seed", str(c["seed"]), "--store-trajectories", "--no-progress", *extra]
+    return [
+        "noa",
+        "data",
+        "generate",
+        "--out",
+        str(out),
+        "--n-samples",
+        str(c["n_samples"]),
+        "--grid",
+        str(c["grid"]),
+        "--timesteps",
+        str(c["timesteps"]),
+        "--seed",
+        str(c["seed"]),
+        "--store-trajectories",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_two_torchrun_ranks_write_the_same_dataset(one_process: Path, tmp_path: Path) -> None:
     path = tmp_path / "ranks.h5"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", *_cli(path, "--batch-size", str(BATCH))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        *_cli(path, "--batch-size", str(BATCH)),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Wrote ") == 1
@@ -86,8 +117,11 @@ def _some_rows_written(partial: Path) -> bool:
 def test_a_killed_parallel_generation_resumes_to_the_same_dataset(one_process: Path, tmp_path: Path) -> None:
     path = tmp_path / "killed.h5"
     partial = path.with_name(path.name + ".partial")
-    proc = subprocess.Popen([sys.executable, "-m", *_cli(path, "--batch-size", str(BATCH), "--workers", "2")],
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *_cli(path, "--batch-size", str(BATCH), "--workers", "2")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         if _some_rows_written(partial):
@@ -96,5 +130,7 @@ def test_a_killed_parallel_generation_resumes_to_the_same_dataset(one_process: P
     os.killpg(proc.pid, signal.SIGKILL)  # the writer and its workers
     proc.wait()
     assert partial.exists() and not path.exists()
-    generate(GenerateConfig(**CONFIG), path, batch_size=BATCH, workers=2, resume=True, progress=False, log=lambda _: None)
+    generate(
+        GenerateConfig(**CONFIG), path, batch_size=BATCH, workers=2, resume=True, progress=False, log=lambda _: None
+    )
     _assert_same_file(one_process, path)

@@ -15,11 +15,26 @@ from noa.errors import NoaError
 def tiny_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(quickstart, "DATA", {**quickstart.DATA, "n_samples": 40, "grid": 16, "timesteps": 4})
     monkeypatch.setattr(quickstart, "TOKENIZER", {**quickstart.TOKENIZER, "epochs": 2, "hidden": 32})
-    monkeypatch.setattr(quickstart, "NOA", {**quickstart.NOA, "n_samples": 40, "timesteps": 4, "bptt_window": 2, "epochs": 3,
-                                            "base_channels": 8, "modes": 4, "afno_blocks": 1, "projector_hidden": 16})
+    monkeypatch.setattr(
+        quickstart,
+        "NOA",
+        {
+            **quickstart.NOA,
+            "n_samples": 40,
+            "timesteps": 4,
+            "bptt_window": 2,
+            "epochs": 3,
+            "base_channels": 8,
+            "modes": 4,
+            "afno_blocks": 1,
+            "projector_hidden": 16,
+        },
+    )
 
 
-def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None, tmp_path: Path, train_log: list[str]) -> None:
+def test_quickstart_runs_every_stage_with_a_stop_and_resume(
+    tiny_defaults: None, tmp_path: Path, train_log: list[str]
+) -> None:
     paths = quickstart.run_quickstart(tmp_path / "qs", device="cpu")
     text = "\n".join(train_log)
     for stage in ("1/5", "2/5", "3/5", "4/5", "5/5"):
@@ -33,7 +48,9 @@ def test_quickstart_runs_every_stage_with_a_stop_and_resume(tiny_defaults: None,
         quickstart.run_quickstart(tmp_path / "qs", device="cpu")
 
 
-def test_quickstart_overwrite_replaces_only_what_it_wrote(tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_quickstart_overwrite_replaces_only_what_it_wrote(
+    tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "qs"
     quickstart.run_quickstart(root, device="cpu")
     notes = root / "checkpoints" / "noa" / "notes.txt"
@@ -51,8 +68,9 @@ def test_quickstart_overwrite_replaces_only_what_it_wrote(tiny_defaults: None, t
     assert notes.read_text() == "mine" and (paths["checkpoints"] / "epoch_3.pt").exists()
 
 
-def test_an_interrupted_overwrite_continues_without_overwrite(tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              train_log: list[str]) -> None:
+def test_an_interrupted_overwrite_continues_without_overwrite(
+    tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]
+) -> None:
     root = tmp_path / "qs"
     paths = quickstart.run_quickstart(root, device="cpu")
     import noa.train.loop
@@ -62,14 +80,21 @@ def test_an_interrupted_overwrite_continues_without_overwrite(tiny_defaults: Non
 
     with monkeypatch.context() as patch:
         patch.setattr(noa.train.loop, "train", ctrl_c)  # stage 3 stops at once
-        with pytest.raises(quickstart.QuickstartInterrupted, match="during stage 3/5; .*run the same command without --overwrite to continue"):
+        with pytest.raises(
+            quickstart.QuickstartInterrupted,
+            match="during stage 3/5; .*run the same command without --overwrite to continue",
+        ):
             quickstart.run_quickstart(root, device="cpu", overwrite=True)
     # The earlier run's report and checkpoints went first: nothing reads as finished or mismatched.
     assert not (paths["report"] / "report.md").exists() and not (paths["checkpoints"] / "best_model.pt").exists()
     train_log.clear()
     quickstart.run_quickstart(root, device="cpu")
     text = "\n".join(train_log)
-    assert "quickstart.h5 is already complete" in text and "quickstart_vqvae is complete; kept" in text and "Epoch 3/3" in text
+    assert (
+        "quickstart.h5 is already complete" in text
+        and "quickstart_vqvae is complete; kept" in text
+        and "Epoch 3/3" in text
+    )
     assert (paths["report"] / "report.md").exists() and (paths["checkpoints"] / "best_model.pt").exists()
 
 
@@ -83,8 +108,17 @@ STAGES = {  # stage -> the function it calls (looked up at the call) and which o
 # What each rerun, after the interrupt in the stage before, says it kept or continued.
 KEPT = {
     "3/5": ["quickstart.h5 is already complete"],
-    "4/5": ["quickstart_vqvae is complete; kept", "holds this quickstart's checkpoints", "Resuming from checkpoint: ", "step_2.pt"],
-    "5/5": ["quickstart_vqvae is complete; kept", "holds this quickstart's checkpoints", "(Will skip first 4 batches of epoch 1)"],
+    "4/5": [
+        "quickstart_vqvae is complete; kept",
+        "holds this quickstart's checkpoints",
+        "Resuming from checkpoint: ",
+        "step_2.pt",
+    ],
+    "5/5": [
+        "quickstart_vqvae is complete; kept",
+        "holds this quickstart's checkpoints",
+        "(Will skip first 4 batches of epoch 1)",
+    ],
 }
 
 
@@ -101,8 +135,9 @@ def _interrupt_call(real, matches, stage: str):  # noqa: ANN001, ANN202
     return call
 
 
-def test_an_interrupted_quickstart_continues_when_run_again(tiny_defaults: None, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch, train_log: list[str]) -> None:
+def test_an_interrupted_quickstart_continues_when_run_again(
+    tiny_defaults: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]
+) -> None:
     """Ctrl-C in each stage in turn (one quickstart, interrupted five times): every rerun of the
     same call keeps the finished stages, continues the interrupted one, and the last completes."""
     import importlib
@@ -113,7 +148,9 @@ def test_an_interrupted_quickstart_continues_when_run_again(tiny_defaults: None,
         train_log.clear()
         with monkeypatch.context() as patch:
             patch.setattr(module, name, _interrupt_call(getattr(module, name), matches, stage))
-            with pytest.raises(quickstart.QuickstartInterrupted, match=f"during stage {stage}; .*run the same command again"):
+            with pytest.raises(
+                quickstart.QuickstartInterrupted, match=f"during stage {stage}; .*run the same command again"
+            ):
                 quickstart.run_quickstart(tmp_path / "qs", device="cpu")
         text = "\n".join(train_log)
         for kept in KEPT.get(stage, []):

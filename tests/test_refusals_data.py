@@ -94,7 +94,9 @@ def test_a_second_generation_of_one_file_is_refused_and_a_killed_one_leaves_no_s
         ("out-is-dir", "is a directory"),
     ],
 )
-def test_unwritable_outputs_are_refused_before_any_work(layout: str, message: str, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_unwritable_outputs_are_refused_before_any_work(
+    layout: str, message: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
     if layout == "parent-is-file":
         (tmp_path / "plain").write_text("x")
         out = tmp_path / "plain" / "d.h5"
@@ -108,7 +110,16 @@ def test_unwritable_outputs_are_refused_before_any_work(layout: str, message: st
 
 def test_a_dataset_larger_than_the_disk_or_memory_is_refused_up_front(tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(generate_module, "_create", lambda *a, **k: pytest.fail("work started"))
-    huge = ["--n-samples", "100000000", "--grid", "512", "--timesteps", "100000", "--store-trajectories", "--no-features"]
+    huge = [
+        "--n-samples",
+        "100000000",
+        "--grid",
+        "512",
+        "--timesteps",
+        "100000",
+        "--store-trajectories",
+        "--no-features",
+    ]
     assert main(["data", "generate", "--out", str(tmp_path / "d.h5"), *huge]) == 2
     _one_line_error(capsys, "free some space")
     monkeypatch.setattr(outputs, "available_memory", lambda: 10**9)
@@ -178,12 +189,28 @@ def test_theta_outside_the_unit_cube_is_refused(dataset: Path, tmp_path: Path) -
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_generation_says_how_to_resume(signum: int, tmp_path: Path) -> None:
     out = tmp_path / "d.h5"
-    argv = ["--n-samples", "400", "--grid", "32", "--timesteps", "64", "--batch-size", "1", "--no-progress", "--no-features"]
+    argv = [
+        "--n-samples",
+        "400",
+        "--grid",
+        "32",
+        "--timesteps",
+        "64",
+        "--batch-size",
+        "1",
+        "--no-progress",
+        "--no-features",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # As from a terminal: a test run started in the background (`cmd &` in a script) ignores SIGINT,
     # and a child would inherit that, as Unix intends; the child gets Ctrl-C's default back.
-    proc = subprocess.Popen([sys.executable, "-m", "noa", "data", "generate", "--out", str(out), *argv], stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "noa", "data", "generate", "--out", str(out), *argv],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     partial = tmp_path / "d.h5.partial"
     deadline = time.monotonic() + 60
     while not partial.exists() and time.monotonic() < deadline:
@@ -222,15 +249,27 @@ def test_a_read_only_file_system_is_refused_before_any_work(small_tmpfs: Path, m
 
 def test_a_full_disk_is_refused_before_any_work(small_tmpfs: Path, monkeypatch, capsys) -> None:
     monkeypatch.setattr(generate_module, "_create", lambda *a, **k: pytest.fail("work started"))
-    argv = ["--n-samples", "64", "--grid", "32", "--timesteps", "8", "--store-trajectories", "--no-progress", "--no-features"]
+    argv = [
+        "--n-samples",
+        "64",
+        "--grid",
+        "32",
+        "--timesteps",
+        "8",
+        "--store-trajectories",
+        "--no-progress",
+        "--no-features",
+    ]
     assert main(["data", "generate", "--out", str(small_tmpfs / "d.h5"), *argv]) == 2
     _one_line_error(capsys, "free some space")
 
 
 def test_a_disk_that_fills_anyway_is_one_line_not_a_traceback(tmp_path: Path, monkeypatch, capsys) -> None:
     # (Filling a real tmpfs under HDF5 mid-write can crash h5py itself, so the fault is injected.)
-    h5py_text = ("Driver write request failed (file write failed: time = now\n, filename = '/data/d.h5.partial', "
-                 "errno = 28, error message = 'No space left on device', buf = 0x1)")
+    h5py_text = (
+        "Driver write request failed (file write failed: time = now\n, filename = '/data/d.h5.partial', "
+        "errno = 28, error message = 'No space left on device', buf = 0x1)"
+    )
     monkeypatch.setattr(generate_module, "_replay_pending", lambda *a, **k: (_ for _ in ()).throw(OSError(h5py_text)))
     status = main(["data", "generate", "--out", str(tmp_path / "d.h5"), *SMALL])
     err = capsys.readouterr().err

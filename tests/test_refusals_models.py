@@ -24,7 +24,21 @@ from noa.train.loop import TrainingInterrupted, train
 
 from test_train_loop import run_args
 
-VQ = ["--epochs", "1", "--batch-size", "16", "--levels", "1", "--codebook-size", "4", "--latent-dim", "2", "--hidden", "8", "--no-progress"]
+VQ = [
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--levels",
+    "1",
+    "--codebook-size",
+    "4",
+    "--latent-dim",
+    "2",
+    "--hidden",
+    "8",
+    "--no-progress",
+]
 
 
 def _hold_lock(output: Path) -> subprocess.Popen:
@@ -58,16 +72,25 @@ def tokenizer_copy(tiny_tokenizer: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(tiny_tokenizer, tmp_path / "vq"))
 
 
-def test_vqvae_overwrite_keeps_files_noa_did_not_write(tiny_dataset: Path, tokenizer_copy: Path, monkeypatch, capsys) -> None:
+def test_vqvae_overwrite_keeps_files_noa_did_not_write(
+    tiny_dataset: Path, tokenizer_copy: Path, monkeypatch, capsys
+) -> None:
     (tokenizer_copy / "notes.txt").write_text("mine")
     monkeypatch.setattr(tokenizer_job, "train_tokenizer", _no_training)
-    assert main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tokenizer_copy), "--overwrite", *VQ]) == 2
+    assert (
+        main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tokenizer_copy), "--overwrite", *VQ]) == 2
+    )
     _one_line_error(capsys, "notes.txt")
     assert (tokenizer_copy / "notes.txt").read_text() == "mine" and (tokenizer_copy / "weights.pt").exists()
 
 
-@pytest.mark.parametrize("layout, message", [("out-is-file", "is a file, but a directory is written there"), ("parent-is-file", "is a file, not a directory")])
-def test_vqvae_unwritable_out_is_refused_before_training(layout: str, message: str, tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+@pytest.mark.parametrize(
+    "layout, message",
+    [("out-is-file", "is a file, but a directory is written there"), ("parent-is-file", "is a file, not a directory")],
+)
+def test_vqvae_unwritable_out_is_refused_before_training(
+    layout: str, message: str, tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     (tmp_path / "plain").write_text("x")
     out = tmp_path / "plain" if layout == "out-is-file" else tmp_path / "plain" / "vq"
     monkeypatch.setattr(tokenizer_job, "train_tokenizer", _no_training)
@@ -75,11 +98,30 @@ def test_vqvae_unwritable_out_is_refused_before_training(layout: str, message: s
     _one_line_error(capsys, message)
 
 
-def test_vqvae_non_finite_lr_and_huge_sizes_are_refused_up_front(tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_vqvae_non_finite_lr_and_huge_sizes_are_refused_up_front(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     monkeypatch.setattr(tokenizer_job, "train_tokenizer", _no_training)
-    assert main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "a"), *VQ, "--lr", "inf"]) == 2
+    assert (
+        main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "a"), *VQ, "--lr", "inf"]) == 2
+    )
     _one_line_error(capsys, "--lr a finite positive number")
-    assert main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "b"), *VQ, "--hidden", "10000000"]) == 2
+    assert (
+        main(
+            [
+                "vqvae",
+                "train",
+                "--dataset",
+                str(tiny_dataset),
+                "--out",
+                str(tmp_path / "b"),
+                *VQ,
+                "--hidden",
+                "10000000",
+            ]
+        )
+        == 2
+    )
     _one_line_error(capsys, "of memory")
 
 
@@ -94,7 +136,9 @@ def test_two_tokenizer_trainings_into_one_directory(tiny_dataset: Path, tmp_path
         _release(holder)
 
 
-def test_a_tokenizer_directory_is_never_seen_half_written(tiny_dataset: Path, tokenizer_copy: Path, monkeypatch) -> None:
+def test_a_tokenizer_directory_is_never_seen_half_written(
+    tiny_dataset: Path, tokenizer_copy: Path, monkeypatch
+) -> None:
     before = {p.name: p.read_bytes() for p in tokenizer_copy.iterdir()}
     real = tokenizer_io._write_synced
     written: list[str] = []
@@ -106,7 +150,9 @@ def test_a_tokenizer_directory_is_never_seen_half_written(tiny_dataset: Path, to
         real(path, write)
 
     monkeypatch.setattr(tokenizer_io, "_write_synced", killed_after_the_weights)
-    args = dict(epochs=1, batch_size=16, levels=1, codebook_size=4, latent_dim=2, hidden=8, log=lambda _: None, progress=False)
+    args = dict(
+        epochs=1, batch_size=16, levels=1, codebook_size=4, latent_dim=2, hidden=8, log=lambda _: None, progress=False
+    )
     with pytest.raises(KeyboardInterrupt):
         tokenizer_job.train_tokenizer_on_dataset(tiny_dataset, tokenizer_copy, overwrite=True, **args)
     assert {p.name: p.read_bytes() for p in tokenizer_copy.iterdir()} == before  # the old tokenizer, whole
@@ -162,8 +208,12 @@ def test_two_trainings_on_one_checkpoint_directory(tiny_dataset: Path, tmp_path:
     train(run_args(tiny_dataset, ck, epochs=1))  # the killed holder left no stuck lock
 
 
-@pytest.mark.parametrize("layout, message", [("dir-is-file", "exists and is a file"), ("parent-is-file", "is a file, not a directory")])
-def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(layout: str, message: str, tiny_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "layout, message", [("dir-is-file", "exists and is a file"), ("parent-is-file", "is a file, not a directory")]
+)
+def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(
+    layout: str, message: str, tiny_dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
     (tmp_path / "plain").write_text("x")
     ck = tmp_path / "plain" if layout == "dir-is-file" else tmp_path / "plain" / "ck"
     monkeypatch.setattr(loop_module, "Trainer", _no_training)
@@ -171,7 +221,9 @@ def test_an_unwritable_checkpoint_dir_is_refused_before_any_work(layout: str, me
         train(run_args(tiny_dataset, ck))
 
 
-def test_a_second_sigint_during_the_checkpoint_write_leaves_it_whole(tiny_dataset: Path, tmp_path: Path, monkeypatch) -> None:
+def test_a_second_sigint_during_the_checkpoint_write_leaves_it_whole(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch
+) -> None:
     ck = tmp_path / "ck"
     real_batch, real_save = loop_module.train_batch, loop_module.save_atomic
 
@@ -216,7 +268,9 @@ def test_diagnose_checks_its_report_directory_before_evaluating(tmp_path: Path, 
     assert (mine / "report.md").read_text() == "# my own report\n"
 
 
-def test_ctrl_c_during_tokenizer_training_is_one_line_and_exit_130(tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+def test_ctrl_c_during_tokenizer_training_is_one_line_and_exit_130(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 

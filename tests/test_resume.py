@@ -25,7 +25,9 @@ from test_train_loop import run_args
 
 def _args(dataset: Path, tokenizer: Path, ck: Path, **kw) -> dict:
     # 14 train samples, batch 4 -> 3 batches per epoch; all three losses on.
-    return run_args(dataset, ck, vqvae_path=str(tokenizer), enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, **kw)
+    return run_args(
+        dataset, ck, vqvae_path=str(tokenizer), enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, **kw
+    )
 
 
 def _batch_records(ck: Path) -> list[dict]:
@@ -56,20 +58,38 @@ def straight(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path_factory: pytest.
     return ck
 
 
-def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=2))
     assert (ck / "step_2.pt").exists() and not (ck / "epoch_1.pt").exists()
     lines = train_log
     lines.clear()  # only what follows
     # The guide's short resume command: flags it leaves out come from the checkpoint.
-    train({"resume": str(ck / "step_2.pt"), "dataset": str(tiny_dataset), "epochs": 2, "batch_size": 4,
-           "enable_latent_loss": True, "device": "cpu"})
+    train(
+        {
+            "resume": str(ck / "step_2.pt"),
+            "dataset": str(tiny_dataset),
+            "epochs": 2,
+            "batch_size": 4,
+            "enable_latent_loss": True,
+            "device": "cpu",
+        }
+    )
     text = "\n".join(lines)
-    for expected in ("Resuming from checkpoint:", "  ✓ Loaded model weights", "  ✓ Loaded optimizer state",
-                     "  ✓ Loaded scheduler state", "  ✓ Resuming from epoch 1, step 2",
-                     "    (Will skip first 2 batches of epoch 1)", "  ✓ No validation history (first epoch incomplete)",
-                     "  ✓ Loaded latent projector weights", "  Skipping first 2 batches (already processed)...", "  [3/3] loss="):
+    for expected in (
+        "Resuming from checkpoint:",
+        "  ✓ Loaded model weights",
+        "  ✓ Loaded optimizer state",
+        "  ✓ Loaded scheduler state",
+        "  ✓ Resuming from epoch 1, step 2",
+        "    (Will skip first 2 batches of epoch 1)",
+        "  ✓ No validation history (first epoch incomplete)",
+        "  ✓ Loaded latent projector weights",
+        "  Skipping first 2 batches (already processed)...",
+        "  [3/3] loss=",
+    ):
         assert expected in text, expected
     first_epoch = text.split("Epoch 2/2")[0]
     assert "[1/3]" not in first_epoch and "[2/3]" not in first_epoch
@@ -77,7 +97,9 @@ def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(straight: Path, tiny_d
     assert _batch_records(straight) == _batch_records(ck)
 
 
-def test_resume_from_an_epoch_checkpoint_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_resume_from_an_epoch_checkpoint_is_exact(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=3))
     lines = train_log
@@ -89,7 +111,9 @@ def test_resume_from_an_epoch_checkpoint_is_exact(straight: Path, tiny_dataset: 
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
-def test_resume_inside_teacher_forcing_is_exact(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_resume_inside_teacher_forcing_is_exact(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     """Teacher forcing for the first 4 of 6 batches: a run stopped at batch 2 and resumed (the
     setting comes from the checkpoint) ends where the uninterrupted run ends."""
     whole, ck = tmp_path / "whole", tmp_path / "ck"
@@ -118,25 +142,37 @@ def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path
 def test_changing_the_optimisation_path_on_resume_is_refused(straight: Path, tiny_dataset: Path) -> None:
     with pytest.raises(NoaError, match="--bptt-window: checkpoint 2, now 4"):
         train({"resume": str(straight / "step_4.pt"), "bptt_window": 4, "device": "cpu"})
-    with pytest.raises(NoaError, match="--batch-size 2 on 1 rank.s. is a global batch of 2, but the run was trained with a global batch of 4"):
+    with pytest.raises(
+        NoaError,
+        match="--batch-size 2 on 1 rank.s. is a global batch of 2, but the run was trained with a global batch of 4",
+    ):
         train({"resume": str(straight / "step_4.pt"), "batch_size": 2, "device": "cpu"})
 
 
-def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_old_format_checkpoint_infers_step_and_warns(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     full = load_checkpoint(straight / "step_2.pt")
     ck = tmp_path / "old"
     ck.mkdir()
-    save_atomic({"model_state_dict": full["model_state_dict"], "optimizer_state_dict": full["optimizer_state_dict"]}, ck / "step_2.pt")
+    save_atomic(
+        {"model_state_dict": full["model_state_dict"], "optimizer_state_dict": full["optimizer_state_dict"]},
+        ck / "step_2.pt",
+    )
     lines = train_log
     lines.clear()  # only what follows
     result = train({**_args(tiny_dataset, tiny_tokenizer, ck), "resume": str(ck / "step_2.pt"), "epochs": 1})
     text = "\n".join(lines)
-    for expected in ("  ⚠ Old checkpoint format detected - inferred global_step=2 from filename",
-                     "  ⚠ Syncing scheduler to step 2...", "  ✓ Scheduler synced to step 2, lr=",
-                     "  ✓ Resuming from epoch 1, step 2", "    (Will skip first 2 batches of epoch 1)",
-                     "  ✓ No validation history (first epoch incomplete)",
-                     "  ⚠⚠ WARNING: Old checkpoint has no projector weights!",
-                     "Recommend: Either disable --enable-latent-loss or train from scratch."):
+    for expected in (
+        "  ⚠ Old checkpoint format detected - inferred global_step=2 from filename",
+        "  ⚠ Syncing scheduler to step 2...",
+        "  ✓ Scheduler synced to step 2, lr=",
+        "  ✓ Resuming from epoch 1, step 2",
+        "    (Will skip first 2 batches of epoch 1)",
+        "  ✓ No validation history (first epoch incomplete)",
+        "  ⚠⚠ WARNING: Old checkpoint has no projector weights!",
+        "Recommend: Either disable --enable-latent-loss or train from scratch.",
+    ):
         assert expected in text, expected
     assert result.global_step == 3
     from noa.train.schedule import lr_at
@@ -149,17 +185,33 @@ def test_old_format_checkpoint_infers_step_and_warns(straight: Path, tiny_datase
 def other(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Another dataset of the same shape: a fine-tune's target."""
     path = tmp_path_factory.mktemp("other") / "other.h5"
-    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True), path, progress=False, log=lambda _: None)
+    generate(
+        GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=99, store_trajectories=True),
+        path,
+        progress=False,
+        log=lambda _: None,
+    )
     return path
 
 
-def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, other: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_fine_tuning_on_another_dataset_starts_fresh(
+    straight: Path, other: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     source = load_checkpoint(straight / "best_model.pt")
     lines = train_log
     lines.clear()  # only what follows
     ck = tmp_path / "ft"
-    result = train({"resume": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "lr": 1e-4,
-                    "checkpoint_dir": str(ck), "max_steps": 0, "device": "cpu"})
+    result = train(
+        {
+            "resume": str(straight / "best_model.pt"),
+            "dataset": str(other),
+            "epochs": 1,
+            "lr": 1e-4,
+            "checkpoint_dir": str(ck),
+            "max_steps": 0,
+            "device": "cpu",
+        }
+    )
     text = "\n".join(lines)
     assert "fine-tuning (weights only)" in text and "Fresh optimizer, LR schedule (with warmup) and epoch count" in text
     assert result.global_step == 0
@@ -168,18 +220,38 @@ def test_fine_tuning_on_another_dataset_starts_fresh(straight: Path, other: Path
     assert start["optimizer_state_dict"]["state"] == {} and start["args"]["lr"] == 1e-4
     # The explicit form does the same.
     lines.clear()
-    train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft2"),
-           "max_steps": 0, "device": "cpu", "timesteps": 8, "bptt_window": 4, **{k: source["args"][k] for k in ("base_channels", "encoder_levels", "modes", "afno_blocks")}},
-          )
+    train(
+        {
+            "init_from": str(straight / "best_model.pt"),
+            "dataset": str(other),
+            "epochs": 1,
+            "checkpoint_dir": str(tmp_path / "ft2"),
+            "max_steps": 0,
+            "device": "cpu",
+            "timesteps": 8,
+            "bptt_window": 4,
+            **{k: source["args"][k] for k in ("base_channels", "encoder_levels", "modes", "afno_blocks")},
+        },
+    )
     assert any(l.startswith("Fine-tuning from") for l in lines)
 
 
-def test_init_from_keeps_the_pretrained_objective_and_says_so(straight: Path, other: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_init_from_keeps_the_pretrained_objective_and_says_so(
+    straight: Path, other: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     source = load_checkpoint(straight / "best_model.pt")
     train_log.clear()
     # No --timesteps nor --bptt-window: T follows the new data, as a fresh run's does.
-    train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft"),
-           "max_steps": 0, "device": "cpu"})
+    train(
+        {
+            "init_from": str(straight / "best_model.pt"),
+            "dataset": str(other),
+            "epochs": 1,
+            "checkpoint_dir": str(tmp_path / "ft"),
+            "max_steps": 0,
+            "device": "cpu",
+        }
+    )
     start = load_checkpoint(tmp_path / "ft" / "step_0.pt")
     args = start["args"]
     assert args["vqvae_path"] == str(tiny_tokenizer.resolve()) and args["enable_latent_loss"] is True
@@ -188,18 +260,36 @@ def test_init_from_keeps_the_pretrained_objective_and_says_so(straight: Path, ot
     projector = source["alignment_state"]["state_dict"]
     assert all(torch.equal(start["alignment_state"]["state_dict"][k], v) for k, v in projector.items())
     kept = next(l for l in train_log if "keeps best_model.pt's objective" in l)
-    assert "L_traj + L_commit + L_latent" in kept and "--enable-latent-loss" in kept and f"--vqvae-path {tiny_tokenizer.resolve()}" in kept
+    assert (
+        "L_traj + L_commit + L_latent" in kept
+        and "--enable-latent-loss" in kept
+        and f"--vqvae-path {tiny_tokenizer.resolve()}" in kept
+    )
     assert "  ✓ Loaded latent projector weights" in train_log
 
 
-def test_init_from_flags_change_the_objective_and_the_line_says_which(straight: Path, other: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_init_from_flags_change_the_objective_and_the_line_says_which(
+    straight: Path, other: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     train_log.clear()
-    train({"init_from": str(straight / "best_model.pt"), "dataset": str(other), "epochs": 1, "checkpoint_dir": str(tmp_path / "ft"),
-           "max_steps": 0, "device": "cpu", "enable_latent_loss": False, "lambda_commit": 0.1})
+    train(
+        {
+            "init_from": str(straight / "best_model.pt"),
+            "dataset": str(other),
+            "epochs": 1,
+            "checkpoint_dir": str(tmp_path / "ft"),
+            "max_steps": 0,
+            "device": "cpu",
+            "enable_latent_loss": False,
+            "lambda_commit": 0.1,
+        }
+    )
     args = load_checkpoint(tmp_path / "ft" / "step_0.pt")["args"]
     assert args["enable_latent_loss"] is False and args["lambda_commit"] == 0.1 and args["vqvae_path"]
     kept = next(l for l in train_log if "keeps best_model.pt's objective" in l)
-    assert kept.endswith("changed by flags: --lambda-commit 0.1, --no-enable-latent-loss") and "L_traj + L_commit;" in kept
+    assert (
+        kept.endswith("changed by flags: --lambda-commit 0.1, --no-enable-latent-loss") and "L_traj + L_commit;" in kept
+    )
     assert "  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on" in train_log
 
 
@@ -238,14 +328,21 @@ def test_keep_last_prunes_only_step_checkpoints(tiny_dataset: Path, tmp_path: Pa
     assert {"epoch_1.pt", "epoch_2.pt"} <= names
 
 
-def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overwritten(tiny_dataset: Path, tmp_path: Path) -> None:
+def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overwritten(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
     ck = tmp_path / "ck"
     ck.mkdir()
     mine = {"step_notes.pt": b"notes", "epoch_notes.pt": b"more notes", "step_final.pt": b"a keeper"}
     for name, data in mine.items():
         (ck / name).write_bytes(data)
     result = train(run_args(tiny_dataset, ck, save_every=1, keep_last=2, max_steps=3))  # a fresh run beside them
-    assert result.global_step == 3 and {p.name for p in ck.glob("step_*.pt")} == {"step_2.pt", "step_3.pt", "step_notes.pt", "step_final.pt"}
+    assert result.global_step == 3 and {p.name for p in ck.glob("step_*.pt")} == {
+        "step_2.pt",
+        "step_3.pt",
+        "step_notes.pt",
+        "step_final.pt",
+    }
     shutil.copy(ck / "step_2.pt", ck / "step_1_keep.pt")  # the user's copy, now the newest file
     assert train({"resume": "auto", "checkpoint_dir": str(ck), "max_steps": 1, "device": "cpu"}).global_step == 4
     train({**run_args(tiny_dataset, ck, max_steps=1), "overwrite": True})
@@ -253,15 +350,22 @@ def test_files_that_only_look_like_checkpoints_are_never_pruned_resumed_or_overw
     assert not (ck / "step_4.pt").exists()  # the run's own files went
 
 
-def test_resume_auto_in_a_directory_without_a_checkpoint_starts_fresh_there(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_resume_auto_in_a_directory_without_a_checkpoint_starts_fresh_there(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     # One command line for the first start and every restart (torchrun --max-restarts).
     ck = tmp_path / "ck"
     ck.mkdir()
-    (ck / "metrics.jsonl").write_text('{"kind": "train_batch", "global_step": 1}\n{"kind": "train_ba')  # a killed first attempt's
+    (ck / "metrics.jsonl").write_text(
+        '{"kind": "train_batch", "global_step": 1}\n{"kind": "train_ba'
+    )  # a killed first attempt's
     train_log.clear()
     assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=2)).global_step == 2
     assert f"--resume auto: no checkpoint in {ck} yet; starting a fresh run there" in train_log
-    assert [r["global_step"] for r in _batch_records(ck)] == [1, 2]  # the killed attempt's lines are trained again, not kept twice
+    assert [r["global_step"] for r in _batch_records(ck)] == [
+        1,
+        2,
+    ]  # the killed attempt's lines are trained again, not kept twice
     assert train(run_args(tiny_dataset, ck, resume="auto", max_steps=1)).global_step == 3  # the same line continues
 
 
@@ -275,12 +379,16 @@ def test_a_resume_drops_what_a_killed_attempt_logged_after_its_checkpoint(straig
     assert step_4.is_file()
 
 
-def test_the_checkpoint_max_steps_names_resumes_in_place_after_an_epoch_end(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_the_checkpoint_max_steps_names_resumes_in_place_after_an_epoch_end(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     train(run_args(tiny_dataset, ck, save_every=3, max_steps=3))  # step_3.pt is written, then epoch 1 ends
     named = next(line for line in train_log if "(--max-steps); checkpoint" in line).rsplit(" ", 1)[1]
     assert named == str(ck / "step_3.pt")
-    assert train({"resume": named, "max_steps": 1, "device": "cpu"}).checkpoint_dir == ck  # continues, no branch into ck-2
+    assert (
+        train({"resume": named, "max_steps": 1, "device": "cpu"}).checkpoint_dir == ck
+    )  # continues, no branch into ck-2
     assert [r["epoch"] for r in _epoch_records(ck)] == [1]
 
 
@@ -294,7 +402,9 @@ def test_a_resumed_epoch_records_its_whole_time(straight: Path, tmp_path: Path) 
     assert load_checkpoint(ck / "epoch_1.pt")["history"]["epoch_seconds"][0] > 1000.0
 
 
-def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, max_steps=1))
     assert any(line.startswith("Teacher forcing for the first 2 batches") for line in train_log)
@@ -316,9 +426,38 @@ def test_overwrite_removes_the_old_runs_tensorboard_events_only(tiny_dataset: Pa
 
 def test_sigint_writes_a_checkpoint_and_says_how_to_resume(tiny_dataset: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck"
-    cmd = [sys.executable, "-m", "noa.cli", "train", "--dataset", str(tiny_dataset), "--n-samples", "16", "--epochs", "50",
-           "--batch-size", "4", "--timesteps", "8", "--bptt-window", "4", "--checkpoint-dir", str(ck), "--save-every", "0",
-           "--base-channels", "8", "--encoder-levels", "2", "--modes", "4", "--afno-blocks", "1", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "noa.cli",
+        "train",
+        "--dataset",
+        str(tiny_dataset),
+        "--n-samples",
+        "16",
+        "--epochs",
+        "50",
+        "--batch-size",
+        "4",
+        "--timesteps",
+        "8",
+        "--bptt-window",
+        "4",
+        "--checkpoint-dir",
+        str(ck),
+        "--save-every",
+        "0",
+        "--base-channels",
+        "8",
+        "--encoder-levels",
+        "2",
+        "--modes",
+        "4",
+        "--afno-blocks",
+        "1",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
         if "[1/3]" in line:
@@ -344,7 +483,9 @@ def _epoch_records(ck: Path) -> list[dict]:
     return [r for r in _batch_records(ck) if r["kind"] == "epoch"]
 
 
-def test_a_step_checkpoint_on_an_epochs_last_batch_still_ends_that_epoch(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_a_step_checkpoint_on_an_epochs_last_batch_still_ends_that_epoch(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     # A run killed right after step_3.pt (the last batch of epoch 1, written before validation).
     full = tmp_path / "full"
     train(_args(tiny_dataset, tiny_tokenizer, full, save_every=3))
@@ -371,14 +512,19 @@ def _commit_only(tiny_dataset: Path, tiny_tokenizer: Path, ck: Path, **kw) -> di
     return run_args(tiny_dataset, ck, vqvae_path=str(tiny_tokenizer), **kw)
 
 
-def test_l_latent_switched_on_at_resume_keeps_the_models_adam_state(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_l_latent_switched_on_at_resume_keeps_the_models_adam_state(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     train(_commit_only(tiny_dataset, tiny_tokenizer, ck, max_steps=2))
     before = load_checkpoint(ck / "step_2.pt")
     assert before["alignment_state"] is None
     train_log.clear()
     train({"resume": str(ck / "step_2.pt"), "enable_latent_loss": True, "max_steps": 1, "device": "cpu"})
-    assert "  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization" in train_log
+    assert (
+        "  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization"
+        in train_log
+    )
     after = load_checkpoint(ck / "step_3.pt")
     assert after["alignment_state"] is not None and after["args"]["enable_latent_loss"] is True
     groups = [g["name"] for g in after["optimizer_state_dict"]["param_groups"]]
@@ -387,13 +533,17 @@ def test_l_latent_switched_on_at_resume_keeps_the_models_adam_state(tiny_dataset
     assert record["global_step"] == 3 and record["latent"] is not None
 
 
-def test_l_latent_switched_off_at_resume_as_the_guide_advises(straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_l_latent_switched_off_at_resume_as_the_guide_advises(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     from noa.cli import main
 
     ck = tmp_path / "ck"
     step_4 = _copy_to(straight / "step_4.pt", ck)
     # The guide's "Resume Warnings" advice 2: disable --enable-latent-loss and resume.
-    code = main(["train", "--resume", str(step_4), "--checkpoint-dir", str(ck), "--no-enable-latent-loss", "--device", "cpu"])
+    code = main(
+        ["train", "--resume", str(step_4), "--checkpoint-dir", str(ck), "--no-enable-latent-loss", "--device", "cpu"]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on" in out
     final = load_checkpoint(ck / "epoch_2.pt")
@@ -405,7 +555,22 @@ def test_l_latent_switched_off_at_resume_as_the_guide_advises(straight: Path, tm
     config.write_text("enable_latent_loss: false\n")
     ck2 = tmp_path / "ck2"
     step_4b = _copy_to(straight / "step_4.pt", ck2)
-    assert main(["train", "--config", str(config), "--resume", str(step_4b), "--checkpoint-dir", str(ck2), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--resume",
+                str(step_4b),
+                "--checkpoint-dir",
+                str(ck2),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(ck2 / "epoch_2.pt")["alignment_state"] is None
 
 
@@ -414,7 +579,11 @@ def test_a_format_2_single_group_optimizer_is_split_by_part(straight: Path, tmp_
     model_group, projector_group = ckpt["optimizer_state_dict"]["param_groups"]
     merged = {k: v for k, v in model_group.items() if k != "name"}
     merged["params"] = model_group["params"] + projector_group["params"]
-    legacy = {**ckpt, "format_version": 2, "optimizer_state_dict": {"state": ckpt["optimizer_state_dict"]["state"], "param_groups": [merged]}}
+    legacy = {
+        **ckpt,
+        "format_version": 2,
+        "optimizer_state_dict": {"state": ckpt["optimizer_state_dict"]["state"], "param_groups": [merged]},
+    }
     ck = tmp_path / "ck"
     ck.mkdir()
     save_atomic(legacy, ck / "step_4.pt")
@@ -422,7 +591,9 @@ def test_a_format_2_single_group_optimizer_is_split_by_part(straight: Path, tmp_
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
-@pytest.mark.parametrize("flag, value", [("n_samples", 14), ("val_split", 0.25), ("seed", 3), ("lr", 5e-4), ("teacher_forcing_steps", 2)])
+@pytest.mark.parametrize(
+    "flag, value", [("n_samples", 14), ("val_split", 0.25), ("seed", 3), ("lr", 5e-4), ("teacher_forcing_steps", 2)]
+)
 def test_resume_refuses_flags_that_change_the_split_or_schedule(straight: Path, flag: str, value: object) -> None:
     with pytest.raises(NoaError, match=f"--{flag.replace('_', '-')}: checkpoint .*--init-from"):
         train({"resume": str(straight / "step_2.pt"), flag: value, "device": "cpu"})
@@ -455,12 +626,19 @@ def test_a_longer_run_at_resume_follows_the_longer_plan(straight: Path, tmp_path
     train_log.clear()
     train({"resume": str(step_4), "checkpoint_dir": str(ck), "epochs": 4, "device": "cpu"})
     line = next(l for l in train_log if "LR schedule re-planned" in l)
-    assert f"the cosine of a 12-step run from step 4 (was step 6); lr {lr_at(4, 1e-3, 2, 6):.2e} → {lr_at(4, 1e-3, 2, 12):.2e}" in line
+    assert (
+        f"the cosine of a 12-step run from step 4 (was step 6); lr {lr_at(4, 1e-3, 2, 6):.2e} → {lr_at(4, 1e-3, 2, 12):.2e}"
+        in line
+    )
     lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
-    assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 12) for step in range(4, 12)], rel=1e-12)  # as if planned for 4 epochs
+    assert lrs == pytest.approx(
+        [lr_at(step, 1e-3, 2, 12) for step in range(4, 12)], rel=1e-12
+    )  # as if planned for 4 epochs
 
 
-def test_extending_a_finished_run_trains_at_the_longer_plans_lr(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_extending_a_finished_run_trains_at_the_longer_plans_lr(
+    straight: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     # The refusal of a finished run says "raise --epochs to train on": that must train, not step at lr 0.
     from noa.train.schedule import lr_at
 
@@ -470,7 +648,9 @@ def test_extending_a_finished_run_trains_at_the_longer_plans_lr(straight: Path, 
     lrs = [r["lr"] for r in _batch_records(ck) if r["kind"] == "train_batch"]
     assert lrs == pytest.approx([lr_at(step, 1e-3, 2, 9) for step in (6, 7, 8)], rel=1e-12) and lrs[0] > 0.3 * 1e-3
     before, after = load_checkpoint(ck / "epoch_2.pt"), load_checkpoint(ck / "epoch_3.pt")
-    assert any(not torch.equal(before["model_state_dict"][k], after["model_state_dict"][k]) for k in before["model_state_dict"])
+    assert any(
+        not torch.equal(before["model_state_dict"][k], after["model_state_dict"][k]) for k in before["model_state_dict"]
+    )
 
 
 def test_a_shorter_run_at_resume_bends_the_lr_down_without_a_jump() -> None:
@@ -484,18 +664,25 @@ def test_a_shorter_run_at_resume_bends_the_lr_down_without_a_jump() -> None:
     assert schedule.lr_of(10) == 0.0 and schedule.lr_of(6) < schedule.lr
 
 
-def test_weight_decay_given_at_resume_is_applied_to_every_group(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_weight_decay_given_at_resume_is_applied_to_every_group(
+    straight: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     ck = tmp_path / "ck"
     step_2 = _copy_to(straight / "step_2.pt", ck)
     train_log.clear()
     train({"resume": str(step_2), "checkpoint_dir": str(ck), "weight_decay": 0.5, "max_steps": 1, "device": "cpu"})
     saved = load_checkpoint(ck / "step_3.pt")
     assert saved["args"]["weight_decay"] == 0.5
-    assert [g["weight_decay"] for g in saved["optimizer_state_dict"]["param_groups"]] == [0.5, 0.5]  # model and projector
+    assert [g["weight_decay"] for g in saved["optimizer_state_dict"]["param_groups"]] == [
+        0.5,
+        0.5,
+    ]  # model and projector
     assert any("Weight decay 0 → 0.5 (--weight-decay)" in line for line in train_log)
 
 
-def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_resume_is_exact_with_dataloader_workers(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     # Two worker processes read the batches (each opens the HDF5 file itself); stopped mid-epoch
     # and resumed, the run equals the uninterrupted single-process-reading one bit for bit.
     ck = tmp_path / "ck"
@@ -505,7 +692,9 @@ def test_resume_is_exact_with_dataloader_workers(straight: Path, tiny_dataset: P
     assert _batch_records(straight) == _batch_records(ck)
 
 
-def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     import shutil
 
     data, ck = tmp_path / "data.h5", tmp_path / "ck"
@@ -521,7 +710,9 @@ def test_a_resume_whose_dataset_moved_names_the_flag_that_fixes_it(tiny_dataset:
 
 
 @pytest.mark.slow
-def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_uninterrupted_run(straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_uninterrupted_run(
+    straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     # kill -9 leaves no chance to write anything: the rerun (the same command line) must still
     # end with the uninterrupted run's files, bit for bit on the CPU.
     ck = tmp_path / "ck"

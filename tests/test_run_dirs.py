@@ -17,8 +17,11 @@ from test_train_loop import run_args
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and not p.name.endswith(".lock")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,9 @@ def _without_dir(args: dict) -> dict:
     return {k: v for k, v in args.items() if k != "checkpoint_dir"}
 
 
-def test_a_fresh_run_without_checkpoint_dir_takes_a_fresh_sibling(workdir: Path, tiny_dataset: Path, train_log: list[str]) -> None:
+def test_a_fresh_run_without_checkpoint_dir_takes_a_fresh_sibling(
+    workdir: Path, tiny_dataset: Path, train_log: list[str]
+) -> None:
     before = _hashes(workdir)
     result = train(_without_dir(run_args(tiny_dataset, workdir, epochs=1)))
     assert result.checkpoint_dir == Path("checkpoints/noa-2")
@@ -52,9 +57,13 @@ def test_a_fresh_run_without_checkpoint_dir_takes_a_fresh_sibling(workdir: Path,
     assert (workdir / "checkpoints/noa-3/epoch_1.pt").exists()
 
 
-def test_an_explicit_checkpoint_dir_that_holds_a_run_is_refused(workdir: Path, tiny_dataset: Path, train_log: list[str]) -> None:
+def test_an_explicit_checkpoint_dir_that_holds_a_run_is_refused(
+    workdir: Path, tiny_dataset: Path, train_log: list[str]
+) -> None:
     before = _hashes(workdir)
-    with pytest.raises(NoaError, match=r"--checkpoint-dir checkpoints/noa already holds checkpoints .*e\.g\. checkpoints/noa-2"):
+    with pytest.raises(
+        NoaError, match=r"--checkpoint-dir checkpoints/noa already holds checkpoints .*e\.g\. checkpoints/noa-2"
+    ):
         train(run_args(tiny_dataset, Path("checkpoints/noa"), epochs=1))
     assert _hashes(workdir) == before and not train_log  # refused before anything was loaded or printed
 
@@ -66,7 +75,9 @@ def test_a_fine_tune_refused_prints_nothing_as_loaded(workdir: Path, tiny_datase
 
 
 @pytest.mark.parametrize("name", ["step_2.pt", "epoch_1.pt"])
-def test_resuming_an_earlier_checkpoint_branches_and_keeps_every_file(workdir: Path, name: str, train_log: list[str]) -> None:
+def test_resuming_an_earlier_checkpoint_branches_and_keeps_every_file(
+    workdir: Path, name: str, train_log: list[str]
+) -> None:
     before = _hashes(workdir)
     result = train({"resume": f"checkpoints/noa/{name}", "device": "cpu"})
     assert _hashes(workdir).items() >= before.items()  # nothing in the run's directory changed or went
@@ -76,7 +87,9 @@ def test_resuming_an_earlier_checkpoint_branches_and_keeps_every_file(workdir: P
     assert len({(r["kind"], r["global_step"]) for r in records}) == len(records)  # no duplicated lines
 
 
-def test_resuming_an_earlier_checkpoint_into_its_named_directory_is_refused_with_the_branch_command(workdir: Path, train_log: list[str]) -> None:
+def test_resuming_an_earlier_checkpoint_into_its_named_directory_is_refused_with_the_branch_command(
+    workdir: Path, train_log: list[str]
+) -> None:
     before = _hashes(workdir)
     with pytest.raises(NoaError) as refused:
         train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/noa", "device": "cpu"})
@@ -84,7 +97,9 @@ def test_resuming_an_earlier_checkpoint_into_its_named_directory_is_refused_with
     assert "epoch_2.pt" in message and "would overwrite them" in message
     assert "noa train --resume checkpoints/noa/step_2.pt --checkpoint-dir checkpoints/noa-2" in message
     assert _hashes(workdir) == before and not any("Loaded" in line for line in train_log)
-    train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/noa-2", "device": "cpu"})  # the command it gave
+    train(
+        {"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/noa-2", "device": "cpu"}
+    )  # the command it gave
     assert _hashes(workdir).items() >= before.items() and (workdir / "checkpoints/noa-2/epoch_2.pt").exists()
 
 
@@ -102,7 +117,9 @@ def test_overwrite_without_checkpoint_dir_still_replaces_the_default(workdir: Pa
     assert not os.path.exists(workdir / "checkpoints/noa-2")
 
 
-def test_a_default_directory_holding_only_an_earlier_runs_log_is_passed_over(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_default_directory_holding_only_an_earlier_runs_log_is_passed_over(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "checkpoints" / "noa").mkdir(parents=True)
     (tmp_path / "checkpoints" / "noa" / "metrics.jsonl").write_text('{"kind": "train_batch", "global_step": 1}\n')
@@ -114,7 +131,9 @@ def test_a_default_directory_holding_only_an_earlier_runs_log_is_passed_over(tin
 def test_resuming_into_another_runs_directory_is_refused(workdir: Path, tiny_dataset: Path) -> None:
     train(run_args(tiny_dataset, Path("checkpoints/other"), epochs=1, max_steps=1))
     before = _hashes(workdir)
-    with pytest.raises(NoaError, match=r"checkpoints/other holds another run's checkpoints .*--checkpoint-dir checkpoints/other-2"):
+    with pytest.raises(
+        NoaError, match=r"checkpoints/other holds another run's checkpoints .*--checkpoint-dir checkpoints/other-2"
+    ):
         train({"resume": "checkpoints/noa/step_2.pt", "checkpoint_dir": "checkpoints/other", "device": "cpu"})
     assert _hashes(workdir) == before
 
@@ -126,12 +145,26 @@ def test_overwrite_never_deletes_the_run_a_fine_tune_starts_from(workdir: Path, 
     other = tmp_path / "other.h5"
     generate(GenerateConfig(n_samples=12, grid=16, timesteps=8, seed=99), other, progress=False, log=lambda _: None)
     before = _hashes(workdir / "checkpoints")
-    with pytest.raises(NoaError, match=r"--overwrite would delete the run in checkpoints/noa, whose epoch_2.pt this fine-tune starts from"):
-        train({how: "checkpoints/noa/epoch_2.pt", "dataset": str(other), "overwrite": True, "device": "cpu", "timesteps": 8, "bptt_window": 2})
+    with pytest.raises(
+        NoaError,
+        match=r"--overwrite would delete the run in checkpoints/noa, whose epoch_2.pt this fine-tune starts from",
+    ):
+        train(
+            {
+                how: "checkpoints/noa/epoch_2.pt",
+                "dataset": str(other),
+                "overwrite": True,
+                "device": "cpu",
+                "timesteps": 8,
+                "bptt_window": 2,
+            }
+        )
     assert _hashes(workdir / "checkpoints") == before
 
 
-def test_the_current_directory_as_checkpoint_dir_trains_and_resumes(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_current_directory_as_checkpoint_dir_trains_and_resumes(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     run = tmp_path / "run"
     run.mkdir()
     monkeypatch.chdir(run)
@@ -143,12 +176,33 @@ def test_the_current_directory_as_checkpoint_dir_trains_and_resumes(tiny_dataset
 
 
 GENERATE = ["data", "generate", "--n-samples", "4", "--grid", "16", "--timesteps", "2", "--out"]
-TRAIN = ["train", "--dataset", "{data}", "--timesteps", "8", "--bptt-window", "2", "--device", "cpu", "--checkpoint-dir"]
+TRAIN = [
+    "train",
+    "--dataset",
+    "{data}",
+    "--timesteps",
+    "8",
+    "--bptt-window",
+    "2",
+    "--device",
+    "cpu",
+    "--checkpoint-dir",
+]
 
 
-@pytest.mark.parametrize("command, out", [(GENERATE, "."), (GENERATE, "/"), (TRAIN, "/")], ids=["generate-dot", "generate-root", "train-root"])
-def test_an_output_named_dot_or_root_gets_a_message_not_a_traceback(command: list[str], out: str, tiny_dataset: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    "command, out",
+    [(GENERATE, "."), (GENERATE, "/"), (TRAIN, "/")],
+    ids=["generate-dot", "generate-root", "train-root"],
+)
+def test_an_output_named_dot_or_root_gets_a_message_not_a_traceback(
+    command: list[str],
+    out: str,
+    tiny_dataset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
     from noa.cli import main
 
     monkeypatch.chdir(tmp_path)

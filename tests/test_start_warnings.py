@@ -15,7 +15,9 @@ def _start(args: dict, log: list[str]) -> list[str]:
     return [line for line in log if line.startswith("Warning:")]
 
 
-def test_warmup_longer_than_the_run_and_a_tiny_validation_set_warn_in_one_line_each(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_warmup_longer_than_the_run_and_a_tiny_validation_set_warn_in_one_line_each(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     # 16 samples: 14 train / 2 validation; 3 batches per epoch x 2 epochs = 6 batches.
     warnings = _start(run_args(tiny_dataset, tmp_path / "ck", warmup_steps=500), train_log)
     assert len(warnings) == 2
@@ -25,11 +27,15 @@ def test_warmup_longer_than_the_run_and_a_tiny_validation_set_warn_in_one_line_e
 
 
 def test_a_sound_run_starts_without_warnings(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
-    assert _start(run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2), train_log) == []
+    assert (
+        _start(run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2), train_log) == []
+    )
 
 
 def test_teacher_forcing_with_a_single_window_warns(tiny_dataset: Path, tmp_path: Path, train_log: list[str]) -> None:
-    args = run_args(tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2, teacher_forcing_steps=3)
+    args = run_args(
+        tiny_dataset, tmp_path / "ck", n_samples=40, val_split=0.25, warmup_steps=2, teacher_forcing_steps=3
+    )
     assert _start({**args, "bptt_window": args["timesteps"]}, train_log) == [
         "Warning: --teacher-forcing-steps 3 does nothing with one window (--bptt-window 8 >= --timesteps 8): "
         "the only window starts from the IC; use a smaller --bptt-window"

@@ -51,7 +51,8 @@ def test_hand_typed_values_round_trip_to_within_float64_rounding() -> None:
     for dim in (CNO_SPACE.dims[i] for i in CONTINUOUS):
         scale = max(abs(dim.low), abs(dim.high))
         typed = [dim.low, dim.high] + [
-            float(f"{dim.low + (dim.high - dim.low) * k / 97:.3g}") if dim.kind == "float"
+            float(f"{dim.low + (dim.high - dim.low) * k / 97:.3g}")
+            if dim.kind == "float"
             else float(f"{dim.low * (dim.high / dim.low) ** (k / 97):.3g}")
             for k in range(1, 97)
         ]
@@ -63,9 +64,21 @@ def test_hand_typed_values_round_trip_to_within_float64_rounding() -> None:
 
 
 def test_a_typical_hand_written_theta_comes_back() -> None:
-    values = _physical(n_layers=3, base_channels=32, kernel_size=5, activation="gelu", noise_scale=1e-3,
-                       noise_correlation=0.05, update_policy="residual", dt=0.1, alpha=0.5, weight_gain=1.5,
-                       weight_mix_1=0.25, weight_mix_2=-0.5, weight_mix_3=0.0)
+    values = _physical(
+        n_layers=3,
+        base_channels=32,
+        kernel_size=5,
+        activation="gelu",
+        noise_scale=1e-3,
+        noise_correlation=0.05,
+        update_policy="residual",
+        dt=0.1,
+        alpha=0.5,
+        weight_gain=1.5,
+        weight_mix_1=0.25,
+        weight_mix_2=-0.5,
+        weight_mix_3=0.0,
+    )
     back = CNO_SPACE.decode(CNO_SPACE.encode(values))
     for name, value in values.items():
         if isinstance(value, float):  # 1e-3 and 0.1 are not images of low·(high/low)^u: nearest image

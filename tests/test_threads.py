@@ -27,7 +27,10 @@ def test_threads_come_from_the_flag_then_the_environment_then_the_idle_cores(mon
     assert threads.choose_threads(None)[0] == 1  # never fewer than one
 
 
-@pytest.mark.parametrize("env, message", [({"OMP_NUM_THREADS": "two"}, "OMP_NUM_THREADS='two' is not a whole number"), ({}, "--threads must be >= 1")])
+@pytest.mark.parametrize(
+    "env, message",
+    [({"OMP_NUM_THREADS": "two"}, "OMP_NUM_THREADS='two' is not a whole number"), ({}, "--threads must be >= 1")],
+)
 def test_bad_thread_requests_are_refused(monkeypatch: pytest.MonkeyPatch, env: dict, message: str) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -37,8 +40,23 @@ def test_bad_thread_requests_are_refused(monkeypatch: pytest.MonkeyPatch, env: d
 
 def test_the_command_says_what_it_chose(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    cmd = [sys.executable, "-m", "noa", "data", "generate", "--out", str(tmp_path / "d.h5"), "--n-samples", "2", "--grid", "8",
-           "--timesteps", "2", "--no-features", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "noa",
+        "data",
+        "generate",
+        "--out",
+        str(tmp_path / "d.h5"),
+        "--n-samples",
+        "2",
+        "--grid",
+        "8",
+        "--timesteps",
+        "2",
+        "--no-features",
+        "--no-progress",
+    ]
     out = subprocess.run([*cmd, "--threads", "1"], capture_output=True, text=True, env=env, check=True).stdout
     assert "CPU threads: 1 (--threads)" in out
     out = subprocess.run([*cmd, "--overwrite"], capture_output=True, text=True, env=env, check=True).stdout

@@ -81,7 +81,16 @@ def splits():
 def trained(splits):
     train, val = splits
     model, history = train_tokenizer(
-        train, val, small_config(), epochs=EPOCHS, batch_size=64, lr=3e-3, seed=7, device="cpu", log=lambda _: None, progress=False
+        train,
+        val,
+        small_config(),
+        epochs=EPOCHS,
+        batch_size=64,
+        lr=3e-3,
+        seed=7,
+        device="cpu",
+        log=lambda _: None,
+        progress=False,
     )
     return model, history
 
@@ -115,7 +124,9 @@ def test_shapes_sizes_and_slices(trained, splits):
     assert model.latent_dim == sum(z.shape[1] for z in latents) == len(FAMILIES) * levels * width
     flat = torch.cat(latents, dim=1)
     for i, family in enumerate(FAMILIES):
-        assert torch.equal(flat[:, model.category_slices[family]], torch.cat(latents[i * levels : (i + 1) * levels], dim=1))
+        assert torch.equal(
+            flat[:, model.category_slices[family]], torch.cat(latents[i * levels : (i + 1) * levels], dim=1)
+        )
     z_q, indices = model.quantize(latents)
     assert len(z_q) == len(indices) == len(latents)
     for q, idx, size in zip(z_q, indices, model.codebook_sizes):
@@ -214,7 +225,9 @@ def test_non_finite_features_are_refused(splits):
     bad = {f: x.clone() for f, x in train.items()}
     bad["temporal"][5, 2, 1] = math.nan
     with pytest.raises(NoaError, match="temporal.*NaN"):
-        train_tokenizer(bad, val, small_config(), epochs=1, batch_size=64, lr=1e-3, seed=0, device="cpu", progress=False)
+        train_tokenizer(
+            bad, val, small_config(), epochs=1, batch_size=64, lr=1e-3, seed=0, device="cpu", progress=False
+        )
 
 
 def test_save_load_round_trip_is_exact(trained, saved, splits):
@@ -322,7 +335,15 @@ def test_encode_refuses_features_of_the_wrong_shape(trained, splits):
 
 def test_tokenizer_info_summarises_the_directory(saved):
     text = tokenizer_info(saved)
-    for expected in ("recon MSE", "total", "temporal", "perplexity", "used", f"history ({EPOCHS} epochs)", "latent_dim 48"):
+    for expected in (
+        "recon MSE",
+        "total",
+        "temporal",
+        "perplexity",
+        "used",
+        f"history ({EPOCHS} epochs)",
+        "latent_dim 48",
+    ):
         assert expected in text
 
 
@@ -332,7 +353,16 @@ def test_trains_saves_and_loads_on_cuda(splits, tmp_path):
     train = {f: x[:160] for f, x in splits[0].items()}
     val = {f: x[:40] for f, x in splits[1].items()}
     model, history = train_tokenizer(
-        train, val, small_config(), epochs=2, batch_size=32, lr=3e-3, seed=0, device="cuda", log=lambda _: None, progress=False
+        train,
+        val,
+        small_config(),
+        epochs=2,
+        batch_size=32,
+        lr=3e-3,
+        seed=0,
+        device="cuda",
+        log=lambda _: None,
+        progress=False,
     )
     save_tokenizer(model, tmp_path / "gpu", history, evaluate_tokenizer(model, val))
     on_gpu, on_cpu = load_tokenizer(tmp_path / "gpu", device="cuda"), load_tokenizer(tmp_path / "gpu")

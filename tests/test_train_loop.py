@@ -20,17 +20,31 @@ TINY_MODEL = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1, pro
 
 def run_args(dataset: Path, ckdir: Path, **kw) -> dict:
     values = dict(
-        dataset=str(dataset), n_samples=16, epochs=2, batch_size=4, lr=1e-3, bptt_window=2, timesteps=8,
-        warmup_steps=2, checkpoint_dir=str(ckdir), save_every=2, device="cpu", **TINY_MODEL,
+        dataset=str(dataset),
+        n_samples=16,
+        epochs=2,
+        batch_size=4,
+        lr=1e-3,
+        bptt_window=2,
+        timesteps=8,
+        warmup_steps=2,
+        checkpoint_dir=str(ckdir),
+        save_every=2,
+        device="cpu",
+        **TINY_MODEL,
     )
     values.update(kw)
     return values
 
 
-def test_training_logs_checkpoints_and_history(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]) -> None:
+def test_training_logs_checkpoints_and_history(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
+) -> None:
     lines = train_log
     lines.clear()  # only what follows
-    args = run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, lambda_latent=0.5)
+    args = run_args(
+        tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), enable_latent_loss=True, lambda_latent=0.5
+    )
     result = train(args)
     text = "\n".join(lines)
     assert "Epoch 1/2" in text and "Epoch 2/2" in text
@@ -39,12 +53,28 @@ def test_training_logs_checkpoints_and_history(tiny_dataset: Path, tiny_tokenize
     names = sorted(p.name for p in (tmp_path / "ck").glob("*.pt"))
     assert {"epoch_1.pt", "epoch_2.pt", "best_model.pt", "step_2.pt", "step_4.pt", "step_6.pt"} <= set(names)
     ckpt = load_checkpoint(tmp_path / "ck" / "epoch_2.pt")
-    for key in ("model_state_dict", "optimizer_state_dict", "scheduler_state_dict", "epoch", "global_step", "history",
-                "best_val_loss", "alignment_state", "config", "args", "format_version", "fingerprints"):
+    for key in (
+        "model_state_dict",
+        "optimizer_state_dict",
+        "scheduler_state_dict",
+        "epoch",
+        "global_step",
+        "history",
+        "best_val_loss",
+        "alignment_state",
+        "config",
+        "args",
+        "format_version",
+        "fingerprints",
+    ):
         assert key in ckpt, key
     assert ckpt["global_step"] == 6 == result.global_step
     assert {k: ckpt["config"][k] for k in ("base_channels", "encoder_levels", "modes", "afno_blocks")} == {
-        "base_channels": 8, "encoder_levels": 2, "modes": 4, "afno_blocks": 1}
+        "base_channels": 8,
+        "encoder_levels": 2,
+        "modes": 4,
+        "afno_blocks": 1,
+    }
     assert len(ckpt["history"]["train_loss"]) == 2 and len(ckpt["history"]["val_loss"]) == 2
     assert ckpt["alignment_state"]["latent_dim"] == 24
     records = [json.loads(l) for l in (tmp_path / "ck" / "metrics.jsonl").read_text().splitlines()]
@@ -55,9 +85,33 @@ def test_config_file_and_command_line_precedence(tiny_dataset: Path, tmp_path: P
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(f"dataset: {tiny_dataset}\nepochs: 5\nbatch-size: 4\nmax_steps: 1\n")
     ck = tmp_path / "ck"
-    code = main(["train", "--config", str(cfg_file), "--epochs", "1", "--timesteps", "4", "--bptt-window", "2",
-                 "--n-samples", "16", "--checkpoint-dir", str(ck), "--base-channels", "8", "--encoder-levels", "2",
-                 "--modes", "4", "--afno-blocks", "1", "--device", "cpu"])
+    code = main(
+        [
+            "train",
+            "--config",
+            str(cfg_file),
+            "--epochs",
+            "1",
+            "--timesteps",
+            "4",
+            "--bptt-window",
+            "2",
+            "--n-samples",
+            "16",
+            "--checkpoint-dir",
+            str(ck),
+            "--base-channels",
+            "8",
+            "--encoder-levels",
+            "2",
+            "--modes",
+            "4",
+            "--afno-blocks",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert code == 0
     args = load_checkpoint(ck / "step_1.pt")["args"]
     assert args["epochs"] == 1 and args["batch_size"] == 4 and args["timesteps"] == 4
@@ -82,12 +136,16 @@ def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, over
     assert not (tmp_path / "ck").exists()
 
 
-def test_tokenizer_trained_on_another_horizon_is_refused(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_tokenizer_trained_on_another_horizon_is_refused(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     with pytest.raises(NoaError, match=r"tokenizer has 8.*has 4"):
         train(run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), timesteps=4))
 
 
-def test_nan_gradients_skip_the_update_then_stop(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]) -> None:
+def test_nan_gradients_skip_the_update_then_stop(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, train_log: list[str]
+) -> None:
     real = loop_module.train_batch
     calls = {"n": 0}
 
@@ -130,7 +188,9 @@ def _open_handles(trainer: loop_module.Trainer) -> list[str]:
 
 
 @pytest.mark.parametrize("ending", ["finished", "bug", "nan_stop", "max_steps"])
-def test_fit_closes_every_handle_on_every_exit(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+def test_fit_closes_every_handle_on_every_exit(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
     real = loop_module.train_batch
     calls = {"n": 0}
 
@@ -171,13 +231,18 @@ def test_settle_gives_a_typed_config_with_the_model_nested(tiny_dataset: Path, t
     assert run.start.kind == "fresh" and len(run.data.split.train) == 14 and not (tmp_path / "ck").exists()
 
 
-def test_t_and_the_window_follow_the_data_unless_given(tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path) -> None:
+def test_t_and_the_window_follow_the_data_unless_given(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
+) -> None:
     bare = {k: v for k, v in run_args(tiny_dataset, tmp_path / "ck").items() if k not in ("timesteps", "bptt_window")}
     cfg = settle(bare).config
     assert (cfg.timesteps, cfg.bptt_window) == (8, 8)  # the dataset's T; the default window 32 cut to it
     cfg = settle({**bare, "vqvae_path": str(tiny_tokenizer), "enable_latent_loss": True}).config
     assert (cfg.timesteps, cfg.bptt_window) == (8, 8)  # the tokenizer's T
-    assert (settle({**bare, "timesteps": 4}).config.bptt_window, settle({**bare, "bptt_window": 3}).config.timesteps) == (4, 8)
+    assert (
+        settle({**bare, "timesteps": 4}).config.bptt_window,
+        settle({**bare, "bptt_window": 3}).config.timesteps,
+    ) == (4, 8)
 
 
 def test_train_help_says_which_defaults_follow_the_data(capsys: pytest.CaptureFixture) -> None:
@@ -204,8 +269,14 @@ def test_settle_opens_the_dataset_once(tiny_dataset: Path, tmp_path: Path, monke
     assert opened == [str(tiny_dataset)]
 
 
-@pytest.mark.parametrize("line, message", [("epochs: ten", "epochs must be an integer"), ("lr: [1]", "lr must be a number"),
-                                           ("enable_latent_loss: 1", "enable_latent_loss must be true or false")])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("epochs: ten", "epochs must be an integer"),
+        ("lr: [1]", "lr must be a number"),
+        ("enable_latent_loss: 1", "enable_latent_loss must be true or false"),
+    ],
+)
 def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path: Path, line: str, message: str) -> None:
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text(line + "\n")
@@ -214,7 +285,9 @@ def test_a_config_file_value_of_the_wrong_type_is_refused(tmp_path: Path, line: 
 
 
 @pytest.mark.parametrize("flag", ["--lr", "--lambda-commit"])
-def test_non_finite_flags_are_refused(tiny_dataset: Path, tmp_path: Path, flag: str, capsys: pytest.CaptureFixture) -> None:
+def test_non_finite_flags_are_refused(
+    tiny_dataset: Path, tmp_path: Path, flag: str, capsys: pytest.CaptureFixture
+) -> None:
     code = main(["train", "--dataset", str(tiny_dataset), flag, "inf", "--checkpoint-dir", str(tmp_path / "ck")])
     assert code == 2 and "must be finite" in capsys.readouterr().err
 
@@ -223,5 +296,7 @@ def test_python_dash_m_noa_is_the_noa_command() -> None:
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "noa", "train", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "noa", "train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--no-enable-latent-loss" in out and "--tensorboard" in out

@@ -41,8 +41,15 @@ def _objective(model, window, tokenizer=None, projector=None, steps=(), lc=0.5, 
 def _built_tokenizer(timesteps: int, grid: int = 16) -> CategoricalVQVAE:
     """A frozen, untrained tokenizer for T = ``timesteps`` with random codebooks (the trained one fits T = 8 only)."""
     config = TokenizerConfig(
-        feature_dims=feature_dims(3), feature_names=feature_names(3), timesteps=timesteps, channels=3, grid=grid,
-        levels=2, codebook_size=8, latent_dim=4, hidden=32,
+        feature_dims=feature_dims(3),
+        feature_names=feature_names(3),
+        timesteps=timesteps,
+        channels=3,
+        grid=grid,
+        levels=2,
+        codebook_size=8,
+        latent_dim=4,
+        hidden=32,
     )
     with isolated_global_rng(0, "cpu"):
         tokenizer = CategoricalVQVAE(config)

@@ -30,7 +30,12 @@ class _DefaultsHelp(argparse.HelpFormatter):
     @staticmethod
     def _adds_default(action: argparse.Action) -> bool:
         said = "default" in (action.help or "").lower()
-        return bool(action.option_strings) and action.nargs != 0 and action.default not in (None, argparse.SUPPRESS) and not said
+        return (
+            bool(action.option_strings)
+            and action.nargs != 0
+            and action.default not in (None, argparse.SUPPRESS)
+            and not said
+        )
 
     def _format_action(self, action: argparse.Action) -> str:
         if not action.help and self._adds_default(action):  # argparse shows no help line at all without a help text
@@ -46,7 +51,9 @@ class _DefaultsHelp(argparse.HelpFormatter):
 
 def _threads_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--threads", type=int, default=None,
+        "--threads",
+        type=int,
+        default=None,
         help="CPU threads for torch (default: OMP_NUM_THREADS, else half the cores idle at start-up); see docs/user-guide.md",
     )
 
@@ -68,15 +75,32 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--timesteps", type=int, default=256, help="rollout length T; default 256")
     gen.add_argument("--realizations", type=int, default=1, help="stochastic realizations M per sample; default 1")
     gen.add_argument("--seed", type=int, default=0, help="dataset seed; default 0")
-    gen.add_argument("--ic-families", nargs="+", default=None, metavar="FAMILY", help="IC families to cycle through (default: all)")
+    gen.add_argument(
+        "--ic-families", nargs="+", default=None, metavar="FAMILY", help="IC families to cycle through (default: all)"
+    )
     gen.add_argument("--store-trajectories", action="store_true", help="also store the replayed trajectories (a cache)")
-    gen.add_argument("--no-features", action="store_true", help="skip the behavioural features (compute later with `noa data features`)")
+    gen.add_argument(
+        "--no-features",
+        action="store_true",
+        help="skip the behavioural features (compute later with `noa data features`)",
+    )
     gen.add_argument("--batch-size", type=int, default=16, help="operators replayed together; default 16")
-    gen.add_argument("--workers", type=int, default=1, help="processes sharing the replay on this machine (under torchrun every rank is one); default 1")
+    gen.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the replay on this machine (under torchrun every rank is one); default 1",
+    )
     gen.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
-    gen.add_argument("--resume", action="store_true", help="continue an interrupted generation of the same configuration")
-    gen.add_argument("--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)")
-    gen.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one")
+    gen.add_argument(
+        "--resume", action="store_true", help="continue an interrupted generation of the same configuration"
+    )
+    gen.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out (kept until the new file is complete)"
+    )
+    gen.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one"
+    )
     _threads_flag(gen)
     gen.set_defaults(handler=_data_generate)
 
@@ -90,7 +114,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     feats.add_argument("--workers", type=int, default=1, help="processes sharing the replay; default 1")
     feats.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     feats.add_argument("--overwrite", action="store_true", help="recompute complete features")
-    feats.add_argument("--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one")
+    feats.add_argument(
+        "--no-progress", action="store_true", help="no progress bar on a terminal, no progress lines off one"
+    )
     _threads_flag(feats)
     feats.set_defaults(handler=_data_features)
 
@@ -136,7 +162,14 @@ def _data_features(args: argparse.Namespace) -> None:
     from noa.data.generate import add_features
     from noa.runtime import resolve_device
 
-    add_features(args.path, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers, overwrite=args.overwrite, progress=_bar_or_lines(args))
+    add_features(
+        args.path,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=_bar_or_lines(args),
+    )
     print(f"Features stored in {args.path}")
 
 
@@ -177,10 +210,21 @@ def _vqvae_train(args: argparse.Namespace) -> None:
     from noa.tokenizer.job import train_tokenizer_on_dataset
 
     train_tokenizer_on_dataset(
-        args.dataset, args.out, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, levels=args.levels,
-        codebook_size=args.codebook_size, latent_dim=args.latent_dim, hidden=args.hidden, seed=args.seed,
-        device=resolve_device(args.device), val_split=args.val_split, n_samples=args.n_samples,
-        overwrite=args.overwrite, progress=_bars(args),
+        args.dataset,
+        args.out,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        levels=args.levels,
+        codebook_size=args.codebook_size,
+        latent_dim=args.latent_dim,
+        hidden=args.hidden,
+        seed=args.seed,
+        device=resolve_device(args.device),
+        val_split=args.val_split,
+        n_samples=args.n_samples,
+        overwrite=args.overwrite,
+        progress=_bars(args),
     )
     print(tokenizer_info(args.out))
 
@@ -245,7 +289,9 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs.add_argument("--out", default="noa-quickstart", help="working directory; default ./noa-quickstart")
     qs.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present); default auto")
     qs.add_argument("--seed", type=int, default=0, help="seed of every stage (data, tokenizer, NOA)")
-    qs.add_argument("--overwrite", action="store_true", help="start over: replace an existing quickstart directory's results")
+    qs.add_argument(
+        "--overwrite", action="store_true", help="start over: replace an existing quickstart directory's results"
+    )
     _threads_flag(qs)
     qs.set_defaults(handler=_quickstart)
 
@@ -358,7 +404,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_environment_message(err)}; {_ENVIRONMENT_FIX}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again", file=sys.stderr)
+        print(
+            "error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again",
+            file=sys.stderr,
+        )
         return 130
     return int(status or 0)
 
@@ -369,7 +418,9 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
     guesses = []
     for arg in unknown:
         flag = arg.split("=", 1)[0]
-        close = difflib.get_close_matches(flag.replace("_", "-"), known, n=1, cutoff=0.75) if flag.startswith("-") else []
+        close = (
+            difflib.get_close_matches(flag.replace("_", "-"), known, n=1, cutoff=0.75) if flag.startswith("-") else []
+        )
         if close:
             guesses.append(f"{flag}: did you mean {close[0]}?")
     return f"unrecognized arguments: {' '.join(unknown)}" + (f" ({'; '.join(guesses)})" if guesses else "")
@@ -385,7 +436,9 @@ def _reader_went_away() -> int:
 
 # Faults of the machine rather than of noa: the message names the file and the cause, no traceback.
 _ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
-_ENVIRONMENT_FIX = "free disk space or fix the permissions, then rerun (an interrupted generation or training continues with --resume)"
+_ENVIRONMENT_FIX = (
+    "free disk space or fix the permissions, then rerun (an interrupted generation or training continues with --resume)"
+)
 
 
 def _environment_message(err: OSError) -> str:
@@ -393,14 +446,22 @@ def _environment_message(err: OSError) -> str:
     text = str(err)
     match = re.search(r"filename = '([^']+)'", text)
     filename = err.filename or (match.group(1) if match else "a file")
-    cause = err.strerror or next((t for t in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded") if t in text), text)
+    cause = err.strerror or next(
+        (
+            t
+            for t in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded")
+            if t in text
+        ),
+        text,
+    )
     return f"{cause} while writing {filename}"
 
 
 def _environment_fault(err: OSError) -> bool:
     """A full disk, a read-only file system or a permission refusal (h5py reports them in its message only)."""
     return err.errno in _ENVIRONMENT_ERRNOS or any(
-        text in str(err) for text in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded")
+        text in str(err)
+        for text in ("No space left on device", "Read-only file system", "Permission denied", "Disk quota exceeded")
     )
 
 

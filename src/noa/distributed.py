@@ -81,8 +81,13 @@ def process_group(ranks: Ranks, device: str, backend: str | None = None) -> Iter
     # the killed attempt's ranks published; each attempt keys its own so no rank dials a dead one.
     store, rank, world_size = next(dist.rendezvous("env://", timeout=COLLECTIVE_TIMEOUT))
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend=backend, store=dist.PrefixStore(f"noa/attempt-{attempt}", store),
-                            rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+    dist.init_process_group(
+        backend=backend,
+        store=dist.PrefixStore(f"noa/attempt-{attempt}", store),
+        rank=rank,
+        world_size=world_size,
+        timeout=COLLECTIVE_TIMEOUT,
+    )
     try:
         yield
     finally:

@@ -42,8 +42,10 @@ def named(output: str | Path) -> Path:
     if path.name in ("", ".", ".."):
         path = Path(os.path.abspath(path))
     if not path.name:
-        raise NoaError(f"{output} is the root of the file system, and noa writes its lock and temporary files beside an output; "
-                       f"choose a directory below it (e.g. {path / 'noa-out'})")
+        raise NoaError(
+            f"{output} is the root of the file system, and noa writes its lock and temporary files beside an output; "
+            f"choose a directory below it (e.g. {path / 'noa-out'})"
+        )
     return path
 
 
@@ -89,7 +91,9 @@ def _lock(path: Path, output: Path, what: str) -> int:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise NoaError(f"cannot create the lock file {path} for {what} {output} ({err.strerror}); {_fix(err)}") from err
+            raise NoaError(
+                f"cannot create the lock file {path} for {what} {output} ({err.strerror}); {_fix(err)}"
+            ) from err
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -133,14 +137,18 @@ def check_writable(output: str | Path, what: str, *, directory: bool, needed_byt
     output = Path(output)
     if output.exists():
         if directory and not output.is_dir():
-            raise NoaError(f"{what} {output} exists and is a file, but a directory is written there; choose another path")
+            raise NoaError(
+                f"{what} {output} exists and is a file, but a directory is written there; choose another path"
+            )
         if not directory and output.is_dir():
             raise NoaError(f"{what} {output} is a directory; give a file path such as {output / 'dataset.h5'}")
     base = nearest_directory(output if directory else output.parent, f"{what} {output}")
     try:
         fd, probe = tempfile.mkstemp(prefix=".noa-write-check-", dir=base)
     except OSError as err:
-        raise NoaError(f"cannot write {what} {output}: {base} does not accept new files ({err.strerror}); {_fix(err)}") from err
+        raise NoaError(
+            f"cannot write {what} {output}: {base} does not accept new files ({err.strerror}); {_fix(err)}"
+        ) from err
     os.close(fd)
     os.unlink(probe)
     if needed_bytes > 0:
@@ -245,4 +253,6 @@ def check_memory(needed_bytes: int, what: str, hint: str) -> None:
     """NoaError, up front, when ``what`` needs more memory than this machine has available."""
     free = available_memory()
     if free is not None and needed_bytes > free:
-        raise NoaError(f"{what} needs about {human_bytes(needed_bytes)} of memory but {human_bytes(free)} is available; {hint}")
+        raise NoaError(
+            f"{what} needs about {human_bytes(needed_bytes)} of memory but {human_bytes(free)} is available; {hint}"
+        )

@@ -33,8 +33,12 @@ class PeriodicConv2d(nn.Conv2d):
     with ``padding_mode="circular"`` load unchanged.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, padding_mode="circular")
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+    ) -> None:
+        super().__init__(
+            in_channels, out_channels, kernel_size, stride=stride, padding=padding, padding_mode="circular"
+        )
         self.periodic_padding = padding
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:

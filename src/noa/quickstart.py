@@ -29,11 +29,28 @@ from noa.outputs import check_writable
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
 DATA: dict[str, Any] = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
-TOKENIZER: dict[str, Any] = dict(epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128)
+TOKENIZER: dict[str, Any] = dict(
+    epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128
+)
 NOA: dict[str, Any] = dict(
-    n_samples=192, epochs=3, batch_size=4, lr=1e-3, bptt_window=8, timesteps=16, warmup_steps=20,
-    base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, projector_hidden=64,
-    lambda_commit=0.5, enable_latent_loss=True, lambda_latent=0.5, latent_sample_steps=3, save_every=20, log_every=10,
+    n_samples=192,
+    epochs=3,
+    batch_size=4,
+    lr=1e-3,
+    bptt_window=8,
+    timesteps=16,
+    warmup_steps=20,
+    base_channels=16,
+    encoder_levels=2,
+    modes=8,
+    afno_blocks=2,
+    projector_hidden=64,
+    lambda_commit=0.5,
+    enable_latent_loss=True,
+    lambda_latent=0.5,
+    latent_sample_steps=3,
+    save_every=20,
+    log_every=10,
 )
 
 
@@ -46,8 +63,10 @@ class QuickstartInterrupted(NoaError):
 
     def __init__(self, stage: str, exit_code: int = 130, overwrite: bool = False):
         again = "run the same command without --overwrite" if overwrite else "run the same command again"
-        super().__init__(f"quickstart interrupted during stage {stage}; finished stages are kept and an interrupted "
-                         f"one resumes: {again} to continue where it stopped (--overwrite starts over)")
+        super().__init__(
+            f"quickstart interrupted during stage {stage}; finished stages are kept and an interrupted "
+            f"one resumes: {again} to continue where it stopped (--overwrite starts over)"
+        )
         self.exit_code = exit_code
 
 
@@ -68,11 +87,17 @@ def _claim(root: Path, seed: int, overwrite: bool) -> None:
     check_writable(root, "--out", directory=True)
     if root.exists() and any(root.iterdir()) and not overwrite:
         if not marker.is_file():
-            raise NoaError(f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)")
+            raise NoaError(
+                f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)"
+            )
         if _marked_seed(marker) not in (None, seed):
-            raise NoaError(f"{root} holds a quickstart with another --seed; rerun with its seed ({_marked_seed(marker)}) or pass --overwrite")
+            raise NoaError(
+                f"{root} holds a quickstart with another --seed; rerun with its seed ({_marked_seed(marker)}) or pass --overwrite"
+            )
         if (quickstart_paths(root)["report"] / "report.md").is_file():
-            raise NoaError(f"{root} already holds a quickstart that ran to its end (its report.md); pass --overwrite to redo it or choose another --out")
+            raise NoaError(
+                f"{root} already holds a quickstart that ran to its end (its report.md); pass --overwrite to redo it or choose another --out"
+            )
     root.mkdir(parents=True, exist_ok=True)
     if not marker.is_file() or _marked_seed(marker) != seed:  # a rerun leaves it as it is: no kill can cut it short
         marker.write_text(json.dumps({"seed": seed}))
@@ -156,7 +181,9 @@ def _remove_earlier_results(paths: dict[str, Path]) -> None:
         path.unlink(missing_ok=True)
 
 
-def _stages(paths: dict[str, Path], device: str, seed: int, stage: Callable[[str], None], log: Callable[[str], None]) -> float:
+def _stages(
+    paths: dict[str, Path], device: str, seed: int, stage: Callable[[str], None], log: Callable[[str], None]
+) -> float:
     """The five stages, each skipped when its outputs show it done; returns the best val loss."""
     from noa.diagnostics.report import diagnose
     from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -165,23 +192,51 @@ def _stages(paths: dict[str, Path], device: str, seed: int, stage: Callable[[str
     from noa.train.rundir import checkpoints_in
 
     stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
-    generate(GenerateConfig(**{**DATA, "seed": seed}), paths["dataset"], batch_size=32, device=device, resume=True,
-             progress=False, log=log)
+    generate(
+        GenerateConfig(**{**DATA, "seed": seed}),
+        paths["dataset"],
+        batch_size=32,
+        device=device,
+        resume=True,
+        progress=False,
+        log=log,
+    )
     log(describe(paths["dataset"]))
 
     stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
     metrics = _tokenizer_done(paths["tokenizer"])
     if metrics is None:
-        every_20th_epoch = lambda line: None if re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20 else log(line)  # noqa: E731
-        metrics = train_tokenizer_on_dataset(paths["dataset"], paths["tokenizer"], seed=seed, device=device, val_split=0.1, log=every_20th_epoch, progress=False, **TOKENIZER)
+
+        def every_20th_epoch(line: str) -> None:
+            if not (re.match(r"epoch (\d+)/", line) and int(line.split()[1].split("/")[0]) % 20):
+                log(line)
+
+        metrics = train_tokenizer_on_dataset(
+            paths["dataset"],
+            paths["tokenizer"],
+            seed=seed,
+            device=device,
+            val_split=0.1,
+            log=every_20th_epoch,
+            progress=False,
+            **TOKENIZER,
+        )
     else:
         log(f"{paths['tokenizer']} is complete; kept")
     codebooks = metrics["codebooks"]
-    log(f"held-out recon MSE {metrics['recon_mse']['total']:.4f}; codebook utilization "
-        f"{sum(c['utilization'] for c in codebooks) / len(codebooks):.1%} (mean over {len(codebooks)} codebooks)")
+    log(
+        f"held-out recon MSE {metrics['recon_mse']['total']:.4f}; codebook utilization "
+        f"{sum(c['utilization'] for c in codebooks) / len(codebooks):.1%} (mean over {len(codebooks)} codebooks)"
+    )
 
-    args = {**NOA, "dataset": str(paths["dataset"]), "vqvae_path": str(paths["tokenizer"]),
-            "checkpoint_dir": str(paths["checkpoints"]), "seed": seed, "device": device}
+    args = {
+        **NOA,
+        "dataset": str(paths["dataset"]),
+        "vqvae_path": str(paths["tokenizer"]),
+        "checkpoint_dir": str(paths["checkpoints"]),
+        "seed": seed,
+        "device": device,
+    }
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
     stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
@@ -199,6 +254,14 @@ def _stages(paths: dict[str, Path], device: str, seed: int, stage: Callable[[str
         best = float(load_checkpoint(finished)["best_val_loss"])
 
     stage("5/5  Diagnosis on held-out samples")
-    diagnose(paths["checkpoints"] / "best_model.pt", paths["tokenizer"], paths["dataset"], n_samples=32,
-             device=device, seed=seed, out_dir=paths["report"], log=log)
+    diagnose(
+        paths["checkpoints"] / "best_model.pt",
+        paths["tokenizer"],
+        paths["dataset"],
+        n_samples=32,
+        device=device,
+        seed=seed,
+        out_dir=paths["report"],
+        log=log,
+    )
     return best

@@ -43,7 +43,9 @@ def choose_threads(requested: int | None) -> tuple[int, str]:
         try:
             value = int(env)
         except ValueError as err:
-            raise NoaError(f"OMP_NUM_THREADS={env!r} is not a whole number; unset it or set e.g. OMP_NUM_THREADS=1") from err
+            raise NoaError(
+                f"OMP_NUM_THREADS={env!r} is not a whole number; unset it or set e.g. OMP_NUM_THREADS=1"
+            ) from err
         if value >= 1:
             return value, "OMP_NUM_THREADS"
     return max(1, idle_cores() // 2), f"half the idle cores of {usable_cores()}"

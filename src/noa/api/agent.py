@@ -32,8 +32,14 @@ class NeuralOperatorAgent:
     ``training_args`` the flags of the run that saved it (``timesteps``, ``dataset``, ...).
     """
 
-    def __init__(self, model: UAFNO, *, space: ParameterSpace = CNO_SPACE, training_args: dict[str, Any] | None = None,
-                 path: Path | None = None) -> None:
+    def __init__(
+        self,
+        model: UAFNO,
+        *,
+        space: ParameterSpace = CNO_SPACE,
+        training_args: dict[str, Any] | None = None,
+        path: Path | None = None,
+    ) -> None:
         if model.config.param_dim != space.size:
             raise NoaError(
                 f"the NOA takes θ of {model.config.param_dim} values but the parameter space has {space.size} "
@@ -76,8 +82,10 @@ class NeuralOperatorAgent:
 
     def __repr__(self) -> str:
         cfg = self.config
-        return (f"NeuralOperatorAgent({self.path or 'in memory'}: channels {cfg.channels}, θ dims {cfg.param_dim}, "
-                f"base {cfg.base_channels}, levels {cfg.encoder_levels}, on {self.device})")
+        return (
+            f"NeuralOperatorAgent({self.path or 'in memory'}: channels {cfg.channels}, θ dims {cfg.param_dim}, "
+            f"base {cfg.base_channels}, levels {cfg.encoder_levels}, on {self.device})"
+        )
 
 
 def load(checkpoint_path: str | Path, device: str | torch.device = "auto") -> NeuralOperatorAgent:

@@ -49,7 +49,9 @@ def _noise_seeds(noise_seed: int | Sequence[int] | torch.Tensor, batch: int) -> 
     if isinstance(noise_seed, numbers.Integral) and not isinstance(noise_seed, bool):
         return [int(noise_seed)] * batch
     seeds = noise_seed.tolist() if isinstance(noise_seed, torch.Tensor) else noise_seed
-    if not isinstance(seeds, Sequence) or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds):
+    if not isinstance(seeds, Sequence) or any(
+        isinstance(s, bool) or not isinstance(s, numbers.Integral) for s in seeds
+    ):
         raise NoaError(f"noise_seed must be an int or one int per row, got {noise_seed!r}")
     if len(seeds) != batch:
         raise NoaError(f"got {len(seeds)} noise seeds for {batch} rows; give one per row or a single int")

@@ -30,7 +30,12 @@ def as_theta(theta: Theta, space: ParameterSpace = CNO_SPACE) -> torch.Tensor:
         rows = space.encode(theta)[None]
     elif isinstance(theta, torch.Tensor):
         rows = _unit_rows(theta, space)
-    elif isinstance(theta, Sequence) and not isinstance(theta, str) and theta and all(isinstance(t, Mapping) for t in theta):
+    elif (
+        isinstance(theta, Sequence)
+        and not isinstance(theta, str)
+        and theta
+        and all(isinstance(t, Mapping) for t in theta)
+    ):
         rows = torch.stack([space.encode(t) for t in theta])
     else:
         raise NoaError(
@@ -44,11 +49,15 @@ def _unit_rows(theta: torch.Tensor, space: ParameterSpace) -> torch.Tensor:
     rows = theta.detach().cpu()
     rows = rows[None] if rows.ndim == 1 else rows
     if rows.ndim != 2 or rows.shape[1] != space.size or rows.shape[0] == 0:
-        raise NoaError(f"θ must be [P] or [B, P] with P = {space.size} ({', '.join(space.names)}); got shape {tuple(theta.shape)}")
+        raise NoaError(
+            f"θ must be [P] or [B, P] with P = {space.size} ({', '.join(space.names)}); got shape {tuple(theta.shape)}"
+        )
     if not rows.is_floating_point():
         raise NoaError(f"θ must be a floating-point tensor of unit coordinates, got dtype {theta.dtype}")
     if not bool(torch.isfinite(rows).all()) or bool(((rows < 0) | (rows > 1)).any()):
-        raise NoaError("θ must be unit coordinates in [0, 1] (finite); give physical values as a mapping to have them encoded")
+        raise NoaError(
+            "θ must be unit coordinates in [0, 1] (finite); give physical values as a mapping to have them encoded"
+        )
     return rows
 
 

@@ -68,8 +68,14 @@ class Tokenizer:
         frames, channels, height, width = trajectory.shape[-4:]
         if height != width:
             raise NoaError(f"tokens need a square grid, got {height}x{width}")
-        check_compatible(self.config, feature_names=feature_names(channels), timesteps=frames - 1,
-                         channels=channels, grid=height, source=f"rollouts of shape {tuple(trajectory.shape)}")
+        check_compatible(
+            self.config,
+            feature_names=feature_names(channels),
+            timesteps=frames - 1,
+            channels=channels,
+            grid=height,
+            source=f"rollouts of shape {tuple(trajectory.shape)}",
+        )
         latents = self.model.encode(compute_features(trajectory.to(self.device)))
         _, indices = self.model.quantize(latents)
         return torch.stack(indices, dim=1)

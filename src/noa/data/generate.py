@@ -108,7 +108,9 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
         length = meta.create_dataset("ic_length_scale", (n,), dtype="f4")
         for start in range(0, n, chunk):
             rows = range(start, min(n, start + chunk))
-            ics, specs = make_ics([cfg.ic_families[family_index[i]] for i in rows], [int(ic_seeds[i]) for i in rows], c, g)
+            ics, specs = make_ics(
+                [cfg.ic_families[family_index[i]] for i in rows], [int(ic_seeds[i]) for i in rows], c, g
+            )
             fields[start : rows.stop] = ics.numpy()
             amplitude[start : rows.stop] = [list(AMPLITUDE_LEVELS).index(s.amplitude_level) for s in specs]
             length[start : rows.stop] = [s.length_scale for s in specs]
@@ -192,22 +194,38 @@ class _ProgressLines:
         pass
 
 
-def _progress(total: int, initial: int, desc: str, progress: Progress, log: Callable[[str], None]) -> tqdm | _ProgressLines:
+def _progress(
+    total: int, initial: int, desc: str, progress: Progress, log: Callable[[str], None]
+) -> tqdm | _ProgressLines:
     if progress == "lines":
         return _ProgressLines(total, initial, desc, log)
     return tqdm(total=total, initial=initial, unit="sample", disable=not progress, desc=desc)
 
 
-def _work_through(f: h5py.File, pending: np.ndarray, work: Work, batch_size: int, cached: bool, runner: Runner,
-                  bar: tqdm | _ProgressLines) -> None:
+def _work_through(
+    f: h5py.File,
+    pending: np.ndarray,
+    work: Work,
+    batch_size: int,
+    cached: bool,
+    runner: Runner,
+    bar: tqdm | _ProgressLines,
+) -> None:
     for result in runner(_tasks(f, pending, batch_size, cached), work):
         _write(f, result)
         bar.update(len(result.rows))
     bar.close()
 
 
-def _replay_pending(path: Path, cfg: GenerateConfig, batch_size: int, work: Work, runner: Runner, progress: Progress,
-                    log: Callable[[str], None]) -> None:
+def _replay_pending(
+    path: Path,
+    cfg: GenerateConfig,
+    batch_size: int,
+    work: Work,
+    runner: Runner,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> None:
     with h5py.File(path, "r+") as f:
         pending = np.flatnonzero(~f["metadata/replayed"][:])
         bar = _progress(cfg.n_samples, cfg.n_samples - len(pending), "replay", progress, log)
@@ -237,9 +255,13 @@ def generate(
         raise NoaError(f"--batch-size and --workers must be >= 1; got {batch_size} and {workers}")
     levels = _encoder_levels_that_fit(cfg.grid)
     if levels < UAFNOConfig.encoder_levels:
-        log(f"Note: --grid {cfg.grid} is not a multiple of {2 ** UAFNOConfig.encoder_levels}: noa train on it needs "
-            f"--encoder-levels {levels}{' or fewer' if levels > 1 else ''} (the default, {UAFNOConfig.encoder_levels}, halves the grid that often)")
-    work = Work(cfg.timesteps, cfg.realizations, keep_trajectories=cfg.store_trajectories, features=cfg.features, device=device)
+        log(
+            f"Note: --grid {cfg.grid} is not a multiple of {2**UAFNOConfig.encoder_levels}: noa train on it needs "
+            f"--encoder-levels {levels}{' or fewer' if levels > 1 else ''} (the default, {UAFNOConfig.encoder_levels}, halves the grid that often)"
+        )
+    work = Work(
+        cfg.timesteps, cfg.realizations, keep_trajectories=cfg.store_trajectories, features=cfg.features, device=device
+    )
     ranks = distributed.ranks_from_environment()
     if not ranks.distributed:
         return _generate(cfg, Path(out), batch_size, work, _pool(workers), resume, overwrite, progress, log)
@@ -297,13 +319,25 @@ class GenerationInterrupted(NoaError):
         self.exit_code = 128 + int(signum)
 
 
-def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runner: Runner, resume: bool, overwrite: bool, progress: Progress, log: Callable[[str], None]) -> Path:
+def _generate(
+    cfg: GenerateConfig,
+    out: Path,
+    batch_size: int,
+    work: Work,
+    runner: Runner,
+    resume: bool,
+    overwrite: bool,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> Path:
     named = outputs.named(out)
     partial = named.with_name(named.name + ".partial")
     outputs.check_writable(out, "--out", directory=False)
     with outputs.exclusive(out, "dataset"):
         if out.exists() and not (overwrite or resume):
-            raise NoaError(f"{out} already exists; pass --overwrite to replace it (it is kept until the new file is complete) or choose another --out")
+            raise NoaError(
+                f"{out} already exists; pass --overwrite to replace it (it is kept until the new file is complete) or choose another --out"
+            )
         if out.exists() and overwrite:
             _check_is_dataset(out)
         if out.exists() and resume and not overwrite and not partial.exists():
@@ -312,7 +346,9 @@ def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runne
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
         if partial.exists() and not resume and not overwrite:
-            raise NoaError(f"an interrupted generation left {partial}; pass --resume to continue it or --overwrite to start again")
+            raise NoaError(
+                f"an interrupted generation left {partial}; pass --resume to continue it or --overwrite to start again"
+            )
         feature_names = None
         if cfg.features:
             from noa.features import feature_names as names_for
@@ -337,7 +373,10 @@ def _generate(cfg: GenerateConfig, out: Path, batch_size: int, work: Work, runne
                 name = signal.Signals(interruption.signum).name
                 if not started:
                     creating.unlink(missing_ok=True)
-                    raise GenerationInterrupted(f"generation interrupted by {name} before any sample was replayed; nothing was kept, run the command again", interruption.signum) from None
+                    raise GenerationInterrupted(
+                        f"generation interrupted by {name} before any sample was replayed; nothing was kept, run the command again",
+                        interruption.signum,
+                    ) from None
                 raise GenerationInterrupted(
                     f"generation interrupted by {name}; the samples replayed so far are kept in {partial}. "
                     f"Continue it with the same flags plus --resume: noa data generate --out {out} ... --resume",
@@ -379,7 +418,9 @@ def _check_is_dataset(path: Path) -> None:
     except OSError:
         ours = False
     if not ours:
-        raise NoaError(f"--overwrite replaces a noa dataset, but {path} is not one; move it away or choose another --out")
+        raise NoaError(
+            f"--overwrite replaces a noa dataset, but {path} is not one; move it away or choose another --out"
+        )
 
 
 def _estimated_bytes(cfg: GenerateConfig, feature_names: dict[str, list[str]] | None) -> int:
@@ -388,11 +429,15 @@ def _estimated_bytes(cfg: GenerateConfig, feature_names: dict[str, list[str]] | 
     if cfg.store_trajectories:
         per_sample += m * (t + 1) * c * g * g
     if feature_names is not None:
-        per_sample += len(feature_names["initial"]) + len(feature_names["summary"]) + (t + 1) * len(feature_names["temporal"])
+        per_sample += (
+            len(feature_names["initial"]) + len(feature_names["summary"]) + (t + 1) * len(feature_names["temporal"])
+        )
     return 4 * n * per_sample
 
 
-def _check_sizes(cfg: GenerateConfig, batch_size: int, out: Path, feature_names: dict[str, list[str]] | None, on_disk: bool) -> None:
+def _check_sizes(
+    cfg: GenerateConfig, batch_size: int, out: Path, feature_names: dict[str, list[str]] | None, on_disk: bool
+) -> None:
     """Refuse up front what cannot fit: the file on disk and one batch of rollouts in memory."""
     c, g, t, m = cfg.channels, cfg.grid, cfg.timesteps, cfg.realizations
     if on_disk:
@@ -410,16 +455,29 @@ def _check_resumable(path: Path, cfg: GenerateConfig, complete: bool = False) ->
     with h5.open_dataset(path) as f:
         stored = json.loads(f.attrs["config"])
     if stored != asdict(cfg):
-        diff = ", ".join(f"{k}: file has {stored.get(k)!r}, you asked {v!r}" for k, v in asdict(cfg).items() if stored.get(k) != v)
+        diff = ", ".join(
+            f"{k}: file has {stored.get(k)!r}, you asked {v!r}" for k, v in asdict(cfg).items() if stored.get(k) != v
+        )
         if complete:
             raise NoaError(
                 f"{path} is a complete dataset made with other settings ({diff}), so there is nothing of this "
                 "generation to resume; pass --overwrite to replace it or choose another --out"
             )
-        raise NoaError(f"cannot resume {path}: its configuration differs ({diff}); repeat the original flags or pass --overwrite")
+        raise NoaError(
+            f"cannot resume {path}: its configuration differs ({diff}); repeat the original flags or pass --overwrite"
+        )
 
 
-def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu", workers: int = 1, overwrite: bool = False, progress: Progress = True, log: Callable[[str], None] = print) -> None:
+def add_features(
+    path: str | Path,
+    *,
+    batch_size: int = 16,
+    device: str = "cpu",
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: Progress = True,
+    log: Callable[[str], None] = print,
+) -> None:
     """Replay a dataset's samples and store their features (`noa data features`).
 
     Resumable: rows whose ``/features/done`` flag is set are skipped. Existing complete
@@ -436,9 +494,14 @@ def add_features(path: str | Path, *, batch_size: int = 16, device: str = "cpu",
     with outputs.exclusive(path, "dataset"), _open_for_update(path) as f, _Interruption().installed() as interruption:
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
-            same_names = all(fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam] for fam in h5.FEATURE_FAMILIES)
+            same_names = all(
+                fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam]
+                for fam in h5.FEATURE_FAMILIES
+            )
             if not same_names and not overwrite:
-                raise NoaError(f"{path} holds features with other names than this noa computes; pass --overwrite to recompute them")
+                raise NoaError(
+                    f"{path} holds features with other names than this noa computes; pass --overwrite to recompute them"
+                )
             if stored_done.all() and not overwrite:
                 log(f"{path} already has complete features; pass --overwrite to recompute them")
                 return
@@ -463,4 +526,6 @@ def _open_for_update(path: str | Path) -> h5py.File:
     try:
         return h5py.File(path, "r+")
     except OSError as err:
-        raise NoaError(f"cannot open {path} for writing ({err}); check its permissions and that no other program has it open") from err
+        raise NoaError(
+            f"cannot open {path} for writing ({err}); check its permissions and that no other program has it open"
+        ) from err

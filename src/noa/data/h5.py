@@ -88,11 +88,15 @@ def open_dataset(path: str | Path) -> h5py.File:
     if p.is_dir():
         raise NoaError(f"dataset {p} is a directory; pass the path of an .h5 file")
     if zipfile.is_zipfile(p):
-        raise NoaError(f"{p} is a torch archive (a checkpoint or tokenizer weights?), not an HDF5 dataset; pass the .h5 file `noa data generate` wrote")
+        raise NoaError(
+            f"{p} is a torch archive (a checkpoint or tokenizer weights?), not an HDF5 dataset; pass the .h5 file `noa data generate` wrote"
+        )
     try:
         f = h5py.File(p, "r")
     except OSError as err:
-        raise NoaError(f"dataset {p} is not a readable HDF5 file ({err}); regenerate it with `noa data generate`") from err
+        raise NoaError(
+            f"dataset {p} is not a readable HDF5 file ({err}); regenerate it with `noa data generate`"
+        ) from err
     if f.attrs.get("format") != FORMAT:
         f.close()
         raise NoaError(f"{p} is an HDF5 file but not a noa dataset (its 'format' attribute is not '{FORMAT}')")
@@ -110,11 +114,15 @@ def read_info(f: h5py.File) -> DatasetInfo:
             f"(its flags are in the file's config: {f.attrs.get('config', '?')})"
         )
     if version != FORMAT_VERSION:
-        raise NoaError(f"{p} has dataset format version {version}; this noa reads version {FORMAT_VERSION}; regenerate it with this noa's `noa data generate`")
+        raise NoaError(
+            f"{p} has dataset format version {version}; this noa reads version {FORMAT_VERSION}; regenerate it with this noa's `noa data generate`"
+        )
     check_family(f)
     missing = [name for name in REQUIRED if name not in f]
     if missing:
-        raise NoaError(f"dataset {p} is missing {', '.join('/' + m for m in missing)}; regenerate it with `noa data generate`")
+        raise NoaError(
+            f"dataset {p} is missing {', '.join('/' + m for m in missing)}; regenerate it with `noa data generate`"
+        )
     try:
         space = ParameterSpace.from_json(f.attrs["parameter_space"])
         config = json.loads(f.attrs["config"])
@@ -140,13 +148,27 @@ def read_info(f: h5py.File) -> DatasetInfo:
     expected = {
         "parameters/params": (n, space.size),
         "inputs/fields": (n, c, g, g),
-        **{f"metadata/{k}": (n,) for k in ("ic_family", "ic_amplitude", "ic_length_scale", "ic_seed", "noise_seed", "replayed", "valid", "max_abs")},
+        **{
+            f"metadata/{k}": (n,)
+            for k in (
+                "ic_family",
+                "ic_amplitude",
+                "ic_length_scale",
+                "ic_seed",
+                "noise_seed",
+                "replayed",
+                "valid",
+                "max_abs",
+            )
+        },
     }
     if info.has_trajectories:
         expected["trajectories"] = (n, info.realizations, info.timesteps + 1, c, g, g)
     for name, shape in expected.items():
         if not isinstance(f[name], h5py.Dataset):
-            raise NoaError(f"dataset {p}: /{name} is a group, expected an array; regenerate it with `noa data generate`")
+            raise NoaError(
+                f"dataset {p}: /{name} is a group, expected an array; regenerate it with `noa data generate`"
+            )
         if tuple(f[name].shape) != shape:
             raise NoaError(f"dataset {p}: /{name} has shape {tuple(f[name].shape)}, expected {shape}")
         kinds = _DTYPE_KINDS[name.split("/")[-1]]
@@ -160,9 +182,17 @@ def read_info(f: h5py.File) -> DatasetInfo:
 
 # The numpy dtype kinds each array may have (f: float, i/u: integer, b: bool).
 _DTYPE_KINDS = {
-    "params": "f", "fields": "f", "trajectories": "f", "ic_length_scale": "f", "max_abs": "f",
-    "ic_family": "iu", "ic_amplitude": "iu", "ic_seed": "iu", "noise_seed": "iu",
-    "replayed": "b", "valid": "b",
+    "params": "f",
+    "fields": "f",
+    "trajectories": "f",
+    "ic_length_scale": "f",
+    "max_abs": "f",
+    "ic_family": "iu",
+    "ic_amplitude": "iu",
+    "ic_seed": "iu",
+    "noise_seed": "iu",
+    "replayed": "b",
+    "valid": "b",
 }
 _KIND_WORDS = {"f": "floating point", "iu": "integers", "b": "booleans"}
 
@@ -176,7 +206,9 @@ def check_family(f: h5py.File) -> None:
     p = Path(f.filename)
     stored = f.attrs.get("cno_family")
     if stored is None:
-        raise NoaError(f"dataset {p} does not record its CNO family (root attribute 'cno_family'); regenerate it with `noa data generate`")
+        raise NoaError(
+            f"dataset {p} does not record its CNO family (root attribute 'cno_family'); regenerate it with `noa data generate`"
+        )
     try:
         declared = json.loads(stored)
     except json.JSONDecodeError as err:
@@ -202,7 +234,9 @@ def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
             block = f[name][rows[start : start + chunk]]
             if not np.isfinite(block).all():
                 bad = rows[start + int(np.argwhere(~np.isfinite(block.reshape(len(block), -1)).all(axis=1))[0][0])]
-                raise NoaError(f"dataset {f.filename}: /{name} holds NaN or inf at sample {bad}; regenerate the dataset")
+                raise NoaError(
+                    f"dataset {f.filename}: /{name} holds NaN or inf at sample {bad}; regenerate the dataset"
+                )
             if name == "parameters/params" and ((block < 0) | (block > 1)).any():
                 i, j = np.argwhere((block < 0) | (block > 1))[0]
                 raise NoaError(
@@ -215,9 +249,7 @@ def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
 def feature_names(f: h5py.File) -> dict[str, list[str]]:
     """Names of the stored feature columns per family."""
     if "features" not in f or not all(fam in f["features"] for fam in FEATURE_FAMILIES):
-        raise NoaError(
-            f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`"
-        )
+        raise NoaError(f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`")
     return {fam: json.loads(f["features"][fam].attrs["names"]) for fam in FEATURE_FAMILIES}
 
 
@@ -242,14 +274,20 @@ def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, torch.Tensor]:
     feature_names(f)  # clear message when absent
     done = f["features/done"][:] if "done" in f["features"] else np.ones(len(f["parameters/params"]), bool)
     if not done[rows].all():
-        raise NoaError(f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`")
+        raise NoaError(
+            f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`"
+        )
     out = {}
     for fam in FEATURE_FAMILIES:
         if f["features"][fam].dtype.kind != "f":
-            raise NoaError(f"dataset {f.filename}: /features/{fam} has dtype {f['features'][fam].dtype}, expected floating point; recompute with `noa data features --overwrite`")
+            raise NoaError(
+                f"dataset {f.filename}: /features/{fam} has dtype {f['features'][fam].dtype}, expected floating point; recompute with `noa data features --overwrite`"
+            )
         values = f["features"][fam][rows]
         if not np.isfinite(values).all():
             bad = rows[int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0][0])]
-            raise NoaError(f"dataset {f.filename}: /features/{fam} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`")
+            raise NoaError(
+                f"dataset {f.filename}: /features/{fam} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`"
+            )
         out[fam] = torch.from_numpy(values)
     return out

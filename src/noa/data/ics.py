@@ -78,8 +78,7 @@ class ICSpec:
         validate_families([self.family])
         if self.amplitude_level not in AMPLITUDE_LEVELS:
             raise NoaError(
-                f"unknown IC amplitude level {self.amplitude_level!r}; "
-                f"use one of {', '.join(AMPLITUDE_LEVELS)}"
+                f"unknown IC amplitude level {self.amplitude_level!r}; use one of {', '.join(AMPLITUDE_LEVELS)}"
             )
         ell = float(self.length_scale)
         if not (math.isfinite(ell) and 0.0 < ell <= MAX_LENGTH_SCALE):
@@ -128,9 +127,7 @@ def make_ics(
 ) -> tuple[torch.Tensor, list[ICSpec]]:
     """A batch ``[N, C, grid, grid]`` whose sample i depends only on (families[i], seeds[i])."""
     if len(families) != len(seeds):
-        raise NoaError(
-            f"got {len(families)} IC families but {len(seeds)} seeds; give one of each per sample"
-        )
+        raise NoaError(f"got {len(families)} IC families but {len(seeds)} seeds; give one of each per sample")
     _check_size(channels, grid)
     specs = [draw_spec(family, seed) for family, seed in zip(families, seeds)]
     fields = [make_ic(spec, seed, channels, grid) for spec, seed in zip(specs, seeds)]
@@ -150,9 +147,7 @@ def correlation_length(field: torch.Tensor) -> float:
     if field.dim() == 2:
         field = field.unsqueeze(0)
     if field.dim() != 3:
-        raise NoaError(
-            f"correlation_length expects a field [C, H, W] or [H, W], got {tuple(field.shape)}"
-        )
+        raise NoaError(f"correlation_length expects a field [C, H, W] or [H, W], got {tuple(field.shape)}")
     x = field.detach().to(torch.float64)
     height, width = x.shape[-2:]
     # A channel varies if its std exceeds 1e-10 of its RMS: rounding noise on a constant does not.
@@ -191,9 +186,7 @@ def correlation_length(field: torch.Tensor) -> float:
 # --- family builders: (length_scale, generator, channels, grid) -> float64 [C, grid, grid] ---
 
 
-def _gaussian_random_field(
-    ell: float, gen: torch.Generator, channels: int, grid: int
-) -> torch.Tensor:
+def _gaussian_random_field(ell: float, gen: torch.Generator, channels: int, grid: int) -> torch.Tensor:
     noise = torch.randn(channels, grid, grid, generator=gen, dtype=torch.float64)
     k = torch.fft.fftfreq(grid, d=1.0 / grid, dtype=torch.float64)
     k2 = k[:, None] ** 2 + k[None, :] ** 2

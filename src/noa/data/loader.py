@@ -42,7 +42,9 @@ def usable_rows_of(f: h5py.File, info: h5.DatasetInfo, n_samples: int | None) ->
     """:func:`usable_rows` of an open, validated dataset."""
     path = f.filename
     if not info.complete:
-        raise NoaError(f"dataset {path} is incomplete; finish it with `noa data generate --out {path} --resume` and the original flags")
+        raise NoaError(
+            f"dataset {path} is incomplete; finish it with `noa data generate --out {path} --resume` and the original flags"
+        )
     ok = np.flatnonzero(f["metadata/replayed"][:] & f["metadata/valid"][:])
     if n_samples is not None:
         if n_samples < 2:
@@ -79,7 +81,9 @@ class SampleSource(torch.utils.data.Dataset):
     ``trajectory`` is added when the file caches trajectories and ``with_trajectories``.
     """
 
-    def __init__(self, path: str | Path, rows: np.ndarray, with_trajectories: bool = False, info: h5.DatasetInfo | None = None):
+    def __init__(
+        self, path: str | Path, rows: np.ndarray, with_trajectories: bool = False, info: h5.DatasetInfo | None = None
+    ):
         self.path = Path(path)
         self.rows = np.asarray(rows, dtype=np.int64)
         self._file: h5py.File | None = None
@@ -203,7 +207,9 @@ def _batch_as_read(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return batch
 
 
-def batch_loader(source: SampleSource, batches: EpochBatches, num_workers: int, pin_memory: bool) -> torch.utils.data.DataLoader:
+def batch_loader(
+    source: SampleSource, batches: EpochBatches, num_workers: int, pin_memory: bool
+) -> torch.utils.data.DataLoader:
     """A DataLoader over ``source`` whose batches come from ``batches``; with workers, each
     opens the HDF5 file itself and they persist across epochs."""
     return torch.utils.data.DataLoader(

@@ -90,7 +90,9 @@ def run_tasks(tasks: Iterable[Task], work: Work, workers: int) -> Iterator[Resul
             yield run_task(task, work)
         return
     threads = max(1, torch.get_num_threads() // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=(threads,)
+    ) as pool:
         in_flight: deque[Future] = deque()
         for task in tasks:
             in_flight.append(pool.submit(run_task, task, work))

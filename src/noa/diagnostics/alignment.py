@@ -120,7 +120,9 @@ class Consistency:
     assessment: str
 
 
-def reconstruction(tokenizer: CategoricalVQVAE, features: Mapping[str, torch.Tensor], batch_size: int) -> Reconstruction:
+def reconstruction(
+    tokenizer: CategoricalVQVAE, features: Mapping[str, torch.Tensor], batch_size: int
+) -> Reconstruction:
     """Section 1: normalized reconstruction MSE per category and in total."""
     mse = reconstruction_mse(tokenizer, features, batch_size=batch_size)
     per_category = {name: mse[name] for name in mse if name != "total"}

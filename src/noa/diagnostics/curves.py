@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 # (panel title, key in metrics.jsonl records, key in the checkpoint history after "train_"/"val_")
-LOSS_PANELS = (("total loss", "total", "loss"), ("L_traj", "traj", "traj"), ("L_commit", "commit", "commit"), ("L_latent", "latent", "latent"))
+LOSS_PANELS = (
+    ("total loss", "total", "loss"),
+    ("L_traj", "traj", "traj"),
+    ("L_commit", "commit", "commit"),
+    ("L_latent", "latent", "latent"),
+)
 LR_PANEL = "learning rate"
 SMOOTH_FROM = 20  # batches from which a running mean is drawn over the per-batch losses
 SMOOTH_POINTS = 50  # the running mean's window is the batch count over this (at least 5 batches)
@@ -108,7 +113,9 @@ def from_metrics(path: Path, up_to_step: int | None) -> TrainingCurves | None:
         smooth = running_mean(raw)
         if smooth is not None:
             curves.add(title, smooth)
-        curves.add(title, Series("train (epoch mean)", *_points((r["global_step"], r.get(f"train_{key}")) for r in ends)))
+        curves.add(
+            title, Series("train (epoch mean)", *_points((r["global_step"], r.get(f"train_{key}")) for r in ends))
+        )
         curves.add(title, Series("val", *_points((r["global_step"], r.get(f"val_{key}")) for r in ends)))
     curves.add(LR_PANEL, Series("lr", *_points((s, batches[s].get("lr")) for s in steps), style="trend"))
     return curves

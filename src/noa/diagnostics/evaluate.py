@@ -182,10 +182,14 @@ def evaluate(
         projector = None  # its latents have nothing to be compared with
 
     if rows is None:
-        rows, notes = held_out_rows(dataset, args, n_samples, seed, same_data, recorded_path(ckpt, noa_checkpoint, "dataset"))
+        rows, notes = held_out_rows(
+            dataset, args, n_samples, seed, same_data, recorded_path(ckpt, noa_checkpoint, "dataset")
+        )
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(Path(noa_checkpoint))
+    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(
+        Path(noa_checkpoint)
+    )
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -200,7 +204,9 @@ def evaluate(
 
     run = run_summary(ckpt, info)
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
-    result = _result(noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size, rules)
+    result = _result(
+        noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size, rules
+    )
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
@@ -260,8 +266,11 @@ def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
         "global_step": ckpt.get("global_step"),
         "args": dict(ckpt.get("args") or {}),
         "data": {
-            "samples": info.n_samples, "grid": info.grid, "channels": info.channels,
-            "timesteps": info.timesteps, "ic_families": list(info.ic_families),
+            "samples": info.n_samples,
+            "grid": info.grid,
+            "channels": info.channels,
+            "timesteps": info.timesteps,
+            "ic_families": list(info.ic_families),
         },
     }
 
@@ -378,8 +387,10 @@ def held_out_rows(
         origin = f"{len(split.val)} validation samples of the training run"
         if len(unseen):
             origin += f" and {len(unseen)} samples beyond its --n-samples"
-        none_left = (f"the NOA was trained on every valid sample of {dataset} without a validation split; "
-                     "diagnose it on another dataset (e.g. `noa data generate` with another --seed)")
+        none_left = (
+            f"the NOA was trained on every valid sample of {dataset} without a validation split; "
+            "diagnose it on another dataset (e.g. `noa data generate` with another --seed)"
+        )
     elif trained_on is None:
         candidates = every
         origin = f"{len(every)} valid samples; the checkpoint does not record its training data, so some may be training samples"
@@ -392,13 +403,17 @@ def held_out_rows(
         origin = f"{len(candidates)} valid samples that are none of the run's training samples (compared with {trained_on} by θ, IC and noise seed)"
         if len(copies):
             origin += f"; {len(copies)} rows that are training samples (as in files generated with the same --seed) are left out"
-        none_left = (f"every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and noise seed); "
-                     "diagnose it on data generated with another --seed")
+        none_left = (
+            f"every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and noise seed); "
+            "diagnose it on data generated with another --seed"
+        )
     if not len(candidates):
         raise NoaError(f"no held-out samples: {none_left}")
     notes.append(f"held-out pool: {origin}")
     if len(candidates) < n_samples:
-        notes.append(f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them")
+        notes.append(
+            f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them"
+        )
         return np.sort(candidates), notes
     if len(candidates) > n_samples:
         pick = torch.randperm(len(candidates), generator=generator(seed, "diagnose/samples"))[:n_samples].numpy()
@@ -409,7 +424,9 @@ def held_out_rows(
 
 def _training_split(dataset: str | Path, args: dict) -> Split:
     """The train/validation split a run made of ``dataset``, rebuilt from its checkpoint's args."""
-    return split_rows(usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0)))
+    return split_rows(
+        usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0))
+    )
 
 
 def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:
@@ -419,12 +436,18 @@ def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, arg
     train_rows = _training_split(trained_on, args).train
 
     def keys(f: h5py.File, wanted: np.ndarray) -> list[tuple[bytes, int]]:
-        params, noise, ic_seed = (f[name][:] for name in ("parameters/params", "metadata/noise_seed", "metadata/ic_seed"))
+        params, noise, ic_seed = (
+            f[name][:] for name in ("parameters/params", "metadata/noise_seed", "metadata/ic_seed")
+        )
         return [(params[r].tobytes() + noise[r].tobytes() + ic_seed[r].tobytes(), int(r)) for r in wanted]
 
     with h5.open_dataset(trained_on) as t, h5.open_dataset(dataset) as f:
         trained = dict(keys(t, train_rows))
-        same = [r for key, r in keys(f, rows) if key in trained and np.array_equal(f["inputs/fields"][r], t["inputs/fields"][trained[key]])]
+        same = [
+            r
+            for key, r in keys(f, rows)
+            if key in trained and np.array_equal(f["inputs/fields"][r], t["inputs/fields"][trained[key]])
+        ]
     return np.asarray(sorted(same), dtype=np.int64)
 
 
@@ -543,17 +566,26 @@ def _result(
     elif tokenizer is not None:
         skipped = {name: SKIP_REASON for name in SECTION_NAMES[2:]}
     assessed = [s.assessment for s in sections.values() if s is not None]
-    alignment_verdict = guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None
+    alignment_verdict = (
+        guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None
+    )
     categories = None if tokenizer is None else [category for category, _ in tokenizer.entries]
     rollout = summarize(
-        data.errors, data.tokens_noa, data.tokens_cno, data.tokens_cno_other, data.tokens_persistence,
-        categories=categories, rules=rules,
+        data.errors,
+        data.tokens_noa,
+        data.tokens_cno,
+        data.tokens_cno_other,
+        data.tokens_persistence,
+        categories=categories,
+        rules=rules,
     )
-    detail = rating.combine([
-        rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
-        rating.rollout_criterion(rollout),
-        rating.agreement_criterion(rollout, NO_TOKENIZER),
-    ])
+    detail = rating.combine(
+        [
+            rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
+            rating.rollout_criterion(rollout),
+            rating.agreement_criterion(rollout, NO_TOKENIZER),
+        ]
+    )
     cno_reconstruction = None
     if tokenizer is not None and data.features_cno is not None:
         cno_reconstruction = reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"]

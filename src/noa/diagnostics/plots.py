@@ -23,7 +23,11 @@ from noa.diagnostics.rollout_quality import VRMSE_INFLATED, RolloutQuality
 DPI = 110
 NO_SKILL = "no skill: persistence (IC held)"
 FRAME_MEAN = "no skill: each frame's spatial mean (VRMSE = 1)"
-SERIES_STYLES: dict[str, dict[str, Any]] = {"points": {"marker": "o"}, "batch": {"linewidth": 0.6, "alpha": 0.45}, "trend": {"linewidth": 1.5}}
+SERIES_STYLES: dict[str, dict[str, Any]] = {
+    "points": {"marker": "o"},
+    "batch": {"linewidth": 0.6, "alpha": 0.45},
+    "trend": {"linewidth": 1.5},
+}
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -76,8 +80,12 @@ def error_figure(quality: RolloutQuality) -> Figure:
     # Medians: a few near-uniform CNO frames (tiny spatial variance) dominate VRMSE means, so the
     # scale is set by the medians and the mean may leave the axes; its label says why.
     right.plot(quality.steps, quality.vrmse_median, marker="o", color="tab:red", label="NOA (median)")
-    right.plot(quality.steps, quality.vrmse_persistence_median, linestyle="-.", color="gray", label="persistence (median)")
-    right.plot(quality.steps, quality.vrmse_floor_median, linestyle="--", color="tab:green", label="noise floor (median)")
+    right.plot(
+        quality.steps, quality.vrmse_persistence_median, linestyle="-.", color="gray", label="persistence (median)"
+    )
+    right.plot(
+        quality.steps, quality.vrmse_floor_median, linestyle="--", color="tab:green", label="noise floor (median)"
+    )
     right.axhline(1.0, color="black", linewidth=0.8, label=FRAME_MEAN)
     right.plot(quality.steps, quality.vrmse, linestyle=":", color="tab:red", label=mean_label(quality))
     shown = [*quality.vrmse_median, *quality.vrmse_persistence_median, *quality.vrmse_floor_median, 1.0]

@@ -57,13 +57,33 @@ def diagnose(
     """
     # One diagnosis per --out at a time: a second is refused rather than interleaving its files.
     with outputs.exclusive(out_dir, "--out") if out_dir is not None else nullcontext():
-        return _diagnose(noa_checkpoint, vqvae_path, dataset, n_samples=n_samples, timesteps=timesteps, device=device,
-                         seed=seed, out_dir=None if out_dir is None else Path(out_dir), batch_size=batch_size, log=log)
+        return _diagnose(
+            noa_checkpoint,
+            vqvae_path,
+            dataset,
+            n_samples=n_samples,
+            timesteps=timesteps,
+            device=device,
+            seed=seed,
+            out_dir=None if out_dir is None else Path(out_dir),
+            batch_size=batch_size,
+            log=log,
+        )
 
 
-def _diagnose(noa_checkpoint: str | Path, vqvae_path: str | Path | None, dataset: str | Path | None, *, n_samples: int,
-              timesteps: int | None, device: str, seed: int, out_dir: Path | None, batch_size: int,
-              log: Callable[[str], None]) -> DiagnosticsResult:
+def _diagnose(
+    noa_checkpoint: str | Path,
+    vqvae_path: str | Path | None,
+    dataset: str | Path | None,
+    *,
+    n_samples: int,
+    timesteps: int | None,
+    device: str,
+    seed: int,
+    out_dir: Path | None,
+    batch_size: int,
+    log: Callable[[str], None],
+) -> DiagnosticsResult:
     if out_dir is not None:
         check_report_dir(out_dir)
         if out_dir.is_dir():
@@ -289,7 +309,14 @@ def _scale_lines() -> list[str]:
 
 # ---- files -----------------------------------------------------------------------------
 
-REPORT_FILES = ("report.md", "summary.json", "training_curves.png", "error_vs_horizon.png", "frames.png", "codebook_usage.png")
+REPORT_FILES = (
+    "report.md",
+    "summary.json",
+    "training_curves.png",
+    "error_vs_horizon.png",
+    "frames.png",
+    "codebook_usage.png",
+)
 
 
 def _written_by_noa(path: Path) -> bool:
@@ -312,7 +339,6 @@ def check_report_dir(out_dir: Path) -> None:
             f"--out {out_dir} holds {', '.join(foreign)}, which noa diagnose did not write and would replace; "
             "move them away or choose another --out"
         )
-
 
 
 def write_report(
@@ -356,7 +382,9 @@ def _codebook_figure(result: DiagnosticsResult, data: _Collected, path: Path) ->
         return None
     books = result.diversity.codebooks
     cno_counts = guide.code_counts(list(data.tokens_cno.T), [b.size for b in books])
-    return plots.codebook_usage([b.counts for b in books], [c.tolist() for c in cno_counts], _codebook_names(result), path)
+    return plots.codebook_usage(
+        [b.counts for b in books], [c.tolist() for c in cno_counts], _codebook_names(result), path
+    )
 
 
 def _objective(args: dict) -> str:
@@ -375,20 +403,36 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
     epoch = "?" if run.get("epoch") is None else int(run["epoch"]) + 1
     rows = [
         ("checkpoint", f"`{r.checkpoint}` (epoch {epoch}, step {run.get('global_step', '?')})"),
-        ("dataset", f"`{r.dataset}`: {d.get('samples')} samples, {d.get('grid')}×{d.get('grid')} grid, "
-                    f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}"),
+        (
+            "dataset",
+            f"`{r.dataset}`: {d.get('samples')} samples, {d.get('grid')}×{d.get('grid')} grid, "
+            f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}",
+        ),
         ("tokenizer", f"`{r.tokenizer}`" if r.tokenizer else "none: token sections skipped"),
         ("objective", _objective(a)),
-        ("training", f"{a.get('epochs', '?')} epochs, batch {a.get('batch_size', '?')}, lr {a.get('lr', '?')} "
-                     f"({a.get('lr_schedule', '?')}, {a.get('warmup_steps', '?')} warmup steps), T = {a.get('timesteps', '?')}, "
-                     f"BPTT window {a.get('bptt_window', '?')}, {a.get('n_samples') or 'all'} samples "
-                     f"(validation {a.get('val_split', '?')}), seed {a.get('seed', '?')}"),
-        ("U-AFNO", f"base {a.get('base_channels', '?')}, {a.get('encoder_levels', '?')} levels, "
-                   f"{a.get('modes', '?')} modes, {a.get('afno_blocks', '?')} AFNO blocks"),
+        (
+            "training",
+            f"{a.get('epochs', '?')} epochs, batch {a.get('batch_size', '?')}, lr {a.get('lr', '?')} "
+            f"({a.get('lr_schedule', '?')}, {a.get('warmup_steps', '?')} warmup steps), T = {a.get('timesteps', '?')}, "
+            f"BPTT window {a.get('bptt_window', '?')}, {a.get('n_samples') or 'all'} samples "
+            f"(validation {a.get('val_split', '?')}), seed {a.get('seed', '?')}",
+        ),
+        (
+            "U-AFNO",
+            f"base {a.get('base_channels', '?')}, {a.get('encoder_levels', '?')} levels, "
+            f"{a.get('modes', '?')} modes, {a.get('afno_blocks', '?')} AFNO blocks",
+        ),
         ("evaluated", f"{r.n_samples} held-out samples, T = {r.timesteps}"),
         ("verdict", r.verdict),
     ]
-    lines = [f"Generated {run.get('date', '?')} by noa {run.get('noa_version', '?')}.", "", "## Run", "", "| | |", "|---|---|"]
+    lines = [
+        f"Generated {run.get('date', '?')} by noa {run.get('noa_version', '?')}.",
+        "",
+        "## Run",
+        "",
+        "| | |",
+        "|---|---|",
+    ]
     return lines + [f"| {name} | {value} |" for name, value in rows]
 
 
@@ -463,7 +507,9 @@ def _flags_section(result: DiagnosticsResult) -> list[str]:
 
 def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `noa diagnose` (and scripts/dev/diagnose_latent_alignment.py)."""
-    parser.add_argument("--noa-checkpoint", required=True, help="NOA checkpoint (.pt), e.g. checkpoints/noa/best_model.pt")
+    parser.add_argument(
+        "--noa-checkpoint", required=True, help="NOA checkpoint (.pt), e.g. checkpoints/noa/best_model.pt"
+    )
     parser.add_argument(
         "--vqvae-path",
         default=None,
@@ -471,13 +517,22 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
         "one is diagnosed on rollout quality alone unless this supplies one)",
     )
     parser.add_argument(
-        "--dataset", default=None, help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)"
+        "--dataset",
+        default=None,
+        help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)",
     )
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
-    parser.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the training run's T); must equal the tokenizer's T")
+    parser.add_argument(
+        "--timesteps",
+        type=int,
+        default=None,
+        help="rollout length T (default: the training run's T); must equal the tokenizer's T",
+    )
     parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
-    parser.add_argument("--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0"
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="samples evaluated together; default 8")
 
 

@@ -125,7 +125,9 @@ class RolloutQuality:
     token_agreement_persistence_non_initial: float | None
 
 
-def _scaled_errors(pred: torch.Tensor, target: torch.Tensor, extra: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def _scaled_errors(
+    pred: torch.Tensor, target: torch.Tensor, extra: torch.Tensor | None = None
+) -> dict[str, torch.Tensor]:
     """the_well's nRMSE and VRMSE of [B, T, C, H, W] frames, mean over channels: [B, T]."""
     mse_c = (pred - target).pow(2).mean(dim=(3, 4))
     power = target.pow(2).mean(dim=(3, 4))
@@ -144,7 +146,9 @@ def step_errors(noa: torch.Tensor, cno: torch.Tensor, other: torch.Tensor | None
     ic = cno[:, 0, :1].double().expand_as(x0)
     dims = (2, 3, 4)
     gap = (x1 - x0).pow(2).mean(dim=dims)
-    family = (other[:, 1:].double() - x0).pow(2).mean(dim=dims) if other is not None else torch.full_like(gap, float("nan"))
+    family = (
+        (other[:, 1:].double() - x0).pow(2).mean(dim=dims) if other is not None else torch.full_like(gap, float("nan"))
+    )
     scaled, scaled_persistence = _scaled_errors(noa, x0), _scaled_errors(ic, x0)
     floor_c = (x1 - x0).pow(2).mean(dim=(3, 4)) / 2
     return StepErrors(
@@ -193,7 +197,9 @@ def _median_operator_ratio(mse: torch.Tensor, floor: torch.Tensor) -> float | No
     return None if median != median else median
 
 
-def _by_rule(mse: torch.Tensor, floor: torch.Tensor, persistence: torch.Tensor, rules: list[str]) -> dict[str, RuleQuality]:
+def _by_rule(
+    mse: torch.Tensor, floor: torch.Tensor, persistence: torch.Tensor, rules: list[str]
+) -> dict[str, RuleQuality]:
     """Horizon-mean figures of each update rule's samples."""
     out = {}
     for rule in sorted(set(rules)):
@@ -231,11 +237,17 @@ def summarize(
         raise ValueError(f"summarize needs one update rule per sample ({errors.mse.shape[0]}), got {len(rules)}")
     keep = [c != INITIAL for c in categories or []]
     mse, floor, family, persistence = errors.mse, errors.gap / 2, errors.family_gap / 2, errors.persistence
-    mse_t, floor_t, persistence_t = mse.mean(dim=0).tolist(), floor.mean(dim=0).tolist(), persistence.mean(dim=0).tolist()
+    mse_t, floor_t, persistence_t = (
+        mse.mean(dim=0).tolist(),
+        floor.mean(dim=0).tolist(),
+        persistence.mean(dim=0).tolist(),
+    )
     family_t = _nan_to_none(family.mean(dim=0).tolist())
     overall_mse, overall_floor, overall_persistence = float(mse.mean()), float(floor.mean()), float(persistence.mean())
     overall_family = None if torch.isnan(family).any() else float(family.mean())
-    per_codebook = None if tokens_noa is None or tokens_cno is None else (tokens_noa == tokens_cno).double().mean(dim=0).tolist()
+    per_codebook = (
+        None if tokens_noa is None or tokens_cno is None else (tokens_noa == tokens_cno).double().mean(dim=0).tolist()
+    )
     return RolloutQuality(
         steps=list(range(1, mse.shape[1] + 1)),
         mse=mse_t,
@@ -274,5 +286,7 @@ def summarize(
         token_categories=None if tokens_noa is None else list(categories or []),
         token_agreement_non_initial=_agreement(_dynamic(tokens_noa, keep), _dynamic(tokens_cno, keep)),
         token_agreement_reference_non_initial=_agreement(_dynamic(tokens_cno, keep), _dynamic(tokens_cno_other, keep)),
-        token_agreement_persistence_non_initial=_agreement(_dynamic(tokens_persistence, keep), _dynamic(tokens_cno, keep)),
+        token_agreement_persistence_non_initial=_agreement(
+            _dynamic(tokens_persistence, keep), _dynamic(tokens_cno, keep)
+        ),
     )

@@ -80,7 +80,9 @@ def rollout_criterion(q: RolloutQuality) -> Criterion:
     if not math.isfinite(q.overall_mse):
         return Criterion(name, "POOR", "NOA rollouts hold NaN/inf", "NOA rollouts hold NaN/inf")
     if q.overall_ratio is None:
-        return Criterion(name, None, "not evaluated: the noise floor is zero (the CNO is noiseless here), so there is no ratio", "")
+        return Criterion(
+            name, None, "not evaluated: the noise floor is zero (the CNO is noiseless here), so there is no ratio", ""
+        )
     ratio, persistence = q.overall_ratio, q.overall_persistence_ratio
     against = "" if persistence is None else f" (persistence {persistence:.2f}x)"
     if persistence is not None and ratio >= PERSISTENCE_MARGIN * persistence:
@@ -90,7 +92,12 @@ def rollout_criterion(q: RolloutQuality) -> Criterion:
         )
         return Criterion(name, "POOR", detail, "rollouts are no better than holding the initial condition")
     level = _level(ROLLOUT_ERROR.assess(ratio))
-    return Criterion(name, level, f"{level} - NOA MSE {ratio:.2f}x the noise floor{against}", f"rollouts are {ratio:.2f}x the noise floor")
+    return Criterion(
+        name,
+        level,
+        f"{level} - NOA MSE {ratio:.2f}x the noise floor{against}",
+        f"rollouts are {ratio:.2f}x the noise floor",
+    )
 
 
 def agreement_criterion(q: RolloutQuality, skipped: str | None) -> Criterion:
@@ -103,7 +110,9 @@ def agreement_criterion(q: RolloutQuality, skipped: str | None) -> Criterion:
     if agree is None or reference is None:
         return Criterion(name, None, "not evaluated: the tokenizer has no codebooks outside INITIAL", "")
     if reference <= 0:
-        return Criterion(name, None, "not evaluated: two CNO realizations share no non-INITIAL code, so there is no reference", "")
+        return Criterion(
+            name, None, "not evaluated: two CNO realizations share no non-INITIAL code, so there is no reference", ""
+        )
     relative = agree / reference
     level = _level(TOKEN_AGREEMENT.assess(relative))
     detail = (

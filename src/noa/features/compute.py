@@ -55,12 +55,17 @@ def compute_features(trajectory: torch.Tensor, *, stable: bool = False) -> dict[
 
 def _float64(stats: RolloutStatistics) -> RolloutStatistics:
     """``stats`` with every real float tensor in float64 (see the module docstring)."""
+
     def wide(t: torch.Tensor) -> torch.Tensor:
         return t.double() if t.dtype == torch.float32 else t
 
     frames = replace(stats.frames, **{f.name: wide(getattr(stats.frames, f.name)) for f in fields(stats.frames)})
-    return replace(stats, frames=frames, covariances={lag: wide(c) for lag, c in stats.covariances.items()},
-                   initial={stem: wide(v) for stem, v in stats.initial.items()})
+    return replace(
+        stats,
+        frames=frames,
+        covariances={lag: wide(c) for lag, c in stats.covariances.items()},
+        initial={stem: wide(v) for stem, v in stats.initial.items()},
+    )
 
 
 def features_from_statistics(stats: RolloutStatistics) -> dict[str, torch.Tensor]:

@@ -147,8 +147,7 @@ class UAFNO(nn.Module):
         )
         self.stem = ConvBlock(config.channels, widths[0], embed_dim)
         self.down = nn.ModuleList(
-            PeriodicConv2d(widths[i], widths[i + 1], 3, stride=2, padding=1)
-            for i in range(config.encoder_levels)
+            PeriodicConv2d(widths[i], widths[i + 1], 3, stride=2, padding=1) for i in range(config.encoder_levels)
         )
         self.encoder = nn.ModuleList(ConvBlock(w, w, embed_dim) for w in widths[1:])
         self.afno = nn.ModuleList(
@@ -161,7 +160,9 @@ class UAFNO(nn.Module):
         # Nearest upsampling then a circular 3x3 conv: a stride-2 transposed conv gives each of
         # the four sub-pixel positions its own kernel, which shows up as checkerboard artefacts.
         self.up = nn.ModuleList(
-            nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), PeriodicConv2d(widths[i + 1], widths[i], 3, padding=1))
+            nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="nearest"), PeriodicConv2d(widths[i + 1], widths[i], 3, padding=1)
+            )
             for i in levels
         )
         self.decoder = nn.ModuleList(ConvBlock(2 * widths[i], widths[i], embed_dim) for i in levels)
@@ -191,7 +192,9 @@ class UAFNO(nn.Module):
         out = x + self.head(h)
         return (out, bottleneck) if return_bottleneck else out
 
-    def get_intermediate_features(self, state: Tensor, layer: str = "bottleneck", params: Tensor | None = None) -> Tensor:
+    def get_intermediate_features(
+        self, state: Tensor, layer: str = "bottleneck", params: Tensor | None = None
+    ) -> Tensor:
         """The named feature map for ``state`` under ``params``; runs only the layers it needs."""
         if params is None:
             raise NoaError("get_intermediate_features needs params=θ ([B, param_dim]): the U-AFNO is θ-conditioned")

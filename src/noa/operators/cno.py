@@ -231,7 +231,13 @@ def build_operators(
     )
 
 
-_ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"tanh": torch.tanh, "gelu": F.gelu, "silu": F.silu, "sin": torch.sin, "relu": torch.relu}
+_ACTIVATION_FNS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "gelu": F.gelu,
+    "silu": F.silu,
+    "sin": torch.sin,
+    "relu": torch.relu,
+}
 
 
 def _activate(h: torch.Tensor, group: ShapeGroup) -> torch.Tensor:

@@ -84,7 +84,9 @@ def family_tensors(channels: int, seed: int = FAMILY.seed) -> tuple[dict[str, to
     out = []
     for j in range(1 + N_BASIS):
         gen = generator(seed, "cno-family", channels, j)
-        out.append({name: torch.randn(*shape, generator=gen, dtype=torch.float32) for name, shape in _shapes(channels).items()})
+        out.append(
+            {name: torch.randn(*shape, generator=gen, dtype=torch.float32) for name, shape in _shapes(channels).items()}
+        )
     return tuple(out)
 
 
@@ -104,7 +106,12 @@ def operator_weights(hp: dict[str, Any], channels: int) -> dict[str, torch.Tenso
         for c, basis in zip(coords, tensors[1:]):
             value = value + c * basis[name]
         mixed[name] = value / norm
-    ch, k, layers, gain = int(hp["base_channels"]), int(hp["kernel_size"]), int(hp["n_layers"]), float(hp["weight_gain"])
+    ch, k, layers, gain = (
+        int(hp["base_channels"]),
+        int(hp["kernel_size"]),
+        int(hp["n_layers"]),
+        float(hp["weight_gain"]),
+    )
     lo = (MAX_KERNEL - k) // 2
     return {
         "w_in": mixed["w_in"][:ch] * (gain / channels**0.5),

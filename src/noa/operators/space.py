@@ -175,8 +175,12 @@ class ParameterSpace:
         missing = [name for name in self.names if name not in values]
         unknown = [str(name) for name in values if name not in self.names]
         if missing or unknown:
-            problems = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"unknown {', '.join(unknown)}"] if unknown else [])
-            raise NoaError(f"θ in physical units needs exactly the dimensions {', '.join(self.names)}: {'; '.join(problems)}")
+            problems = ([f"missing {', '.join(missing)}"] if missing else []) + (
+                [f"unknown {', '.join(unknown)}"] if unknown else []
+            )
+            raise NoaError(
+                f"θ in physical units needs exactly the dimensions {', '.join(self.names)}: {'; '.join(problems)}"
+            )
         return torch.tensor([d.unit(values[d.name]) for d in self.dims], dtype=torch.float64)
 
     def to_json(self) -> str:
@@ -205,10 +209,22 @@ CNO_SPACE = ParameterSpace(
         Dimension("update_policy", "choice", choices=UPDATE_POLICIES, description="x+dt·O(x) or α·x+(1-α)·O(x)"),
         Dimension("dt", "log-float", 0.01, 0.5, description="step size of the residual policy"),
         Dimension("alpha", "float", 0.1, 0.95, description="memory of the convex policy"),
-        Dimension("weight_gain", "float", 0.5, 2.5, description="gain of the lift, mixing and projection weights (dynamics strength)"),
-        Dimension("weight_mix_1", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 1"),
-        Dimension("weight_mix_2", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 2"),
-        Dimension("weight_mix_3", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 3"),
+        Dimension(
+            "weight_gain",
+            "float",
+            0.5,
+            2.5,
+            description="gain of the lift, mixing and projection weights (dynamics strength)",
+        ),
+        Dimension(
+            "weight_mix_1", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 1"
+        ),
+        Dimension(
+            "weight_mix_2", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 2"
+        ),
+        Dimension(
+            "weight_mix_3", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 3"
+        ),
     )
 )
 """θ ∈ [0, 1]^13: the operator is a function of θ alone (see :mod:`noa.operators.family`);

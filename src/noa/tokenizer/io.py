@@ -37,7 +37,9 @@ def check_output_dir(out_dir: str | Path, *, overwrite: bool) -> None:
     if not out_dir.is_dir() or not any(out_dir.iterdir()):
         return
     if not overwrite:
-        raise NoaError(f"{out_dir} is not empty; choose a new directory or pass --overwrite to replace the tokenizer in it")
+        raise NoaError(
+            f"{out_dir} is not empty; choose a new directory or pass --overwrite to replace the tokenizer in it"
+        )
     foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in TOKENIZER_FILES)
     if foreign:
         raise NoaError(
@@ -162,7 +164,9 @@ def check_compatible(
             only_ours = [n for n in ours if n not in theirs]
             only_theirs = [n for n in theirs if n not in ours]
             if only_ours or only_theirs:
-                problems.append(f"{family} feature names: tokenizer has {only_ours}, {source} has {only_theirs} instead")
+                problems.append(
+                    f"{family} feature names: tokenizer has {only_ours}, {source} has {only_theirs} instead"
+                )
             else:
                 problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
     for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):

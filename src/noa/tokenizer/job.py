@@ -43,19 +43,52 @@ def train_tokenizer_on_dataset(
     """Train, evaluate on the held-out split and write the tokenizer directory; returns metrics."""
     out = Path(out)
     if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
-        raise NoaError(f"--epochs and --batch-size must be >= 1 and --lr a finite positive number; got {epochs}, {batch_size}, {lr}")
+        raise NoaError(
+            f"--epochs and --batch-size must be >= 1 and --lr a finite positive number; got {epochs}, {batch_size}, {lr}"
+        )
     if not math.isfinite(val_split):
         raise NoaError(f"--val-split must be a finite number in [0, 1); got {val_split}")
     check_output_dir(out, overwrite=overwrite)
     with outputs.exclusive(out, "tokenizer directory"):
         return _train_and_save(
-            dataset, out, epochs=epochs, batch_size=batch_size, lr=lr, levels=levels, codebook_size=codebook_size,
-            latent_dim=latent_dim, hidden=hidden, seed=seed, device=device, val_split=val_split, n_samples=n_samples,
-            overwrite=overwrite, log=log, progress=progress,
+            dataset,
+            out,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            levels=levels,
+            codebook_size=codebook_size,
+            latent_dim=latent_dim,
+            hidden=hidden,
+            seed=seed,
+            device=device,
+            val_split=val_split,
+            n_samples=n_samples,
+            overwrite=overwrite,
+            log=log,
+            progress=progress,
         )
 
 
-def _train_and_save(dataset: str | Path, out: Path, *, epochs: int, batch_size: int, lr: float, levels: int, codebook_size: int, latent_dim: int, hidden: int, seed: int, device: str, val_split: float, n_samples: int | None, overwrite: bool, log: Callable[[str], None], progress: bool) -> dict:
+def _train_and_save(
+    dataset: str | Path,
+    out: Path,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    levels: int,
+    codebook_size: int,
+    latent_dim: int,
+    hidden: int,
+    seed: int,
+    device: str,
+    val_split: float,
+    n_samples: int | None,
+    overwrite: bool,
+    log: Callable[[str], None],
+    progress: bool,
+) -> dict:
     rows = usable_rows(dataset, n_samples)
     split = split_rows(rows, val_split, seed)
     if len(split.val) == 0:
@@ -82,7 +115,16 @@ def _train_and_save(dataset: str | Path, out: Path, *, epochs: int, batch_size: 
         log(line)
     start = time.perf_counter()
     model, history = train_tokenizer(
-        train, val, config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, log=log, progress=progress
+        train,
+        val,
+        config,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        log=log,
+        progress=progress,
     )
     metrics = evaluate_tokenizer(model, val)
     low = _low_utilization(metrics, len(split.val), codebook_size)
@@ -133,9 +175,16 @@ def _check_memory(config: TokenizerConfig, n_samples: int, batch_size: int) -> N
     """Refuse up front a tokenizer too large for this machine (a rough estimate: weights, their
     gradients and two Adam moments, the codebooks, and a batch's activations)."""
     widths = [config.feature_dims[fam] for fam in FAMILIES]
-    per_family = [2 * (d * config.hidden + 2 * config.hidden * config.hidden + config.hidden * config.latent_dim * config.levels) for d in widths]
+    per_family = [
+        2 * (d * config.hidden + 2 * config.hidden * config.hidden + config.hidden * config.latent_dim * config.levels)
+        for d in widths
+    ]
     params = sum(per_family) + len(FAMILIES) * config.levels * config.codebook_size * config.latent_dim
-    activations = 8 * min(batch_size, n_samples) * (sum(widths) + len(FAMILIES) * (config.hidden + config.levels * (config.latent_dim + config.codebook_size)))
+    activations = (
+        8
+        * min(batch_size, n_samples)
+        * (sum(widths) + len(FAMILIES) * (config.hidden + config.levels * (config.latent_dim + config.codebook_size)))
+    )
     outputs.check_memory(
         4 * (4 * params + activations),
         f"a tokenizer with --hidden {config.hidden}, --latent-dim {config.latent_dim}, --levels {config.levels} and --codebook-size {config.codebook_size}",

@@ -379,11 +379,6 @@ class CategoricalVQVAE(nn.Module):
 def _nearest(vq: VectorQuantize, z: Tensor) -> tuple[Tensor, Tensor]:
     """Nearest code (squared Euclidean) of each row of ``z``, reading the codebook only."""
     codebook = vq.codebook.detach().to(z.dtype)
-    distances = (
-        z.detach().pow(2).sum(dim=1, keepdim=True)
-        - 2.0 * z.detach() @ codebook.T
-        + codebook.pow(2).sum(dim=1)
-    )
+    distances = z.detach().pow(2).sum(dim=1, keepdim=True) - 2.0 * z.detach() @ codebook.T + codebook.pow(2).sum(dim=1)
     indices = distances.argmin(dim=1)
     return codebook[indices], indices
-

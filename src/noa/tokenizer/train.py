@@ -157,7 +157,9 @@ def _mean_loss(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_si
     return total / n
 
 
-def reconstruction_mse(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024) -> dict[str, float]:
+def reconstruction_mse(
+    model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024
+) -> dict[str, float]:
     """Normalized reconstruction MSE of decode(quantize(encode(x))) per category and "total".
 
     Each category's value is the mean over all its normalized values. "total" is the mean

@@ -60,7 +60,9 @@ class TrainingState:
             "global_step": self.cursor.global_step,
             "history": self.progress.history,
             "best_val_loss": self.early_stopping.best,
-            "alignment_state": None if projector is None else {
+            "alignment_state": None
+            if projector is None
+            else {
                 "state_dict": projector.state_dict(),
                 "in_channels": projector.in_channels,
                 "latent_dim": projector.latent_dim,
@@ -75,7 +77,10 @@ class TrainingState:
                 "progress": self.progress.state_dict(),
                 "early_stopping": self.early_stopping.state_dict(),
             },
-            "rng": {"scheme": "stateless: data order = f(seed, epoch), init = f(seed)", "torch_cpu_state": torch.get_rng_state()},
+            "rng": {
+                "scheme": "stateless: data order = f(seed, epoch), init = f(seed)",
+                "torch_cpu_state": torch.get_rng_state(),
+            },
         }
 
     # ---------------------------------------------------------------- reading
@@ -88,7 +93,9 @@ class TrainingState:
             fresh = load_optimizer_state(self.optimizer, ckpt["optimizer_state_dict"])
             log.info("  ✓ Loaded optimizer state")
             if "projector" in fresh and projector_loaded:
-                log.info("  ⚠ The checkpoint has no optimizer state for the projector: its Adam moments start from zero")
+                log.info(
+                    "  ⚠ The checkpoint has no optimizer state for the projector: its Adam moments start from zero"
+                )
             self._apply_weight_decay()
         else:
             log.info("  ⚠ No optimizer state in the checkpoint: Adam moments restart from zero")
@@ -105,7 +112,9 @@ class TrainingState:
             log.info(replanned)
         parts = ckpt.get("parts", {})
         legacy = {**ckpt, **ckpt.get("progress", {})}  # format 2 kept these at the top and under "progress"
-        self.cursor.load_state_dict(parts.get("cursor", ckpt), step, batches_per_epoch, legacy_epoch_ended=not path.name.startswith("step_"))
+        self.cursor.load_state_dict(
+            parts.get("cursor", ckpt), step, batches_per_epoch, legacy_epoch_ended=not path.name.startswith("step_")
+        )
         self.progress.load_state_dict(parts.get("progress", legacy), legacy_history=ckpt.get("history"))
         self.early_stopping.load_state_dict(parts.get("early_stopping", legacy))
         if self.cursor.epoch >= self.config.epochs:
@@ -120,7 +129,9 @@ class TrainingState:
             elif int(ckpt.get("format_version", 1)) < 2:
                 log.info(OLD_PROJECTOR_WARNING)
             else:
-                log.info("  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization")
+                log.info(
+                    "  ⚠ The checkpoint was trained without L_latent: the latent projector starts from random initialization"
+                )
         elif ckpt.get("alignment_state"):
             log.info("  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on")
 
@@ -132,7 +143,9 @@ class TrainingState:
         for group in self.optimizer.param_groups:
             group["weight_decay"] = decay
         if saved:
-            log.info(f"  ✓ Weight decay {', '.join(f'{v:g}' for v in saved)} → {decay:g} (--weight-decay), for every parameter group")
+            log.info(
+                f"  ✓ Weight decay {', '.join(f'{v:g}' for v in saved)} → {decay:g} (--weight-decay), for every parameter group"
+            )
 
     def _log_position(self) -> None:
         cursor = self.cursor
@@ -149,7 +162,11 @@ class TrainingState:
         log.info(f"Fine-tuning from {path}:")
         projector_loaded = self.load_weights(ckpt)
         if self.projector is not None:
-            log.info("  ✓ Loaded latent projector weights" if projector_loaded else "  ⚠ The checkpoint has no projector weights: the projector starts from random initialization")
+            log.info(
+                "  ✓ Loaded latent projector weights"
+                if projector_loaded
+                else "  ⚠ The checkpoint has no projector weights: the projector starts from random initialization"
+            )
         elif ckpt.get("alignment_state"):
             log.info("  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on")
         log.info("  ✓ Fresh optimizer, LR schedule (with warmup) and epoch count")
@@ -177,7 +194,9 @@ class TrainingState:
         try:
             self.projector.load_state_dict(align["state_dict"])
         except RuntimeError as err:
-            raise NoaError(f"the checkpoint's latent projector weights do not fit its alignment_state: {str(err).splitlines()[0]}") from err
+            raise NoaError(
+                f"the checkpoint's latent projector weights do not fit its alignment_state: {str(err).splitlines()[0]}"
+            ) from err
         return True
 
 

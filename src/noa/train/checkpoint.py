@@ -52,8 +52,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     path = Path(path)
     if path.is_dir():
         found = sorted(p.name for p in run_checkpoints(path))
-        inside = f"it holds {', '.join(found[:4])}{', …' if len(found) > 4 else ''}" if found else "it holds no checkpoint"
-        raise NoaError(f"checkpoint {path} is a directory, not a checkpoint file ({inside}); name the file, e.g. {path / 'best_model.pt'}")
+        inside = (
+            f"it holds {', '.join(found[:4])}{', …' if len(found) > 4 else ''}" if found else "it holds no checkpoint"
+        )
+        raise NoaError(
+            f"checkpoint {path} is a directory, not a checkpoint file ({inside}); name the file, e.g. {path / 'best_model.pt'}"
+        )
     if not path.is_file():
         raise NoaError(f"checkpoint {path} does not exist")
     obj = load_pt(path, "checkpoint", fix, map_location)
@@ -138,7 +142,9 @@ def run_checkpoints(directory: str | Path) -> list[Path]:
 
 def step_checkpoints(directory: str | Path) -> list[Path]:
     """The ``step_N.pt`` files of ``directory``, oldest step first (what ``--keep-last`` prunes)."""
-    steps = [(parsed[1], p) for p in run_checkpoints(directory) if (parsed := step_from_name(p)) and parsed[0] == "step"]
+    steps = [
+        (parsed[1], p) for p in run_checkpoints(directory) if (parsed := step_from_name(p)) and parsed[0] == "step"
+    ]
     return [p for _, p in sorted(steps)]
 
 

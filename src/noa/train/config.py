@@ -29,20 +29,53 @@ ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks")
 # Flags about this invocation, never inherited from a checkpoint.
 # How fast the step runs is about this machine, not the run (precision is inherited: a resume
 # is exact within one precision).
-PER_RUN = ("resume", "init_from", "device", "max_steps", "overwrite", "compile", "cuda_graphs", "activation_checkpointing")
+PER_RUN = (
+    "resume",
+    "init_from",
+    "device",
+    "max_steps",
+    "overwrite",
+    "compile",
+    "cuda_graphs",
+    "activation_checkpointing",
+)
 # Flags a resume must not change: they define the data split, the batches, the target and the
 # learning-rate schedule. A different dataset makes the resume a fine-tune instead.
 # (``--batch-size`` is per rank: a resume keeps the global batch instead, see settle.py.)
 RESUME_LOCKED = (
-    "n_samples", "val_split", "seed", "timesteps", "bptt_window", "n_realizations",
-    "lr", "warmup_steps", "lr_schedule", "teacher_forcing_steps",
+    "n_samples",
+    "val_split",
+    "seed",
+    "timesteps",
+    "bptt_window",
+    "n_realizations",
+    "lr",
+    "warmup_steps",
+    "lr_schedule",
+    "teacher_forcing_steps",
 )
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
 # budget and output, not the model or its objective. (T follows the new data: see settle.py.)
-NOT_INHERITED_BY_FINETUNE = ("dataset", "n_samples", "timesteps", "checkpoint_dir", "epochs", "lr", "early_stop_patience")
+NOT_INHERITED_BY_FINETUNE = (
+    "dataset",
+    "n_samples",
+    "timesteps",
+    "checkpoint_dir",
+    "epochs",
+    "lr",
+    "early_stop_patience",
+)
 # The objective a fine-tune keeps from the pretrained run unless flags change it (with the
 # architecture, ARCHITECTURE): the losses, their tokenizer and weights, the projector, the target.
-OBJECTIVE = ("vqvae_path", "lambda_commit", "enable_latent_loss", "lambda_latent", "latent_sample_steps", "projector_hidden", "n_realizations")
+OBJECTIVE = (
+    "vqvae_path",
+    "lambda_commit",
+    "enable_latent_loss",
+    "lambda_latent",
+    "latent_sample_steps",
+    "projector_hidden",
+    "n_realizations",
+)
 # Defaults that follow the data when a flag is neither given nor inherited: --help says so.
 DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
@@ -115,21 +148,45 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "dataset": (str, False, "HDF5 dataset made by `noa data generate`"),
     "n_samples": (int, True, "use the first N valid samples (train + validation)"),
     "epochs": (int, False, "training epochs (total, also when resuming; a change re-plans the LR decay)"),
-    "batch_size": (int, False, "samples per batch on each rank (the global batch is this times the number of torchrun ranks)"),
+    "batch_size": (
+        int,
+        False,
+        "samples per batch on each rank (the global batch is this times the number of torchrun ranks)",
+    ),
     "lr": (float, False, "peak learning rate"),
-    "bptt_window": (int, False, "truncated-BPTT window in steps; the state is detached between windows; a window longer than T is refused"),
-    "teacher_forcing_steps": (int, False, "for the first N batches every BPTT window starts from the CNO's state instead of the "
-                              "NOA's own (teacher forcing; validation always scores free rollouts)"),
+    "bptt_window": (
+        int,
+        False,
+        "truncated-BPTT window in steps; the state is detached between windows; a window longer than T is refused",
+    ),
+    "teacher_forcing_steps": (
+        int,
+        False,
+        "for the first N batches every BPTT window starts from the CNO's state instead of the "
+        "NOA's own (teacher forcing; validation always scores free rollouts)",
+    ),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),
     "vqvae_path": (str, True, "frozen tokenizer directory (enables L_commit)"),
     "lambda_commit": (float, False, "weight of L_commit"),
-    "enable_latent_loss": (bool, False, "enable L_latent (needs --vqvae-path); --no-enable-latent-loss turns it off, e.g. at a resume"),
+    "enable_latent_loss": (
+        bool,
+        False,
+        "enable L_latent (needs --vqvae-path); --no-enable-latent-loss turns it off, e.g. at a resume",
+    ),
     "lambda_latent": (float, False, "weight of L_latent"),
-    "latent_sample_steps": (int, False, "timesteps sampled for L_latent: K evenly spaced (3 = first, middle, last), -1 = all"),
+    "latent_sample_steps": (
+        int,
+        False,
+        "timesteps sampled for L_latent: K evenly spaced (3 = first, middle, last), -1 = all",
+    ),
     "lr_schedule": (str, False, "cosine (linear warmup from 0.1·lr, then cosine to 0) or constant (warmup, then lr)"),
     "warmup_steps": (int, False, "warmup batches"),
-    "checkpoint_dir": (str, False, "where checkpoints, metrics.jsonl and TensorBoard events go; left out, a new run that finds "
-                       "the default taken writes to its first free sibling (noa-2, …) and a resume writes beside its checkpoint"),
+    "checkpoint_dir": (
+        str,
+        False,
+        "where checkpoints, metrics.jsonl and TensorBoard events go; left out, a new run that finds "
+        "the default taken writes to its first free sibling (noa-2, …) and a resume writes beside its checkpoint",
+    ),
     "save_every": (int, False, "write step_N.pt every N batches (0 = never)"),
     "early_stop_patience": (int, True, "stop after N epochs without validation improvement"),
     "keep_last": (int, True, "keep only the newest K step_N.pt files (epoch and best files stay)"),
@@ -141,20 +198,40 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "val_split": (float, False, "fraction of samples held out for validation"),
     "seed": (int, False, "seed of the split, data order and initialisation"),
     "device": (str, False, "cpu, cuda, cuda:N or auto"),
-    "precision": (str, False, "auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (autocast; the state, FFTs and losses stay float32)"),
+    "precision": (
+        str,
+        False,
+        "auto (bf16 on CUDA, fp32 on a CPU), fp32 or bf16 (autocast; the state, FFTs and losses stay float32)",
+    ),
     "compile": (bool, False, "torch.compile the NOA step (one graph; compiling takes minutes at the guide's widths)"),
     "cuda_graphs": (bool, False, "replay the compiled step as CUDA graphs (needs --compile and CUDA; one process)"),
-    "activation_checkpointing": (bool, False, "recompute each step's activations in the backward pass: less memory per window, about one more forward pass"),
+    "activation_checkpointing": (
+        bool,
+        False,
+        "recompute each step's activations in the backward pass: less memory per window, about one more forward pass",
+    ),
     "weight_decay": (float, False, "AdamW weight decay"),
     "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),
     "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
     "max_nan_skips": (int, False, "stop after this many consecutive non-finite updates"),
     "log_every": (int, False, "print a batch line every N batches"),
-    "num_workers": (int, False, "DataLoader worker processes reading the dataset (each opens the HDF5 file itself); 0 = read in the training process"),
-    "tensorboard": (bool, False, "also write TensorBoard events to --checkpoint-dir/tensorboard (needs the tensorboard package)"),
+    "num_workers": (
+        int,
+        False,
+        "DataLoader worker processes reading the dataset (each opens the HDF5 file itself); 0 = read in the training process",
+    ),
+    "tensorboard": (
+        bool,
+        False,
+        "also write TensorBoard events to --checkpoint-dir/tensorboard (needs the tensorboard package)",
+    ),
     "resume": (str, True, "checkpoint to resume from, or 'auto' for the newest intact one in --checkpoint-dir"),
-    "init_from": (str, True, "fine-tune from a checkpoint: its model and projector weights, architecture and objective (tokenizer, losses, "
-                  "λs; flags change them), with a fresh optimizer, LR schedule and epoch count"),
+    "init_from": (
+        str,
+        True,
+        "fine-tune from a checkpoint: its model and projector weights, architecture and objective (tokenizer, losses, "
+        "λs; flags change them), with a fresh optimizer, LR schedule and epoch count",
+    ),
     "max_steps": (int, True, "stop after this many batches in this invocation (for tests and smoke runs)"),
     "overwrite": (bool, False, "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them"),
 }
@@ -170,7 +247,11 @@ def flag_name(key: str) -> str:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Every training flag, with no argparse defaults: absence must be detectable for merging."""
-    parser.add_argument("--config", default=None, help="YAML or JSON file whose keys are flag names; the command line overrides it (default: none)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML or JSON file whose keys are flag names; the command line overrides it (default: none)",
+    )
     for key, (kind, _, help_text) in _FLAGS.items():
         text = f"{help_text} (default: {_default_text(key)})"
         if kind is bool:
@@ -182,8 +263,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # How --help writes the defaults that are not plain values.
-_NONE_MEANS = {"n_samples": "all valid", "early_stop_patience": "never", "keep_last": "all", "vqvae_path": "none",
-               "resume": "none: a fresh run", "init_from": "none", "max_steps": "no limit"}
+_NONE_MEANS = {
+    "n_samples": "all valid",
+    "early_stop_patience": "never",
+    "keep_last": "all",
+    "vqvae_path": "none",
+    "resume": "none: a fresh run",
+    "init_from": "none",
+    "max_steps": "no limit",
+}
 
 
 def _default_text(key: str) -> str:
@@ -203,7 +291,9 @@ def coerce(key: str, value: Any, source: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value, ok = float(value), True
     if not ok:
-        raise NoaError(f"{source}: {key} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'a string'}; got {value!r}")
+        raise NoaError(
+            f"{source}: {key} must be {'a number' if kind is float else 'an integer' if kind is int else 'true or false' if kind is bool else 'a string'}; got {value!r}"
+        )
     return value
 
 
@@ -243,7 +333,11 @@ def resolve_flags(explicit: dict[str, Any], inherited: dict[str, Any] | None) ->
 
 def validate(cfg: TrainConfig) -> None:
     """Flag errors that need no file access; one message, before any work."""
-    finite = [k for k in ("lr", "lambda_commit", "lambda_latent", "val_split", "weight_decay", "grad_clip") if not math.isfinite(getattr(cfg, k))]
+    finite = [
+        k
+        for k in ("lr", "lambda_commit", "lambda_latent", "val_split", "weight_decay", "grad_clip")
+        if not math.isfinite(getattr(cfg, k))
+    ]
     if finite:
         raise NoaError(f"{', '.join(flag_name(k) for k in finite)} must be finite numbers")
     checks = [
@@ -256,9 +350,14 @@ def validate(cfg: TrainConfig) -> None:
             cfg.bptt_window <= cfg.timesteps,
             f"--bptt-window {cfg.bptt_window} is larger than --timesteps {cfg.timesteps}; use a window of at most {cfg.timesteps}",
         ),
-        (cfg.latent_sample_steps == -1 or 1 <= cfg.latent_sample_steps <= cfg.timesteps,
-         f"--latent-sample-steps must be -1 (all) or between 1 and --timesteps {cfg.timesteps}; got {cfg.latent_sample_steps}"),
-        (not cfg.enable_latent_loss or cfg.vqvae_path is not None, "--enable-latent-loss needs --vqvae-path (L_latent aligns with the tokenizer's latents)"),
+        (
+            cfg.latent_sample_steps == -1 or 1 <= cfg.latent_sample_steps <= cfg.timesteps,
+            f"--latent-sample-steps must be -1 (all) or between 1 and --timesteps {cfg.timesteps}; got {cfg.latent_sample_steps}",
+        ),
+        (
+            not cfg.enable_latent_loss or cfg.vqvae_path is not None,
+            "--enable-latent-loss needs --vqvae-path (L_latent aligns with the tokenizer's latents)",
+        ),
         (cfg.lambda_commit >= 0 and cfg.lambda_latent >= 0, "--lambda-commit and --lambda-latent must be >= 0"),
         (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
         (cfg.teacher_forcing_steps >= 0, f"--teacher-forcing-steps must be >= 0; got {cfg.teacher_forcing_steps}"),

@@ -53,8 +53,14 @@ class Execution:
         return f"{self.precision}, {mode}{extra}"
 
 
-def resolve_execution(device: str, precision: str = "auto", compile: bool = False, cuda_graphs: bool = False,
-                      activation_checkpointing: bool = False, world_size: int = 1) -> Execution:
+def resolve_execution(
+    device: str,
+    precision: str = "auto",
+    compile: bool = False,
+    cuda_graphs: bool = False,
+    activation_checkpointing: bool = False,
+    world_size: int = 1,
+) -> Execution:
     """Check the combination and fill in the precision: bf16 on CUDA, float32 on a CPU (where
     bf16 autocast is slower). Several ranks (DDP) compile without CUDA graphs: DDP's gradient
     hooks run outside them."""
@@ -68,7 +74,9 @@ def resolve_execution(device: str, precision: str = "auto", compile: bool = Fals
     if cuda_graphs and activation_checkpointing:
         raise NoaError("--activation-checkpointing does not combine with CUDA graphs; pass --no-cuda-graphs with it")
     if cuda_graphs and world_size > 1:
-        raise NoaError("--cuda-graphs is for one process; with torchrun, training compiles without them (drop --cuda-graphs)")
+        raise NoaError(
+            "--cuda-graphs is for one process; with torchrun, training compiles without them (drop --cuda-graphs)"
+        )
     if precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
     return Execution("cuda" if cuda else "cpu", precision, compile, cuda_graphs, activation_checkpointing)
@@ -85,7 +93,9 @@ class Stepper:
         if execution.compile:
             # The AFNO's complex spectrum runs as torch's own FFT and complex kernels, which is
             # what this warning says once per graph; it is expected, not a fault.
-            warnings.filterwarnings("ignore", message="Torchinductor does not support code generation for complex operators")
+            warnings.filterwarnings(
+                "ignore", message="Torchinductor does not support code generation for complex operators"
+            )
             mode = "reduce-overhead" if execution.cuda_graphs else None
             self._run = torch.compile(module, mode=mode)
         else:

@@ -158,7 +158,9 @@ class Trainer:
             self.state.init_from(start.file, start.saved)
         cfg = self.cfg
         if cfg.bptt_window < cfg.timesteps and cfg.timesteps % cfg.bptt_window:
-            log.info(f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps.")
+            log.info(
+                f"Note: --bptt-window {cfg.bptt_window} does not divide --timesteps {cfg.timesteps}; the last window has {cfg.timesteps % cfg.bptt_window} steps."
+            )
         for line in _start_warnings(run, self.batches_per_epoch):
             log.info(line)
         self._metrics: Any = None
@@ -174,7 +176,9 @@ class Trainer:
         self.val_source = SampleSource(cfg.dataset, split.val, with_trajectories=use_cache, info=info)
         rank, world = run.ranks.rank, run.ranks.world_size
         self.train_sampler = EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, rank=rank, world_size=world)
-        self.val_sampler = EpochBatchSampler(len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, rank=rank, world_size=world)
+        self.val_sampler = EpochBatchSampler(
+            len(split.val), cfg.batch_size, cfg.seed, shuffle=False, drop_last=False, rank=rank, world_size=world
+        )
         self.batches_per_epoch = len(self.train_sampler)
         pin = self.device.startswith("cuda")
         self.train_batches, self.val_batches = EpochBatches(self.train_sampler), EpochBatches(self.val_sampler)
@@ -195,13 +199,23 @@ class Trainer:
         if cfg.enable_latent_loss:
             assert self.tokenizer is not None  # settle's validate: L_latent needs --vqvae-path
             with _seeded_init(derive_seed(cfg.seed, "init-projector")):
-                projector = LatentProjector(model.bottleneck_channels, self.tokenizer.latent_dim, cfg.projector_hidden).to(self.device)
+                projector = LatentProjector(
+                    model.bottleneck_channels, self.tokenizer.latent_dim, cfg.projector_hidden
+                ).to(self.device)
         parts = {"model": model, **({"projector": projector} if projector is not None else {})}
         optimizer = build_optimizer(parts, cfg.lr, cfg.weight_decay)
-        schedule = WarmupCosine(optimizer, cfg.lr, cfg.warmup_steps, cfg.epochs * self.batches_per_epoch, cfg.lr_schedule)
+        schedule = WarmupCosine(
+            optimizer, cfg.lr, cfg.warmup_steps, cfg.epochs * self.batches_per_epoch, cfg.lr_schedule
+        )
         self.state = TrainingState(
-            config=cfg, model=model, projector=projector, optimizer=optimizer, schedule=schedule,
-            cursor=Cursor(global_batch=run.global_batch), progress=Progress(), early_stopping=EarlyStopping(cfg.early_stop_patience),
+            config=cfg,
+            model=model,
+            projector=projector,
+            optimizer=optimizer,
+            schedule=schedule,
+            cursor=Cursor(global_batch=run.global_batch),
+            progress=Progress(),
+            early_stopping=EarlyStopping(cfg.early_stop_patience),
             fingerprints={"dataset": run.data.fingerprint, "tokenizer": run.tokenizer_fingerprint},
         )
         self.model, self.projector, self.optimizer, self.scheduler = model, projector, optimizer, schedule
@@ -268,7 +282,9 @@ class Trainer:
         elif start.auto:
             dropped = rundir.trim_metrics(directory, 0, 0)
         if dropped:
-            log.info(f"Dropped {dropped} lines of metrics.jsonl logged after the starting point by an interrupted attempt (trained again now)")
+            log.info(
+                f"Dropped {dropped} lines of metrics.jsonl logged after the starting point by an interrupted attempt (trained again now)"
+            )
 
     # ---------------------------------------------------------------- state
 
@@ -279,7 +295,10 @@ class Trainer:
             return path
         with self._stop.writing():
             save_atomic(self.state.checkpoint(), path)
-            outputs.write_text_atomic(self.checkpoint_dir / "latest.json", json.dumps({"path": name, "global_step": self.state.cursor.global_step}))
+            outputs.write_text_atomic(
+                self.checkpoint_dir / "latest.json",
+                json.dumps({"path": name, "global_step": self.state.cursor.global_step}),
+            )
             if name.startswith("step_") and self.cfg.keep_last:
                 for old in step_checkpoints(self.checkpoint_dir)[: -self.cfg.keep_last]:
                     old.unlink()
@@ -313,7 +332,9 @@ class Trainer:
         self.model.eval()
         for batch in self.val_loader:
             n = len(batch["index"])
-            losses = eval_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch))
+            losses = eval_batch(
+                self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch)
+            )
             values = losses.as_dict()
             for k, key in enumerate(LOSS_KEYS):
                 value = values[key]
@@ -322,7 +343,9 @@ class Trainer:
                     sums[1, k] += n
         self.model.train()
         totals = distributed.sum_over_ranks(sums.to(self.device)).cpu()
-        return {key: (float(totals[0, k] / totals[1, k]) if totals[1, k] > 0 else None) for k, key in enumerate(LOSS_KEYS)}
+        return {
+            key: (float(totals[0, k] / totals[1, k]) if totals[1, k] > 0 else None) for k, key in enumerate(LOSS_KEYS)
+        }
 
     def _update(self, losses: BatchLosses) -> bool:
         """Clip and apply the accumulated gradient unless it is non-finite; True if applied."""
@@ -378,7 +401,13 @@ class Trainer:
                     f"the newest checkpoint in {self.checkpoint_dir} resumes the run: "
                     f"noa train --resume auto --checkpoint-dir {self.checkpoint_dir}"
                 ) from err
-        return TrainResult(self.checkpoint_dir, self.state.cursor.global_step, self.state.progress.history, self.state.early_stopping.best, last)
+        return TrainResult(
+            self.checkpoint_dir,
+            self.state.cursor.global_step,
+            self.state.progress.history,
+            self.state.early_stopping.best,
+            last,
+        )
 
     def _epochs(self, stop: _StopFlag) -> BatchLosses | None:
         cfg, cursor, progress = self.cfg, self.state.cursor, self.state.progress
@@ -393,7 +422,9 @@ class Trainer:
                 log.info(f"  Skipping first {cursor.batch} batches (already processed)...")
             else:
                 progress.epoch_sums, progress.epoch_seconds = {}, 0.0
-            epoch_start = time.perf_counter() - progress.epoch_seconds  # a resumed epoch counts its time before the resume
+            epoch_start = (
+                time.perf_counter() - progress.epoch_seconds
+            )  # a resumed epoch counts its time before the resume
             bar = tqdm(total=self.batches_per_epoch, initial=cursor.batch, disable=not tty, leave=False, unit="b")
             self.train_batches.set_epoch(epoch, cursor.batch)
             for batch in self.train_loader:
@@ -405,7 +436,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
                 teacher_forced = cursor.global_step < cfg.teacher_forcing_steps
-                last = train_batch(self.objective, batch["ic"].to(self.device), batch["params"].to(self.device), self._target(batch), teacher_forced)
+                last = train_batch(
+                    self.objective,
+                    batch["ic"].to(self.device),
+                    batch["params"].to(self.device),
+                    self._target(batch),
+                    teacher_forced,
+                )
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
                     progress.add_batch(last.as_dict())
@@ -416,7 +453,17 @@ class Trainer:
                 seconds = time.perf_counter() - t0
                 progress.epoch_seconds = time.perf_counter() - epoch_start
                 line = self._batch_line(last, lr, seconds)
-                self._record({"kind": "train_batch", "epoch": epoch + 1, "batch": cursor.batch, "global_step": cursor.global_step, **last.as_dict(), "lr": lr, "sec": seconds})
+                self._record(
+                    {
+                        "kind": "train_batch",
+                        "epoch": epoch + 1,
+                        "batch": cursor.batch,
+                        "global_step": cursor.global_step,
+                        **last.as_dict(),
+                        "lr": lr,
+                        "sec": seconds,
+                    }
+                )
                 if tty:
                     bar.update(1)
                     bar.set_postfix_str(line.split("] ", 1)[1])
@@ -440,14 +487,18 @@ class Trainer:
             return losses, stop_asked
         values = losses.as_dict()
         present = [key for key in LOSS_KEYS if values[key] is not None]
-        packed = torch.tensor([values[key] for key in present] + [float(stop_asked)], dtype=torch.float64, device=self.device)
+        packed = torch.tensor(
+            [values[key] for key in present] + [float(stop_asked)], dtype=torch.float64, device=self.device
+        )
         reduced = distributed.sum_over_ranks(packed).tolist()
         means = {key: value / self.ranks.world_size for key, value in zip(present, reduced)}
         total, traj = means["total"], means["traj"]
         return BatchLosses(total, traj, means.get("commit"), means.get("latent")), reduced[-1] > 0
 
     def _batch_line(self, losses: BatchLosses, lr: float, seconds: float) -> str:
-        parts = [f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"]
+        parts = [
+            f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"
+        ]
         if losses.commit is not None:
             parts.append(f"commit={losses.commit:.3g}")
         if losses.latent is not None:
@@ -462,12 +513,29 @@ class Trainer:
         val = self.validate()
         log.info(f"  Train: {_summary(train)} [{seconds:.1f}s]")
         log.info(f"  Val:   {_summary(val)}")
-        state.progress.append({
-            "train_loss": train["total"], "val_loss": val["total"],
-            **{f"{split}_{key}": losses[key] for key in ("traj", "commit", "latent") for split, losses in (("train", train), ("val", val))},
-            "lr": self.scheduler.lr, "epoch_seconds": seconds,
-        })
-        self._record({"kind": "epoch", "epoch": epoch + 1, "global_step": state.cursor.global_step, **{f"train_{k}": v for k, v in train.items()}, **{f"val_{k}": v for k, v in val.items()}, "sec": seconds})
+        state.progress.append(
+            {
+                "train_loss": train["total"],
+                "val_loss": val["total"],
+                **{
+                    f"{split}_{key}": losses[key]
+                    for key in ("traj", "commit", "latent")
+                    for split, losses in (("train", train), ("val", val))
+                },
+                "lr": self.scheduler.lr,
+                "epoch_seconds": seconds,
+            }
+        )
+        self._record(
+            {
+                "kind": "epoch",
+                "epoch": epoch + 1,
+                "global_step": state.cursor.global_step,
+                **{f"train_{k}": v for k, v in train.items()},
+                **{f"val_{k}": v for k, v in val.items()},
+                "sec": seconds,
+            }
+        )
         improved = state.early_stopping.update(val["total"])
         state.cursor.epoch_ended = True
         self.save(f"epoch_{epoch + 1}.pt")
@@ -484,7 +552,9 @@ class Trainer:
         # the file named here must resume from where the run stands (in place, not as a branch).
         name = f"step_{self.state.cursor.global_step}.pt"
         self.save(name)
-        log.info(f"Stopped after {self.cfg.max_steps} batches as asked (--max-steps); checkpoint {self.checkpoint_dir / name}")
+        log.info(
+            f"Stopped after {self.cfg.max_steps} batches as asked (--max-steps); checkpoint {self.checkpoint_dir / name}"
+        )
 
     def _interrupted(self, signum: int) -> None:
         cursor = self.state.cursor

@@ -56,7 +56,8 @@ def sibling_runs(directory: Path) -> list[Path]:
     base = _family_name(directory.name)
     family = [directory.with_name(base), *directory.parent.glob(f"{glob.escape(base)}-*")]
     return sorted(
-        p for p in family
+        p
+        for p in family
         if _family_name(p.name) == base and p.is_dir() and p.resolve() != directory.resolve() and holds_run(p)
     )
 
@@ -73,7 +74,9 @@ def newer_sibling_checkpoint(checkpoint: Path) -> Path | None:
     writes to the first free sibling, so the checkpoint at the usual path may be an older run's."""
     mtime = checkpoint.stat().st_mtime
     newer = [
-        p for run in sibling_runs(checkpoint.parent) for name in checkpoints_in(run)
+        p
+        for run in sibling_runs(checkpoint.parent)
+        for name in checkpoints_in(run)
         if (p := run / name).stat().st_mtime > mtime
     ]
     if not newer:
@@ -145,8 +148,16 @@ def _listing(names: list[str]) -> str:
     return ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
 
 
-def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, resume_from: Path | None = None,
-           resume_ckpt: dict[str, Any] | None = None, auto: bool = False) -> str:
+def choose(
+    checkpoint_dir: str,
+    *,
+    kind: str,
+    explicit: bool,
+    overwrite: bool,
+    resume_from: Path | None = None,
+    resume_ckpt: dict[str, Any] | None = None,
+    auto: bool = False,
+) -> str:
     """The directory this run writes to (``checkpoint_dir`` or a free sibling), or NoaError.
 
     ``kind`` is the starting point (fresh, resume, finetune); ``explicit`` says whether the user
@@ -179,7 +190,9 @@ def choose(checkpoint_dir: str, *, kind: str, explicit: bool, overwrite: bool, r
             f"run with --resume auto, choose another --checkpoint-dir (e.g. {free_sibling(directory)}), or pass --overwrite to delete them"
         )
     sibling = free_sibling(directory)
-    log.info(f"{directory} holds another run (kept as it is); this {'fine-tune' if kind == 'finetune' else 'run'} writes to {sibling}")
+    log.info(
+        f"{directory} holds another run (kept as it is); this {'fine-tune' if kind == 'finetune' else 'run'} writes to {sibling}"
+    )
     return str(sibling)
 
 

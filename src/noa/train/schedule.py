@@ -39,7 +39,14 @@ def _cosine_from(step: int, start_step: int, start_lr: float, total_steps: int) 
 class WarmupCosine:
     """Sets the optimizer's lr for each step; its state is the step and the plan."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, warmup_steps: int, total_steps: int, kind: str = "cosine"):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base_lr: float,
+        warmup_steps: int,
+        total_steps: int,
+        kind: str = "cosine",
+    ):
         self.optimizer = optimizer
         self.base_lr, self.warmup_steps, self.total_steps, self.kind = base_lr, warmup_steps, total_steps, kind
         self.replanned_at: tuple[int, float] | None = None  # (step, lr) where a re-planned cosine starts
@@ -89,14 +96,21 @@ class WarmupCosine:
         else:
             self.replanned_at, self.total_steps = (now, current), total_steps
             self._apply()
-            change = (f"cosine from lr={current:.2e} at step {now} to 0 at step {total_steps} (was step {old_total}); "
-                      f"next step's lr {old_next:.2e} → {self.lr_of(now + 1):.2e}")
+            change = (
+                f"cosine from lr={current:.2e} at step {now} to 0 at step {total_steps} (was step {old_total}); "
+                f"next step's lr {old_next:.2e} → {self.lr_of(now + 1):.2e}"
+            )
         return f"  ✓ LR schedule re-planned for the new length: {change}"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step_count, "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
-                "total_steps": self.total_steps, "kind": self.kind,
-                "replanned_at": None if self.replanned_at is None else list(self.replanned_at)}
+        return {
+            "step": self.step_count,
+            "base_lr": self.base_lr,
+            "warmup_steps": self.warmup_steps,
+            "total_steps": self.total_steps,
+            "kind": self.kind,
+            "replanned_at": None if self.replanned_at is None else list(self.replanned_at),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """The saved plan and step (checkpoints before format 3 saved the step alone that counted)."""

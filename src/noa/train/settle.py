@@ -100,7 +100,11 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     explicit = flags_module.requested_flags(cli, file_values)
     start = _starting_point(explicit)
     saved_args = (start.checkpoint or {}).get("args") or {}
-    dataset_path = explicit.get("dataset") or (saved_args.get("dataset") if start.kind == "resume" else None) or TrainConfig.dataset
+    dataset_path = (
+        explicit.get("dataset")
+        or (saved_args.get("dataset") if start.kind == "resume" else None)
+        or TrainConfig.dataset
+    )
     if start.kind == "resume" and "dataset" not in explicit and not Path(dataset_path).exists():
         raise NoaError(
             f"the dataset {start.file.name} was trained on, {dataset_path}, is not there any more (moved or deleted); "
@@ -118,13 +122,31 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
     device = rank_device(resolve_device(cfg.device), ranks)
-    execution = resolve_execution(device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size)
-    cfg = replace(cfg, checkpoint_dir=rundir.choose(
-        cfg.checkpoint_dir, kind=start.kind, explicit="checkpoint_dir" in explicit, overwrite=cfg.overwrite,
-        resume_from=start.path, resume_ckpt=start.checkpoint, auto=start.auto,
-    ))
+    execution = resolve_execution(
+        device, cfg.precision, cfg.compile, cfg.cuda_graphs, cfg.activation_checkpointing, ranks.world_size
+    )
+    cfg = replace(
+        cfg,
+        checkpoint_dir=rundir.choose(
+            cfg.checkpoint_dir,
+            kind=start.kind,
+            explicit="checkpoint_dir" in explicit,
+            overwrite=cfg.overwrite,
+            resume_from=start.path,
+            resume_ckpt=start.checkpoint,
+            auto=start.auto,
+        ),
+    )
     _check_outputs(cfg)
-    return Run(config=cfg, start=start, data=data, device=device, tokenizer_fingerprint=tokenizer_fp, ranks=ranks, execution=execution)
+    return Run(
+        config=cfg,
+        start=start,
+        data=data,
+        device=device,
+        tokenizer_fingerprint=tokenizer_fp,
+        ranks=ranks,
+        execution=execution,
+    )
 
 
 def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
@@ -172,7 +194,11 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size)
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
-        clash = [f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}" for k in ARCHITECTURE if k in explicit and explicit[k] != getattr(model, k)]
+        clash = [
+            f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}"
+            for k in ARCHITECTURE
+            if k in explicit and explicit[k] != getattr(model, k)
+        ]
         if clash:
             raise NoaError("the checkpoint's architecture differs from the flags: " + "; ".join(clash))
         if (model.channels, model.param_dim) != (info.channels, info.space.size):
@@ -191,7 +217,9 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
     return cfg
 
 
-def _follow_the_data(values: dict[str, Any], explicit: dict[str, Any], inherited: dict[str, Any], info: h5.DatasetInfo) -> None:
+def _follow_the_data(
+    values: dict[str, Any], explicit: dict[str, Any], inherited: dict[str, Any], info: h5.DatasetInfo
+) -> None:
     """T and the window, when neither given nor inherited, fit the data: T is the tokenizer's
     (which must match) with one, else the dataset's; a window longer than T becomes T."""
     if "timesteps" not in explicit and "timesteps" not in inherited:
@@ -215,7 +243,11 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
             return flag_name(key) if value else f"--no-{flag_name(key)[2:]}"
         return f"{flag_name(key)} {value}"
 
-    kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and not (k == "vqvae_path" and flat[k] is None)]
+    kept = [
+        shown(k)
+        for k in (*flags_module.OBJECTIVE, *ARCHITECTURE)
+        if k not in explicit and not (k == "vqvae_path" and flat[k] is None)
+    ]
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
     line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
@@ -231,8 +263,10 @@ def _per_rank_batch(ckpt: dict[str, Any], explicit: dict[str, Any], ranks: Ranks
     if "batch_size" in explicit:
         asked = int(explicit["batch_size"])
         if asked * world != saved_global:
-            return asked, (f"--batch-size {asked} on {world} rank(s) is a global batch of {asked * world}, "
-                           f"but the run was trained with a global batch of {saved_global}")
+            return asked, (
+                f"--batch-size {asked} on {world} rank(s) is a global batch of {asked * world}, "
+                f"but the run was trained with a global batch of {saved_global}"
+            )
         return asked, None
     if saved_global % world:
         raise NoaError(
@@ -242,7 +276,9 @@ def _per_rank_batch(ckpt: dict[str, Any], explicit: dict[str, Any], ranks: Ranks
     return saved_global // world, None
 
 
-def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], other_changes: list[str]) -> None:
+def _check_resume_locks(
+    saved: dict[str, Any], values: dict[str, Any], explicit: dict[str, Any], other_changes: list[str]
+) -> None:
     """One refusal naming every locked setting the flags change (``other_changes``: the batch's)."""
     diffs = other_changes + [
         f"{flag_name(k)}: checkpoint {saved[k]!r}, now {values[k]!r}"
@@ -261,7 +297,9 @@ def _check_resume_locks(saved: dict[str, Any], values: dict[str, Any], explicit:
 def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
     info = data.info
     if cfg.timesteps > info.timesteps:
-        raise NoaError(f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset")
+        raise NoaError(
+            f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset"
+        )
     if len(data.split.val) == 0:
         raise NoaError("the validation split is empty; raise --val-split or --n-samples")
     if len(data.split.train) < cfg.batch_size * ranks.world_size:
@@ -290,7 +328,9 @@ def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInf
     )
     weights = Path(cfg.vqvae_path) / "weights.pt"
     if not weights.is_file():
-        raise NoaError(f"{weights} is missing; {cfg.vqvae_path} is not a complete tokenizer directory (retrain or copy it again)")
+        raise NoaError(
+            f"{weights} is missing; {cfg.vqvae_path} is not a complete tokenizer directory (retrain or copy it again)"
+        )
     fingerprint = tokenizer_fingerprint(cfg.vqvae_path)
     stored = (start.checkpoint or {}).get("fingerprints", {}).get("tokenizer")
     if start.kind == "resume" and stored is not None and stored != fingerprint:
@@ -308,10 +348,14 @@ def _check_outputs(cfg: TrainConfig) -> None:
         try:
             import torch.utils.tensorboard  # noqa: F401
         except ImportError as err:
-            raise NoaError("--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)") from err
+            raise NoaError(
+                "--tensorboard needs the tensorboard package: pip install tensorboard (or drop --tensorboard)"
+            ) from err
     directory = Path(cfg.checkpoint_dir)
     # Two checkpoints (the new one beside its temporary copy) of weights and two Adam moments.
-    outputs.check_writable(directory, "--checkpoint-dir", directory=True, needed_bytes=2 * 3 * 4 * _parameter_count(cfg))
+    outputs.check_writable(
+        directory, "--checkpoint-dir", directory=True, needed_bytes=2 * 3 * 4 * _parameter_count(cfg)
+    )
 
 
 def _parameter_count(cfg: TrainConfig) -> int:

@@ -28,11 +28,18 @@ class Cursor:
         self.epoch, self.batch, self.epoch_ended = self.epoch + 1, 0, False
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "batch_in_epoch": self.batch, "global_step": self.global_step,
-                "epoch_ended": self.epoch_ended, "global_batch": self.global_batch,
-                "samples_in_epoch": self.batch * self.global_batch}
+        return {
+            "epoch": self.epoch,
+            "batch_in_epoch": self.batch,
+            "global_step": self.global_step,
+            "epoch_ended": self.epoch_ended,
+            "global_batch": self.global_batch,
+            "samples_in_epoch": self.batch * self.global_batch,
+        }
 
-    def load_state_dict(self, state: dict[str, Any], global_step: int, batches_per_epoch: int, legacy_epoch_ended: bool) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], global_step: int, batches_per_epoch: int, legacy_epoch_ended: bool
+    ) -> None:
         """Restore; ``legacy_epoch_ended`` says whether an old checkpoint that stands at an
         epoch's last batch was written after that epoch's end (its file name tells). The
         global batch is the run's (settled before), so batch k means the same samples on any
@@ -76,8 +83,13 @@ class Progress:
             self.history.setdefault(key, []).append(value)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": self.history, "epoch_sums": self.epoch_sums, "epoch_seconds": self.epoch_seconds,
-                "nan_skips_total": self.nan_skips_total, "nan_skips_in_a_row": self.nan_skips_in_a_row}
+        return {
+            "history": self.history,
+            "epoch_sums": self.epoch_sums,
+            "epoch_seconds": self.epoch_seconds,
+            "nan_skips_total": self.nan_skips_total,
+            "nan_skips_in_a_row": self.nan_skips_in_a_row,
+        }
 
     def load_state_dict(self, state: dict[str, Any], legacy_history: dict[str, list[float]] | None = None) -> None:
         self.history = {k: list(v) for k, v in (state.get("history") or legacy_history or {}).items()}

@@ -154,8 +154,16 @@ def train_batch(
     restarts, every = (target, obj.bptt_window) if teacher_forced else (None, 0)
     align = None
     if obj.tokenizer is not None:
-        frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps,
-                                        restarts, every)
+        frames, projected = rollout_noa(
+            obj.eval_step,
+            ic,
+            params,
+            timesteps,
+            obj.projector if obj.uses_latent else None,
+            obj.latent_steps,
+            restarts,
+            every,
+        )
         align = alignment(obj, frames, projected, need_grad=True)
     wanted = set(obj.latent_steps) if obj.uses_latent else set()
     step = obj.train_step
@@ -203,7 +211,9 @@ def eval_batch(obj: Objective, ic: torch.Tensor, params: torch.Tensor, target: t
     """The same losses without gradients (one rollout)."""
     timesteps = target.shape[1] - 1
     obj.eval_step.new_batch()
-    frames, projected = rollout_noa(obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps)
+    frames, projected = rollout_noa(
+        obj.eval_step, ic, params, timesteps, obj.projector if obj.uses_latent else None, obj.latent_steps
+    )
     traj = float(F.mse_loss(frames[:, 1:], target[:, 1:]))
     align = alignment(obj, frames, projected, need_grad=False) if obj.tokenizer is not None else None
     return _combine(obj, traj, align)
