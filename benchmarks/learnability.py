@@ -1,0 +1,325 @@
+"""Where does learning the CNO family fail? A ladder of one-step probes, each a few minutes.
+
+Every rung trains a candidate backbone on the family's *one-step map* directly, with the update
+rule applied outside the network (the rule comes from θ: residual x + dt·g, convex
+α·x + (1-α)·g), so the network learns g ≈ O_θ(x) at unit scale whatever dt or α is, on
+noise-free targets (O_θ evaluated on the states of CNO rollouts). That removes rollout error,
+noise and loss scaling from the question and leaves the one that matters: can the backbone,
+conditioned on θ, turn θ into the operator's map?
+
+Rungs (``--rung``):
+
+* ``one``: one fixed θ; held out = new initial conditions;
+* ``combo``: one discrete combination (layers, channels, kernel, activation, rule), the
+  continuous coordinates (noise, gain, dt/α, weight-space mix) varying; held out = new θ;
+* ``family``: every dimension varying; held out = new θ.
+
+Candidates (``--model``):
+
+* ``uafno``: the NOA's U-AFNO (FiLM conditioning) at the quickstart's widths; its residual
+  branch f(x, θ) is read as g;
+* ``hyper``: a θ-generated depthwise-separable stack (weights = θ-dependent mixtures of learned
+  basis tensors, channel / tap / layer gates and an activation mixture, all generated from θ;
+  periodic depthwise convolutions done in Fourier space), the "weight-space conditioning" lever.
+
+Reported on held-out and on training operators: the one-step skill per update rule,
+1 - Σ|Δ̂ - Δ|² / Σ|Δ|² over states at steps 0, T/4, T/2, 3T/4 (Δ the noise-free CNO update;
+1 = the map is learned, 0 = persistence), and each rule's share of the plain-MSE loss on Δ
+over the training pool (which operators a plain L_traj listens to).
+
+    python benchmarks/learnability.py --rung one --model hyper --minutes 3
+    python benchmarks/learnability.py --rung family --model uafno --n-train 1024 --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from noa.data.ics import IC_FAMILIES, make_ics
+from noa.model import UAFNO, UAFNOConfig
+from noa.operators.cno import apply_operator, build_operators
+from noa.operators.replay import replay
+from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
+
+WORK = Path(__file__).resolve().parent / ".work"
+DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_policy")
+BASIS_ACTIVATIONS = (torch.tanh, F.gelu, F.silu, torch.sin, torch.relu)
+
+
+def draw_theta(n: int, seed: int, rung: str, anchor: torch.Tensor | None, fixed: dict[str, str]) -> torch.Tensor:
+    """``n`` unit θ rows for a rung; ``anchor`` (the training pool's first row) pins what the
+    rung holds fixed, so held-out rows share it; ``fixed`` pins named choices (e.g. activation)."""
+    theta = torch.rand(n, CNO_SPACE.size, generator=torch.Generator().manual_seed(seed))
+    for name, value in fixed.items():
+        theta[:, CNO_SPACE.position(name)] = CNO_SPACE.dims[CNO_SPACE.position(name)].unit(value)
+    anchor = theta[0].clone() if anchor is None else anchor
+    if rung == "one":
+        theta[:] = anchor
+    elif rung == "combo":
+        for name in DISCRETE:
+            theta[:, CNO_SPACE.position(name)] = anchor[CNO_SPACE.position(name)]
+    return theta
+
+
+def make_pool(theta: torch.Tensor, seed: int, grid: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """States of CNO realization 0 at steps 0..T-1 ``[N, T, C, H, W]`` and O_θ on them."""
+    n = theta.shape[0]
+    seeds = [seed * 1_000_003 + i for i in range(n)]
+    ics, _ = make_ics([IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)], seeds, 3, grid)
+    states, maps = [], []
+    for s in range(0, n, 32):
+        rows = slice(s, min(s + 32, n))
+        x = replay(theta[rows], ics[rows], seeds[rows], timesteps)[:, 0, :timesteps]
+        b = x.shape[0]
+        ops = build_operators(theta[rows], seeds[rows], 3, grid).repeat(timesteps)
+        with torch.no_grad():
+            o = apply_operator(ops, x.reshape(b * timesteps, 3, grid, grid))
+        states.append(x)
+        maps.append(o.reshape(x.shape))
+    return torch.cat(states), torch.cat(maps)
+
+
+def update_rule(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(residual mask, scale) per row: Δ = scale·g (residual) or scale·(g - x) (convex)."""
+    decoded = [CNO_SPACE.decode(row) for row in theta]
+    residual = torch.tensor([d["update_policy"] == UPDATE_POLICIES[0] for d in decoded])
+    scale = torch.tensor([d["dt"] if d["update_policy"] == UPDATE_POLICIES[0] else 1.0 - d["alpha"] for d in decoded])
+    return residual, scale
+
+
+def true_update(residual: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    r, s = residual[:, None, None, None], scale[:, None, None, None]
+    return torch.where(r, s * o, s * (o - x))
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+def fourier_depthwise(h: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Periodic depthwise correlation of ``h`` [B, H, N, N] with per-sample ``kernels``
+    [B, H, k, k], as a product in Fourier space (exact; a grouped conv2d with B·H groups has a
+    backward pass ~12x slower on a CPU)."""
+    n, k = h.shape[-1], kernels.shape[-1]
+    offsets = torch.arange(k, dtype=torch.float32) - k // 2
+    rows = torch.exp(2j * math.pi * torch.fft.fftfreq(n)[:, None] * offsets[None, :]).to(torch.complex64)
+    cols = torch.exp(2j * math.pi * torch.fft.rfftfreq(n)[:, None] * offsets[None, :]).to(torch.complex64)
+    spectrum = torch.einsum("bhij,ui,vj->bhuv", kernels.to(torch.complex64), rows, cols)
+    return torch.fft.irfft2(torch.fft.rfft2(h) * spectrum, s=(n, n))
+
+
+class ThetaFeatures(nn.Module):
+    """Unit θ -> one-hot for choices and ints with few values, centred raw values otherwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes = [
+            len(d.choices)
+            if d.kind == "choice"
+            else int(d.high - d.low + 1)
+            if d.kind == "int" and d.high - d.low < 8
+            else 0
+            for d in CNO_SPACE.dims
+        ]
+        self.dim = sum(max(n, 1) for n in self.sizes)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for i, n in enumerate(self.sizes):
+            u = theta[:, i]
+            parts.append(F.one_hot((u * n).floor().clamp(0, n - 1).long(), n).float() if n else (2 * u - 1)[:, None])
+        return torch.cat(parts, dim=1)
+
+
+class HyperStack(nn.Module):
+    """g(x, θ): a depthwise-separable CNN whose every weight is generated from θ."""
+
+    def __init__(
+        self, channels: int = 3, hidden: int = 64, layers: int = 5, kernel: int = 7, n_basis: int = 4, embed: int = 128
+    ) -> None:
+        super().__init__()
+        self.hidden, self.layers, self.kernel, self.n_basis = hidden, layers, kernel, n_basis
+        self.features = ThetaFeatures()
+        self.embed = nn.Sequential(nn.Linear(self.features.dim, embed), nn.GELU(), nn.Linear(embed, embed), nn.GELU())
+        k2, acts = kernel * kernel, len(BASIS_ACTIVATIONS)
+        self.w_in = nn.Parameter(torch.randn(n_basis, hidden, channels) / math.sqrt(channels))
+        self.b_in = nn.Parameter(torch.zeros(n_basis, hidden))
+        self.depthwise = nn.Parameter(torch.randn(layers, n_basis, hidden, k2) / kernel)
+        self.pointwise = nn.Parameter(torch.randn(layers, n_basis, hidden, hidden) / math.sqrt(hidden))
+        self.bias = nn.Parameter(torch.zeros(layers, n_basis, hidden))
+        self.w_out = nn.Parameter(torch.randn(n_basis, channels, hidden) / math.sqrt(hidden))
+        self.b_out = nn.Parameter(torch.zeros(n_basis, channels))
+        self.mix = nn.Linear(embed, n_basis * (2 + 2 * layers))  # basis coefficients per tensor
+        self.gates = nn.Linear(embed, layers * (hidden + k2 + acts + 1))
+        with torch.no_grad():  # start at basis 0, ungated, an even activation mixture
+            self.mix.weight.mul_(0.1)
+            self.mix.bias.zero_()
+            self.mix.bias.view(-1, n_basis)[:, 0] = 1.0
+            self.gates.weight.mul_(0.1)
+            self.gates.bias.zero_()
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        b, c, n, _ = x.shape
+        hid, layers, k = self.hidden, self.layers, self.kernel
+        e = self.embed(self.features(theta))
+        a = self.mix(e).view(b, 2 + 2 * layers, self.n_basis)
+        channel_gate, tap_gate, act_mix, layer_gate = (
+            self.gates(e).view(b, layers, -1).split([hid, k * k, len(BASIS_ACTIVATIONS), 1], dim=2)
+        )
+        channel_gate, tap_gate = 2 * torch.sigmoid(channel_gate), 1 + tap_gate
+        act_mix, layer_gate = torch.softmax(act_mix, dim=-1), torch.sigmoid(layer_gate + 2.0)
+        h = torch.bmm(torch.einsum("bk,khc->bhc", a[:, 0], self.w_in), x.reshape(b, c, n * n))
+        h = (h + torch.einsum("bk,kh->bh", a[:, 0], self.b_in)[:, :, None]).reshape(b, hid, n, n)
+        for layer in range(layers):
+            kernels = (
+                torch.einsum("bk,khq->bhq", a[:, 1 + 2 * layer], self.depthwise[layer]) * tap_gate[:, layer, None, :]
+            )
+            spatial = fourier_depthwise(h, kernels.reshape(b, hid, k, k)).reshape(b, hid, n * n)
+            m = torch.bmm(torch.einsum("bk,kij->bij", a[:, 2 + 2 * layer], self.pointwise[layer]), spatial)
+            m = m + torch.einsum("bk,kh->bh", a[:, 2 + 2 * layer], self.bias[layer])[:, :, None]
+            new = sum(act_mix[:, layer, j, None, None] * f(m) for j, f in enumerate(BASIS_ACTIVATIONS))
+            gate = layer_gate[:, layer, :, None, None]
+            h = gate * (new * channel_gate[:, layer, :, None]).reshape(b, hid, n, n) + (1 - gate) * h
+        out = torch.bmm(torch.einsum("bk,kch->bch", a[:, -1], self.w_out), h.reshape(b, hid, n * n))
+        return torch.tanh(out + torch.einsum("bk,kc->bc", a[:, -1], self.b_out)[:, :, None]).reshape(b, c, n, n)
+
+
+class UAFNOBranch(nn.Module):
+    """The NOA's U-AFNO at the quickstart's widths; g = its residual branch f(x, θ)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = UAFNO(UAFNOConfig(base_channels=16, encoder_levels=2, modes=8, afno_blocks=2))
+
+    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+        return self.net(x, theta) - x
+
+
+# ----------------------------------------------------------------------------- measures
+
+
+@torch.no_grad()
+def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
+    """One-step skill per update rule on states at steps 0, T/4, T/2, 3T/4."""
+    t = states.shape[1]
+    picks = [0, t // 4, t // 2, 3 * t // 4]
+    residual, scale = update_rule(theta)
+    sums = {True: [0.0, 0.0], False: [0.0, 0.0]}
+    for s in range(0, theta.shape[0], 16):
+        rows = slice(s, s + 16)
+        x = states[rows][:, picks].flatten(0, 1)
+        o = maps[rows][:, picks].flatten(0, 1)
+        r, sc = residual[rows].repeat_interleave(len(picks)), scale[rows].repeat_interleave(len(picks))
+        truth = true_update(r, sc, x, o)
+        guess = true_update(r, sc, x, model(x, theta[rows].repeat_interleave(len(picks), 0)))
+        for rule in (True, False):
+            sums[rule][0] += float((guess - truth)[r == rule].pow(2).sum())
+            sums[rule][1] += float(truth[r == rule].pow(2).sum())
+    return {("residual" if rule else "convex"): round(1 - err / ref, 4) for rule, (err, ref) in sums.items() if ref > 0}
+
+
+def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
+    """Each rule's share of Σ|Δ|² over the pool: what plain MSE on the update listens to."""
+    residual, scale = update_rule(theta)
+    per_row = torch.stack(
+        [
+            true_update(residual, scale, states[:, t], maps[:, t]).pow(2).sum(dim=(1, 2, 3))
+            for t in range(states.shape[1])
+        ]
+    ).sum(0)
+    total = float(per_row.sum())
+    return {
+        "residual": round(float(per_row[residual].sum()) / total, 4),
+        "convex": round(float(per_row[~residual].sum()) / total, 4),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rung", choices=("one", "combo", "family"), default="family")
+    p.add_argument("--model", choices=("hyper", "uafno"), default="hyper")
+    p.add_argument(
+        "--n-train", type=int, default=512, help="operators in the training pool (rung one: initial conditions)"
+    )
+    p.add_argument("--n-test", type=int, default=48, help="held-out operators (rung one: initial conditions)")
+    p.add_argument("--timesteps", type=int, default=32, help="rollout steps whose states are learned from")
+    p.add_argument("--grid", type=int, default=32)
+    p.add_argument("--minutes", type=float, default=5.0, help="training wall time")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="pin the activation (rungs one and combo)")
+    p.add_argument("--update-policy", choices=UPDATE_POLICIES, default=None, help="pin the update rule")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--tag", default=None, help="names the JSON summary in benchmarks/.work/")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    fixed = {k: v for k, v in (("activation", args.activation), ("update_policy", args.update_policy)) if v is not None}
+    started = time.perf_counter()
+    theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed)
+    held_out = draw_theta(args.n_test, args.seed + 1, args.rung, theta[0], fixed)
+    states, maps = make_pool(theta, args.seed, args.grid, args.timesteps)
+    test_states, test_maps = make_pool(held_out, args.seed + 1, args.grid, 32)
+    print(
+        f"pool: {args.n_train} x {args.timesteps} training states, {args.n_test} held out; {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    print(f"θ[0]: {CNO_SPACE.decode(theta[0])}", flush=True)
+    share = loss_share(theta, states, maps)
+    torch.manual_seed(args.seed)  # the candidate's initialisation (a benchmark, not library code)
+    model = HyperStack() if args.model == "hyper" else UAFNOBranch()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    draw = torch.Generator().manual_seed(args.seed + 2)
+    curve, updates, t0 = [], 0, time.perf_counter()
+    next_report = 0.0
+    while (elapsed := time.perf_counter() - t0) < 60 * args.minutes:
+        rows = torch.randint(0, states.shape[0], (args.batch_size,), generator=draw)
+        steps = torch.randint(0, states.shape[1], (args.batch_size,), generator=draw)
+        loss = F.mse_loss(model(states[rows, steps], theta[rows]), maps[rows, steps])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        updates += 1
+        if elapsed >= next_report:
+            model.eval()
+            curve.append(
+                {
+                    "seconds": round(elapsed),
+                    "updates": updates,
+                    "held_out": skill(model, held_out, test_states, test_maps),
+                    "training": skill(model, theta[:48], states[:48], maps[:48]),
+                }
+            )
+            model.train()
+            print(json.dumps(curve[-1]), flush=True)
+            next_report += 60 * args.minutes / 5
+    model.eval()
+    final = {
+        "updates": updates,
+        "held_out": skill(model, held_out, test_states, test_maps),
+        "training": skill(model, theta[:48], states[:48], maps[:48]),
+    }
+    print(json.dumps(final), flush=True)
+    print(f"loss share of plain MSE on Δ over the training pool: {share}")
+    summary = {
+        "args": vars(args),
+        "loss_share": share,
+        "curve": curve,
+        "final": final,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+    WORK.mkdir(parents=True, exist_ok=True)
+    tag = args.tag or f"{args.rung}_{args.model}"
+    (WORK / f"learnability_{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
