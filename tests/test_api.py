@@ -270,3 +270,39 @@ def test_dir_of_the_package_lists_the_public_api_only() -> None:
     names = dir(noa)
     assert {"load", "CNO_SPACE", "NoaError", "__version__"} <= set(names)
     assert not {"Any", "TYPE_CHECKING", "importlib"} & set(names)
+
+
+def test_read_sample_gives_what_replays_the_stored_rollout(tiny_dataset: Path, samples: dict) -> None:
+    sample = noa.read_sample(tiny_dataset, 3)
+    assert sample.row == 3 and sample.valid
+    assert torch.equal(sample.theta, samples["params"][3])
+    assert torch.equal(sample.ic, samples["fields"][3])
+    assert sample.ic_family == samples["families"][3] and sample.ic_family in noa.IC_FAMILIES
+    assert sample.noise_seed == samples["noise_seeds"][3]
+    assert sample.physical == CNO_SPACE.decode(sample.theta)
+    # θ, IC and noise seed are all a rollout needs: replaying them gives the stored trajectory.
+    cno = noa.replay_cno(sample.ic, sample.theta, 8, noise_seed=sample.noise_seed)
+    assert torch.equal(cno[0], samples["trajectories"][3])
+
+
+@pytest.mark.parametrize("row", [-1, 40, 2.0, True])
+def test_read_sample_refuses_a_row_the_dataset_does_not_have(tiny_dataset: Path, row: object) -> None:
+    with pytest.raises(NoaError, match=r"row must be an integer in \[0, 39\]"):
+        noa.read_sample(tiny_dataset, row)  # type: ignore[arg-type]
+
+
+def test_training_split_is_the_runs_split_and_its_held_out_rows_are_diagnoses(
+    tiny_checkpoint: Path, tiny_dataset: Path
+) -> None:
+    from noa.diagnostics.evaluate import held_out_rows
+    from noa.train.checkpoint import load_checkpoint
+
+    split = noa.training_split(tiny_checkpoint)
+    assert split.dataset == tiny_dataset
+    # --n-samples 16 with the default 10% validation: 14 + 2 rows, the other 24 never used.
+    assert (len(split.train), len(split.validation), len(split.unused)) == (14, 2, 24)
+    assert not set(split.train) & set(split.held_out)
+    assert sorted([*split.train, *split.held_out]) == list(range(40))
+    args = load_checkpoint(tiny_checkpoint)["args"]
+    diagnosed, _ = held_out_rows(tiny_dataset, args, n_samples=100, seed=0, same_data=True)
+    assert diagnosed.tolist() == split.held_out.tolist()

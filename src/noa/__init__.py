@@ -35,6 +35,10 @@ _EXPORTS: dict[str, str] = {
     "CNO_SPACE": "noa.operators.space",
     "ParameterSpace": "noa.operators.space",
     "IC_FAMILIES": "noa.data.ics",
+    "read_sample": "noa.api.samples",
+    "Sample": "noa.api.samples",
+    "training_split": "noa.api.samples",
+    "TrainingSplit": "noa.api.samples",
 }
 
 __all__ = [
@@ -43,13 +47,17 @@ __all__ = [
     "NeuralOperatorAgent",
     "NoaError",
     "ParameterSpace",
+    "Sample",
     "Tokenizer",
+    "TrainingSplit",
     "as_theta",
     "compute_features",
     "load",
     "load_tokenizer",
     "make_initial_condition",
+    "read_sample",
     "replay_cno",
+    "training_split",
 ]
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ imports on demand
@@ -58,6 +66,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from noa.api.ground_truth import replay_cno as replay_cno
     from noa.api.initial import make_initial_condition as make_initial_condition
     from noa.api.inputs import as_theta as as_theta
+    from noa.api.samples import Sample as Sample
+    from noa.api.samples import TrainingSplit as TrainingSplit
+    from noa.api.samples import read_sample as read_sample
+    from noa.api.samples import training_split as training_split
     from noa.api.tokens import Tokenizer as Tokenizer
     from noa.api.tokens import load_tokenizer as load_tokenizer
     from noa.data.ics import IC_FAMILIES as IC_FAMILIES

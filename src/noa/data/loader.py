@@ -70,6 +70,14 @@ def split_rows(rows: np.ndarray, val_fraction: float, seed: int) -> Split:
     return Split(train=np.sort(rows[perm[n_val:]]), val=np.sort(rows[perm[:n_val]]))
 
 
+def run_split(dataset: str | Path, args: dict) -> Split:
+    """The train/validation split a run made of ``dataset``, rebuilt from its recorded flags
+    (``n_samples``, ``val_split``, ``seed``): the one rule ``noa train`` splits by."""
+    return split_rows(
+        usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0))
+    )
+
+
 class SampleSource(torch.utils.data.Dataset):
     """(ic, params, noise seed, index) for a fixed list of dataset rows, read lazily.
 

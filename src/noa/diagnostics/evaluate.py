@@ -33,7 +33,7 @@ import torch
 
 import noa
 from noa.data import h5
-from noa.data.loader import SampleSource, Split, split_rows, usable_rows
+from noa.data.loader import SampleSource, run_split, usable_rows
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
@@ -381,7 +381,7 @@ def held_out_rows(
     every = usable_rows(dataset, None)
     none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
-        split = _training_split(dataset, args)
+        split = run_split(dataset, args)
         unseen = np.setdiff1d(every, np.union1d(split.train, split.val))
         candidates = np.union1d(split.val, unseen)
         origin = f"{len(split.val)} validation samples of the training run"
@@ -422,18 +422,11 @@ def held_out_rows(
     return np.sort(candidates), notes
 
 
-def _training_split(dataset: str | Path, args: dict) -> Split:
-    """The train/validation split a run made of ``dataset``, rebuilt from its checkpoint's args."""
-    return split_rows(
-        usable_rows(dataset, args.get("n_samples")), float(args.get("val_split", 0.0)), int(args.get("seed", 0))
-    )
-
-
 def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:
     """The ``rows`` of ``dataset`` that hold one of the run's training samples (the train split
     of ``trained_on`` rebuilt from the checkpoint's ``args``): the same θ, noise seed and IC seed,
     and the same IC field. Paths and fingerprints cannot tell this; the content can."""
-    train_rows = _training_split(trained_on, args).train
+    train_rows = run_split(trained_on, args).train
 
     def keys(f: h5py.File, wanted: np.ndarray) -> list[tuple[bytes, int]]:
         params, noise, ic_seed = (
