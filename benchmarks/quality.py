@@ -8,8 +8,10 @@ A fixed recipe that a 2-core CPU finishes in under 45 minutes:
    operators only (its own 10% validation split among them), so the tokens that score held-out
    θ come from a tokenizer that never saw those rollouts; made once per ``--train-samples``;
 3. ``noa train`` on the same first ``--train-samples`` operators (a 5% validation split) for 2
-   epochs with full BPTT (window 32 = T), with the guide's loss weights (λ_commit 0.5, L_latent
-   on with λ_latent 0.5, 3 sampled steps);
+   epochs with its defaults' shape: the family's update rule in the head and a one-step phase
+   over the first half of the batches (noise-free one-step targets at unit scale), then full
+   BPTT rollouts (window 32 = T) with the guide's loss weights (λ_commit 0.5, L_latent on with
+   λ_latent 0.5, 3 sampled steps);
 4. ``noa diagnose``'s evaluation on ``--eval-samples`` operators beyond ``--train-samples``
    (held-out θ that neither the NOA nor the tokenizer read), three times: the NOA, the NOA fed
    θ = 0 (the θ-zeroed ablation) and, from the same pass, persistence (x_t = IC); then the CNO
@@ -118,6 +120,7 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
         latent_sample_steps=3,
         n_realizations=args.n_realizations,
         teacher_forcing_steps=args.teacher_forcing_steps,
+        rule_head=not args.no_rule_head,
         val_split=0.05,
         save_every=0,
         log_every=50,
@@ -125,6 +128,8 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
         device=args.device,
         overwrite=True,
     )
+    if args.one_step_steps is not None:  # else noa train's default: the first half of the run
+        flags["one_step_steps"] = args.one_step_steps
     train(flags)  # its lines go to the "noa.train" logger, printed by main()
     return run_dir / "best_model.pt"
 
@@ -423,6 +428,15 @@ def main() -> None:
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
     p.add_argument(
         "--teacher-forcing-steps", type=int, default=0, help="batches whose windows start from the CNO's states"
+    )
+    p.add_argument(
+        "--one-step-steps",
+        type=int,
+        default=None,
+        help="batches of the one-step phase (noise-free one-step targets at unit scale); default: noa train's, half the run",
+    )
+    p.add_argument(
+        "--no-rule-head", action="store_true", help="the additive head x + f (the model before the rule head)"
     )
     p.add_argument(
         "--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row"

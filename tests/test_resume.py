@@ -114,15 +114,18 @@ def test_resume_from_an_epoch_checkpoint_is_exact(
 def test_resume_inside_teacher_forcing_is_exact(
     straight: Path, tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
 ) -> None:
-    """Teacher forcing for the first 4 of 6 batches: a run stopped at batch 2 and resumed (the
-    setting comes from the checkpoint) ends where the uninterrupted run ends."""
-    whole, ck = tmp_path / "whole", tmp_path / "ck"
-    train(_args(tiny_dataset, tiny_tokenizer, whole, teacher_forcing_steps=4))
-    train(_args(tiny_dataset, tiny_tokenizer, ck, teacher_forcing_steps=4, max_steps=2))
+    """Teacher forcing for the first 4 of 6 batches (rollouts from the start: no one-step phase):
+    a run stopped at batch 2 and resumed (the setting comes from the checkpoint) ends where the
+    uninterrupted run ends."""
+    whole, ck, free = tmp_path / "whole", tmp_path / "ck", tmp_path / "free"
+    train(_args(tiny_dataset, tiny_tokenizer, whole, teacher_forcing_steps=4, one_step_steps=0))
+    train(_args(tiny_dataset, tiny_tokenizer, ck, teacher_forcing_steps=4, one_step_steps=0, max_steps=2))
     train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
     _assert_same_state(load_checkpoint(whole / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(whole) == _batch_records(ck)
-    assert _batch_records(whole)[0] != _batch_records(straight)[0]  # teacher forcing changed the first batch
+    train(_args(tiny_dataset, tiny_tokenizer, free, one_step_steps=0, max_steps=1))
+    assert _batch_records(whole)[0]["phase"] == "rollout"
+    assert _batch_records(whole)[0] != _batch_records(free)[0]  # teacher forcing changed the first batch
 
 
 def test_resume_auto_takes_the_newest_intact_checkpoint(straight: Path, tmp_path: Path, train_log: list[str]) -> None:
@@ -516,7 +519,7 @@ def test_l_latent_switched_on_at_resume_keeps_the_models_adam_state(
     tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, train_log: list[str]
 ) -> None:
     ck = tmp_path / "ck"
-    train(_commit_only(tiny_dataset, tiny_tokenizer, ck, max_steps=2))
+    train(_commit_only(tiny_dataset, tiny_tokenizer, ck, one_step_steps=0, max_steps=2))
     before = load_checkpoint(ck / "step_2.pt")
     assert before["alignment_state"] is None
     train_log.clear()

@@ -159,7 +159,9 @@ def test_nan_gradients_skip_the_update_then_stop(
     monkeypatch.setattr(loop_module, "train_batch", poisoned)
     lines = train_log
     lines.clear()  # only what follows
-    trainer = loop_module.Trainer(settle(run_args(tiny_dataset, tmp_path / "ck", max_nan_skips=3, epochs=3)))
+    trainer = loop_module.Trainer(
+        settle(run_args(tiny_dataset, tmp_path / "ck", max_nan_skips=3, epochs=3, one_step_steps=0))
+    )
     weights: list[dict] = []
     real_update = trainer._update
 

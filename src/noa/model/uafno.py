@@ -1,6 +1,8 @@
 """The Neural Operator Agent backbone: a θ-conditioned U-AFNO that advances a field one step.
 
-``x_{t+1} = x_t + f(x_t, θ)``. ``f`` is a U-Net whose encoder halves the grid ``encoder_levels``
+``x_{t+1} = keep(θ)·x_t + scale(θ)·f(x_t, θ)``: with the family's update rule in the config,
+(keep, scale) = (1, dt) for residual operators and (α, 1-α) for convex ones, so ``f`` learns
+the operator O itself at unit scale (:mod:`noa.model.update_rule`); without one, (1, 1). ``f`` is a U-Net whose encoder halves the grid ``encoder_levels``
 times (doubling channels each time), whose bottleneck is a stack of AFNO blocks mixing the
 coarse map globally in Fourier space, and whose decoder climbs back with skip connections.
 θ enters everywhere through FiLM (per-channel scale and shift) from one shared embedding.
@@ -13,17 +15,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from noa.errors import NoaError
 from noa.model.afno import AFNOBlock
+from noa.model.update_rule import UpdateRule
 from noa.operators.space import CNO_SPACE
 from noa.periodic import PeriodicConv2d
 
 FILM_INIT_SCALE = 0.1  # FiLM starts near (scale 1, shift 0) yet already depends on θ
-HEAD_INIT_SCALE = 1e-2  # the untrained model starts near the identity map
+HEAD_INIT_SCALE = 1e-2  # f starts near 0: the identity map, or α·x for a convex rule
 
 
 @dataclass
@@ -38,10 +42,17 @@ class UAFNOConfig:
     afno_blocks: int = 4
     afno_num_blocks: int = 8  # block-diagonal groups in the spectral MLP
     sparsity_threshold: float = 0.01
+    # The family's update rule applied by the head (UpdateRule.to_dict()); None = x + f(x, θ),
+    # which is also what a checkpoint written before the rule head existed gets.
+    update_rule: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "update_rule":
+                if value is not None:
+                    UpdateRule.from_dict(value)
+                continue
             if field.name == "sparsity_threshold":
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
                     raise NoaError(f"model config: sparsity_threshold must be a number >= 0, got {value!r}")
@@ -131,12 +142,13 @@ class ConvBlock(nn.Module):
 
 
 class UAFNO(nn.Module):
-    """θ-conditioned U-AFNO; ``forward(x, params) = x + f(x, params)``."""
+    """θ-conditioned U-AFNO; ``forward(x, params) = keep·x + scale·f(x, params)`` (see the module)."""
 
     def __init__(self, config: UAFNOConfig) -> None:
         super().__init__()
         self.config = config
         self.bottleneck_channels = config.bottleneck_channels
+        self.rule = UpdateRule.from_dict(config.update_rule) if config.update_rule is not None else None
         widths = [config.base_channels * 2**level for level in range(config.encoder_levels + 1)]
         embed_dim = 4 * config.base_channels
         self.embed = nn.Sequential(
@@ -189,7 +201,8 @@ class UAFNO(nn.Module):
         h = bottleneck
         for up, block, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
             h = block(torch.cat([up(h), skip], dim=1), emb)
-        out = x + self.head(h)
+        g = self.head(h)
+        out = x + g if self.rule is None else self.rule.apply(x, g, params)
         return (out, bottleneck) if return_bottleneck else out
 
     def get_intermediate_features(

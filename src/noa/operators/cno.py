@@ -276,8 +276,12 @@ def smooth_noise(ops: OperatorBatch, white: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft2(spectrum, s=white.shape[-2:], norm="ortho")
 
 
+def deterministic_step(ops: OperatorBatch, x: torch.Tensor) -> torch.Tensor:
+    """The noise-free part of a step: x + dt·O(x) or α·x + (1-α)·O(x), the step's conditional mean."""
+    o = apply_operator(ops, x)
+    return torch.where(ops.residual, x + ops.dt * o, ops.alpha * x + (1.0 - ops.alpha) * o)
+
+
 def step(ops: OperatorBatch, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """One stochastic step of every operator; ``noise`` is unit white noise shaped like x."""
-    o = apply_operator(ops, x)
-    deterministic = torch.where(ops.residual, x + ops.dt * o, ops.alpha * x + (1.0 - ops.alpha) * o)
-    return deterministic + ops.noise_scale * smooth_noise(ops, noise)
+    return deterministic_step(ops, x) + ops.noise_scale * smooth_noise(ops, noise)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from noa.errors import NoaError
-from noa.operators.cno import OperatorBatch, build_operators, padded_shape, step
+from noa.operators.cno import OperatorBatch, build_operators, deterministic_step, padded_shape, step
 from noa.operators.noise import CounterNormal
 from noa.operators.space import CNO_SPACE, ParameterSpace
 
@@ -69,10 +69,7 @@ def replay(
     _check_inputs(params, ics, seeds, timesteps, realizations)
     dev = torch.device(device) if device is not None else ics.device
     b, c, h, w = ics.shape
-    # Rows sorted by padded shape, then activation: one group per shape, one call per
-    # nonlinearity within it. Outputs are put back in the caller's order.
-    hps = [space.decode(row.tolist()) for row in params]
-    order = sorted(range(b), key=lambda i: (padded_shape(hps[i]), hps[i]["activation"]))
+    order = _grouped_order(params, space)
     index = torch.tensor(order, device=dev)
     ops: OperatorBatch = build_operators(params.cpu()[index.cpu()], [seeds[i] for i in order], c, h, dev, space)
     ops = ops.repeat(realizations)
@@ -83,6 +80,32 @@ def replay(
     for t in range(timesteps):
         x = step(ops, x, noise(t).reshape(x.shape))
         out[index, :, t + 1] = x.reshape(b, realizations, c, h, w)
+    return out
+
+
+def _grouped_order(params: torch.Tensor, space: ParameterSpace) -> list[int]:
+    """Rows sorted by padded shape, then activation: one group per shape, one call per
+    nonlinearity within it (outputs are put back in the caller's order)."""
+    hps = [space.decode(row.tolist()) for row in params]
+    return sorted(range(len(hps)), key=lambda i: (padded_shape(hps[i]), hps[i]["activation"]))
+
+
+@torch.no_grad()
+def noise_free_steps(params: torch.Tensor, states: torch.Tensor, space: ParameterSpace = CNO_SPACE) -> torch.Tensor:
+    """The CNO's noise-free step from every state: ``[B, S, C, H, W]`` -> ``[B, S, C, H, W]``.
+
+    Row b's S states are advanced by operator θ_b without noise: the conditional mean of the
+    next state, which a one-step target can use where a stored rollout holds one noisy draw.
+    """
+    b, s, c, h, w = states.shape
+    if params.ndim != 2 or params.shape[0] != b:
+        raise NoaError(f"noise_free_steps needs params [B, P] for states [B, S, C, H, W]; got {tuple(params.shape)}")
+    order = _grouped_order(params, space)
+    index = torch.tensor(order, device=states.device)
+    ops = build_operators(params.cpu()[index.cpu()], [0] * b, c, h, states.device, space).repeat(s)
+    x = states[index].reshape(b * s, c, h, w).float()
+    out = torch.empty_like(states, dtype=torch.float32)
+    out[index] = deterministic_step(ops, x).reshape(b, s, c, h, w)
     return out
 
 

@@ -53,7 +53,10 @@ RESUME_LOCKED = (
     "warmup_steps",
     "lr_schedule",
     "teacher_forcing_steps",
+    "one_step_steps",
 )
+# What a checkpoint written before a flag existed ran with (a resume of such a run keeps it).
+LEGACY_ARGS = {"one_step_steps": 0, "rule_head": False}
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
 # budget and output, not the model or its objective. (T follows the new data: see settle.py.)
 NOT_INHERITED_BY_FINETUNE = (
@@ -64,6 +67,7 @@ NOT_INHERITED_BY_FINETUNE = (
     "epochs",
     "lr",
     "early_stop_patience",
+    "one_step_steps",
 )
 # The objective a fine-tune keeps from the pretrained run unless flags change it (with the
 # architecture, ARCHITECTURE): the losses, their tokenizer and weights, the projector, the target.
@@ -80,6 +84,7 @@ OBJECTIVE = (
 DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
     "bptt_window": "32, or T when T is shorter",
+    "one_step_steps": "half of the run's batches",
 }
 
 
@@ -94,6 +99,8 @@ class TrainConfig:
     lr: float = 3e-4
     bptt_window: int = 32
     teacher_forcing_steps: int = 0
+    one_step_steps: int | None = None  # settle.py resolves None to half of the run's batches
+    rule_head: bool = True
     timesteps: int = 256
     vqvae_path: str | None = None
     lambda_commit: float = 0.5
@@ -164,6 +171,20 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
         False,
         "for the first N batches every BPTT window starts from the CNO's state instead of the "
         "NOA's own (teacher forcing; validation always scores free rollouts)",
+    ),
+    "one_step_steps": (
+        int,
+        True,
+        "for the first N batches the NOA learns the one-step map: every state of the CNO's rollout is advanced one "
+        "step and scored against the CNO's noise-free step from it, the error divided by the rule's scale (dt or 1-α, "
+        "with --rule-head) so every operator counts at unit scale; then rollouts under L_total "
+        "(validation always scores free rollouts)",
+    ),
+    "rule_head": (
+        bool,
+        False,
+        "the model's head applies the dataset family's update rule, x + dt·f or α·x + (1-α)·f, so f learns the "
+        "operator at unit scale; --no-rule-head: x + f. A resume or fine-tune keeps its checkpoint's head",
     ),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),
     "vqvae_path": (str, True, "frozen tokenizer directory (enables L_commit)"),
@@ -279,7 +300,10 @@ def _default_text(key: str) -> str:
         return DATA_DEFAULTS[key]
     if _DEFAULTS[key] is None:
         return _NONE_MEANS[key]
-    return "off" if _DEFAULTS[key] is False else str(_DEFAULTS[key])
+    value = _DEFAULTS[key]
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
 
 
 def coerce(key: str, value: Any, source: str) -> Any:
@@ -361,6 +385,10 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.lambda_commit >= 0 and cfg.lambda_latent >= 0, "--lambda-commit and --lambda-latent must be >= 0"),
         (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),
         (cfg.teacher_forcing_steps >= 0, f"--teacher-forcing-steps must be >= 0; got {cfg.teacher_forcing_steps}"),
+        (
+            cfg.one_step_steps is None or cfg.one_step_steps >= 0,
+            f"--one-step-steps must be >= 0; got {cfg.one_step_steps}",
+        ),
         (cfg.save_every >= 0, f"--save-every must be >= 0; got {cfg.save_every}"),
         (cfg.weight_decay >= 0 and cfg.grad_clip >= 0, "--weight-decay and --grad-clip must be >= 0"),
         (cfg.n_realizations >= 1, f"--n-realizations must be >= 1; got {cfg.n_realizations}"),

@@ -32,6 +32,7 @@ from noa.seeding import derive_seed
 from noa.train import rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
+from noa.train.one_step import train_one_step_batch
 from noa.train.optim import build_optimizer
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
@@ -252,6 +253,13 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
+        if self.state.cursor.global_step < (cfg.one_step_steps or 0):  # not at a resume after it ended
+            scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
+            log.info(
+                f"One-step phase for the first {cfg.one_step_steps} batches: each state of the CNO's rollout is advanced one "
+                f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
+                "then rollouts under L_total. Validation scores free rollouts throughout."
+            )
         if self.state.cursor.global_step < cfg.teacher_forcing_steps:  # not at a resume after it ended
             log.info(
                 f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
@@ -435,14 +443,17 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
-                teacher_forced = cursor.global_step < cfg.teacher_forcing_steps
-                last = train_batch(
-                    self.objective,
-                    batch["ic"].to(self.device),
-                    batch["params"].to(self.device),
-                    self._target(batch),
-                    teacher_forced,
-                )
+                one_step = cursor.global_step < (cfg.one_step_steps or 0)
+                if one_step:
+                    last = train_one_step_batch(self.objective, batch["params"].to(self.device), self._target(batch))
+                else:
+                    last = train_batch(
+                        self.objective,
+                        batch["ic"].to(self.device),
+                        batch["params"].to(self.device),
+                        self._target(batch),
+                        cursor.global_step < cfg.teacher_forcing_steps,
+                    )
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
                     progress.add_batch(last.as_dict())
@@ -460,6 +471,7 @@ class Trainer:
                         "batch": cursor.batch,
                         "global_step": cursor.global_step,
                         **last.as_dict(),
+                        "phase": "one-step" if one_step else "rollout",
                         "lr": lr,
                         "sec": seconds,
                     }

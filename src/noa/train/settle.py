@@ -18,11 +18,12 @@ import numpy as np
 
 from noa import outputs
 from noa.data import h5
-from noa.data.loader import Split, split_rows, usable_rows_of
+from noa.data.loader import EpochBatchSampler, Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
+from noa.model.update_rule import UpdateRule
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train import rundir
@@ -119,6 +120,9 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
     _check_data(cfg, data, ranks)
+    if cfg.one_step_steps is None:  # the default follows the run: its first half
+        per_epoch = len(EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, world_size=ranks.world_size))
+        cfg = replace(cfg, one_step_steps=cfg.epochs * per_epoch // 2)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
     device = rank_device(resolve_device(cfg.device), ranks)
@@ -183,6 +187,8 @@ def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> Start
 def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInfo, ranks: Ranks) -> TrainConfig:
     """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
     saved_args = (start.checkpoint or {}).get("args")
+    if saved_args is not None:  # a checkpoint from before a flag existed ran without it
+        saved_args = {**flags_module.LEGACY_ARGS, **saved_args}
     if start.kind == "resume":
         inherited = saved_args
     elif start.kind == "finetune" and saved_args:  # --init-from, or --resume on other data
@@ -191,14 +197,18 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
     _follow_the_data(values, explicit, inherited or {}, info)
-    model = UAFNOConfig(channels=info.channels, param_dim=info.space.size)
+    rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
+    model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
+        values["rule_head"] = model.update_rule is not None
         clash = [
             f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}"
             for k in ARCHITECTURE
             if k in explicit and explicit[k] != getattr(model, k)
         ]
+        if "rule_head" in explicit and explicit["rule_head"] != values["rule_head"]:
+            clash.append(f"--rule-head: checkpoint {values['rule_head']}, asked {explicit['rule_head']}")
         if clash:
             raise NoaError("the checkpoint's architecture differs from the flags: " + "; ".join(clash))
         if (model.channels, model.param_dim) != (info.channels, info.space.size):

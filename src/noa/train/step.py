@@ -175,7 +175,7 @@ def train_batch(
     for start in starts:
         if teacher_forced:
             x = target[:, start]
-        with _sync_gradients(obj, now=start == starts[-1]):
+        with sync_gradients(obj, now=start == starts[-1]):
             sq = torch.zeros((), device=ic.device)
             surrogate = torch.zeros((), device=ic.device)
             for t in range(start, min(timesteps, start + obj.bptt_window)):
@@ -195,7 +195,7 @@ def train_batch(
 
 
 @contextmanager
-def _sync_gradients(obj: Objective, now: bool) -> Iterator[None]:
+def sync_gradients(obj: Objective, now: bool) -> Iterator[None]:
     """Let DDP all-reduce gradients only in the batch's last window (``now``); earlier windows
     accumulate locally under ``no_sync``, so a batch costs one synchronisation, not one per window."""
     with ExitStack() as stack:
