@@ -25,7 +25,10 @@ Candidates (``--model``):
 Reported on held-out and on training operators: the one-step skill per update rule,
 1 - Σ|Δ̂ - Δ|² / Σ|Δ|² over states at steps 0, T/4, T/2, 3T/4 (Δ the noise-free CNO update;
 1 = the map is learned, 0 = persistence), and each rule's share of the plain-MSE loss on Δ
-over the training pool (which operators a plain L_traj listens to).
+over the training pool (which operators a plain L_traj listens to). Before training, a
+training-free measure of how rough the map is (:func:`sensitivity`: finite-difference gain of O
+under a 1e-3 perturbation, share of O(x)'s spectral energy above wavenumber grid/4). ``--fix
+NAME=VALUE`` pins any θ dimension, in physical units, on every row.
 
     python benchmarks/learnability.py --rung one --model hyper --minutes 3
     python benchmarks/learnability.py --rung family --model uafno --n-train 1024 --minutes 10
