@@ -25,10 +25,14 @@ Candidates (``--model``):
 Reported on held-out and on training operators: the one-step skill per update rule,
 1 - Σ|Δ̂ - Δ|² / Σ|Δ|² over states at steps 0, T/4, T/2, 3T/4 (Δ the noise-free CNO update;
 1 = the map is learned, 0 = persistence), and each rule's share of the plain-MSE loss on Δ
-over the training pool (which operators a plain L_traj listens to).
+over the training pool (which operators a plain L_traj listens to). Before training, a
+training-free measure of how rough the map is (:func:`sensitivity`: finite-difference gain of O
+under a 1e-3 perturbation, share of O(x)'s spectral energy above wavenumber grid/4). ``--fix
+NAME=VALUE`` pins any θ dimension, in physical units, on every row.
 
     python benchmarks/learnability.py --rung one --model hyper --minutes 3
     python benchmarks/learnability.py --rung family --model uafno --n-train 1024 --minutes 10
+    python benchmarks/learnability.py --rung one --model uafno --fix weight_gain=2.5 --fix n_layers=5
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noa.data.ics import IC_FAMILIES, make_ics
+from noa.errors import NoaError
 from noa.model import UAFNO, UAFNOConfig
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
@@ -54,9 +59,9 @@ DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_po
 BASIS_ACTIVATIONS = (torch.tanh, F.gelu, F.silu, torch.sin, torch.relu)
 
 
-def draw_theta(n: int, seed: int, rung: str, anchor: torch.Tensor | None, fixed: dict[str, str]) -> torch.Tensor:
+def draw_theta(n: int, seed: int, rung: str, anchor: torch.Tensor | None, fixed: dict[str, object]) -> torch.Tensor:
     """``n`` unit θ rows for a rung; ``anchor`` (the training pool's first row) pins what the
-    rung holds fixed, so held-out rows share it; ``fixed`` pins named choices (e.g. activation)."""
+    rung holds fixed, so held-out rows share it; ``fixed`` pins named dimensions (physical values) on every row."""
     theta = torch.rand(n, CNO_SPACE.size, generator=torch.Generator().manual_seed(seed))
     for name, value in fixed.items():
         theta[:, CNO_SPACE.position(name)] = CNO_SPACE.dims[CNO_SPACE.position(name)].unit(value)
@@ -241,6 +246,59 @@ def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) ->
     }
 
 
+@torch.no_grad()
+def sensitivity(theta: torch.Tensor, states: torch.Tensor, rows: int = 8, seed: int = 0) -> dict[str, float]:
+    """Training-free difficulty of the map on states at steps 0, T/4, T/2, 3T/4 of the first
+    ``rows`` pool rows: the finite-difference gain |O(x+δ) - O(x)| / |δ| for δ of RMS 1e-3·RMS(x)
+    (absolute, and relative to |O(x)| / |x|), and the share of spectral energy above wavenumber
+    grid/4 in O(x) and in x (medians over the states)."""
+    t, grid = states.shape[1], states.shape[-1]
+    x = states[:rows][:, [0, t // 4, t // 2, 3 * t // 4]].flatten(0, 1)
+    ops = build_operators(theta[:rows].repeat_interleave(4, 0), list(range(x.shape[0])), x.shape[1], grid)
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    delta = 1e-3 * x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() * noise
+    o, shifted = apply_operator(ops, x), apply_operator(ops, x + delta)
+
+    def norm(v: torch.Tensor) -> torch.Tensor:
+        return v.flatten(1).norm(dim=1)
+
+    def high(v: torch.Tensor) -> torch.Tensor:
+        k = torch.fft.fftfreq(grid, 1 / grid)
+        radius = (k[:, None] ** 2 + torch.fft.rfftfreq(grid, 1 / grid)[None, :] ** 2).sqrt()
+        energy = torch.fft.rfft2(v).abs().pow(2).sum(1)  # [B, grid, grid // 2 + 1]
+        return energy[:, radius > grid / 4].sum(1) / energy.flatten(1).sum(1)
+
+    gain = norm(shifted - o) / norm(delta)
+    return {
+        "lipschitz": round(float(gain.median()), 4),
+        "relative": round(float((gain * norm(x) / norm(o)).median()), 4),
+        "high_fraction_map": round(float(high(o).median()), 4),
+        "high_fraction_state": round(float(high(x).median()), 4),
+    }
+
+
+def parse_pins(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, object]:
+    """The pinned θ dimensions, physical values parsed per kind; a bad pin is a usage error."""
+    fixed: dict[str, object] = {}
+    malformed = [pin for pin in args.fix if "=" not in pin]
+    if malformed:
+        p.error(f"--fix {malformed[0]}: expected NAME=VALUE")
+    shorthand = [(k, v) for k, v in (("activation", args.activation), ("update_policy", args.update_policy)) if v]
+    for name, value in [tuple(pin.split("=", 1)) for pin in args.fix] + shorthand:
+        if name not in CNO_SPACE.names:
+            p.error(f"--fix {name}: unknown dimension (one of {', '.join(CNO_SPACE.names)})")
+        dim = CNO_SPACE.dims[CNO_SPACE.position(name)]
+        try:
+            parsed = int(value) if dim.kind == "int" else value if dim.kind == "choice" else float(value)
+            dim.unit(parsed)
+        except (ValueError, NoaError) as err:
+            p.error(f"--fix {name}={value}: {err}")
+        if name in fixed and fixed[name] != parsed:
+            p.error(f"{name} is pinned twice, to {fixed[name]!r} and {parsed!r}")
+        fixed[name] = parsed
+    return fixed
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rung", choices=("one", "combo", "family"), default="family")
@@ -256,13 +314,20 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--activation", choices=ACTIVATIONS, default=None, help="pin the activation (rungs one and combo)")
     p.add_argument("--update-policy", choices=UPDATE_POLICIES, default=None, help="pin the update rule")
+    p.add_argument(
+        "--fix",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pin a θ dimension in physical units, e.g. weight_gain=1.5 or kernel_size=5 (repeatable)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tag", default=None, help="names the JSON summary in benchmarks/.work/")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    fixed = {k: v for k, v in (("activation", args.activation), ("update_policy", args.update_policy)) if v is not None}
+    fixed = parse_pins(p, args)
     started = time.perf_counter()
     theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed)
     held_out = draw_theta(args.n_test, args.seed + 1, args.rung, theta[0], fixed)
@@ -273,6 +338,8 @@ def main() -> None:
         flush=True,
     )
     print(f"θ[0]: {CNO_SPACE.decode(theta[0])}", flush=True)
+    sense = sensitivity(theta, states, seed=args.seed)
+    print(f"sensitivity (training pool): {sense}", flush=True)
     share = loss_share(theta, states, maps)
     torch.manual_seed(args.seed)  # the candidate's initialisation (a benchmark, not library code)
     model = HyperStack() if args.model == "hyper" else UAFNOBranch()
@@ -311,6 +378,8 @@ def main() -> None:
     print(f"loss share of plain MSE on Δ over the training pool: {share}")
     summary = {
         "args": vars(args),
+        "theta_0": CNO_SPACE.decode(theta[0]),
+        "sensitivity": sense,
         "loss_share": share,
         "curve": curve,
         "final": final,
