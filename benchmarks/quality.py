@@ -211,14 +211,18 @@ def by_update_policy(q: RolloutQuality, errors: StepErrors, rules: list[str] | N
 
 @torch.no_grad()
 def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str) -> dict:
-    """Has the NOA learned each operator's map? Per update rule, on states of CNO realization 0
-    at steps 0, T/4, T/2 and 3T/4: 1 - |NOA update - CNO update|² / |CNO update|², the CNO update
-    taken without noise (its conditional mean). 1 = the map is learned; 0 = no better than
-    persistence (no update); below 0 = worse."""
+    """Has the NOA learned each operator's map? On states of CNO realization 0 at steps 0, T/4,
+    T/2 and 3T/4: 1 - |NOA update - CNO update|² / |CNO update|², the CNO update taken without
+    noise (its conditional mean). 1 = the map is learned; 0 = no better than persistence (no
+    update); below 0 = worse. Pooled over the operators of each update rule (operators with large
+    updates weigh more), with the median over operators of each one's own skill beside it, and
+    pooled per activation and per weight_gain band (``by_kind``; both rules together)."""
     model, _ = build_model(load_checkpoint(checkpoint), device)
     t = DATA["timesteps"]
     states = [0, t // 4, t // 2, 3 * t // 4]
     sums: dict[str, list[float]] = {}
+    own: dict[str, list[float]] = {}
+    kinds: dict[str, list[float]] = {}
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
         for i, theta in enumerate(batch["params"]):
             x = cno_frames[i, 0, states]
@@ -227,11 +231,22 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
             )
             cno = cno_step(ops, x, torch.zeros_like(x)) - x
             noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
-            policy = CNO_SPACE.decode(theta.tolist())["update_policy"]
-            acc = sums.setdefault(policy, [0.0, 0.0])
-            acc[0] += float((noa - cno).pow(2).sum())
-            acc[1] += float(cno.pow(2).sum())
-    return {policy: 1.0 - err / norm for policy, (err, norm) in sorted(sums.items())}
+            hp = CNO_SPACE.decode(theta.tolist())
+            err, norm = float((noa - cno).pow(2).sum()), float(cno.pow(2).sum())
+            gain = hp["weight_gain"]
+            band = "gain < 1.17" if gain < 7 / 6 else "gain 1.17-1.83" if gain < 11 / 6 else "gain >= 1.83"
+            for key in (
+                hp["update_policy"],
+                f"{hp['update_policy']} {hp['activation']}",
+                f"{hp['update_policy']} {band}",
+            ):
+                acc = (sums if key == hp["update_policy"] else kinds).setdefault(key, [0.0, 0.0, 0.0])
+                acc[0], acc[1], acc[2] = acc[0] + err, acc[1] + norm, acc[2] + 1
+            own.setdefault(hp["update_policy"], []).append(1.0 - err / norm)
+    return {
+        policy: {"pooled": 1.0 - err / norm, "median_operator": float(torch.tensor(own[policy]).median())}
+        for policy, (err, norm, _) in sorted(sums.items())
+    } | {"by_kind": {key: (1.0 - err / norm, int(n)) for key, (err, norm, n) in sorted(kinds.items())}}
 
 
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:
@@ -290,8 +305,11 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
             out["by_policy"] = by_update_policy(
                 q, evaluation.data.errors, update_rules(dataset, CNO_SPACE, result.rows)
             )
-            for policy, skill in one_step_skill(checkpoint, result.rows, dataset, args.device).items():
-                out["by_policy"].setdefault(policy, {})["one_step_skill"] = skill
+            skills = one_step_skill(checkpoint, result.rows, dataset, args.device)
+            out["one_step_skill_by_kind"] = skills.pop("by_kind")
+            for policy, skill in skills.items():
+                out["by_policy"].setdefault(policy, {})["one_step_skill"] = skill["pooled"]
+                out["by_policy"][policy]["median_operator_one_step_skill"] = skill["median_operator"]
             out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons),
@@ -365,15 +383,20 @@ def print_table(m: dict) -> None:
         )
     print(
         "\n| update policy | operators | NOA / noise floor | median over operators | persistence / noise floor "
-        "| NOA / persistence | median over operators | one-step skill |"
+        "| NOA / persistence | median over operators | one-step skill | median over operators |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for policy, r in m["by_policy"].items():
         print(
             f"| {policy} | {r.get('operators', 0)} | {_num(r.get('noa_to_floor'))} | {_num(r.get('median_noa_to_floor'))} | "
             f"{_num(r.get('persistence_to_floor'))} | {_num(r.get('noa_to_persistence'))} | "
-            f"{_num(r.get('median_noa_to_persistence'))} | {_num(r.get('one_step_skill'))} |"
+            f"{_num(r.get('median_noa_to_persistence'))} | {_num(r.get('one_step_skill'))} | "
+            f"{_num(r.get('median_operator_one_step_skill'))} |"
         )
+    if m.get("one_step_skill_by_kind"):
+        print("\n| operators | count | one-step skill (pooled) |\n|---|---:|---:|")
+        for key, (value, count) in m["one_step_skill_by_kind"].items():
+            print(f"| {key} | {count} | {_num(value)} |")
     for line in target_lines(m):
         print(line)
 

@@ -239,7 +239,9 @@ def _stages(
     }
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
-    stage(f"3/5  NOA training (L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches")
+    stage(
+        f"3/5  NOA training (a one-step phase, then L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches"
+    )
     if not checkpoints_in(paths["checkpoints"]):  # "overwrite": a first batch cut short may have left metrics.jsonl
         train({**args, "max_steps": stop_at, "overwrite": True})
     else:
