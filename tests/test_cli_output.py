@@ -172,6 +172,8 @@ def _code_default(command: tuple[str, ...], flag: str) -> object:
 def _same(doc: str, code: object) -> bool:
     if code is None or code is False:
         return doc.lower() in NO_VALUE or (code is False and doc == "off")
+    if code is True:
+        return doc == "on"
     if isinstance(code, (int, float)) and not isinstance(code, bool):
         return doc.replace(".", "", 1).replace("e-", "", 1).isdigit() and float(doc) == float(code)
     return doc == str(code)

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from noa.model import UAFNO, UAFNOConfig
+from noa.model.uafno import ConvBlock
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
 
@@ -55,12 +57,33 @@ def _records(ck: Path, kind: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k not in ("sec",)} for r in rows if r["kind"] == kind]
 
 
+def _cancelled_biases(config: dict) -> set[str]:
+    """Convolution biases that the GroupNorm after them removes (one channel per group): their
+    true gradient is 0, so Adam steps them by the sign of summation-order noise alone."""
+    model = UAFNO(UAFNOConfig.from_dict(config))
+    return {
+        f"{name}.{conv}.bias"
+        for name, module in model.named_modules()
+        if isinstance(module, ConvBlock)
+        for conv, norm in (("conv1", module.norm1), ("conv2", module.norm2))
+        if norm.num_groups == norm.num_channels
+    }
+
+
 def _close(a: dict, b: dict) -> None:
     """Weights equal to within half an Adam step (lr 1e-3). Adam normalises each gradient
     component, so where a component is near 0 summation-order noise can flip its step: measured
-    differences are a few 1e-6 for almost all weights and up to 1.3e-4 for a bias."""
+    differences are a few 1e-6 for almost all weights and up to 1.3e-4 for a bias. Biases that a
+    GroupNorm cancels have no effect on the model and a true gradient of 0: under the one-step
+    phase's unit-scale loss their noise passes Adam's epsilon (measured 1.1e-3 apart) and they
+    are left out."""
+    cancelled = _cancelled_biases(a["config"])
+    assert "stem.conv1.bias" in cancelled
     for key in a["model_state_dict"]:
-        torch.testing.assert_close(a["model_state_dict"][key], b["model_state_dict"][key], rtol=0, atol=5e-4)
+        if key not in cancelled:
+            torch.testing.assert_close(
+                a["model_state_dict"][key], b["model_state_dict"][key], rtol=0, atol=5e-4, msg=key
+            )
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +107,13 @@ def test_two_ranks_with_half_the_batch_match_one_rank(
     # Float tolerance: the sums run in another order. L_commit, small and read off a nearest-code
     # search, drifts most (measured up to 2e-4 relative by step 6; the others up to 2e-6).
     tolerance = {"total": 1e-4, "traj": 1e-4, "commit": 1e-3, "latent": 1e-4, "lr": 1e-12}
+    assert [r["phase"] for r in ours] == [r["phase"] for r in theirs] == ["one-step"] * 3 + ["rollout"] * 3
     for a, b in zip(ours, theirs):
         for key, rel in tolerance.items():
-            assert a[key] == pytest.approx(b[key], rel=rel), (a["global_step"], key)
+            if b[key] is None:  # L_commit and L_latent wait for the rollout phase
+                assert a[key] is None, (a["global_step"], key)
+            else:
+                assert a[key] == pytest.approx(b[key], rel=rel), (a["global_step"], key)
     for a, b in zip(_records(ck, "epoch"), _records(one_rank, "epoch")):  # validation: means over all ranks' samples
         assert a["val_traj"] == pytest.approx(b["val_traj"], rel=1e-3) and a["val_total"] == pytest.approx(
             b["val_total"], rel=1e-3

@@ -238,7 +238,7 @@ def test_a_second_sigint_during_the_checkpoint_write_leaves_it_whole(
     monkeypatch.setattr(loop_module, "train_batch", first_signal)
     monkeypatch.setattr(loop_module, "save_atomic", second_signal_while_saving)
     with pytest.raises(TrainingInterrupted, match="second SIGINT") as stopped:
-        train(run_args(tiny_dataset, ck, save_every=0))
+        train(run_args(tiny_dataset, ck, save_every=0, one_step_steps=0))  # (train_batch: the rollout phase)
     assert stopped.value.exit_code == 130
     path, ckpt = find_latest(ck)
     assert path.name == "step_1.pt" and ckpt["global_step"] == 1
