@@ -2,9 +2,10 @@
 
 ``x_{t+1} = keep(θ)·x_t + scale(θ)·f(x_t, θ)``: with the family's update rule in the config,
 (keep, scale) = (1, dt) for residual operators and (α, 1-α) for convex ones, so ``f`` learns
-the operator O itself at unit scale (:mod:`noa.model.update_rule`); without one, (1, 1). ``f`` is a U-Net whose encoder halves the grid ``encoder_levels``
-times (doubling channels each time), whose bottleneck is a stack of AFNO blocks mixing the
-coarse map globally in Fourier space, and whose decoder climbs back with skip connections.
+the operator O itself at unit scale (:mod:`noa.model.update_rule`); without one, (1, 1).
+``f`` is a U-Net whose encoder halves the grid ``encoder_levels`` times (doubling channels each
+time), whose bottleneck is a stack of AFNO blocks mixing the coarse map globally in Fourier
+space, and whose decoder climbs back with skip connections.
 θ enters everywhere through FiLM (per-channel scale and shift) from one shared embedding.
 
 Fields live on a torus, so every convolution pads circularly. Normalisation is per sample
