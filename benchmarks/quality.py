@@ -49,9 +49,7 @@ from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate, held_out_rows, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.errors import NoaError
-from noa.operators.cno import build_operators
-from noa.operators.cno import step as cno_step
-from noa.operators.replay import replay
+from noa.operators.replay import noise_free_steps, replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.checkpoint import build_model, load_checkpoint
@@ -220,33 +218,25 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
     model, _ = build_model(load_checkpoint(checkpoint), device)
     t = DATA["timesteps"]
     states = [0, t // 4, t // 2, 3 * t // 4]
-    sums: dict[str, list[float]] = {}
+    sums: dict[str, list[float]] = {}  # key -> [Σ error, Σ |CNO update|², operators]
     own: dict[str, list[float]] = {}
-    kinds: dict[str, list[float]] = {}
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
+        x = cno_frames[:, 0, states]
+        cno = noise_free_steps(batch["params"], x) - x
         for i, theta in enumerate(batch["params"]):
-            x = cno_frames[i, 0, states]
-            ops = build_operators(theta[None], [int(batch["seed"][i])], x.shape[1], x.shape[-1], device).repeat(
-                len(states)
-            )
-            cno = cno_step(ops, x, torch.zeros_like(x)) - x
-            noa = model(x, theta[None].expand(len(states), -1).to(device)) - x
+            noa = model(x[i], theta[None].expand(len(states), -1).to(device)) - x[i]
+            err, norm = float((noa - cno[i]).pow(2).sum()), float(cno[i].pow(2).sum())
             hp = CNO_SPACE.decode(theta.tolist())
-            err, norm = float((noa - cno).pow(2).sum()), float(cno.pow(2).sum())
-            gain = hp["weight_gain"]
+            rule, gain = hp["update_policy"], hp["weight_gain"]
             band = "gain < 1.17" if gain < 7 / 6 else "gain 1.17-1.83" if gain < 11 / 6 else "gain >= 1.83"
-            for key in (
-                hp["update_policy"],
-                f"{hp['update_policy']} {hp['activation']}",
-                f"{hp['update_policy']} {band}",
-            ):
-                acc = (sums if key == hp["update_policy"] else kinds).setdefault(key, [0.0, 0.0, 0.0])
+            for key in (rule, f"{rule} {hp['activation']}", f"{rule} {band}"):
+                acc = sums.setdefault(key, [0.0, 0.0, 0.0])
                 acc[0], acc[1], acc[2] = acc[0] + err, acc[1] + norm, acc[2] + 1
-            own.setdefault(hp["update_policy"], []).append(1.0 - err / norm)
+            own.setdefault(rule, []).append(1.0 - err / norm)
     return {
-        policy: {"pooled": 1.0 - err / norm, "median_operator": float(torch.tensor(own[policy]).median())}
-        for policy, (err, norm, _) in sorted(sums.items())
-    } | {"by_kind": {key: (1.0 - err / norm, int(n)) for key, (err, norm, n) in sorted(kinds.items())}}
+        rule: {"pooled": 1.0 - sums[rule][0] / sums[rule][1], "median_operator": float(torch.tensor(skills).median())}
+        for rule, skills in sorted(own.items())
+    } | {"by_kind": {key: (1.0 - err / norm, int(n)) for key, (err, norm, n) in sorted(sums.items()) if key not in own}}
 
 
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:

@@ -21,9 +21,9 @@ from noa.train.one_step import train_one_step_batch
 from noa.train.settle import settle
 from noa.train.step import Objective
 from test_train_loop import run_args
+from test_train_step import SMALL
 
 RULE = UpdateRule.from_space(CNO_SPACE)
-SMALL = dict(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
 
 
 def _theta(n: int, seed: int = 0) -> torch.Tensor:
