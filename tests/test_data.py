@@ -13,7 +13,7 @@ import torch
 
 from noa.data import generate as generate_module
 from noa.data import workers as workers_module
-from noa.data.generate import GenerateConfig, generate, sobol_params
+from noa.data.generate import GenerateConfig, generate
 from noa.data.h5 import open_dataset, read_info
 from noa.data.info import describe
 from noa.data.loader import usable_rows
@@ -63,10 +63,6 @@ def test_generation_is_deterministic(tmp_path: Path, dataset: Path) -> None:
     with h5py.File(dataset) as a, h5py.File(again) as b:
         for name in ("parameters/params", "inputs/fields", "trajectories", "metadata/noise_seed"):
             assert np.array_equal(a[name][:], b[name][:]), name
-
-
-def test_sobol_prefix_is_stable() -> None:
-    assert np.array_equal(sobol_params(5, 1, 4), sobol_params(8, 1, 4)[:5])
 
 
 def test_interrupted_generation_resumes_without_recomputing(

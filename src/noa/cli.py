@@ -76,6 +76,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--realizations", type=int, default=1, help="stochastic realizations M per sample; default 1")
     gen.add_argument("--seed", type=int, default=0, help="dataset seed; default 0")
     gen.add_argument(
+        "--family",
+        default="full",
+        metavar="FILE|NAME",
+        help="the operator family θ is drawn from: a YAML file or a shipped family (full, spinlock, starter; "
+        "`noa family show NAME` prints one to copy and edit); default full",
+    )
+    gen.add_argument(
         "--ic-families", nargs="+", default=None, metavar="FAMILY", help="IC families to cycle through (default: all)"
     )
     gen.add_argument("--store-trajectories", action="store_true", help="also store the replayed trajectories (a cache)")
@@ -125,6 +132,7 @@ def _data_generate(args: argparse.Namespace) -> None:
     from noa.data.generate import GenerateConfig, generate
     from noa.data.ics import IC_FAMILIES
     from noa.data.info import describe
+    from noa.families import load_family
     from noa.runtime import resolve_device
 
     cfg = GenerateConfig(
@@ -136,6 +144,7 @@ def _data_generate(args: argparse.Namespace) -> None:
         ic_families=list(args.ic_families or IC_FAMILIES),
         store_trajectories=args.store_trajectories,
         features=not args.no_features,
+        family=load_family(args.family).as_dict(),
     )
     path = generate(
         cfg,
@@ -171,6 +180,39 @@ def _data_features(args: argparse.Namespace) -> None:
         progress=_bar_or_lines(args),
     )
     print(f"Features stored in {args.path}")
+
+
+def _add_family(sub: argparse._SubParsersAction) -> None:
+    family = sub.add_parser("family", help="show the operator families θ can be drawn from")
+    family_sub = family.add_subparsers(dest="family_command", required=True, metavar="{show,list}")
+    show = family_sub.add_parser(
+        "show",
+        help="print a family as the YAML file --family reads, and how hard its maps are to emulate",
+        description="Print a shipped family, a family file or a dataset's recorded family as the YAML that "
+        "`noa data generate --family` reads (redirect it to a file to edit it), followed by comments: the family "
+        "in words and a training-free measure of how hard its operators' maps are to emulate, per update rule.",
+    )
+    show.add_argument("family", metavar="NAME|FILE|DATASET", help="a shipped family, a YAML file or a dataset .h5")
+    show.add_argument("--no-difficulty", action="store_true", help="skip the difficulty measure (a few seconds)")
+    show.add_argument("--operators", type=int, default=32, help="operators drawn for the difficulty measure")
+    show.set_defaults(handler=_family_show)
+    listing = family_sub.add_parser("list", help="the families shipped with noa, one line each")
+    listing.set_defaults(handler=_family_list)
+
+
+def _family_show(args: argparse.Namespace) -> None:
+    from noa.families.show import show_family
+
+    if args.operators < 2:
+        raise NoaError(f"--operators must be at least 2; got {args.operators}")
+    print(show_family(args.family, difficulty=not args.no_difficulty, operators=args.operators), end="")
+
+
+def _family_list(args: argparse.Namespace) -> None:
+    from noa.families import load_family, named_families
+
+    for name in named_families():
+        print(f"{name:<10} {load_family(name).description}")
 
 
 def _add_vqvae(sub: argparse._SubParsersAction) -> None:
@@ -339,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"noa {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubParser)
     _add_data(sub)
+    _add_family(sub)
     _add_vqvae(sub)
     _add_train(sub)
     _add_diagnose(sub)

@@ -9,7 +9,6 @@ interrupted run leaves a ``.partial`` file that ``--resume`` continues from: sam
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import threading
@@ -22,7 +21,6 @@ from typing import Literal
 
 import h5py
 import numpy as np
-from scipy.stats import qmc
 from tqdm import tqdm
 
 import noa
@@ -31,6 +29,7 @@ from noa.data import h5
 from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
 from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.errors import NoaError
+from noa.families import FULL, OperatorFamily, family_from_dict
 from noa.model import UAFNOConfig
 from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE
@@ -54,6 +53,12 @@ class GenerateConfig:
     ic_families: list[str] = field(default_factory=lambda: list(IC_FAMILIES))
     store_trajectories: bool = False
     features: bool = True
+    # The operator family θ is drawn from, as plain data (:meth:`OperatorFamily.as_dict`).
+    family: dict = field(default_factory=FULL.as_dict)
+
+    @property
+    def operator_family(self) -> OperatorFamily:
+        return family_from_dict(self.family, "the dataset's family")
 
     def validate(self) -> None:
         if self.n_samples < 1:
@@ -68,17 +73,13 @@ class GenerateConfig:
         if self.timesteps < 1 or self.realizations < 1 or self.channels < 1:
             raise NoaError("--timesteps, --realizations and channels must all be >= 1")
         self.ic_families = list(validate_families(self.ic_families))
-
-
-def sobol_params(n: int, seed: int, dims: int) -> np.ndarray:
-    """n scrambled Sobol points in [0, 1)^dims (the first n of the next power of two)."""
-    sampler = qmc.Sobol(d=dims, scramble=True, seed=derive_seed(seed, "sobol"))
-    return sampler.random_base2(max(0, math.ceil(math.log2(n))))[:n].astype(np.float32)
+        self.family = self.operator_family.as_dict()  # canonical: what the file records and --resume compares
 
 
 def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]] | None, chunk: int) -> None:
     """Write the layout, θ, ICs and per-sample metadata; rollouts follow batch by batch."""
     n, c, g, t, m = cfg.n_samples, cfg.channels, cfg.grid, cfg.timesteps, cfg.realizations
+    family = cfg.operator_family
     with h5py.File(path, "w") as f:
         f.attrs.update(
             format=h5.FORMAT,
@@ -91,11 +92,12 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
             realizations=m,
             parameter_space=CNO_SPACE.to_json(),
             cno_family=FAMILY.to_json(),
+            operator_family=family.to_json(),
             ic_families=json.dumps(cfg.ic_families),
             amplitude_levels=json.dumps(list(AMPLITUDE_LEVELS)),
             noa_version=noa.__version__,
         )
-        params = f.create_dataset("parameters/params", data=sobol_params(n, cfg.seed, CNO_SPACE.size))
+        params = f.create_dataset("parameters/params", data=family.draw(n, cfg.seed))
         params.attrs["names"] = json.dumps(CNO_SPACE.names)
         fields = f.create_dataset("inputs/fields", (n, c, g, g), dtype="f4", chunks=(1, c, g, g))
         meta = f.create_group("metadata")

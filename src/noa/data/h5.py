@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from noa.errors import NoaError
+from noa.families import FULL, OperatorFamily, family_from_dict
 from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE, ParameterSpace
 
@@ -78,6 +79,7 @@ class DatasetInfo:
     has_trajectories: bool
     has_features: bool
     family: str = ""  # the CNO family definition the file was made with (JSON)
+    operator_family: OperatorFamily = FULL  # the region of the parameter space θ was drawn from
 
 
 def open_dataset(path: str | Path) -> h5py.File:
@@ -141,6 +143,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
             has_trajectories="trajectories" in f,
             has_features="features" in f and all(fam in f["features"] for fam in FEATURE_FAMILIES),
             family=str(f.attrs["cno_family"]),
+            operator_family=recorded_family(f),
         )
     except KeyError as err:
         raise NoaError(f"dataset {p} lacks the root attribute {err}; regenerate it with `noa data generate`") from err
@@ -195,6 +198,20 @@ _DTYPE_KINDS = {
     "valid": "b",
 }
 _KIND_WORDS = {"f": "floating point", "iu": "integers", "b": "booleans"}
+
+
+def recorded_family(f: h5py.File) -> OperatorFamily:
+    """The operator family a dataset records; files made before families drew from the whole space."""
+    stored = f.attrs.get("operator_family")
+    if stored is None:
+        return FULL
+    try:
+        data = json.loads(stored)
+    except json.JSONDecodeError as err:
+        raise NoaError(
+            f"dataset {f.filename}: its 'operator_family' attribute is not valid JSON ({err}); regenerate it"
+        ) from err
+    return family_from_dict(data, f"dataset {f.filename}'s recorded family")
 
 
 def check_family(f: h5py.File) -> None:

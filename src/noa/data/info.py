@@ -37,6 +37,9 @@ def describe(path: str | Path) -> str:
         lines.append(f"  max |x|:       median {np.median(max_abs[replayed]):.3g}, max {max_abs[replayed].max():.3g}")
     lines.append("  IC families:   " + ", ".join(f"{name} {families.get(name, 0)}" for name in info.ic_families))
     lines.append("  IC amplitudes: " + ", ".join(f"{name} {amplitudes.get(name, 0)}" for name in info.amplitude_levels))
+    family = info.operator_family
+    lines.append(f"  operator family: {family.name}{f' ({family.description})' if family.description else ''}")
+    lines += [f"    {line}" for line in family.describe() if "(whole range)" not in line]
     lines.append("  θ (physical units over the samples):")
     for j, dim in enumerate(info.space.dims):
         column = params[:, j]

@@ -271,6 +271,7 @@ def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
             "channels": info.channels,
             "timesteps": info.timesteps,
             "ic_families": list(info.ic_families),
+            "operator_family": info.operator_family.as_dict(),
         },
     }
 

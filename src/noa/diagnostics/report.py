@@ -119,6 +119,9 @@ def format_report(r: DiagnosticsResult) -> str:
     """The guide's report (header, four sections, summary, verdict), then rollout quality and the scale."""
     lines = [RULE, "L_latent Alignment Diagnostics", RULE, ""]
     lines += [f"Checkpoint: {r.checkpoint}", f"Tokenizer:  {r.tokenizer or 'none'}", f"Dataset:    {r.dataset}"]
+    family = r.run.get("data", {}).get("operator_family", {}).get("name")
+    if family:
+        lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
     lines += [f"note: {note}" for note in r.notes]
     lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
@@ -406,7 +409,8 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
         (
             "dataset",
             f"`{r.dataset}`: {d.get('samples')} samples, {d.get('grid')}×{d.get('grid')} grid, "
-            f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}",
+            f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}; "
+            f"operator family {d.get('operator_family', {}).get('name', 'full')}",
         ),
         ("tokenizer", f"`{r.tokenizer}`" if r.tokenizer else "none: token sections skipped"),
         ("objective", _objective(a)),
