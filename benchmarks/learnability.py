@@ -49,6 +49,8 @@ from torch import nn
 
 from noa.data.ics import IC_FAMILIES, make_ics
 from noa.errors import NoaError
+from noa.families import OperatorFamily, load_family
+from noa.families.difficulty import map_roughness
 from noa.model import UAFNO, UAFNOConfig
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
@@ -59,10 +61,16 @@ DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_po
 BASIS_ACTIVATIONS = (torch.tanh, F.gelu, F.silu, torch.sin, torch.relu)
 
 
-def draw_theta(n: int, seed: int, rung: str, anchor: torch.Tensor | None, fixed: dict[str, object]) -> torch.Tensor:
+def draw_theta(
+    n: int, seed: int, rung: str, anchor: torch.Tensor | None, fixed: dict[str, object], family: OperatorFamily | None
+) -> torch.Tensor:
     """``n`` unit θ rows for a rung; ``anchor`` (the training pool's first row) pins what the
-    rung holds fixed, so held-out rows share it; ``fixed`` pins named dimensions (physical values) on every row."""
-    theta = torch.rand(n, CNO_SPACE.size, generator=torch.Generator().manual_seed(seed))
+    rung holds fixed, so held-out rows share it; ``fixed`` pins named dimensions (physical values) on every row;
+    ``family`` draws the rows inside a family (uniformly at random over the whole space without one)."""
+    if family is None:
+        theta = torch.rand(n, CNO_SPACE.size, generator=torch.Generator().manual_seed(seed))
+    else:
+        theta = torch.from_numpy(family.draw(n, seed))
     for name, value in fixed.items():
         theta[:, CNO_SPACE.position(name)] = CNO_SPACE.dims[CNO_SPACE.position(name)].unit(value)
     anchor = theta[0].clone() if anchor is None else anchor
@@ -249,31 +257,15 @@ def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) ->
 @torch.no_grad()
 def sensitivity(theta: torch.Tensor, states: torch.Tensor, rows: int = 8, seed: int = 0) -> dict[str, float]:
     """Training-free difficulty of the map on states at steps 0, T/4, T/2, 3T/4 of the first
-    ``rows`` pool rows: the finite-difference gain |O(x+δ) - O(x)| / |δ| for δ of RMS 1e-3·RMS(x)
-    (absolute, and relative to |O(x)| / |x|), and the share of spectral energy above wavenumber
-    grid/4 in O(x) and in x (medians over the states)."""
-    t, grid = states.shape[1], states.shape[-1]
+    ``rows`` pool rows (:func:`noa.families.difficulty.map_roughness`, medians over the states)."""
+    t = states.shape[1]
     x = states[:rows][:, [0, t // 4, t // 2, 3 * t // 4]].flatten(0, 1)
-    ops = build_operators(theta[:rows].repeat_interleave(4, 0), list(range(x.shape[0])), x.shape[1], grid)
-    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
-    delta = 1e-3 * x.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt() * noise
-    o, shifted = apply_operator(ops, x), apply_operator(ops, x + delta)
-
-    def norm(v: torch.Tensor) -> torch.Tensor:
-        return v.flatten(1).norm(dim=1)
-
-    def high(v: torch.Tensor) -> torch.Tensor:
-        k = torch.fft.fftfreq(grid, 1 / grid)
-        radius = (k[:, None] ** 2 + torch.fft.rfftfreq(grid, 1 / grid)[None, :] ** 2).sqrt()
-        energy = torch.fft.rfft2(v).abs().pow(2).sum(1)  # [B, grid, grid // 2 + 1]
-        return energy[:, radius > grid / 4].sum(1) / energy.flatten(1).sum(1)
-
-    gain = norm(shifted - o) / norm(delta)
+    m = map_roughness(theta[:rows].repeat_interleave(4, 0), x, seed)
     return {
-        "lipschitz": round(float(gain.median()), 4),
-        "relative": round(float((gain * norm(x) / norm(o)).median()), 4),
-        "high_fraction_map": round(float(high(o).median()), 4),
-        "high_fraction_state": round(float(high(x).median()), 4),
+        "lipschitz": round(float(m.gain.median()), 4),
+        "relative": round(float(m.relative.median()), 4),
+        "high_fraction_map": round(float(m.high_fraction_map.median()), 4),
+        "high_fraction_state": round(float(m.high_fraction_state.median()), 4),
     }
 
 
@@ -321,6 +313,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="pin a θ dimension in physical units, e.g. weight_gain=1.5 or kernel_size=5 (repeatable)",
     )
+    p.add_argument("--family", default=None, help="draw θ inside a family (file or shipped name; default: uniform)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--tag", default=None, help="names the JSON summary in benchmarks/.work/")
@@ -329,8 +322,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     fixed = parse_pins(p, args)
     started = time.perf_counter()
-    theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed)
-    held_out = draw_theta(args.n_test, args.seed + 1, args.rung, theta[0], fixed)
+    family = load_family(args.family) if args.family else None
+    theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed, family)
+    held_out = draw_theta(args.n_test, args.seed + 1, args.rung, theta[0], fixed, family)
     states, maps = make_pool(theta, args.seed, args.grid, args.timesteps)
     test_states, test_maps = make_pool(held_out, args.seed + 1, args.grid, 32)
     print(

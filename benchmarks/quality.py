@@ -30,6 +30,7 @@ non-INITIAL token agreement ≥ 75% of the reference's.
     python benchmarks/quality.py --threads 1                        # the recipe: about 40 min with data + tokenizer
     python benchmarks/quality.py --threads 1 --epochs 1 --bptt-window 8 --tag before   # a variant; --tag names its run
     python benchmarks/quality.py --threads 1 --tag baseline --eval-only epoch_1.pt  # re-evaluate a checkpoint
+    python benchmarks/quality.py --threads 1 --family spinlock --tag spinlock       # another family's recipe
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate, held_out_rows, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.errors import NoaError
+from noa.families import FULL, OperatorFamily, load_family
 from noa.operators.replay import noise_free_steps, replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -59,12 +61,15 @@ DATA = dict(n_samples=2000, grid=32, timesteps=32, seed=0)
 TARGET_RATIO, TARGET_AGREEMENT, TARGET_SKILL = 2.0, 0.75, 0.8
 
 
-def ensure_dataset() -> Path:
-    """tokenizer_quality.py's dataset (same name, same content), made once."""
-    path = WORK / f"cno_n{DATA['n_samples']}_g{DATA['grid']}_t{DATA['timesteps']}_s{DATA['seed']}.h5"
+def ensure_dataset(family: OperatorFamily) -> Path:
+    """The recipe's dataset of ``family``, made once (the full family's is tokenizer_quality.py's:
+    same name, same content)."""
+    suffix = "" if family == FULL else f"_{family.name}"
+    path = WORK / f"cno_n{DATA['n_samples']}_g{DATA['grid']}_t{DATA['timesteps']}_s{DATA['seed']}{suffix}.h5"
     if not path.exists():
         partial = path.with_name(path.name + ".partial")
-        generate(GenerateConfig(**DATA), path, batch_size=16, resume=partial.exists(), progress=False)
+        config = GenerateConfig(**DATA, family=family.as_dict())
+        generate(config, path, batch_size=16, resume=partial.exists(), progress=False)
     return path
 
 
@@ -454,6 +459,7 @@ def main() -> None:
     p.add_argument(
         "--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row"
     )
+    p.add_argument("--family", default="full", help="the operator family (file or shipped name); default full")
     p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
     p.add_argument(
         "--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)"
@@ -467,7 +473,7 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     try:
         started = time.perf_counter()
-        dataset = ensure_dataset()
+        dataset = ensure_dataset(load_family(args.family))
         tokenizer = ensure_tokenizer(dataset, args.device, args.train_samples)
         prepared = time.perf_counter()
         run_dir = WORK / f"quality_{args.tag}"

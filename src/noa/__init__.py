@@ -39,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "Sample": "noa.api.samples",
     "training_split": "noa.api.samples",
     "TrainingSplit": "noa.api.samples",
+    "OperatorFamily": "noa.families",
+    "load_family": "noa.families",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "IC_FAMILIES",
     "NeuralOperatorAgent",
     "NoaError",
+    "OperatorFamily",
     "ParameterSpace",
     "Sample",
     "Tokenizer",
@@ -53,6 +56,7 @@ __all__ = [
     "as_theta",
     "compute_features",
     "load",
+    "load_family",
     "load_tokenizer",
     "make_initial_condition",
     "read_sample",
@@ -73,6 +77,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from noa.api.tokens import Tokenizer as Tokenizer
     from noa.api.tokens import load_tokenizer as load_tokenizer
     from noa.data.ics import IC_FAMILIES as IC_FAMILIES
+    from noa.families import OperatorFamily as OperatorFamily
+    from noa.families import load_family as load_family
     from noa.features import compute_features as compute_features
     from noa.operators.space import CNO_SPACE as CNO_SPACE
     from noa.operators.space import ParameterSpace as ParameterSpace
