@@ -175,10 +175,10 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "one_step_steps": (
         int,
         True,
-        "for the first N batches the NOA learns the one-step map: every state of the CNO's rollout is advanced one "
+        "for the first N batches the NOA learns the one-step map: every state of every CNO realization is advanced one "
         "step and scored against the CNO's noise-free step from it, the error divided by the rule's scale (dt or 1-α, "
-        "with --rule-head) so every operator counts at unit scale; then rollouts under L_total "
-        "(validation always scores free rollouts)",
+        "with --rule-head) so every operator counts at unit scale, --batch-size states per forward pass (a rollout "
+        "step's memory); then rollouts under L_total (validation always scores free rollouts)",
     ),
     "rule_head": (
         bool,
@@ -229,11 +229,16 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "activation_checkpointing": (
         bool,
         False,
-        "recompute each step's activations in the backward pass: less memory per window, about one more forward pass",
+        "recompute each step's activations in the backward pass: less memory per rollout window, about one more "
+        "forward pass (the one-step phase back-propagates one step at a time and runs without it)",
     ),
     "weight_decay": (float, False, "AdamW weight decay"),
     "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),
-    "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
+    "n_realizations": (
+        int,
+        False,
+        "CNO realizations per sample; the rollouts' target is their mean, the one-step phase takes each as a sample",
+    ),
     "max_nan_skips": (int, False, "stop after this many consecutive non-finite updates"),
     "log_every": (int, False, "print a batch line every N batches"),
     "num_workers": (

@@ -314,14 +314,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- running
 
-    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The CNO ground truth [B, T+1, C, H, W]: the mean over M realizations."""
+    def _realizations(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The CNO's M realizations of each sample, [B, M, T+1, C, H, W] (stored or replayed)."""
         t, m = self.cfg.timesteps, self.cfg.n_realizations
         if "trajectory" in batch:
-            traj = batch["trajectory"][:, :m, : t + 1].to(self.device)
-        else:
-            traj = replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
-        return traj.mean(dim=1)
+            return batch["trajectory"][:, :m, : t + 1].to(self.device)
+        return replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
+
+    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The rollouts' ground truth [B, T+1, C, H, W]: the mean over M realizations."""
+        return self._realizations(batch).mean(dim=1)
 
     def _record(self, record: dict[str, Any]) -> None:
         if self._metrics is None:  # not rank 0
@@ -445,7 +447,9 @@ class Trainer:
                 lr = self.scheduler.lr
                 one_step = cursor.global_step < (cfg.one_step_steps or 0)
                 if one_step:
-                    last = train_one_step_batch(self.objective, batch["params"].to(self.device), self._target(batch))
+                    last = train_one_step_batch(
+                        self.objective, batch["params"].to(self.device), self._realizations(batch)
+                    )
                 else:
                     last = train_batch(
                         self.objective,
