@@ -409,8 +409,8 @@ def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(
     tiny_dataset: Path, tmp_path: Path, train_log: list[str]
 ) -> None:
     ck = tmp_path / "ck"
-    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, max_steps=1))
-    assert any(line.startswith("Teacher forcing for the first 2 batches") for line in train_log)
+    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, one_step_steps=0, max_steps=1))
+    assert any(line.startswith("Teacher forcing for the first 2 batches of the rollout phase:") for line in train_log)
     train({"resume": str(ck / "step_1.pt"), "max_steps": 2, "device": "cpu"})  # still inside: said again
     train_log.clear()
     train({"resume": str(ck / "step_3.pt"), "max_steps": 1, "device": "cpu"})  # after it ended: not said

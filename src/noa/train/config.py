@@ -169,8 +169,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "teacher_forcing_steps": (
         int,
         False,
-        "for the first N batches every BPTT window starts from the CNO's state instead of the "
-        "NOA's own (teacher forcing; validation always scores free rollouts)",
+        "for the first N batches of the rollout phase (counted after --one-step-steps) every BPTT window starts from "
+        "the CNO's state instead of the NOA's own (teacher forcing; validation always scores free rollouts)",
     ),
     "one_step_steps": (
         int,

@@ -34,6 +34,7 @@ from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.one_step import train_one_step_batch
 from noa.train.optim import build_optimizer
+from noa.train.phases import ONE_STEP, one_step_end, phase_of, teacher_forced, teacher_forcing_end
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
 from noa.train.settle import Run, settle
@@ -129,6 +130,13 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
         lines.append(
             f"Warning: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({total} batches): the LR stays in "
             f"warmup and peaks at {peak:.2e}, not --lr {cfg.lr:.2e}; lower --warmup-steps (e.g. {max(1, total // 10)})"
+        )
+    if 0 < one_step_end(cfg) >= total:
+        lines.append(
+            f"Warning: the one-step phase (--one-step-steps {cfg.one_step_steps}) covers the whole run ({total} batches): "
+            "no batch rolls out, so L_commit, L_latent and the projector never train"
+            f"{' and teacher forcing never starts' if cfg.teacher_forcing_steps else ''}; "
+            "lower --one-step-steps or raise --epochs"
         )
     if cfg.teacher_forcing_steps and cfg.bptt_window >= cfg.timesteps:
         lines.append(
@@ -253,16 +261,19 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
-        if self.state.cursor.global_step < (cfg.one_step_steps or 0):  # not at a resume after it ended
+        step = self.state.cursor.global_step
+        if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
             log.info(
                 f"One-step phase for the first {cfg.one_step_steps} batches: each state of the CNO's rollout is advanced one "
                 f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
                 "then rollouts under L_total. Validation scores free rollouts throughout."
             )
-        if self.state.cursor.global_step < cfg.teacher_forcing_steps:  # not at a resume after it ended
+        if step < teacher_forcing_end(cfg) and cfg.teacher_forcing_steps:  # not at a resume after it ended
+            after = f" (batches {one_step_end(cfg) + 1}-{teacher_forcing_end(cfg)}, after the one-step phase)"
             log.info(
-                f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
+                f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches of the rollout phase"
+                f"{after if one_step_end(cfg) else ''}: each {cfg.bptt_window}-step window starts "
                 "from the CNO's state; then windows chain the NOA's own rollout. Validation scores free rollouts throughout."
             )
 
@@ -445,8 +456,8 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
-                one_step = cursor.global_step < (cfg.one_step_steps or 0)
-                if one_step:
+                phase = phase_of(cfg, cursor.global_step)
+                if phase == ONE_STEP:
                     last = train_one_step_batch(
                         self.objective, batch["params"].to(self.device), self._realizations(batch)
                     )
@@ -456,7 +467,7 @@ class Trainer:
                         batch["ic"].to(self.device),
                         batch["params"].to(self.device),
                         self._target(batch),
-                        cursor.global_step < cfg.teacher_forcing_steps,
+                        teacher_forced(cfg, cursor.global_step),
                     )
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
@@ -475,7 +486,7 @@ class Trainer:
                         "batch": cursor.batch,
                         "global_step": cursor.global_step,
                         **last.as_dict(),
-                        "phase": "one-step" if one_step else "rollout",
+                        "phase": phase,
                         "lr": lr,
                         "sec": seconds,
                     }
