@@ -56,3 +56,20 @@ def test_a_one_step_phase_over_the_whole_run_warns_also_after_a_shortening_resum
     assert [line.split(":")[1] for line in _warnings(shortened, train_log)] == [
         " the one-step phase (--one-step-steps 7) covers the whole run (7 batches)"
     ]
+
+
+def test_a_fine_tune_has_no_one_step_phase_unless_asked_and_says_so(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    pretrained = tmp_path / "pre"
+    train(run_args(tiny_dataset, pretrained, max_steps=1))  # a fresh run: the first 3 of 6 batches are one-step
+    start = {"init_from": str(pretrained / "step_1.pt"), "dataset": str(tiny_dataset), "device": "cpu"}
+    train_log.clear()
+    assert settle({**start, "checkpoint_dir": str(tmp_path / "a")}).config.one_step_steps == 0
+    kept = [line for line in train_log if line.startswith("The fine-tune keeps")]
+    assert kept[0].endswith("; no one-step phase: the model already knows the map (--one-step-steps N asks for one)")
+    train_log.clear()
+    asked = settle({**start, "checkpoint_dir": str(tmp_path / "b"), "one_step_steps": 2})
+    assert asked.config.one_step_steps == 2
+    kept = [line for line in train_log if line.startswith("The fine-tune keeps")]
+    assert kept[0].endswith("; one-step phase: the first 2 batches (--one-step-steps)")

@@ -69,6 +69,9 @@ NOT_INHERITED_BY_FINETUNE = (
     "early_stop_patience",
     "one_step_steps",
 )
+# What a fine-tune starts with unless a flag says otherwise: it starts from a model that has
+# already learned the one-step map, so no one-step phase (--one-step-steps N asks for one).
+FINETUNE_DEFAULTS = {"one_step_steps": 0}
 # The objective a fine-tune keeps from the pretrained run unless flags change it (with the
 # architecture, ARCHITECTURE): the losses, their tokenizer and weights, the projector, the target.
 OBJECTIVE = (
@@ -84,7 +87,7 @@ OBJECTIVE = (
 DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
     "bptt_window": "32, or T when T is shorter",
-    "one_step_steps": "half of the run's batches",
+    "one_step_steps": "half of the run's batches; none for a fine-tune",
 }
 
 
