@@ -34,7 +34,7 @@ from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.one_step import train_one_step_batch
 from noa.train.optim import build_optimizer
-from noa.train.phases import ONE_STEP, one_step_end, phase_of, teacher_forced, teacher_forcing_end
+from noa.train.phases import ONE_STEP, PHASES, ROLLOUT, one_step_end, phase_of, teacher_forced, teacher_forcing_end
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
 from noa.train.settle import Run, settle
@@ -119,6 +119,28 @@ def _summary(losses: dict[str, float | None]) -> str:
     """The guide's epoch line: total=… traj=… commit=… latent=… (absent terms left out)."""
     specs = {"total": ".4f", "traj": ".4f", "commit": ".6f", "latent": ".3f"}
     return " ".join(f"{key}={format(losses[key], spec)}" for key, spec in specs.items() if losses[key] is not None)
+
+
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
+def _train_lines(progress: Progress, seconds: float) -> list[str]:
+    """The epoch's train line(s): the guide's line for a rollout epoch; a one-step phase's
+    means on a line of their own (a different loss: never averaged with the rollouts')."""
+    means = progress.epoch_means(LOSS_KEYS)
+    if not means:
+        return [f"  Train: no batch updated the model [{seconds:.1f}s]"]
+    if set(means) == {ROLLOUT}:
+        return [f"  Train: {_summary(means[ROLLOUT])} [{seconds:.1f}s]"]
+    both = len(means) > 1
+    lines = [
+        f"  Train ({phase} phase{f', {_batches(progress.batches(phase))}' if both else ''}): {_summary(means[phase])}"
+        for phase in PHASES
+        if phase in means
+    ]
+    lines[-1] += f" [{seconds:.1f}s]"
+    return lines
 
 
 def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
@@ -343,9 +365,11 @@ class Trainer:
         self._metrics.flush()
         if self._tb is not None:
             step = record.get("global_step", 0)
+            # A one-step batch's losses are other quantities than a rollout batch's: their own series.
+            mark = "one_step_" if record.get("phase") == ONE_STEP else ""
             for key, value in record.items():
                 if isinstance(value, float) and key != "sec":
-                    self._tb.add_scalar(f"{record['kind']}/{key}", value, step)
+                    self._tb.add_scalar(f"{record['kind']}/{mark if key in LOSS_KEYS else ''}{key}", value, step)
 
     def validate(self) -> dict[str, float | None]:
         """Mean losses over the validation samples of all ranks (a rank may hold none)."""
@@ -471,14 +495,14 @@ class Trainer:
                     )
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
-                    progress.add_batch(last.as_dict())
+                    progress.add_batch(phase, last.as_dict())
                 self.scheduler.step()
                 cursor.batch += 1
                 cursor.global_step += 1
                 steps_this_run += 1
                 seconds = time.perf_counter() - t0
                 progress.epoch_seconds = time.perf_counter() - epoch_start
-                line = self._batch_line(last, lr, seconds)
+                line = self._batch_line(last, phase, lr, seconds)
                 self._record(
                     {
                         "kind": "train_batch",
@@ -522,9 +546,10 @@ class Trainer:
         total, traj = means["total"], means["traj"]
         return BatchLosses(total, traj, means.get("commit"), means.get("latent")), reduced[-1] > 0
 
-    def _batch_line(self, losses: BatchLosses, lr: float, seconds: float) -> str:
+    def _batch_line(self, losses: BatchLosses, phase: str, lr: float, seconds: float) -> str:
+        marked = "one-step " if phase == ONE_STEP else ""
         parts = [
-            f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"
+            f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] {marked}loss={losses.total:.4g} traj={losses.traj:.4g}"
         ]
         if losses.commit is not None:
             parts.append(f"commit={losses.commit:.3g}")
@@ -535,12 +560,17 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, seconds: float) -> bool:
         """Validation, history, best/epoch checkpoints; True when early stopping triggers."""
-        state = self.state
-        train = state.progress.epoch_means(LOSS_KEYS)
+        state, progress = self.state, self.state.progress
+        means = progress.epoch_means(LOSS_KEYS)
+        # train_* are the rollout phase's, the quantities validation scores; the one-step
+        # phase's are train_one_step_*; a phase without batches this epoch has None.
+        train = means.get(ROLLOUT, dict.fromkeys(LOSS_KEYS))
+        one_step = means.get(ONE_STEP, dict.fromkeys(LOSS_KEYS))
         val = self.validate()
-        log.info(f"  Train: {_summary(train)} [{seconds:.1f}s]")
+        for line in _train_lines(progress, seconds):
+            log.info(line)
         log.info(f"  Val:   {_summary(val)}")
-        state.progress.append(
+        progress.append(
             {
                 "train_loss": train["total"],
                 "val_loss": val["total"],
@@ -549,6 +579,8 @@ class Trainer:
                     for key in ("traj", "commit", "latent")
                     for split, losses in (("train", train), ("val", val))
                 },
+                "train_one_step_loss": one_step["total"],
+                "train_one_step_traj": one_step["traj"],
                 "lr": self.scheduler.lr,
                 "epoch_seconds": seconds,
             }
@@ -559,6 +591,10 @@ class Trainer:
                 "epoch": epoch + 1,
                 "global_step": state.cursor.global_step,
                 **{f"train_{k}": v for k, v in train.items()},
+                "train_one_step_total": one_step["total"],
+                "train_one_step_traj": one_step["traj"],
+                "train_rollout_batches": progress.batches(ROLLOUT),
+                "train_one_step_batches": progress.batches(ONE_STEP),
                 **{f"val_{k}": v for k, v in val.items()},
                 "sec": seconds,
             }
