@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from noa.train.execution import Execution
 from noa.train.loop import train
 from noa.train.one_step import train_one_step_batch
 from noa.train.settle import settle
-from noa.train.step import Objective
+from noa.train.step import Objective, train_batch
 from test_train_loop import run_args
 from test_train_step import SMALL
 
@@ -271,3 +272,24 @@ def test_a_resume_cannot_change_the_head(tiny_dataset: Path, tmp_path: Path) -> 
     train(run_args(tiny_dataset, ck, max_steps=2))
     with pytest.raises(NoaError, match="--rule-head: checkpoint True, asked False"):
         settle({"resume": str(ck / "step_2.pt"), "rule_head": False, "device": "cpu"})
+
+
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
+def test_both_phases_share_one_compiled_graph(tiny_dataset: Path) -> None:
+    """The one-step phase feeds the compiled step what a rollout does (B contiguous states): no
+    second compilation. A minute or two of compiling on a CPU."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    params, traj = _batch(tiny_dataset, 2)
+    ic = traj[:, 0].contiguous()  # as the loader's batch["ic"]
+    obj = Objective(_model(), None, None, 0.5, 0.5, 4, [], execution=Execution(compile=True))
+    train_batch(obj, ic, params, traj)
+    assert counters["stats"]["unique_graphs"] == 1
+    train_one_step_batch(obj, params, replay(params, ic, [1, 2], traj.shape[1] - 1, 2))
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

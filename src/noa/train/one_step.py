@@ -20,7 +20,8 @@ the rollout phase.
 
 Memory. The steps are independent, so the model sees B states at a time (one realization, one
 t), each micro-batch back-propagated at once: the forward batch and its activations are those
-of one rollout step, and the step's input shape is the rollout phase's (one compilation). The
+of one rollout step, and the step's input is the rollout phase's (B contiguous states: a
+strided view would be a second compiled graph). The
 gradient is the gradient of the whole loss, up to the order of float summation. A graph of one
 step gains nothing from activation checkpointing, so it runs without (its peak is lower). The
 targets are computed without gradients ``bptt_window`` steps at a time.
@@ -61,7 +62,7 @@ def train_one_step_batch(obj: Objective, params: torch.Tensor, realizations: tor
             clean = noise_free_steps(params, realizations[:, m, start:end])
             for t in range(start, end):
                 with sync_gradients(obj, now=m == n_real - 1 and t == timesteps - 1):
-                    guess = obj.train_step(realizations[:, m, t], params, recompute=False)
+                    guess = obj.train_step(realizations[:, m, t].contiguous(), params, recompute=False)
                     per_sample = (guess - clean[:, t - start]).pow(2).sum(dim=(1, 2, 3))  # type: ignore[operator]
                     unit = (per_sample * weights).sum()
                     (unit / n_values).backward()
