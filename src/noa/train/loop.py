@@ -287,7 +287,7 @@ class Trainer:
         if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
             log.info(
-                f"One-step phase for the first {cfg.one_step_steps} batches: each state of the CNO's rollout is advanced one "
+                f"One-step phase for the first {cfg.one_step_steps} batches: each state of each CNO realization is advanced one "
                 f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
                 "then rollouts under L_total. Validation scores free rollouts throughout."
             )
