@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,11 @@ from noa.operators.cno import apply_operator, build_operators, deterministic_ste
 from noa.operators.replay import noise_free_steps, replay
 from noa.operators.space import CNO_SPACE, Dimension, ParameterSpace
 from noa.train.checkpoint import load_checkpoint
+from noa.train.execution import Execution
 from noa.train.loop import train
 from noa.train.one_step import train_one_step_batch
 from noa.train.settle import settle
-from noa.train.step import Objective
+from noa.train.step import Objective, train_batch
 from test_train_loop import run_args
 from test_train_step import SMALL
 
@@ -107,7 +109,7 @@ def test_one_step_loss_is_the_unit_scale_error_against_the_noise_free_step(tiny_
     with torch.no_grad():
         model.head.weight.zero_()
         model.head.bias.zero_()
-    losses = train_one_step_batch(Objective(model, None, None, 0.5, 0.5, 4, []), params, traj)
+    losses = train_one_step_batch(Objective(model, None, None, 0.5, 0.5, 4, []), params, traj[:, None])
     steps = traj.shape[1] - 1
     ops = build_operators(params, [0] * 4, 3, traj.shape[-1]).repeat(steps)
     o = apply_operator(ops, traj[:, :steps].flatten(0, 1))
@@ -125,11 +127,118 @@ def test_one_step_gradient_does_not_depend_on_the_window(tiny_dataset: Path) -> 
     grads = []
     for window in (3, 8):
         model = _model(seed=5)
-        train_one_step_batch(Objective(model, None, None, 0.5, 0.5, window, []), params, traj)
+        train_one_step_batch(Objective(model, None, None, 0.5, 0.5, window, []), params, traj[:, None])
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     assert len(grads[0]) == len(grads[1]) > 0
     for a, b in zip(grads[0], grads[1]):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+def _seen_batches(model: UAFNO) -> list[torch.Tensor]:
+    """The inputs the model is called with from now on (a forward pre-hook keeps a copy of each)."""
+    seen: list[torch.Tensor] = []
+    model.register_forward_pre_hook(lambda _module, args: seen.append(args[0].detach().clone()))
+    return seen
+
+
+def test_one_step_forwards_b_states_at_a_time_with_the_whole_loss_gradient(tiny_dataset: Path) -> None:
+    """B states per forward pass (a rollout step's batch and memory), and the gradient of the
+    loss over all B·T states in one pass, up to float summation order."""
+    params, traj = _batch(tiny_dataset)
+    model = _model(seed=5)
+    seen = _seen_batches(model)
+    train_one_step_batch(Objective(model, None, None, 0.5, 0.5, 4, []), params, traj[:, None])
+    steps = traj.shape[1] - 1
+    assert [x.shape[0] for x in seen] == [4] * steps
+    ours = [p.grad.clone() for p in model.parameters()]
+    reference = _model(seed=5)
+    states = traj[:, :steps].flatten(0, 1)
+    clean = noise_free_steps(params, traj[:, :steps]).flatten(0, 1)
+    _, scale = RULE.coefficients(params)
+    weights = scale.reshape(-1).pow(-2).repeat_interleave(steps)
+    guess = reference(states, params.repeat_interleave(steps, dim=0))
+    ((guess - clean).pow(2).sum(dim=(1, 2, 3)) * weights).sum().div(traj[:, 1:].numel()).backward()
+    for mine, theirs in zip(ours, (p.grad for p in reference.parameters())):
+        torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_the_one_step_phase_of_a_run_forwards_the_rollout_phases_batch(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One one-step batch (B 4, T 8, window 2): every forward pass takes 4 states, as a rollout step does."""
+    sizes: list[int] = []
+    forward = UAFNO.forward
+
+    def counted(self: UAFNO, x: torch.Tensor, *args, **kwargs):
+        sizes.append(x.shape[0])
+        return forward(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(UAFNO, "forward", counted)
+    train(run_args(tiny_dataset, tmp_path / "ck", max_steps=1))
+    assert sizes == [4] * 8
+
+
+def test_one_step_batches_run_without_activation_checkpointing(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lone step back-propagated at once gains nothing from recomputation (its backward peaks higher)."""
+    import noa.train.execution as execution
+
+    calls: list[int] = []
+    real = execution.checkpoint
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "checkpoint", counted)
+    params, traj = _batch(tiny_dataset)
+    obj = Objective(_model(), None, None, 0.5, 0.5, 4, [], execution=Execution(activation_checkpointing=True))
+    train_one_step_batch(obj, params, traj[:, None])
+    assert calls == []
+    obj.train_step(traj[:, 0], params)  # a rollout step still recomputes
+    assert calls == [1]
+
+
+def test_each_realization_is_a_one_step_sample_of_its_own(tiny_dataset: Path) -> None:
+    """With M = 2 the model sees each realization's states, never their mean, and each is
+    scored against the noise-free step from itself: with f = 0 the loss is mean |O(x)|² over
+    both realizations' states."""
+    params, traj = _batch(tiny_dataset)
+    realizations = replay(params, traj[:, 0], [3, 4, 5, 6], traj.shape[1] - 1, 2)
+    assert not torch.equal(realizations[:, 0], realizations[:, 1])
+    model = _model()
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    seen = _seen_batches(model)
+    losses = train_one_step_batch(Objective(model, None, None, 0.5, 0.5, 3, []), params, realizations)
+    steps = traj.shape[1] - 1
+    states = realizations[:, :, :steps]
+    assert len(seen) == 2 * steps
+    for x in seen:
+        assert any(torch.equal(x, states[:, m, t]) for m in range(2) for t in range(steps))
+    ops = build_operators(params, [0] * 4, 3, traj.shape[-1]).repeat(2 * steps)
+    o = apply_operator(ops, states.flatten(0, 2))
+    assert losses.total == pytest.approx(float(o.pow(2).sum()) / realizations[:, :, 1:].numel(), rel=1e-5)
+
+
+def test_the_training_loop_gives_the_one_step_phase_every_realization(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rollout phase scores the mean of M realizations; the one-step phase gets them all."""
+    import noa.train.loop as loop
+
+    given: list[torch.Tensor] = []
+
+    def spy(obj: Objective, params: torch.Tensor, realizations: torch.Tensor):
+        given.append(realizations)
+        return train_one_step_batch(obj, params, realizations)
+
+    monkeypatch.setattr(loop, "train_one_step_batch", spy)
+    train(run_args(tiny_dataset, tmp_path / "ck", n_realizations=2, max_steps=1))
+    assert len(given) == 1 and given[0].shape[:3] == (4, 2, 9)
+    assert not torch.equal(given[0][:, 0, 1:], given[0][:, 1, 1:])
 
 
 def _records(ck: Path) -> list[dict]:
@@ -163,3 +272,24 @@ def test_a_resume_cannot_change_the_head(tiny_dataset: Path, tmp_path: Path) -> 
     train(run_args(tiny_dataset, ck, max_steps=2))
     with pytest.raises(NoaError, match="--rule-head: checkpoint True, asked False"):
         settle({"resume": str(ck / "step_2.pt"), "rule_head": False, "device": "cpu"})
+
+
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
+def test_both_phases_share_one_compiled_graph(tiny_dataset: Path) -> None:
+    """The one-step phase feeds the compiled step what a rollout does (B contiguous states): no
+    second compilation. A minute or two of compiling on a CPU."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    params, traj = _batch(tiny_dataset, 2)
+    ic = traj[:, 0].contiguous()  # as the loader's batch["ic"]
+    obj = Objective(_model(), None, None, 0.5, 0.5, 4, [], execution=Execution(compile=True))
+    train_batch(obj, ic, params, traj)
+    assert counters["stats"]["unique_graphs"] == 1
+    train_one_step_batch(obj, params, replay(params, ic, [1, 2], traj.shape[1] - 1, 2))
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()

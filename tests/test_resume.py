@@ -291,7 +291,8 @@ def test_init_from_flags_change_the_objective_and_the_line_says_which(
     assert args["enable_latent_loss"] is False and args["lambda_commit"] == 0.1 and args["vqvae_path"]
     kept = next(l for l in train_log if "keeps best_model.pt's objective" in l)
     assert (
-        kept.endswith("changed by flags: --lambda-commit 0.1, --no-enable-latent-loss") and "L_traj + L_commit;" in kept
+        "; changed by flags: --lambda-commit 0.1, --no-enable-latent-loss; no one-step phase" in kept
+        and "L_traj + L_commit;" in kept
     )
     assert "  ⚠ L_latent is off in this run: the checkpoint's latent projector is not carried on" in train_log
 
@@ -409,8 +410,8 @@ def test_the_teacher_forcing_line_is_said_only_while_teacher_forcing_lasts(
     tiny_dataset: Path, tmp_path: Path, train_log: list[str]
 ) -> None:
     ck = tmp_path / "ck"
-    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, max_steps=1))
-    assert any(line.startswith("Teacher forcing for the first 2 batches") for line in train_log)
+    train(run_args(tiny_dataset, ck, teacher_forcing_steps=2, one_step_steps=0, max_steps=1))
+    assert any(line.startswith("Teacher forcing for the first 2 batches of the rollout phase:") for line in train_log)
     train({"resume": str(ck / "step_1.pt"), "max_steps": 2, "device": "cpu"})  # still inside: said again
     train_log.clear()
     train({"resume": str(ck / "step_3.pt"), "max_steps": 1, "device": "cpu"})  # after it ended: not said

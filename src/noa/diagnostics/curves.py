@@ -5,6 +5,11 @@ Per-batch losses show what epoch means hide (how noisy the batches are, where th
 ends, a spike before a NaN skip). Losses a run did not compute (L_commit without a
 tokenizer, L_latent without the projector) are None in both sources; they are left out, never
 drawn as zero.
+
+A run's one-step phase scores other quantities than its rollouts (the unit-scale error of one
+step, the plain MSE of one step), so its batches get a panel of their own and the loss panels
+hold the rollout phase and validation: a one-step MSE is never joined to a rollout's L_traj
+(the jump at the switch would read as divergence).
 """
 
 from __future__ import annotations
@@ -24,6 +29,12 @@ LOSS_PANELS = (
     ("L_latent", "latent", "latent"),
 )
 LR_PANEL = "learning rate"
+ONE_STEP_PANEL = "one-step phase (train)"
+# (label, key in metrics.jsonl batch records, epoch records' key, history key) of the one-step panel
+ONE_STEP_SERIES = (
+    ("unit-scale loss", "total", "train_one_step_total", "train_one_step_loss"),
+    ("MSE", "traj", "train_one_step_traj", "train_one_step_traj"),
+)
 SMOOTH_FROM = 20  # batches from which a running mean is drawn over the per-batch losses
 SMOOTH_POINTS = 50  # the running mean's window is the batch count over this (at least 5 batches)
 
@@ -58,7 +69,7 @@ def _points(pairs: Iterable[tuple[float, Any]]) -> tuple[list[float], list[float
     return [x for x, _ in kept], [y for _, y in kept]
 
 
-def running_mean(series: Series) -> Series | None:
+def running_mean(series: Series, what: str = "train") -> Series | None:
     """The mean over the last k batches at each batch: operators differ in scale, so single
     batches scatter widely and the trend is hard to see. None for short runs."""
     n = len(series.y)
@@ -69,7 +80,7 @@ def running_mean(series: Series) -> Series | None:
     for value in series.y:
         sums.append(sums[-1] + value)
     means = [(sums[i + 1] - sums[max(0, i + 1 - k)]) / min(k, i + 1) for i in range(n)]
-    return Series(f"train (mean of last {k} batches)", list(series.x), means, style="trend")
+    return Series(f"{what} (mean of last {k} batches)", list(series.x), means, style="trend")
 
 
 def read_metrics(path: Path, up_to_step: int | None) -> tuple[dict[int, dict], dict[int, dict], int]:
@@ -106,13 +117,17 @@ def from_metrics(path: Path, up_to_step: int | None) -> TrainingCurves | None:
     source += f"; {torn} unreadable line(s) skipped)" if torn else ")"
     curves = TrainingCurves("step", source)
     steps = sorted(batches)
+    one_step = [s for s in steps if batches[s].get("phase") == "one-step"]
+    rollout = [s for s in steps if batches[s].get("phase") != "one-step"]  # records before phases: rollouts
     ends = [epochs[e] for e in sorted(epochs)]
+    for label, key, epoch_key, _ in ONE_STEP_SERIES:
+        _batch_series(curves, ONE_STEP_PANEL, label, [(s, batches[s].get(key)) for s in one_step])
+        curves.add(
+            ONE_STEP_PANEL,
+            Series(f"{label} (epoch mean)", *_points((r["global_step"], r.get(epoch_key)) for r in ends)),
+        )
     for title, key, _ in LOSS_PANELS:
-        raw = Series("train (per batch)", *_points((s, batches[s].get(key)) for s in steps), style="batch")
-        curves.add(title, raw)
-        smooth = running_mean(raw)
-        if smooth is not None:
-            curves.add(title, smooth)
+        _batch_series(curves, title, "train", [(s, batches[s].get(key)) for s in rollout])
         curves.add(
             title, Series("train (epoch mean)", *_points((r["global_step"], r.get(f"train_{key}")) for r in ends))
         )
@@ -121,9 +136,22 @@ def from_metrics(path: Path, up_to_step: int | None) -> TrainingCurves | None:
     return curves
 
 
+def _batch_series(curves: TrainingCurves, panel: str, what: str, pairs: list[tuple[int, Any]]) -> None:
+    """Per-batch points of ``panel`` and their running mean."""
+    raw = Series(f"{what} (per batch)", *_points(pairs), style="batch")
+    curves.add(panel, raw)
+    smooth = running_mean(raw, what)
+    if smooth is not None:
+        curves.add(panel, smooth)
+
+
 def from_history(history: Mapping[str, Any]) -> TrainingCurves | None:
     """Per-epoch curves from a checkpoint's ``history``; None when it holds none."""
     curves = TrainingCurves("epoch", "the checkpoint's history (per epoch; no metrics.jsonl beside it)")
+    for label, _, _, key in ONE_STEP_SERIES:
+        values = history.get(key)
+        if isinstance(values, (list, tuple)):
+            curves.add(ONE_STEP_PANEL, Series(label, *_points(enumerate(values, start=1))))
     for title, _, key in LOSS_PANELS:
         for split in ("train", "val"):
             values = history.get(f"{split}_{key}")

@@ -24,6 +24,7 @@ from noa.model import UAFNO, LatentProjector
 from noa.train.checkpoint import FORMAT_VERSION, recorded_args, step_from_name
 from noa.train.config import TrainConfig
 from noa.train.optim import load_optimizer_state
+from noa.train.phases import phase_of
 from noa.train.schedule import WarmupCosine
 from noa.train.state import Cursor, EarlyStopping, Progress
 
@@ -115,7 +116,13 @@ class TrainingState:
         self.cursor.load_state_dict(
             parts.get("cursor", ckpt), step, batches_per_epoch, legacy_epoch_ended=not path.name.startswith("step_")
         )
-        self.progress.load_state_dict(parts.get("progress", legacy), legacy_history=ckpt.get("history"))
+        # Older sums mixed the phases; they go to the phase of the last batch done (an epoch that
+        # straddled the switch on an older build cannot be split).
+        self.progress.load_state_dict(
+            parts.get("progress", legacy),
+            legacy_history=ckpt.get("history"),
+            legacy_phase=phase_of(self.config, step - 1),
+        )
         self.early_stopping.load_state_dict(parts.get("early_stopping", legacy))
         if self.cursor.epoch >= self.config.epochs:
             raise NoaError(

@@ -69,6 +69,9 @@ NOT_INHERITED_BY_FINETUNE = (
     "early_stop_patience",
     "one_step_steps",
 )
+# What a fine-tune starts with unless a flag says otherwise: it starts from a model that has
+# already learned the one-step map, so no one-step phase (--one-step-steps N asks for one).
+FINETUNE_DEFAULTS = {"one_step_steps": 0}
 # The objective a fine-tune keeps from the pretrained run unless flags change it (with the
 # architecture, ARCHITECTURE): the losses, their tokenizer and weights, the projector, the target.
 OBJECTIVE = (
@@ -84,7 +87,7 @@ OBJECTIVE = (
 DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
     "bptt_window": "32, or T when T is shorter",
-    "one_step_steps": "half of the run's batches",
+    "one_step_steps": "half of the run's batches; none for a fine-tune",
 }
 
 
@@ -169,16 +172,16 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "teacher_forcing_steps": (
         int,
         False,
-        "for the first N batches every BPTT window starts from the CNO's state instead of the "
-        "NOA's own (teacher forcing; validation always scores free rollouts)",
+        "for the first N batches of the rollout phase (counted after --one-step-steps) every BPTT window starts from "
+        "the CNO's state instead of the NOA's own (teacher forcing; validation always scores free rollouts)",
     ),
     "one_step_steps": (
         int,
         True,
-        "for the first N batches the NOA learns the one-step map: every state of the CNO's rollout is advanced one "
+        "for the first N batches the NOA learns the one-step map: every state of every CNO realization is advanced one "
         "step and scored against the CNO's noise-free step from it, the error divided by the rule's scale (dt or 1-α, "
-        "with --rule-head) so every operator counts at unit scale; then rollouts under L_total "
-        "(validation always scores free rollouts)",
+        "with --rule-head) so every operator counts at unit scale, --batch-size states per forward pass (a rollout "
+        "step's memory); then rollouts under L_total (validation always scores free rollouts)",
     ),
     "rule_head": (
         bool,
@@ -229,11 +232,16 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "activation_checkpointing": (
         bool,
         False,
-        "recompute each step's activations in the backward pass: less memory per window, about one more forward pass",
+        "recompute each step's activations in the backward pass: less memory per rollout window, about one more "
+        "forward pass (the one-step phase back-propagates one step at a time and runs without it)",
     ),
     "weight_decay": (float, False, "AdamW weight decay"),
     "grad_clip": (float, False, "clip the global gradient norm to this (0 = off)"),
-    "n_realizations": (int, False, "CNO realizations per sample; the target is their mean"),
+    "n_realizations": (
+        int,
+        False,
+        "CNO realizations per sample; the rollouts' target is their mean, the one-step phase takes each as a sample",
+    ),
     "max_nan_skips": (int, False, "stop after this many consecutive non-finite updates"),
     "log_every": (int, False, "print a batch line every N batches"),
     "num_workers": (

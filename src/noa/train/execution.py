@@ -101,7 +101,12 @@ class Stepper:
         else:
             self._run = module
 
-    def __call__(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def __call__(
+        self, x: Tensor, params: Tensor, return_bottleneck: bool = False, recompute: bool = True
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """One step. ``recompute=False`` is for a step back-propagated on its own (the one-step
+        phase): activation checkpointing would save nothing there, and a checkpointed step's
+        backward peaks higher than a plain one's (recomputed activations and the gradient at once)."""
         ex = self.execution
         if ex.compile and torch.is_grad_enabled() and not x.requires_grad:
             # A window's first state is detached, later ones carry gradients: one graph for
@@ -109,7 +114,7 @@ class Stepper:
             x = x.detach().requires_grad_(True)
         with ex.autocast():
             # Always with the bottleneck (computed anyway): one graph whether L_latent wants it or not.
-            if ex.activation_checkpointing and torch.is_grad_enabled():
+            if ex.activation_checkpointing and recompute and torch.is_grad_enabled():
                 out, bottleneck = checkpoint(self._run, x, params, True, use_reentrant=False)
             else:
                 out, bottleneck = self._run(x, params, True)

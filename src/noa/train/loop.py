@@ -34,6 +34,7 @@ from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.one_step import train_one_step_batch
 from noa.train.optim import build_optimizer
+from noa.train.phases import ONE_STEP, PHASES, ROLLOUT, one_step_end, phase_of, teacher_forced, teacher_forcing_end
 from noa.train.rollout import sample_steps
 from noa.train.schedule import WarmupCosine, lr_at
 from noa.train.settle import Run, settle
@@ -120,6 +121,28 @@ def _summary(losses: dict[str, float | None]) -> str:
     return " ".join(f"{key}={format(losses[key], spec)}" for key, spec in specs.items() if losses[key] is not None)
 
 
+def _batches(n: int) -> str:
+    return f"{n} batch" if n == 1 else f"{n} batches"
+
+
+def _train_lines(progress: Progress, seconds: float) -> list[str]:
+    """The epoch's train line(s): the guide's line for a rollout epoch; a one-step phase's
+    means on a line of their own (a different loss: never averaged with the rollouts')."""
+    means = progress.epoch_means(LOSS_KEYS)
+    if not means:
+        return [f"  Train: no batch updated the model [{seconds:.1f}s]"]
+    if set(means) == {ROLLOUT}:
+        return [f"  Train: {_summary(means[ROLLOUT])} [{seconds:.1f}s]"]
+    both = len(means) > 1
+    lines = [
+        f"  Train ({phase} phase{f', {_batches(progress.batches(phase))}' if both else ''}): {_summary(means[phase])}"
+        for phase in PHASES
+        if phase in means
+    ]
+    lines[-1] += f" [{seconds:.1f}s]"
+    return lines
+
+
 def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
     """Settings that quietly spoil a whole run, said at its start rather than found in its curves."""
     cfg, lines = run.config, []
@@ -129,6 +152,13 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
         lines.append(
             f"Warning: --warmup-steps {cfg.warmup_steps} is longer than the whole run ({total} batches): the LR stays in "
             f"warmup and peaks at {peak:.2e}, not --lr {cfg.lr:.2e}; lower --warmup-steps (e.g. {max(1, total // 10)})"
+        )
+    if 0 < one_step_end(cfg) >= total:
+        lines.append(
+            f"Warning: the one-step phase (--one-step-steps {cfg.one_step_steps}) covers the whole run ({total} batches): "
+            "no batch rolls out, so L_commit, L_latent and the projector never train"
+            f"{' and teacher forcing never starts' if cfg.teacher_forcing_steps else ''}; "
+            "lower --one-step-steps or raise --epochs"
         )
     if cfg.teacher_forcing_steps and cfg.bptt_window >= cfg.timesteps:
         lines.append(
@@ -253,16 +283,19 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
-        if self.state.cursor.global_step < (cfg.one_step_steps or 0):  # not at a resume after it ended
+        step = self.state.cursor.global_step
+        if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
             log.info(
-                f"One-step phase for the first {cfg.one_step_steps} batches: each state of the CNO's rollout is advanced one "
+                f"One-step phase for the first {cfg.one_step_steps} batches: each state of each CNO realization is advanced one "
                 f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
                 "then rollouts under L_total. Validation scores free rollouts throughout."
             )
-        if self.state.cursor.global_step < cfg.teacher_forcing_steps:  # not at a resume after it ended
+        if step < teacher_forcing_end(cfg) and cfg.teacher_forcing_steps:  # not at a resume after it ended
+            after = f" (batches {one_step_end(cfg) + 1}-{teacher_forcing_end(cfg)}, after the one-step phase)"
             log.info(
-                f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches: each {cfg.bptt_window}-step window starts "
+                f"Teacher forcing for the first {cfg.teacher_forcing_steps} batches of the rollout phase"
+                f"{after if one_step_end(cfg) else ''}: each {cfg.bptt_window}-step window starts "
                 "from the CNO's state; then windows chain the NOA's own rollout. Validation scores free rollouts throughout."
             )
 
@@ -314,14 +347,16 @@ class Trainer:
 
     # ---------------------------------------------------------------- running
 
-    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The CNO ground truth [B, T+1, C, H, W]: the mean over M realizations."""
+    def _realizations(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The CNO's M realizations of each sample, [B, M, T+1, C, H, W] (stored or replayed)."""
         t, m = self.cfg.timesteps, self.cfg.n_realizations
         if "trajectory" in batch:
-            traj = batch["trajectory"][:, :m, : t + 1].to(self.device)
-        else:
-            traj = replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
-        return traj.mean(dim=1)
+            return batch["trajectory"][:, :m, : t + 1].to(self.device)
+        return replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
+
+    def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The rollouts' ground truth [B, T+1, C, H, W]: the mean over M realizations."""
+        return self._realizations(batch).mean(dim=1)
 
     def _record(self, record: dict[str, Any]) -> None:
         if self._metrics is None:  # not rank 0
@@ -330,9 +365,11 @@ class Trainer:
         self._metrics.flush()
         if self._tb is not None:
             step = record.get("global_step", 0)
+            # A one-step batch's losses are other quantities than a rollout batch's: their own series.
+            mark = "one_step_" if record.get("phase") == ONE_STEP else ""
             for key, value in record.items():
                 if isinstance(value, float) and key != "sec":
-                    self._tb.add_scalar(f"{record['kind']}/{key}", value, step)
+                    self._tb.add_scalar(f"{record['kind']}/{mark if key in LOSS_KEYS else ''}{key}", value, step)
 
     def validate(self) -> dict[str, float | None]:
         """Mean losses over the validation samples of all ranks (a rank may hold none)."""
@@ -443,27 +480,29 @@ class Trainer:
                 t0 = time.perf_counter()
                 self.optimizer.zero_grad(set_to_none=True)
                 lr = self.scheduler.lr
-                one_step = cursor.global_step < (cfg.one_step_steps or 0)
-                if one_step:
-                    last = train_one_step_batch(self.objective, batch["params"].to(self.device), self._target(batch))
+                phase = phase_of(cfg, cursor.global_step)
+                if phase == ONE_STEP:
+                    last = train_one_step_batch(
+                        self.objective, batch["params"].to(self.device), self._realizations(batch)
+                    )
                 else:
                     last = train_batch(
                         self.objective,
                         batch["ic"].to(self.device),
                         batch["params"].to(self.device),
                         self._target(batch),
-                        cursor.global_step < cfg.teacher_forcing_steps,
+                        teacher_forced(cfg, cursor.global_step),
                     )
                 last, stopping = self._over_ranks(last, stop.signum is not None)
                 if self._update(last):
-                    progress.add_batch(last.as_dict())
+                    progress.add_batch(phase, last.as_dict())
                 self.scheduler.step()
                 cursor.batch += 1
                 cursor.global_step += 1
                 steps_this_run += 1
                 seconds = time.perf_counter() - t0
                 progress.epoch_seconds = time.perf_counter() - epoch_start
-                line = self._batch_line(last, lr, seconds)
+                line = self._batch_line(last, phase, lr, seconds)
                 self._record(
                     {
                         "kind": "train_batch",
@@ -471,7 +510,7 @@ class Trainer:
                         "batch": cursor.batch,
                         "global_step": cursor.global_step,
                         **last.as_dict(),
-                        "phase": "one-step" if one_step else "rollout",
+                        "phase": phase,
                         "lr": lr,
                         "sec": seconds,
                     }
@@ -507,9 +546,10 @@ class Trainer:
         total, traj = means["total"], means["traj"]
         return BatchLosses(total, traj, means.get("commit"), means.get("latent")), reduced[-1] > 0
 
-    def _batch_line(self, losses: BatchLosses, lr: float, seconds: float) -> str:
+    def _batch_line(self, losses: BatchLosses, phase: str, lr: float, seconds: float) -> str:
+        marked = "one-step " if phase == ONE_STEP else ""
         parts = [
-            f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] loss={losses.total:.4g} traj={losses.traj:.4g}"
+            f"  [{self.state.cursor.batch}/{self.batches_per_epoch}] {marked}loss={losses.total:.4g} traj={losses.traj:.4g}"
         ]
         if losses.commit is not None:
             parts.append(f"commit={losses.commit:.3g}")
@@ -520,12 +560,17 @@ class Trainer:
 
     def _end_epoch(self, epoch: int, seconds: float) -> bool:
         """Validation, history, best/epoch checkpoints; True when early stopping triggers."""
-        state = self.state
-        train = state.progress.epoch_means(LOSS_KEYS)
+        state, progress = self.state, self.state.progress
+        means = progress.epoch_means(LOSS_KEYS)
+        # train_* are the rollout phase's, the quantities validation scores; the one-step
+        # phase's are train_one_step_*; a phase without batches this epoch has None.
+        train = means.get(ROLLOUT, dict.fromkeys(LOSS_KEYS))
+        one_step = means.get(ONE_STEP, dict.fromkeys(LOSS_KEYS))
         val = self.validate()
-        log.info(f"  Train: {_summary(train)} [{seconds:.1f}s]")
+        for line in _train_lines(progress, seconds):
+            log.info(line)
         log.info(f"  Val:   {_summary(val)}")
-        state.progress.append(
+        progress.append(
             {
                 "train_loss": train["total"],
                 "val_loss": val["total"],
@@ -534,6 +579,8 @@ class Trainer:
                     for key in ("traj", "commit", "latent")
                     for split, losses in (("train", train), ("val", val))
                 },
+                "train_one_step_loss": one_step["total"],
+                "train_one_step_traj": one_step["traj"],
                 "lr": self.scheduler.lr,
                 "epoch_seconds": seconds,
             }
@@ -544,6 +591,10 @@ class Trainer:
                 "epoch": epoch + 1,
                 "global_step": state.cursor.global_step,
                 **{f"train_{k}": v for k, v in train.items()},
+                "train_one_step_total": one_step["total"],
+                "train_one_step_traj": one_step["traj"],
+                "train_rollout_batches": progress.batches(ROLLOUT),
+                "train_one_step_batches": progress.batches(ONE_STEP),
                 **{f"val_{k}": v for k, v in val.items()},
                 "sec": seconds,
             }

@@ -191,8 +191,9 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
         saved_args = {**flags_module.LEGACY_ARGS, **saved_args}
     if start.kind == "resume":
         inherited = saved_args
-    elif start.kind == "finetune" and saved_args:  # --init-from, or --resume on other data
-        inherited = {k: v for k, v in saved_args.items() if k not in flags_module.NOT_INHERITED_BY_FINETUNE}
+    elif start.kind == "finetune":  # --init-from, or --resume on other data
+        kept = {k: v for k, v in (saved_args or {}).items() if k not in flags_module.NOT_INHERITED_BY_FINETUNE}
+        inherited = {**kept, **flags_module.FINETUNE_DEFAULTS}
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
@@ -261,7 +262,11 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
     line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
-    return line + (f"; changed by flags: {', '.join(changed)}" if changed else "")
+    line += f"; changed by flags: {', '.join(changed)}" if changed else ""
+    if cfg.one_step_steps:
+        return line + f"; one-step phase: the first {cfg.one_step_steps} batches (--one-step-steps)"
+    asked = " (--one-step-steps 0)" if "one_step_steps" in explicit else ""
+    return line + f"; no one-step phase{asked or ': the model already knows the map (--one-step-steps N asks for one)'}"
 
 
 def _per_rank_batch(ckpt: dict[str, Any], explicit: dict[str, Any], ranks: Ranks) -> tuple[int, str | None]:

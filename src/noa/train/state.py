@@ -60,23 +60,36 @@ class Cursor:
 class Progress:
     """What the run has logged: the per-epoch history, the running sums and seconds of the
     current epoch (so a mid-epoch resume reports the same epoch means and the epoch's whole
-    time) and the non-finite update counters."""
+    time) and the non-finite update counters.
+
+    The sums are kept per phase (one-step, rollout: different losses, never averaged together)
+    and per loss with the number of batches that had it (L_commit and L_latent exist in rollout
+    batches only): ``epoch_sums[phase][key] = [sum, batches]``.
+    """
 
     history: dict[str, list[float | None]] = field(default_factory=dict)
-    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_sums: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     epoch_seconds: float = 0.0
     nan_skips_total: int = 0
     nan_skips_in_a_row: int = 0
 
-    def add_batch(self, losses: dict[str, float | None]) -> None:
+    def add_batch(self, phase: str, losses: dict[str, float | None]) -> None:
+        sums = self.epoch_sums.setdefault(phase, {})
         for key, value in losses.items():
             if value is not None:
-                self.epoch_sums[key] = self.epoch_sums.get(key, 0.0) + value
-        self.epoch_sums["count"] = self.epoch_sums.get("count", 0.0) + 1
+                total, count = sums.get(key, [0.0, 0.0])
+                sums[key] = [total + value, count + 1]
 
-    def epoch_means(self, keys: tuple[str, ...]) -> dict[str, float | None]:
-        count = max(1.0, self.epoch_sums.get("count", 0.0))
-        return {key: (self.epoch_sums[key] / count if key in self.epoch_sums else None) for key in keys}
+    def batches(self, phase: str) -> int:
+        """Batches of ``phase`` added this epoch (every batch has a total)."""
+        return int(self.epoch_sums.get(phase, {}).get("total", [0.0, 0.0])[1])
+
+    def epoch_means(self, keys: tuple[str, ...]) -> dict[str, dict[str, float | None]]:
+        """Per phase that had batches this epoch: each key's mean over the batches that had it."""
+        return {
+            phase: {key: (sums[key][0] / sums[key][1] if key in sums else None) for key in keys}
+            for phase, sums in self.epoch_sums.items()
+        }
 
     def append(self, entries: dict[str, float | None]) -> None:
         for key, value in entries.items():
@@ -91,9 +104,19 @@ class Progress:
             "nan_skips_in_a_row": self.nan_skips_in_a_row,
         }
 
-    def load_state_dict(self, state: dict[str, Any], legacy_history: dict[str, list[float]] | None = None) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], legacy_history: dict[str, list[float]] | None = None, legacy_phase: str = ""
+    ) -> None:
+        """Restore; sums written before phases were kept apart (flat, with one ``count``) are
+        taken as ``legacy_phase``'s, every loss over every batch, as they were reported."""
         self.history = {k: list(v) for k, v in (state.get("history") or legacy_history or {}).items()}
-        self.epoch_sums = dict(state.get("epoch_sums", {}))
+        sums = state.get("epoch_sums", {})
+        if sums and not all(isinstance(v, dict) for v in sums.values()):
+            count = float(sums.get("count", 0.0))
+            sums = {legacy_phase: {k: [float(v), count] for k, v in sums.items() if k != "count"}} if count else {}
+        self.epoch_sums = {
+            phase: {k: [float(v[0]), float(v[1])] for k, v in keys.items()} for phase, keys in sums.items()
+        }
         self.epoch_seconds = float(state.get("epoch_seconds", 0.0))
         self.nan_skips_total = int(state.get("nan_skips_total", 0))
         self.nan_skips_in_a_row = int(state.get("nan_skips_in_a_row", 0))
