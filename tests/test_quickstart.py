@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from noa import quickstart
+from noa.cli import main
 from noa.errors import NoaError
 
 
@@ -173,3 +174,33 @@ def test_a_marker_cut_short_by_a_kill_is_written_again_and_a_correct_one_is_left
     assert marker.stat().st_mtime == 0  # a rerun does not write it again (nor tear it)
     with pytest.raises(NoaError, match=r"another --seed; rerun with its seed \(3\)"):
         quickstart._claim(root, 4, overwrite=False)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_quickstarts_and_removes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``noa quickstart --out . --overwrite`` in a project folder: checkpoints/noa is also
+    ``noa train``'s default directory, so the user's own run sits where the quickstart writes."""
+    root = tmp_path / "project"
+    planted = {
+        "checkpoints/noa/step_40.pt": b"a run",
+        "checkpoints/noa/epoch_2.pt": b"a run",
+        "checkpoints/noa/best_model.pt": b"a run",
+        "checkpoints/noa/latest.json": b'{"path": "step_40.pt"}',
+        "checkpoints/noa/metrics.jsonl": b'{"step": 40}\n',
+        "checkpoints/production/quickstart_vqvae/weights.pt": b"a tokenizer",
+        "checkpoints/production/quickstart_vqvae/metrics.json": b"{}",
+        "datasets/quickstart.h5": b"a dataset",
+        "notes.md": b"mine",
+    }
+    for name, data in planted.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    monkeypatch.setattr(quickstart, "generate", lambda *a, **k: pytest.fail("a stage started"))
+    for flags in (["--overwrite"], []):
+        assert main(["quickstart", "--out", str(root), "--device", "cpu", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "not a quickstart's" in err and "choose a new or empty --out" in err
+        assert "--overwrite" not in err
+    after = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == planted  # nothing removed, nothing added (not even the marker)

@@ -81,15 +81,18 @@ def quickstart_paths(root: Path) -> dict[str, Path]:
 
 
 def _claim(root: Path, seed: int, overwrite: bool) -> None:
-    """Refuse a directory that holds something else, a finished quickstart, or another seed's;
-    then mark it as this quickstart's."""
+    """Refuse a directory that holds something else (whatever the flags: ``checkpoints/noa`` is
+    also ``noa train``'s default, so a project folder may hold the user's own run), a finished
+    quickstart, or another seed's; then mark it as this quickstart's."""
     marker = root / MARKER
     check_writable(root, "--out", directory=True)
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        if not marker.is_file():
-            raise NoaError(
-                f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)"
-            )
+    occupied = root.exists() and any(root.iterdir())
+    if occupied and not marker.is_file():  # --overwrite too: it may only ever replace a quickstart's own outputs
+        raise NoaError(
+            f"{root} holds files that are not a quickstart's (it has no {MARKER}); nothing there was changed: "
+            "choose a new or empty --out"
+        )
+    if occupied and not overwrite:
         if _marked_seed(marker) not in (None, seed):
             raise NoaError(
                 f"{root} holds a quickstart with another --seed; rerun with its seed ({_marked_seed(marker)}) or pass --overwrite"
