@@ -734,3 +734,43 @@ def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_unint
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
     _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(straight) == _batch_records(ck)
+
+
+def test_resume_auto_on_a_finished_run_says_already_complete_and_exits_0(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torchrun restarts the group when a rank dies at teardown, and a scheduler may requeue a
+    finished job: the same --resume auto line meets a run that has done all its epochs."""
+    from noa.cli import main
+
+    ck = tmp_path / "ck"
+    shutil.copytree(straight, ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    assert main(["train", "--resume", "auto", "--checkpoint-dir", str(ck), "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    said = [line for line in out.out.splitlines() if "already complete" in line]
+    assert len(said) == 1 and "all 2 epochs" in said[0] and "Epoch 1/2" not in out.out, out
+    assert {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()} == before  # nothing trained nor rewritten
+    # An explicit file still names what to do: continuing it needs a larger --epochs.
+    assert main(["train", "--resume", str(ck / "epoch_2.pt"), "--device", "cpu"]) == 2
+    assert "has already finished epoch 2 of --epochs 2" in capsys.readouterr().err
+
+
+def test_resume_auto_on_a_finished_run_writes_what_a_kill_after_the_last_epoch_left_out(
+    straight: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    """Killed between epoch_2.pt and best_model.pt: the restart finds the run complete and
+    leaves best_model.pt and latest.json as the uninterrupted run did."""
+    last = load_checkpoint(straight / "epoch_2.pt")
+    assert last["parts"]["early_stopping"]["epochs_without_improvement"] == 0  # epoch 2 was a new best
+    ck = tmp_path / "ck"
+    shutil.copytree(straight, ck)
+    (ck / "best_model.pt").unlink()
+    shutil.copy2(straight / "epoch_1.pt", ck / "best_model.pt")  # epoch 1's best, as the kill left it
+    os.utime(ck / "best_model.pt", (1, 1))  # older than epoch_2.pt
+    (ck / "latest.json").write_text(json.dumps({"path": "epoch_2.pt", "global_step": last["global_step"]}))
+    result = train({"resume": "auto", "checkpoint_dir": str(ck), "device": "cpu"})
+    assert result.global_step == last["global_step"] and result.best_val_loss == last["best_val_loss"]
+    assert any("already complete" in line for line in train_log)
+    _assert_same_state(load_checkpoint(ck / "best_model.pt"), load_checkpoint(straight / "best_model.pt"))
+    assert (ck / "latest.json").read_text() == (straight / "latest.json").read_text()
