@@ -302,3 +302,18 @@ def test_python_dash_m_noa_is_the_noa_command() -> None:
         [sys.executable, "-m", "noa", "train", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--no-enable-latent-loss" in out and "--tensorboard" in out
+
+
+@pytest.mark.parametrize("terminal", ["stdout", "stderr"])
+def test_the_progress_bar_follows_stderr_where_it_is_drawn(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str], monkeypatch: pytest.MonkeyPatch, terminal: str
+) -> None:
+    """`noa train 2>log` on a terminal: the bar (drawn on stderr) would fill the log with carriage
+    returns and drop the per-batch lines; only a terminal on stderr gets the bar."""
+    import sys
+
+    for name in ("stdout", "stderr"):
+        monkeypatch.setattr(getattr(sys, name), "isatty", lambda on=(name == terminal): on)
+    train(run_args(tiny_dataset, tmp_path / "ck", max_steps=2))
+    lines = [line for line in train_log if "] loss=" in line]
+    assert (len(lines) == 2) == (terminal == "stdout"), lines

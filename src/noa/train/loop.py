@@ -421,7 +421,7 @@ class Trainer:
         cfg, cursor, progress = self.cfg, self.state.cursor, self.state.progress
         last: BatchLosses | None = None
         steps_this_run = 0
-        tty = sys.stdout.isatty()
+        tty = sys.stderr.isatty()  # the bar is drawn on stderr (tqdm), as the data commands decide
         self.model.train()
         while cursor.epoch < cfg.epochs:
             epoch = cursor.epoch
