@@ -204,3 +204,39 @@ def test_overwrite_refuses_a_folder_that_is_not_a_quickstarts_and_removes_nothin
         assert "--overwrite" not in err
     after = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == planted  # nothing removed, nothing added (not even the marker)
+
+
+SIGTERM_IN_STAGE_2 = """
+import os, signal, sys, time
+from noa import quickstart
+import noa.tokenizer.job
+
+quickstart.generate = lambda *a, **k: None  # stage 1 done, as far as this test goes
+quickstart.describe = lambda path: "a dataset"
+
+
+def terminated(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # a closed terminal, a scheduler's stop
+    time.sleep(30)
+
+
+noa.tokenizer.job.train_tokenizer_on_dataset = terminated
+from noa.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_outside_training_says_what_was_kept_and_exits_143(tmp_path: Path) -> None:
+    """The guide promises the interrupted quickstart's message for a closed terminal's SIGTERM
+    in any stage, not only in training (which handles signals itself)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "sigterm_quickstart.py"
+    script.write_text(SIGTERM_IN_STAGE_2)
+    cmd = [sys.executable, str(script), "quickstart", "--out", str(tmp_path / "qs"), "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "quickstart interrupted during stage 2/5" in done.stderr and "run the same command again" in done.stderr
+    assert "Traceback" not in done.stderr
