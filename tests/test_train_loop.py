@@ -256,6 +256,22 @@ def test_train_help_says_which_defaults_follow_the_data(capsys: pytest.CaptureFi
     assert "(default: never)" in text and "(default: None)" not in text
 
 
+def test_every_default_that_follows_the_data_is_set_in_one_place() -> None:
+    """config.DATA_DEFAULTS are all decided by settle's _follow_the_data (not one here, one there)."""
+    from types import SimpleNamespace
+
+    from noa.train import config as flags_module
+    from noa.train.settle import _follow_the_data
+
+    values = flags_module.resolve_flags({"epochs": 3}, None)
+    _follow_the_data(values, {"epochs": 3}, {}, SimpleNamespace(timesteps=8), lambda v: 7)  # type: ignore[arg-type]
+    assert {key: values[key] for key in flags_module.DATA_DEFAULTS} == {
+        "timesteps": 8,
+        "bptt_window": 8,
+        "one_step_steps": 3 * 7 // 2,
+    }
+
+
 def test_settle_opens_the_dataset_once(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from noa.data import h5
 
