@@ -194,10 +194,10 @@ def _stages(
 ) -> float:
     """The five stages, each skipped when its outputs show it done; returns the best val loss."""
     from noa.diagnostics.report import diagnose
+    from noa.run_family import checkpoints_in
     from noa.tokenizer.job import train_tokenizer_on_dataset
     from noa.train.checkpoint import load_checkpoint
     from noa.train.loop import train
-    from noa.train.rundir import checkpoints_in
 
     stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
     generate(

@@ -25,6 +25,7 @@ from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
 from noa.model.update_rule import UpdateRule
+from noa.run_family import checkpoints_in
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train import rundir
@@ -161,7 +162,7 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
         raise NoaError("give either --resume or --init-from, not both")
     if explicit.get("resume") == "auto":
         directory = Path(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
-        if not rundir.checkpoints_in(directory):
+        if not checkpoints_in(directory):
             # One command line for the first start and every restart (torchrun --max-restarts).
             log.info(f"--resume auto: no checkpoint in {directory} yet; starting a fresh run there")
             return StartingPoint("fresh", auto=True)
