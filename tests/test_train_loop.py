@@ -8,33 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_args
 from noa.cli import main
 from noa.errors import NoaError
 from noa.train import loop as loop_module
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
 from noa.train.settle import settle
-
-TINY_MODEL = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1, projector_hidden=16)
-
-
-def run_args(dataset: Path, ckdir: Path, **kw) -> dict:
-    values = dict(
-        dataset=str(dataset),
-        n_samples=16,
-        epochs=2,
-        batch_size=4,
-        lr=1e-3,
-        bptt_window=2,
-        timesteps=8,
-        warmup_steps=2,
-        checkpoint_dir=str(ckdir),
-        save_every=2,
-        device="cpu",
-        **TINY_MODEL,
-    )
-    values.update(kw)
-    return values
 
 
 def test_training_logs_checkpoints_and_history(
