@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import OneStepSkill
 from torch import nn
 
 from noa.data.ics import IC_FAMILIES, make_ics
@@ -52,6 +53,7 @@ from noa.errors import NoaError
 from noa.families import OperatorFamily, load_family
 from noa.families.difficulty import map_roughness
 from noa.model import UAFNO, UAFNOConfig
+from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
@@ -100,17 +102,15 @@ def make_pool(theta: torch.Tensor, seed: int, grid: int, timesteps: int) -> tupl
     return torch.cat(states), torch.cat(maps)
 
 
-def update_rule(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(residual mask, scale) per row: Δ = scale·g (residual) or scale·(g - x) (convex)."""
-    decoded = [CNO_SPACE.decode(row) for row in theta]
-    residual = torch.tensor([d["update_policy"] == UPDATE_POLICIES[0] for d in decoded])
-    scale = torch.tensor([d["dt"] if d["update_policy"] == UPDATE_POLICIES[0] else 1.0 - d["alpha"] for d in decoded])
-    return residual, scale
+RULE = UpdateRule.from_space(CNO_SPACE)
+assert RULE is not None  # the CNO space declares its update rule
 
 
-def true_update(residual: torch.Tensor, scale: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
-    r, s = residual[:, None, None, None], scale[:, None, None, None]
-    return torch.where(r, s * o, s * (o - x))
+def true_update(theta: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """Δ = x' - x = (keep - 1)·x + scale·O(x): scale·g (residual) or scale·(g - x) (convex), the
+    rule read from θ as the model's rule head reads it (:meth:`UpdateRule.coefficients`)."""
+    keep, scale = RULE.coefficients(theta)
+    return (keep - 1) * x + scale * o
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -223,29 +223,24 @@ def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: tor
     """One-step skill per update rule on states at steps 0, T/4, T/2, 3T/4."""
     t = states.shape[1]
     picks = [0, t // 4, t // 2, 3 * t // 4]
-    residual, scale = update_rule(theta)
-    sums = {True: [0.0, 0.0], False: [0.0, 0.0]}
+    skill = OneStepSkill()
     for s in range(0, theta.shape[0], 16):
         rows = slice(s, s + 16)
         x = states[rows][:, picks].flatten(0, 1)
         o = maps[rows][:, picks].flatten(0, 1)
-        r, sc = residual[rows].repeat_interleave(len(picks)), scale[rows].repeat_interleave(len(picks))
-        truth = true_update(r, sc, x, o)
-        guess = true_update(r, sc, x, model(x, theta[rows].repeat_interleave(len(picks), 0)))
-        for rule in (True, False):
-            sums[rule][0] += float((guess - truth)[r == rule].pow(2).sum())
-            sums[rule][1] += float(truth[r == rule].pow(2).sum())
-    return {("residual" if rule else "convex"): round(1 - err / ref, 4) for rule, (err, ref) in sums.items() if ref > 0}
+        th = theta[rows].repeat_interleave(len(picks), 0)
+        r = RULE.residual(th)
+        truth, guess = true_update(th, x, o), true_update(th, x, model(x, th))
+        for rule, pick in ((RESIDUAL, r), (CONVEX, ~r)):
+            skill.add([rule], guess[pick], truth[pick])
+    return {rule: round(value, 4) for rule, (value, _) in skill.pooled().items()}
 
 
 def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
     """Each rule's share of Σ|Δ|² over the pool: what plain MSE on the update listens to."""
-    residual, scale = update_rule(theta)
+    residual = RULE.residual(theta)
     per_row = torch.stack(
-        [
-            true_update(residual, scale, states[:, t], maps[:, t]).pow(2).sum(dim=(1, 2, 3))
-            for t in range(states.shape[1])
-        ]
+        [true_update(theta, states[:, t], maps[:, t]).pow(2).sum(dim=(1, 2, 3)) for t in range(states.shape[1])]
     ).sum(0)
     total = float(per_row.sum())
     return {

@@ -43,6 +43,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
+from common import OneStepSkill
 
 from noa.api.tokens import load_tokenizer
 from noa.data.generate import GenerateConfig, generate
@@ -51,6 +52,7 @@ from noa.diagnostics.evaluate import evaluate, held_out_rows, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
+from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.replay import noise_free_steps, replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -221,27 +223,29 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
     updates weigh more), with the median over operators of each one's own skill beside it, and
     pooled per activation and per weight_gain band (``by_kind``; both rules together)."""
     model, _ = build_model(load_checkpoint(checkpoint), device)
+    rule_of = UpdateRule.from_space(CNO_SPACE)
+    assert rule_of is not None  # the CNO space declares its update rule
     t = DATA["timesteps"]
     states = [0, t // 4, t // 2, 3 * t // 4]
-    sums: dict[str, list[float]] = {}  # key -> [Σ error, Σ |CNO update|², operators]
+    skill = OneStepSkill()
     own: dict[str, list[float]] = {}
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
         x = cno_frames[:, 0, states]
         cno = noise_free_steps(batch["params"], x) - x
+        residual = rule_of.residual(batch["params"]).tolist()
         for i, theta in enumerate(batch["params"]):
             noa = model(x[i], theta[None].expand(len(states), -1).to(device)) - x[i]
-            err, norm = float((noa - cno[i]).pow(2).sum()), float(cno[i].pow(2).sum())
-            hp = CNO_SPACE.decode(theta.tolist())
-            rule, gain = hp["update_policy"], hp["weight_gain"]
+            hp = CNO_SPACE.decode(theta.tolist())  # the operator's kind (not its rule): activation, gain
+            rule, gain = RESIDUAL if residual[i] else CONVEX, hp["weight_gain"]
             band = "gain < 1.17" if gain < 7 / 6 else "gain 1.17-1.83" if gain < 11 / 6 else "gain >= 1.83"
-            for key in (rule, f"{rule} {hp['activation']}", f"{rule} {band}"):
-                acc = sums.setdefault(key, [0.0, 0.0, 0.0])
-                acc[0], acc[1], acc[2] = acc[0] + err, acc[1] + norm, acc[2] + 1
-            own.setdefault(rule, []).append(1.0 - err / norm)
+            own.setdefault(rule, []).append(
+                skill.add((rule, f"{rule} {hp['activation']}", f"{rule} {band}"), noa, cno[i])
+            )
+    pooled = skill.pooled()
     return {
-        rule: {"pooled": 1.0 - sums[rule][0] / sums[rule][1], "median_operator": float(torch.tensor(skills).median())}
+        rule: {"pooled": pooled[rule][0], "median_operator": float(torch.tensor(skills).median())}
         for rule, skills in sorted(own.items())
-    } | {"by_kind": {key: (1.0 - err / norm, int(n)) for key, (err, norm, n) in sorted(sums.items()) if key not in own}}
+    } | {"by_kind": {key: value for key, value in pooled.items() if key not in own}}
 
 
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:

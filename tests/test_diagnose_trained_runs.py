@@ -16,14 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_args
 from noa.cli import main
 from noa.diagnostics import diagnose
 from noa.diagnostics.evaluate import NO_TOKENIZER, SKIP_REASON
 from noa.errors import NoaError
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
-
-from test_train_loop import run_args
 
 SECTIONS = ("VQ Reconstruction", "Token Diversity", "Alignment Correlation", "Temporal Consistency")
 PNGS = ("training_curves.png", "error_vs_horizon.png", "frames.png")
@@ -191,7 +190,6 @@ def test_rows_of_another_file_that_are_training_samples_are_not_called_held_out(
     physics_only: Path, tmp_path: Path
 ) -> None:
     import h5py
-    import numpy as np
 
     from noa.data.generate import GenerateConfig, generate
     from noa.data.loader import split_rows, usable_rows

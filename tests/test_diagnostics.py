@@ -800,7 +800,7 @@ def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path)
     import os
     import shutil
 
-    from noa.train.rundir import sibling_runs
+    from noa.run_family import sibling_runs
 
     # The guide's blocks pasted in order: checkpoints/noa holds an older run, so noa train wrote
     # to checkpoints/noa-2; diagnosing checkpoints/noa/best_model.pt names the newer one.
@@ -819,3 +819,17 @@ def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path)
         f"--checkpoint-dir writes to the first free sibling); pass --noa-checkpoint {new} to diagnose it"
     ]
     assert "is newer than this checkpoint" not in diagnose(new, None, None, n_samples=1, log=quiet).text
+
+
+def test_diagnostics_does_not_import_the_training_run_directory_logic() -> None:
+    """The sibling-run question diagnose asks lives in noa.run_family, beside no training code."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import importlib, pkgutil, sys, noa.diagnostics as d\n"
+        "for m in pkgutil.iter_modules(d.__path__): importlib.import_module('noa.diagnostics.' + m.name)\n"
+        "print(' '.join(sorted(k for k in sys.modules if k.startswith('noa.train.'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert "noa.train.rundir" not in loaded, loaded

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_args
 from noa.model import UAFNO, UAFNOConfig
 from noa.model.uafno import ConvBlock
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
-
-from test_train_loop import run_args
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import SMALL, assert_same_state, run_args
 from noa.cli import main
 from noa.data.loader import SampleSource, usable_rows
 from noa.errors import NoaError
-from noa.model import LatentProjector, UAFNO, UAFNOConfig
-from noa.operators.space import CNO_SPACE
+from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.tokenizer import load_tokenizer
 from noa.train.checkpoint import load_checkpoint
 from noa.train.execution import Execution, resolve_execution
@@ -21,10 +21,6 @@ from noa.train.loop import train
 from noa.train.rollout import sample_steps
 from noa.train.step import BatchLosses, Objective, train_batch
 
-from test_resume import _assert_same_state
-from test_train_loop import run_args
-
-SMALL = dict(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
 # Tolerances against float32 eager, relative. bf16 keeps 8 bits of mantissa (rounding ~4e-3 per
 # operation); the state stays float32, so errors do not compound step over step.
 BF16_LOSS_RTOL = 2e-2
@@ -213,7 +209,7 @@ def test_cuda_training_with_the_defaults_resumes_exactly(
     train(
         {"resume": str(split / "step_2.pt"), "dataset": str(tiny_dataset), "device": "cuda", "enable_latent_loss": True}
     )
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(split / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(split / "epoch_2.pt"))
 
 
 @pytest.mark.cuda

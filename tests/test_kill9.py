@@ -22,12 +22,11 @@ import pytest
 import torch
 
 from conftest import TINY
+from helpers import assert_same_file, h5_arrays, run_args
 from noa.data.generate import GenerateConfig, generate
 from noa.diagnostics import diagnose
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
-from test_parallel_data import _arrays, _assert_same_file
-from test_train_loop import run_args
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +99,7 @@ def test_data_generate_killed_and_resumed_writes_the_uninterrupted_dataset(tiny_
     assert not out.exists() and partial.exists()
     done = _run(cmd)
     assert done.returncode == 0 and "Resuming generation in" in done.stdout, done.stdout + done.stderr
-    _assert_same_file(tiny_dataset, out)
+    assert_same_file(tiny_dataset, out)
     assert _leftovers(tmp_path) == []
 
 
@@ -147,7 +146,7 @@ def test_generation_killed_between_its_flags_and_their_flush_never_skips_missing
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     cfg = GenerateConfig(n_samples=40, seed=11, store_trajectories=True, **TINY)
     generate(cfg, out, batch_size=4, resume=True, progress=False, log=lambda _: None)
-    _assert_same_file(tiny_dataset, out)
+    assert_same_file(tiny_dataset, out)
 
 
 def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(
@@ -157,13 +156,13 @@ def test_data_features_killed_and_run_again_stores_the_uninterrupted_features(
     path = tmp_path / "bare.h5"
     cfg = GenerateConfig(n_samples=40, seed=11, features=False, **TINY)  # no trajectories: features replay them
     generate(cfg, path, batch_size=20, progress=False, log=lambda _: None)
-    before = _arrays(path)
+    before = h5_arrays(path)
     cmd = _noa("data", "features", str(path), "--batch-size", "4")
     line = f"features: {4 * rng.randint(1, 8)}/40"
     assert _kill_when(cmd, _printed(line), rng.uniform(0, 0.1)), line
     done = _run(cmd)
     assert done.returncode == 0 and f"Features stored in {path}" in done.stdout, done.stdout + done.stderr
-    after, whole = _arrays(path), _arrays(tiny_dataset)
+    after, whole = h5_arrays(path), h5_arrays(tiny_dataset)
     assert after.keys() == before.keys() | {k for k in whole if k.startswith("features/")}
     for name, array in after.items():
         assert np.array_equal(array, whole[name] if name.startswith("features/") else before[name], equal_nan=True), (

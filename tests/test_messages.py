@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 import noa
+from helpers import run_args
 from noa.cli import main
 from noa.errors import NoaError
 from noa.train.loop import train
-
-from test_train_loop import run_args
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import SMALL, run_args
 from noa.data.loader import SampleSource, usable_rows
 from noa.errors import NoaError
 from noa.model import UAFNO, UAFNOConfig
@@ -22,8 +23,6 @@ from noa.train.loop import train
 from noa.train.one_step import train_one_step_batch
 from noa.train.settle import settle
 from noa.train.step import Objective, train_batch
-from test_train_loop import run_args
-from test_train_step import SMALL
 
 RULE = UpdateRule.from_space(CNO_SPACE)
 

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 import pytest
 
+from helpers import assert_same_file
 from noa.data.generate import GenerateConfig, add_features, generate
 
 pytestmark = pytest.mark.slow
@@ -21,20 +22,6 @@ pytestmark = pytest.mark.slow
 CONFIG = dict(n_samples=48, grid=16, timesteps=16, seed=5, store_trajectories=True)
 BATCH = 4  # byte equality holds for one --batch-size: rollouts are batch-independent to the bit,
 # features only to float rounding (about 1e-7), so every split keeps the batches of BATCH rows
-
-
-def _arrays(path: Path) -> dict[str, np.ndarray]:
-    out: dict[str, np.ndarray] = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return out
-
-
-def _assert_same_file(a: Path, b: Path) -> None:
-    left, right = _arrays(a), _arrays(b)
-    assert left.keys() == right.keys()
-    for name in left:
-        assert np.array_equal(left[name], right[name], equal_nan=True), name
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +34,7 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_two_workers_write_the_same_dataset(one_process: Path, tmp_path: Path) -> None:
     path = tmp_path / "two.h5"
     generate(GenerateConfig(**CONFIG), path, batch_size=BATCH, workers=2, progress=False, log=lambda _: None)
-    _assert_same_file(one_process, path)
+    assert_same_file(one_process, path)
 
 
 def test_features_with_two_workers_equal_one(one_process: Path, tmp_path: Path) -> None:
@@ -103,7 +90,7 @@ def test_two_torchrun_ranks_write_the_same_dataset(one_process: Path, tmp_path: 
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("Wrote ") == 1
-    _assert_same_file(one_process, path)
+    assert_same_file(one_process, path)
 
 
 def _some_rows_written(partial: Path) -> bool:
@@ -133,4 +120,4 @@ def test_a_killed_parallel_generation_resumes_to_the_same_dataset(one_process: P
     generate(
         GenerateConfig(**CONFIG), path, batch_size=BATCH, workers=2, resume=True, progress=False, log=lambda _: None
     )
-    _assert_same_file(one_process, path)
+    assert_same_file(one_process, path)

@@ -14,7 +14,7 @@ from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import Trainer, train
 from noa.train.settle import settle
 from noa.train.state import Progress
-from test_train_loop import run_args
+from helpers import run_args
 
 
 def test_teacher_forcing_counts_from_the_first_rollout_batch(

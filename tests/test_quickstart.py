@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from noa import quickstart
+from noa.cli import main
 from noa.errors import NoaError
 
 
@@ -173,3 +174,69 @@ def test_a_marker_cut_short_by_a_kill_is_written_again_and_a_correct_one_is_left
     assert marker.stat().st_mtime == 0  # a rerun does not write it again (nor tear it)
     with pytest.raises(NoaError, match=r"another --seed; rerun with its seed \(3\)"):
         quickstart._claim(root, 4, overwrite=False)
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_quickstarts_and_removes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``noa quickstart --out . --overwrite`` in a project folder: checkpoints/noa is also
+    ``noa train``'s default directory, so the user's own run sits where the quickstart writes."""
+    root = tmp_path / "project"
+    planted = {
+        "checkpoints/noa/step_40.pt": b"a run",
+        "checkpoints/noa/epoch_2.pt": b"a run",
+        "checkpoints/noa/best_model.pt": b"a run",
+        "checkpoints/noa/latest.json": b'{"path": "step_40.pt"}',
+        "checkpoints/noa/metrics.jsonl": b'{"step": 40}\n',
+        "checkpoints/production/quickstart_vqvae/weights.pt": b"a tokenizer",
+        "checkpoints/production/quickstart_vqvae/metrics.json": b"{}",
+        "datasets/quickstart.h5": b"a dataset",
+        "notes.md": b"mine",
+    }
+    for name, data in planted.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    monkeypatch.setattr(quickstart, "generate", lambda *a, **k: pytest.fail("a stage started"))
+    for flags in (["--overwrite"], []):
+        assert main(["quickstart", "--out", str(root), "--device", "cpu", *flags]) == 2
+        err = capsys.readouterr().err
+        assert "not a quickstart's" in err and "choose a new or empty --out" in err
+        assert "--overwrite" not in err
+    after = {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == planted  # nothing removed, nothing added (not even the marker)
+
+
+SIGTERM_IN_STAGE_2 = """
+import os, signal, sys, time
+from noa import quickstart
+import noa.tokenizer.job
+
+quickstart.generate = lambda *a, **k: None  # stage 1 done, as far as this test goes
+quickstart.describe = lambda path: "a dataset"
+
+
+def terminated(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # a closed terminal, a scheduler's stop
+    time.sleep(30)
+
+
+noa.tokenizer.job.train_tokenizer_on_dataset = terminated
+from noa.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_outside_training_says_what_was_kept_and_exits_143(tmp_path: Path) -> None:
+    """The guide promises the interrupted quickstart's message for a closed terminal's SIGTERM
+    in any stage, not only in training (which handles signals itself)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "sigterm_quickstart.py"
+    script.write_text(SIGTERM_IN_STAGE_2)
+    cmd = [sys.executable, str(script), "quickstart", "--out", str(tmp_path / "qs"), "--device", "cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "quickstart interrupted during stage 2/5" in done.stderr and "run the same command again" in done.stderr
+    assert "Traceback" not in done.stderr

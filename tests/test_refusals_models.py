@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_args
 from noa.cli import main
 from noa.errors import NoaError
 from noa.tokenizer import io as tokenizer_io
@@ -21,8 +22,6 @@ from noa.tokenizer.io import load_tokenizer
 from noa.train import loop as loop_module
 from noa.train.checkpoint import find_latest, load_checkpoint
 from noa.train.loop import TrainingInterrupted, train
-
-from test_train_loop import run_args
 
 VQ = [
     "--epochs",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,14 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import assert_same_state, run_args
 from noa.data.generate import GenerateConfig, generate
 from noa.errors import NoaError
 from noa.train import checkpoint as checkpoint_module
-from noa.train.checkpoint import load_checkpoint, save_atomic
+from noa.train.checkpoint import find_latest, load_checkpoint, save_atomic
 from noa.train.loop import train
-from noa.train.checkpoint import find_latest
-
-from test_train_loop import run_args
 
 
 def _args(dataset: Path, tokenizer: Path, ck: Path, **kw) -> dict:
@@ -33,22 +31,6 @@ def _args(dataset: Path, tokenizer: Path, ck: Path, **kw) -> dict:
 def _batch_records(ck: Path) -> list[dict]:
     records = [json.loads(l) for l in (ck / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "sec"} for r in records if r["kind"] in ("train_batch", "epoch")]
-
-
-def _assert_same_state(a: dict, b: dict) -> None:
-    for key in a["model_state_dict"]:
-        assert torch.equal(a["model_state_dict"][key], b["model_state_dict"][key]), key
-    for key in a["alignment_state"]["state_dict"]:
-        assert torch.equal(a["alignment_state"]["state_dict"][key], b["alignment_state"]["state_dict"][key]), key
-    sa, sb = a["optimizer_state_dict"]["state"], b["optimizer_state_dict"]["state"]
-    assert sa.keys() == sb.keys()
-    for i in sa:
-        for key in sa[i]:
-            assert torch.equal(sa[i][key], sb[i][key]), (i, key)
-    assert a["scheduler_state_dict"] == b["scheduler_state_dict"]
-    assert a["global_step"] == b["global_step"]
-    timeless = lambda h: {k: v for k, v in h.items() if k != "epoch_seconds"}  # noqa: E731 (wall time differs)
-    assert timeless(a["history"]) == timeless(b["history"])
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +75,7 @@ def test_resume_from_a_mid_epoch_step_checkpoint_is_exact(
         assert expected in text, expected
     first_epoch = text.split("Epoch 2/2")[0]
     assert "[1/3]" not in first_epoch and "[2/3]" not in first_epoch
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(straight) == _batch_records(ck)
 
 
@@ -108,7 +90,7 @@ def test_resume_from_an_epoch_checkpoint_is_exact(
     text = "\n".join(lines)
     assert "  ✓ Resuming from epoch 2, step 3" in text and "Will skip" not in text
     assert "  ✓ Best val loss so far: " in text
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
 def test_resume_inside_teacher_forcing_is_exact(
@@ -121,7 +103,7 @@ def test_resume_inside_teacher_forcing_is_exact(
     train(_args(tiny_dataset, tiny_tokenizer, whole, teacher_forcing_steps=4, one_step_steps=0))
     train(_args(tiny_dataset, tiny_tokenizer, ck, teacher_forcing_steps=4, one_step_steps=0, max_steps=2))
     train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
-    _assert_same_state(load_checkpoint(whole / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(whole / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(whole) == _batch_records(ck)
     train(_args(tiny_dataset, tiny_tokenizer, free, one_step_steps=0, max_steps=1))
     assert _batch_records(whole)[0]["phase"] == "rollout"
@@ -499,8 +481,8 @@ def test_a_step_checkpoint_on_an_epochs_last_batch_still_ends_that_epoch(
     assert cursor["batch_in_epoch"] == 3 and cursor["global_step"] == 3 and cursor["epoch_ended"] is False
     train({"resume": str(step_3), "checkpoint_dir": str(ck), "device": "cpu"})
     assert (ck / "epoch_1.pt").exists() and (ck / "best_model.pt").exists()
-    _assert_same_state(load_checkpoint(straight / "epoch_1.pt"), load_checkpoint(ck / "epoch_1.pt"))
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_1.pt"), load_checkpoint(ck / "epoch_1.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _epoch_records(ck) == _epoch_records(straight)  # epoch 1 validated exactly once
 
 
@@ -592,7 +574,7 @@ def test_a_format_2_single_group_optimizer_is_split_by_part(straight: Path, tmp_
     ck.mkdir()
     save_atomic(legacy, ck / "step_4.pt")
     train({"resume": str(ck / "step_4.pt"), "checkpoint_dir": str(ck), "device": "cpu"})
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
 
 
 @pytest.mark.parametrize(
@@ -692,7 +674,7 @@ def test_resume_is_exact_with_dataloader_workers(
     ck = tmp_path / "ck"
     train(_args(tiny_dataset, tiny_tokenizer, ck, max_steps=2, num_workers=2))
     train({"resume": str(ck / "step_2.pt"), "device": "cpu"})
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(straight) == _batch_records(ck)
 
 
@@ -733,5 +715,45 @@ def test_train_killed_with_sigkill_and_rerun_with_the_same_line_ends_as_an_unint
     proc.wait(timeout=60)
     assert not (ck / "epoch_2.pt").exists()
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=600)
-    _assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
+    assert_same_state(load_checkpoint(straight / "epoch_2.pt"), load_checkpoint(ck / "epoch_2.pt"))
     assert _batch_records(straight) == _batch_records(ck)
+
+
+def test_resume_auto_on_a_finished_run_says_already_complete_and_exits_0(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """torchrun restarts the group when a rank dies at teardown, and a scheduler may requeue a
+    finished job: the same --resume auto line meets a run that has done all its epochs."""
+    from noa.cli import main
+
+    ck = tmp_path / "ck"
+    shutil.copytree(straight, ck)
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+    assert main(["train", "--resume", "auto", "--checkpoint-dir", str(ck), "--device", "cpu"]) == 0
+    out = capsys.readouterr()
+    said = [line for line in out.out.splitlines() if "already complete" in line]
+    assert len(said) == 1 and "all 2 epochs" in said[0] and "Epoch 1/2" not in out.out, out
+    assert {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()} == before  # nothing trained nor rewritten
+    # An explicit file still names what to do: continuing it needs a larger --epochs.
+    assert main(["train", "--resume", str(ck / "epoch_2.pt"), "--device", "cpu"]) == 2
+    assert "has already finished epoch 2 of --epochs 2" in capsys.readouterr().err
+
+
+def test_resume_auto_on_a_finished_run_writes_what_a_kill_after_the_last_epoch_left_out(
+    straight: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    """Killed between epoch_2.pt and best_model.pt: the restart finds the run complete and
+    leaves best_model.pt and latest.json as the uninterrupted run did."""
+    last = load_checkpoint(straight / "epoch_2.pt")
+    assert last["parts"]["early_stopping"]["epochs_without_improvement"] == 0  # epoch 2 was a new best
+    ck = tmp_path / "ck"
+    shutil.copytree(straight, ck)
+    (ck / "best_model.pt").unlink()
+    shutil.copy2(straight / "epoch_1.pt", ck / "best_model.pt")  # epoch 1's best, as the kill left it
+    os.utime(ck / "best_model.pt", (1, 1))  # older than epoch_2.pt
+    (ck / "latest.json").write_text(json.dumps({"path": "epoch_2.pt", "global_step": last["global_step"]}))
+    result = train({"resume": "auto", "checkpoint_dir": str(ck), "device": "cpu"})
+    assert result.global_step == last["global_step"] and result.best_val_loss == last["best_val_loss"]
+    assert any("already complete" in line for line in train_log)
+    assert_same_state(load_checkpoint(ck / "best_model.pt"), load_checkpoint(straight / "best_model.pt"))
+    assert (ck / "latest.json").read_text() == (straight / "latest.json").read_text()

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import run_args
 from noa.errors import NoaError
 from noa.train.loop import train
-
-from test_train_loop import run_args
 
 
 def _hashes(root: Path) -> dict[str, str]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from helpers import run_args
 from noa.train.loop import Trainer
 from noa.train.settle import settle
-
-from test_train_loop import run_args
 
 
 def _start(args: dict, log: list[str]) -> list[str]:

@@ -8,33 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import run_args
 from noa.cli import main
 from noa.errors import NoaError
 from noa.train import loop as loop_module
 from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import train
 from noa.train.settle import settle
-
-TINY_MODEL = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1, projector_hidden=16)
-
-
-def run_args(dataset: Path, ckdir: Path, **kw) -> dict:
-    values = dict(
-        dataset=str(dataset),
-        n_samples=16,
-        epochs=2,
-        batch_size=4,
-        lr=1e-3,
-        bptt_window=2,
-        timesteps=8,
-        warmup_steps=2,
-        checkpoint_dir=str(ckdir),
-        save_every=2,
-        device="cpu",
-        **TINY_MODEL,
-    )
-    values.update(kw)
-    return values
 
 
 def test_training_logs_checkpoints_and_history(
@@ -256,6 +236,22 @@ def test_train_help_says_which_defaults_follow_the_data(capsys: pytest.CaptureFi
     assert "(default: never)" in text and "(default: None)" not in text
 
 
+def test_every_default_that_follows_the_data_is_set_in_one_place() -> None:
+    """config.DATA_DEFAULTS are all decided by settle's _follow_the_data (not one here, one there)."""
+    from types import SimpleNamespace
+
+    from noa.train import config as flags_module
+    from noa.train.settle import _follow_the_data
+
+    values = flags_module.resolve_flags({"epochs": 3}, None)
+    _follow_the_data(values, {"epochs": 3}, {}, SimpleNamespace(timesteps=8), lambda v: 7)  # type: ignore[arg-type]
+    assert {key: values[key] for key in flags_module.DATA_DEFAULTS} == {
+        "timesteps": 8,
+        "bptt_window": 8,
+        "one_step_steps": 3 * 7 // 2,
+    }
+
+
 def test_settle_opens_the_dataset_once(tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from noa.data import h5
 
@@ -302,3 +298,18 @@ def test_python_dash_m_noa_is_the_noa_command() -> None:
         [sys.executable, "-m", "noa", "train", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--no-enable-latent-loss" in out and "--tensorboard" in out
+
+
+@pytest.mark.parametrize("terminal", ["stdout", "stderr"])
+def test_the_progress_bar_follows_stderr_where_it_is_drawn(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str], monkeypatch: pytest.MonkeyPatch, terminal: str
+) -> None:
+    """`noa train 2>log` on a terminal: the bar (drawn on stderr) would fill the log with carriage
+    returns and drop the per-batch lines; only a terminal on stderr gets the bar."""
+    import sys
+
+    for name in ("stdout", "stderr"):
+        monkeypatch.setattr(getattr(sys, name), "isatty", lambda on=(name == terminal): on)
+    train(run_args(tiny_dataset, tmp_path / "ck", max_steps=2))
+    lines = [line for line in train_log if "] loss=" in line]
+    assert (len(lines) == 2) == (terminal == "stdout"), lines

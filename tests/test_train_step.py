@@ -8,17 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from noa.operators.space import CNO_SPACE
+from helpers import SMALL
 from noa.data.loader import SampleSource, usable_rows
 from noa.features import FAMILIES, compute_features, feature_dims, feature_names
-from noa.model import LatentProjector, UAFNO, UAFNOConfig
+from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.tokenizer import CategoricalVQVAE, TokenizerConfig, load_tokenizer
 from noa.tokenizer.model import isolated_global_rng
 from noa.train.rollout import rollout_noa, sample_steps
 from noa.train.schedule import lr_at
 from noa.train.step import Objective, alignment, eval_batch, train_batch
-
-SMALL = dict(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
 
 
 def _model(seed: int = 0) -> UAFNO:

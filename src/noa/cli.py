@@ -332,7 +332,9 @@ def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs.add_argument("--device", default="auto", help="cpu, cuda or auto (CUDA when present); default auto")
     qs.add_argument("--seed", type=int, default=0, help="seed of every stage (data, tokenizer, NOA)")
     qs.add_argument(
-        "--overwrite", action="store_true", help="start over: replace an existing quickstart directory's results"
+        "--overwrite",
+        action="store_true",
+        help="start over: replace what an earlier quickstart wrote in --out (a folder without its marker is refused)",
     )
     _threads_flag(qs)
     qs.set_defaults(handler=_quickstart)

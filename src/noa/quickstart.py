@@ -25,6 +25,7 @@ from typing import Any
 from noa.data.generate import GenerateConfig, generate
 from noa.data.info import describe
 from noa.errors import NoaError
+from noa.interruption import Interruption
 from noa.outputs import check_writable
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
@@ -59,7 +60,8 @@ MARKER = ".noa-quickstart.json"
 
 
 class QuickstartInterrupted(NoaError):
-    """Ctrl-C or SIGTERM during a stage: what is done is kept; the message says to run it again."""
+    """Ctrl-C or SIGTERM during a stage: what is done is kept; the message says to run it again
+    (exit status 130 or 143)."""
 
     def __init__(self, stage: str, exit_code: int = 130, overwrite: bool = False):
         again = "run the same command without --overwrite" if overwrite else "run the same command again"
@@ -81,15 +83,18 @@ def quickstart_paths(root: Path) -> dict[str, Path]:
 
 
 def _claim(root: Path, seed: int, overwrite: bool) -> None:
-    """Refuse a directory that holds something else, a finished quickstart, or another seed's;
-    then mark it as this quickstart's."""
+    """Refuse a directory that holds something else (whatever the flags: ``checkpoints/noa`` is
+    also ``noa train``'s default, so a project folder may hold the user's own run), a finished
+    quickstart, or another seed's; then mark it as this quickstart's."""
     marker = root / MARKER
     check_writable(root, "--out", directory=True)
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        if not marker.is_file():
-            raise NoaError(
-                f"{root} holds files that are not a quickstart's; choose another --out (or --overwrite to redo a quickstart made before resumable ones)"
-            )
+    occupied = root.exists() and any(root.iterdir())
+    if occupied and not marker.is_file():  # --overwrite too: it may only ever replace a quickstart's own outputs
+        raise NoaError(
+            f"{root} holds files that are not a quickstart's (it has no {MARKER}); nothing there was changed: "
+            "choose a new or empty --out"
+        )
+    if occupied and not overwrite:
         if _marked_seed(marker) not in (None, seed):
             raise NoaError(
                 f"{root} holds a quickstart with another --seed; rerun with its seed ({_marked_seed(marker)}) or pass --overwrite"
@@ -147,15 +152,18 @@ def run_quickstart(out: str | Path, *, device: str = "cpu", seed: int = 0, overw
         current[0] = title.split()[0]
         log(f"\n{'=' * 60}\n{title}  [{time.perf_counter() - started:.0f}s]\n{'=' * 60}")
 
-    try:
-        best = _stages(paths, device, seed, stage, log)
-    except KeyboardInterrupt:
-        raise QuickstartInterrupted(current[0], overwrite=overwrite) from None
-    except NoaError as err:
-        exit_code = getattr(err, "exit_code", 2)
-        if exit_code < 128:  # a refusal, not an interrupted stage
-            raise
-        raise QuickstartInterrupted(current[0], exit_code, overwrite) from err
+    # SIGTERM as Ctrl-C in every stage (generation and training install their own handlers
+    # while they run): the stage stops with the message, never by the default silent exit.
+    with Interruption().installed() as interruption:
+        try:
+            best = _stages(paths, device, seed, stage, log)
+        except KeyboardInterrupt:
+            raise QuickstartInterrupted(current[0], 128 + interruption.signum, overwrite) from None
+        except NoaError as err:
+            exit_code = getattr(err, "exit_code", 2)
+            if exit_code < 128:  # a refusal, not an interrupted stage
+                raise
+            raise QuickstartInterrupted(current[0], exit_code, overwrite) from err
     log(f"\nQuickstart finished in {time.perf_counter() - started:.0f}s (best val loss {best:.4f}).")
     log(f"  dataset:      {paths['dataset']}")
     log(f"  tokenizer:    {paths['tokenizer']}")
@@ -186,10 +194,10 @@ def _stages(
 ) -> float:
     """The five stages, each skipped when its outputs show it done; returns the best val loss."""
     from noa.diagnostics.report import diagnose
+    from noa.run_family import checkpoints_in
     from noa.tokenizer.job import train_tokenizer_on_dataset
     from noa.train.checkpoint import load_checkpoint
     from noa.train.loop import train
-    from noa.train.rundir import checkpoints_in
 
     stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
     generate(

@@ -11,10 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -30,6 +28,7 @@ from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_famil
 from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
+from noa.interruption import Interruption
 from noa.model import UAFNOConfig
 from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE
@@ -363,7 +362,7 @@ def _generate(
             log(f"Resuming generation in {partial}")
         started = resuming
         creating = partial.with_name(partial.name + ".new")
-        with _Interruption().installed() as interruption:
+        with Interruption().installed() as interruption:
             try:
                 if not resuming:
                     # The layout is written under another name first: a partial file is always whole.
@@ -386,30 +385,6 @@ def _generate(
                 ) from None
         os.replace(partial, out)
     return out
-
-
-class _Interruption:
-    """Turns SIGTERM into the KeyboardInterrupt SIGINT raises, so both stop generation the same
-    way (the batch in hand dropped, the file closed whole), and remembers which signal came."""
-
-    def __init__(self) -> None:
-        self.signum = signal.SIGINT
-
-    @contextmanager
-    def installed(self) -> Iterator[_Interruption]:
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-
-        def handle(signum: int, _frame: object) -> None:
-            self.signum = signal.Signals(signum)
-            raise KeyboardInterrupt
-
-        previous = signal.signal(signal.SIGTERM, handle)
-        try:
-            yield self
-        finally:
-            signal.signal(signal.SIGTERM, previous)
 
 
 def _check_is_dataset(path: Path) -> None:
@@ -493,7 +468,7 @@ def add_features(
         info = h5.read_info(f)
         h5.check_inputs(f, np.arange(info.n_samples))
     names = names_for(info.channels)
-    with outputs.exclusive(path, "dataset"), _open_for_update(path) as f, _Interruption().installed() as interruption:
+    with outputs.exclusive(path, "dataset"), _open_for_update(path) as f, Interruption().installed() as interruption:
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
             same_names = all(

@@ -43,11 +43,11 @@ from noa.features import compute_features, feature_names
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.operators.space import ParameterSpace
+from noa.run_family import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
-from noa.train.rundir import newer_sibling_checkpoint
 
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
 NO_TOKENIZER = (

@@ -29,7 +29,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
-from noa.train import rundir
+from noa.train import finished, rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.one_step import train_one_step_batch
@@ -458,7 +458,7 @@ class Trainer:
         cfg, cursor, progress = self.cfg, self.state.cursor, self.state.progress
         last: BatchLosses | None = None
         steps_this_run = 0
-        tty = sys.stdout.isatty()
+        tty = sys.stderr.isatty()  # the bar is drawn on stderr (tqdm), as the data commands decide
         self.model.train()
         while cursor.epoch < cfg.epochs:
             epoch = cursor.epoch
@@ -638,5 +638,20 @@ def train(flags: dict[str, Any]) -> TrainResult:
     run = settle(flags, ranks)
     # One run per checkpoint directory: rank 0 (the writer) holds its lock until the run ends.
     held = outputs.exclusive(run.config.checkpoint_dir, "--checkpoint-dir") if ranks.is_main else nullcontext()
+    if finished.plan_done(run.start, run.config.epochs):  # a restart or requeue of a run that ended: success
+        return _already_complete(run, held)
     with held, distributed.process_group(ranks, run.device):
         return Trainer(run).fit()
+
+
+def _already_complete(run: Run, held: Any) -> TrainResult:
+    saved, directory = run.start.saved, Path(run.config.checkpoint_dir)
+    with held:
+        repaired = finished.settle_the_ending(directory, run.start) if run.ranks.is_main else []
+    log.info(finished.message(run.start, run.config.epochs))
+    if repaired:
+        log.info(f"  (wrote {' and '.join(repaired)}, which a kill after the last epoch's checkpoint had left out)")
+    best = saved.get("best_val_loss")
+    return TrainResult(
+        directory, int(saved["global_step"]), saved.get("history", {}), math.inf if best is None else float(best), None
+    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ import numpy as np
 
 from noa import outputs
 from noa.data import h5
-from noa.data.loader import EpochBatchSampler, Split, split_rows, usable_rows_of
+from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
 from noa.model.update_rule import UpdateRule
+from noa.run_family import checkpoints_in
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train import rundir
@@ -115,14 +117,16 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         info = h5.read_info(f)
         fingerprint = h5.fingerprint_of(f)
         start = _fine_tune_if_other_dataset(start, fingerprint)
-        cfg = _resolve(explicit, start, info, ranks)
+
+        def batches_per_epoch(values: dict[str, Any]) -> int:
+            train = split_rows(usable_rows_of(f, info, values["n_samples"]), values["val_split"], values["seed"]).train
+            return len(train) // max(1, values["batch_size"] * ranks.world_size)
+
+        cfg = _resolve(explicit, start, info, ranks, batches_per_epoch)
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
     _check_data(cfg, data, ranks)
-    if cfg.one_step_steps is None:  # the default follows the run: its first half
-        per_epoch = len(EpochBatchSampler(len(split.train), cfg.batch_size, cfg.seed, world_size=ranks.world_size))
-        cfg = replace(cfg, one_step_steps=cfg.epochs * per_epoch // 2)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
     device = rank_device(resolve_device(cfg.device), ranks)
@@ -158,7 +162,7 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
         raise NoaError("give either --resume or --init-from, not both")
     if explicit.get("resume") == "auto":
         directory = Path(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
-        if not rundir.checkpoints_in(directory):
+        if not checkpoints_in(directory):
             # One command line for the first start and every restart (torchrun --max-restarts).
             log.info(f"--resume auto: no checkpoint in {directory} yet; starting a fresh run there")
             return StartingPoint("fresh", auto=True)
@@ -184,7 +188,13 @@ def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> Start
     return replace(start, kind="finetune")
 
 
-def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInfo, ranks: Ranks) -> TrainConfig:
+def _resolve(
+    explicit: dict[str, Any],
+    start: StartingPoint,
+    info: h5.DatasetInfo,
+    ranks: Ranks,
+    batches_per_epoch: Callable[[dict[str, Any]], int],
+) -> TrainConfig:
     """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
     saved_args = (start.checkpoint or {}).get("args")
     if saved_args is not None:  # a checkpoint from before a flag existed ran without it
@@ -197,7 +207,7 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
-    _follow_the_data(values, explicit, inherited or {}, info)
+    _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
     if start.checkpoint is not None and "config" in start.checkpoint:
@@ -229,10 +239,15 @@ def _resolve(explicit: dict[str, Any], start: StartingPoint, info: h5.DatasetInf
 
 
 def _follow_the_data(
-    values: dict[str, Any], explicit: dict[str, Any], inherited: dict[str, Any], info: h5.DatasetInfo
+    values: dict[str, Any],
+    explicit: dict[str, Any],
+    inherited: dict[str, Any],
+    info: h5.DatasetInfo,
+    batches_per_epoch: Callable[[dict[str, Any]], int],
 ) -> None:
-    """T and the window, when neither given nor inherited, fit the data: T is the tokenizer's
-    (which must match) with one, else the dataset's; a window longer than T becomes T."""
+    """Every default that follows the data (config.DATA_DEFAULTS), here alone, when neither
+    given nor inherited: T is the tokenizer's (which must match) with one, else the dataset's;
+    a window longer than T becomes T; the one-step phase is the run's first half."""
     if "timesteps" not in explicit and "timesteps" not in inherited:
         if values.get("vqvae_path"):
             from noa.tokenizer.io import load_config
@@ -242,6 +257,8 @@ def _follow_the_data(
             values["timesteps"] = info.timesteps
     if "bptt_window" not in explicit and values["bptt_window"] > values["timesteps"]:
         values["bptt_window"] = values["timesteps"]
+    if values.get("one_step_steps") is None:
+        values["one_step_steps"] = values["epochs"] * batches_per_epoch(values) // 2
 
 
 def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:

@@ -1,0 +1,76 @@
+"""Run directories and their families: what holds a run, and the ``NAME-N`` siblings a fresh
+run moves to when ``NAME`` is taken.
+
+Both ``noa train`` (which directory to write) and ``noa diagnose`` (is there a newer run beside
+the checkpoint asked for?) ask these questions, so they live outside :mod:`noa.train`.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from pathlib import Path
+
+from noa import outputs
+from noa.train.checkpoint import run_checkpoints
+
+# Files that mark a directory as holding a run (the lock file alone does not).
+RUN_FILES = ("latest.json", "metrics.jsonl")
+
+
+def checkpoints_in(directory: Path) -> list[str]:
+    """Names of the checkpoint files in ``directory``, sorted."""
+    return [p.name for p in run_checkpoints(directory)]
+
+
+def holds_run(directory: Path) -> bool:
+    """Whether ``directory`` holds any run's checkpoints or logs."""
+    return bool(checkpoints_in(directory)) or any((directory / name).exists() for name in RUN_FILES)
+
+
+def free_sibling(directory: Path) -> Path:
+    """The first ``<directory>-N`` (N >= 2) that holds no run."""
+    directory = outputs.named(directory)
+    n = 2
+    while holds_run(directory.with_name(f"{directory.name}-{n}")):
+        n += 1
+    return directory.with_name(f"{directory.name}-{n}")
+
+
+SIBLING_NAME = re.compile(r"^(?P<base>.+)-(?P<n>\d+)$")
+
+
+def sibling_runs(directory: Path) -> list[Path]:
+    """The other run directories of ``directory``'s family: ``NAME`` and ``NAME-N`` beside it
+    (``NAME`` being ``directory``'s name without a ``-N`` suffix), those that hold a run."""
+    base = _family_name(directory.name)
+    family = [directory.with_name(base), *directory.parent.glob(f"{glob.escape(base)}-*")]
+    return sorted(
+        p
+        for p in family
+        if _family_name(p.name) == base and p.is_dir() and p.resolve() != directory.resolve() and holds_run(p)
+    )
+
+
+def _family_name(name: str) -> str:
+    """``NAME`` of a run directory named ``NAME`` or ``NAME-N`` (N >= 2, as :func:`free_sibling` names them)."""
+    match = SIBLING_NAME.match(name)
+    return match["base"] if match and int(match["n"]) >= 2 else name
+
+
+def newer_sibling_checkpoint(checkpoint: Path) -> Path | None:
+    """The newest checkpoint file in a sibling run directory (:func:`sibling_runs`) written after
+    ``checkpoint``; None when there is none. A fresh ``noa train`` without ``--checkpoint-dir``
+    writes to the first free sibling, so the checkpoint at the usual path may be an older run's."""
+    mtime = checkpoint.stat().st_mtime
+    newer = [
+        p
+        for run in sibling_runs(checkpoint.parent)
+        for name in checkpoints_in(run)
+        if (p := run / name).stat().st_mtime > mtime
+    ]
+    if not newer:
+        return None
+    newest = max(newer, key=lambda p: p.stat().st_mtime)
+    same_name = newest.parent / checkpoint.name
+    return same_name if same_name in newer else newest
