@@ -20,7 +20,7 @@ from noa.operators.space import CNO_SPACE, Dimension, ParameterSpace
 from noa.train.checkpoint import load_checkpoint
 from noa.train.execution import Execution
 from noa.train.loop import train
-from noa.train.one_step import train_one_step_batch
+from noa.train.one_step import state_picks, train_one_step_batch
 from noa.train.settle import settle
 from noa.train.step import Objective, train_batch
 
@@ -292,3 +292,46 @@ def test_both_phases_share_one_compiled_graph(tiny_dataset: Path) -> None:
     train_one_step_batch(obj, params, replay(params, ic, [1, 2], traj.shape[1] - 1, 2))
     assert counters["stats"]["unique_graphs"] == 1
     torch._dynamo.reset()
+
+
+def test_state_picks_follow_the_sample_not_its_batch() -> None:
+    picks = state_picks(3, 1, [7, 2, 9], 2, 8, 3)
+    assert picks.shape == (3, 2, 3)
+    assert all(p.unique().numel() == 3 and torch.equal(p, p.sort().values) for p in picks.flatten(0, 1))
+    assert int(picks.min()) >= 0 and int(picks.max()) < 8
+    alone = state_picks(3, 1, [9], 2, 8, 3)
+    assert torch.equal(alone[0], picks[2])  # row 9's states whatever its neighbours
+    assert not torch.equal(state_picks(3, 2, [9], 2, 8, 3), alone)  # another epoch, other states
+    assert not torch.equal(picks[:, 0], picks[:, 1])  # each realization its own states
+
+
+def test_one_step_on_picked_states_is_the_one_step_on_those_states_alone(tiny_dataset: Path) -> None:
+    """K picked states per sample give the loss and gradient of a batch holding just those states."""
+    params, traj = _batch(tiny_dataset)
+    picks = state_picks(0, 0, [0, 1, 2, 3], 1, traj.shape[1] - 1, 3)
+    chosen = traj[torch.arange(4)[:, None], picks[:, 0]]  # [B, K, C, H, W]
+    alone = torch.cat([chosen, chosen[:, -1:]], dim=1)  # frames 0..K-1 are the states; frame K unused
+    results, grads = [], []
+    for realizations, given in ((traj[:, None], picks), (alone[:, None], None)):
+        model = _model(seed=5)
+        results.append(train_one_step_batch(Objective(model, None, None, 0.5, 0.5, 2, []), params, realizations, given))
+        grads.append([p.grad for p in model.parameters() if p.grad is not None])
+    assert results[0] == results[1]
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+    # All T picked is the phase without picks, bit for bit.
+    every = torch.arange(traj.shape[1] - 1).expand(4, 1, -1)
+    both = [train_one_step_batch(Objective(_model(seed=5), None, None, 0.5, 0.5, 3, []), params, traj[:, None], p)
+            for p in (every, None)]  # fmt: skip
+    assert both[0] == both[1]
+
+
+def test_one_step_states_resume_exactly_and_are_checked(tiny_dataset: Path, tmp_path: Path) -> None:
+    args = run_args(tiny_dataset, tmp_path / "straight", one_step_states=3, one_step_steps=5, save_every=1)
+    train(args)
+    train({**args, "checkpoint_dir": str(tmp_path / "cut"), "max_steps": 2})
+    train({"resume": "auto", "checkpoint_dir": str(tmp_path / "cut"), "device": "cpu"})
+    a, b = (load_checkpoint(tmp_path / d / "epoch_2.pt") for d in ("straight", "cut"))
+    assert a["args"]["one_step_states"] == 3 == b["args"]["one_step_states"]
+    assert all(torch.equal(a["model_state_dict"][k], v) for k, v in b["model_state_dict"].items())
+    with pytest.raises(NoaError, match="--one-step-states must be between 1 and --timesteps 8"):
+        train(run_args(tiny_dataset, tmp_path / "bad", one_step_states=9))

@@ -54,6 +54,7 @@ RESUME_LOCKED = (
     "lr_schedule",
     "teacher_forcing_steps",
     "one_step_steps",
+    "one_step_states",
 )
 # What a checkpoint written before a flag existed ran with (a resume of such a run keeps it).
 LEGACY_ARGS = {"one_step_steps": 0, "rule_head": False}
@@ -103,6 +104,7 @@ class TrainConfig:
     bptt_window: int = 32
     teacher_forcing_steps: int = 0
     one_step_steps: int | None = None  # settle.py resolves None to half of the run's batches
+    one_step_states: int | None = None  # states per realization in a one-step batch (None: all T)
     rule_head: bool = True
     timesteps: int = 256
     vqvae_path: str | None = None
@@ -182,6 +184,13 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
         "step and scored against the CNO's noise-free step from it, the error divided by the rule's scale (dt or 1-α, "
         "with --rule-head) so every operator counts at unit scale, --batch-size states per forward pass (a rollout "
         "step's memory); then rollouts under L_total (validation always scores free rollouts)",
+    ),
+    "one_step_states": (
+        int,
+        True,
+        "in the one-step phase, advance K of each realization's T states instead of all of them, drawn afresh for "
+        "every epoch and sample from the run's --seed (so a batch costs K/T as much and the phase sees T/K times "
+        "more operators for the same compute: the states of one rollout are alike)",
     ),
     "rule_head": (
         bool,
@@ -300,6 +309,7 @@ _NONE_MEANS = {
     "resume": "none: a fresh run",
     "init_from": "none",
     "max_steps": "no limit",
+    "one_step_states": "all T",
 }
 
 
@@ -396,6 +406,10 @@ def validate(cfg: TrainConfig) -> None:
         (
             cfg.one_step_steps is None or cfg.one_step_steps >= 0,
             f"--one-step-steps must be >= 0; got {cfg.one_step_steps}",
+        ),
+        (
+            cfg.one_step_states is None or 1 <= cfg.one_step_states <= cfg.timesteps,
+            f"--one-step-states must be between 1 and --timesteps {cfg.timesteps} (the states a rollout has); got {cfg.one_step_states}",
         ),
         (cfg.save_every >= 0, f"--save-every must be >= 0; got {cfg.save_every}"),
         (cfg.weight_decay >= 0 and cfg.grad_clip >= 0, "--weight-decay and --grad-clip must be >= 0"),

@@ -32,7 +32,7 @@ from noa.seeding import derive_seed
 from noa.train import finished, rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
-from noa.train.one_step import train_one_step_batch
+from noa.train.one_step import state_picks, train_one_step_batch
 from noa.train.optim import build_optimizer
 from noa.train.phases import ONE_STEP, PHASES, ROLLOUT, one_step_end, phase_of, teacher_forced, teacher_forcing_end
 from noa.train.rollout import sample_steps
@@ -286,8 +286,14 @@ class Trainer:
         step = self.state.cursor.global_step
         if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
+            k = cfg.one_step_states
+            which = (
+                "each state"
+                if k is None or k >= cfg.timesteps
+                else f"{k} of the {cfg.timesteps} states (drawn per epoch)"
+            )
             log.info(
-                f"One-step phase for the first {cfg.one_step_steps} batches: each state of each CNO realization is advanced one "
+                f"One-step phase for the first {cfg.one_step_steps} batches: {which} of each CNO realization is advanced one "
                 f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
                 "then rollouts under L_total. Validation scores free rollouts throughout."
             )
@@ -353,6 +359,16 @@ class Trainer:
         if "trajectory" in batch:
             return batch["trajectory"][:, :m, : t + 1].to(self.device)
         return replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
+
+    def _picks(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """With --one-step-states K, the K states per sample and realization of a one-step batch."""
+        k = self.cfg.one_step_states
+        if k is None or k >= self.cfg.timesteps:
+            return None
+        epoch = self.state.cursor.epoch
+        return state_picks(
+            self.cfg.seed, epoch, batch["index"].tolist(), self.cfg.n_realizations, self.cfg.timesteps, k
+        )
 
     def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The rollouts' ground truth [B, T+1, C, H, W]: the mean over M realizations."""
@@ -483,7 +499,7 @@ class Trainer:
                 phase = phase_of(cfg, cursor.global_step)
                 if phase == ONE_STEP:
                     last = train_one_step_batch(
-                        self.objective, batch["params"].to(self.device), self._realizations(batch)
+                        self.objective, batch["params"].to(self.device), self._realizations(batch), self._picks(batch)
                     )
                 else:
                     last = train_batch(

@@ -18,6 +18,10 @@ Reported per batch: ``total`` = that unit-scale loss, ``traj`` = the plain MSE o
 predictions against the noise-free targets. L_commit and L_latent need rollouts and wait for
 the rollout phase.
 
+``--one-step-states K`` takes K of each realization's T states (drawn afresh for every epoch and
+sample, :func:`state_picks`): the states of one rollout are much alike, so a batch of K states per
+sample costs K/T as much and the phase reaches T/K times as many operators for the same compute.
+
 Memory. The steps are independent, so the model sees B states at a time (one realization, one
 t), each micro-batch back-propagated at once: the forward batch and its activations are those
 of one rollout step, and the step's input is the rollout phase's (B contiguous states: a
@@ -29,10 +33,13 @@ targets are computed without gradients ``bptt_window`` steps at a time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from noa.model import UAFNO
 from noa.operators.replay import noise_free_steps
+from noa.seeding import generator
 from noa.train.step import BatchLosses, Objective, sync_gradients
 
 
@@ -44,26 +51,47 @@ def unit_weights(model: UAFNO, params: torch.Tensor) -> torch.Tensor:
     return scale.reshape(-1).pow(-2)
 
 
-def train_one_step_batch(obj: Objective, params: torch.Tensor, realizations: torch.Tensor) -> BatchLosses:
+def state_picks(seed: int, epoch: int, rows: Sequence[int], realizations: int, timesteps: int, k: int) -> torch.Tensor:
+    """``[B, M, K]``: the K steps (sorted) whose states each sample's realization contributes to
+    a one-step batch, drawn from (run seed, epoch, dataset row, realization) alone, so they do not
+    depend on the batch a sample falls in, and a resumed epoch draws the same ones."""
+    picks = torch.empty(len(rows), realizations, k, dtype=torch.long)
+    for b, row in enumerate(rows):
+        for m in range(realizations):
+            order = torch.randperm(timesteps, generator=generator(seed, "one-step-states", epoch, int(row), m))
+            picks[b, m] = order[:k].sort().values
+    return picks
+
+
+def train_one_step_batch(
+    obj: Objective, params: torch.Tensor, realizations: torch.Tensor, picks: torch.Tensor | None = None
+) -> BatchLosses:
     """Accumulate the gradient of the unit-scale one-step loss into ``.grad``; return the losses.
 
-    ``realizations`` are the CNO rollouts ``[B, M, T+1, C, H, W]``; frames 0..T-1 of each
-    realization are the states (B·M·T samples, B per forward pass).
+    ``realizations`` are the CNO rollouts ``[B, M, T+1, C, H, W]``; the states are frames
+    0..T-1 of each realization (B·M·T samples, B per forward pass), or with ``picks``
+    (:func:`state_picks`, ``[B, M, K]``) the K frames it names per sample and realization.
     """
-    n_real, timesteps = realizations.shape[1], realizations.shape[2] - 1
+    b, n_real, timesteps = realizations.shape[0], realizations.shape[1], realizations.shape[2] - 1
+    if picks is None:
+        picks = torch.arange(timesteps).expand(b, n_real, timesteps)
+    picks = picks.to(realizations.device)
+    count = picks.shape[2]
+    rows = torch.arange(b, device=realizations.device)[:, None]
     obj.train_step.new_batch()
     weights = unit_weights(obj.model, params)
-    n_values = realizations[:, :, 1:].numel()
+    n_values = b * n_real * count * realizations[0, 0, 0].numel()
     plain_total = torch.zeros((), device=realizations.device)
     unit_total = torch.zeros((), device=realizations.device)
     for m in range(n_real):
-        for start in range(0, timesteps, obj.bptt_window):
-            end = min(timesteps, start + obj.bptt_window)
-            clean = noise_free_steps(params, realizations[:, m, start:end])
-            for t in range(start, end):
-                with sync_gradients(obj, now=m == n_real - 1 and t == timesteps - 1):
-                    guess = obj.train_step(realizations[:, m, t].contiguous(), params, recompute=False)
-                    per_sample = (guess - clean[:, t - start]).pow(2).sum(dim=(1, 2, 3))  # type: ignore[operator]
+        for start in range(0, count, obj.bptt_window):
+            end = min(count, start + obj.bptt_window)
+            states = realizations[:, m][rows, picks[:, m, start:end]]  # [B, S, C, H, W]
+            clean = noise_free_steps(params, states)
+            for j in range(end - start):
+                with sync_gradients(obj, now=m == n_real - 1 and start + j == count - 1):
+                    guess = obj.train_step(states[:, j].contiguous(), params, recompute=False)
+                    per_sample = (guess - clean[:, j]).pow(2).sum(dim=(1, 2, 3))  # type: ignore[operator]
                     unit = (per_sample * weights).sum()
                     (unit / n_values).backward()
                 plain_total = plain_total + per_sample.detach().sum()
