@@ -93,3 +93,9 @@ class OneStepSkill:
     def pooled(self) -> dict[str, tuple[float, int]]:
         """key -> (pooled skill, additions), for the keys with any CNO update."""
         return {key: (1.0 - err / ref, int(n)) for key, (err, ref, n) in sorted(self.sums.items()) if ref > 0}
+
+
+def cell(value: float | None, spec: str = ".5g") -> str:
+    """A table cell: the number, or "–" for a loss the epoch did not have (a rollout loss in an
+    epoch of the one-step phase only: its history entry is None)."""
+    return "–" if value is None else format(value, spec)

@@ -24,7 +24,7 @@ from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.loop import Trainer
 from noa.train.settle import settle
 
-from common import WORK, ensure_dataset, epoch_summaries, training_parser
+from common import WORK, cell, ensure_dataset, epoch_summaries, training_parser
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     print("| epoch | " + " | ".join(f"train {k} | val {k}" for k in keys) + " | epoch s |")
     print("|---" * (2 * len(keys) + 2) + "|")
     for e in range(len(history["train_traj"])):
-        cells = " | ".join(f"{history[f'train_{k}'][e]:.5g} | {history[f'val_{k}'][e]:.5g}" for k in keys)
+        cells = " | ".join(f"{cell(history[f'train_{k}'][e])} | {cell(history[f'val_{k}'][e])}" for k in keys)
         print(f"| {e + 1} | {cells} | {history['epoch_seconds'][e]:.0f} |")
 
 

@@ -32,7 +32,7 @@ from noa.model import UAFNO
 from noa.train.loop import Trainer
 from noa.train.settle import settle
 
-from common import WORK, ensure_dataset, epoch_summaries, training_parser
+from common import WORK, cell, ensure_dataset, epoch_summaries, training_parser
 
 
 class ThetaBlind(nn.Module):
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     for e, (ts, tb, vs, vb) in enumerate(
         zip(seen["train_traj"], blind["train_traj"], seen["val_traj"], blind["val_traj"]), 1
     ):
-        print(f"| {e} | {ts:.5f} | {tb:.5f} | {vs:.5f} | {vb:.5f} | {vs / vb:.3f} |")
+        print(f"| {e} | {cell(ts, '.5f')} | {cell(tb, '.5f')} | {vs:.5f} | {vb:.5f} | {vs / vb:.3f} |")
     print(
         f"\nPersistence baseline (x_t = x_0) on the same validation split: val L_traj {persistence_loss(args, dataset):.5f}"
     )
