@@ -276,7 +276,7 @@ from noa import quickstart
 from noa.cli import main
 quickstart.DATA = {**quickstart.DATA, "n_samples": 40, "grid": 16, "timesteps": 4}
 quickstart.TOKENIZER = {**quickstart.TOKENIZER, "epochs": 2, "hidden": 32}
-quickstart.NOA = {**quickstart.NOA, "n_samples": 40, "timesteps": 4, "bptt_window": 2, "epochs": 3, "base_channels": 8,
+quickstart.NOA = {**quickstart.NOA, "n_samples": 40, "batch_size": 4, "timesteps": 4, "bptt_window": 2, "epochs": 3, "base_channels": 8,
                   "modes": 4, "afno_blocks": 1, "projector_hidden": 16}
 sys.exit(main(sys.argv[1:]))
 """

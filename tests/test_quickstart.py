@@ -22,6 +22,7 @@ def tiny_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         {
             **quickstart.NOA,
             "n_samples": 40,
+            "batch_size": 4,
             "timesteps": 4,
             "bptt_window": 2,
             "epochs": 3,

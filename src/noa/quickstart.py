@@ -25,22 +25,31 @@ from typing import Any
 from noa.data.generate import GenerateConfig, generate
 from noa.data.info import describe
 from noa.errors import NoaError
+from noa.families import load_family
 from noa.interruption import Interruption
 from noa.outputs import check_writable
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
-DATA: dict[str, Any] = dict(n_samples=256, grid=32, timesteps=16, seed=0, store_trajectories=True)
+# Its operators come from the shipped `starter` family (`noa family show starter`), sized so
+# that these minutes learn it; the full family needs far more updates (benchmarks/README.md).
+FAMILY = "starter"
+DATA: dict[str, Any] = dict(n_samples=1024, grid=32, timesteps=16, seed=0, store_trajectories=True)
 TOKENIZER: dict[str, Any] = dict(
-    epochs=100, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128
+    epochs=25, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128
 )
+# Many operators, few states of each: the states of one rollout are much alike, so the one-step
+# phase draws one state per operator and batch (--one-step-states 1) and sees every operator
+# once per epoch; it takes all but the last ROLLOUT_BATCHES, the rollouts under L_total the rest.
+ROLLOUT_BATCHES = 24
 NOA: dict[str, Any] = dict(
-    n_samples=192,
-    epochs=3,
-    batch_size=4,
-    lr=1e-3,
+    n_samples=960,
+    epochs=6,
+    batch_size=16,
+    lr=2e-3,
     bptt_window=8,
     timesteps=16,
     warmup_steps=20,
+    one_step_states=1,
     base_channels=16,
     encoder_levels=2,
     modes=8,
@@ -199,9 +208,9 @@ def _stages(
     from noa.train.checkpoint import load_checkpoint
     from noa.train.loop import train
 
-    stage("1/5  Dataset: Sobol θ, initial conditions, CNO replay, behavioural features")
+    stage(f"1/5  Dataset: Sobol θ of the {FAMILY!r} family, initial conditions, CNO replay, behavioural features")
     generate(
-        GenerateConfig(**{**DATA, "seed": seed}),
+        GenerateConfig(**{**DATA, "seed": seed, "family": load_family(FAMILY).as_dict()}),
         paths["dataset"],
         batch_size=32,
         device=device,
@@ -246,7 +255,9 @@ def _stages(
         "device": device,
     }
     batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
-    stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2 of 3
+    total = batches_per_epoch * NOA["epochs"]
+    args["one_step_steps"] = max(total // 2, total - ROLLOUT_BATCHES)
+    stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2
     stage(
         f"3/5  NOA training (a one-step phase, then L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches"
     )
