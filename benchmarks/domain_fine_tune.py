@@ -4,8 +4,9 @@ general NOA as it is and against a NOA trained from scratch on the domain data.
 1. a general dataset (``--general``, default ``spinlock``) and a domain dataset
    (``--domain``: a family file or name; default: ``spinlock`` narrowed to the residual rule at
    weight_gain 1.0-1.5 and 2-3 layers, written to ``.work/``), both at the quickstart's grid and T;
-2. ``noa train`` on the general data (``--general-epochs``), physics only (L_traj: no tokenizer,
-   so the comparison is about the map, and a CPU finishes it);
+2. ``noa train`` on the general data (``--general-epochs``) with the quickstart's widths and
+   recipe (one-step phase then rollouts, one state per operator and one-step batch), physics
+   only (L_traj: no tokenizer, so the comparison is about the map, and a CPU finishes it);
 3. from the general run's best model, a fine-tune on the domain data (``--init-from``,
    ``--lr`` / 10, ``--domain-epochs``); from scratch, the same recipe and number of updates
    on the domain data;
@@ -57,8 +58,8 @@ def run(name: str, data: Path, epochs: int, args: argparse.Namespace, **extra: o
 
     started = time.perf_counter()
     flags = dict(dataset=str(data), checkpoint_dir=str(WORK / name), epochs=epochs, batch_size=args.batch_size,
-                 lr=args.lr, timesteps=args.timesteps, bptt_window=args.timesteps, warmup_steps=20, save_every=0,
-                 log_every=1000, seed=0, device="cpu", overwrite=True, **MODEL)  # fmt: skip
+                 lr=args.lr, timesteps=args.timesteps, bptt_window=8, warmup_steps=20, save_every=0, log_every=1000,
+                 one_step_states=args.one_step_states, seed=0, device="cpu", overwrite=True, **MODEL)  # fmt: skip
     flags.update(extra)
     result = train(flags)
     return WORK / name / "best_model.pt", time.perf_counter() - started, result.global_step
@@ -71,12 +72,13 @@ def main() -> None:
     p.add_argument("--domain", default=None, help="the domain family (file or name); default: see the docstring")
     p.add_argument("--general-samples", type=int, default=1024)
     p.add_argument("--domain-samples", type=int, default=256)
-    p.add_argument("--general-epochs", type=int, default=3)
-    p.add_argument("--domain-epochs", type=int, default=2)
+    p.add_argument("--general-epochs", type=int, default=4)
+    p.add_argument("--domain-epochs", type=int, default=3)
     p.add_argument("--grid", type=int, default=32)
     p.add_argument("--timesteps", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--one-step-states", type=int, default=1, help="as noa train's (the quickstart's recipe: 1)")
     p.add_argument("--operators", type=int, default=96, help="fresh domain θ judged")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
