@@ -68,6 +68,7 @@ NOT_INHERITED_BY_FINETUNE = (
     "lr",
     "early_stop_patience",
     "one_step_steps",
+    "warmup_steps",
 )
 # What a fine-tune starts with unless a flag says otherwise: it starts from a model that has
 # already learned the one-step map, so no one-step phase (--one-step-steps N asks for one).
@@ -88,7 +89,10 @@ DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
     "bptt_window": "32, or T when T is shorter",
     "one_step_steps": "half of the run's batches; none for a fine-tune",
+    "warmup_steps": "500, or a tenth of the run's batches when that is fewer",
 }
+# The guide's warmup: a run of fewer than ten times as many batches warms up for a tenth of them.
+GUIDE_WARMUP = 500
 
 
 @dataclass
@@ -111,7 +115,7 @@ class TrainConfig:
     lambda_latent: float = 0.5
     latent_sample_steps: int = 3
     lr_schedule: str = "cosine"
-    warmup_steps: int = 500
+    warmup_steps: int = GUIDE_WARMUP  # settle.py lowers it for a short run unless given
     checkpoint_dir: str = "checkpoints/noa"
     save_every: int = 200
     early_stop_patience: int | None = None

@@ -81,6 +81,7 @@ class Run:
     tokenizer_fingerprint: str | None
     ranks: Ranks = Ranks()
     execution: Execution = Execution()
+    followed: tuple[str, ...] = ()  # settings whose default followed the data or the run's length
 
     @property
     def global_batch(self) -> int:
@@ -122,7 +123,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
             train = split_rows(usable_rows_of(f, info, values["n_samples"]), values["val_split"], values["seed"]).train
             return len(train) // max(1, values["batch_size"] * ranks.world_size)
 
-        cfg = _resolve(explicit, start, info, ranks, batches_per_epoch)
+        cfg, followed = _resolve(explicit, start, info, ranks, batches_per_epoch)
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
@@ -154,6 +155,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         tokenizer_fingerprint=tokenizer_fp,
         ranks=ranks,
         execution=execution,
+        followed=followed,
     )
 
 
@@ -194,8 +196,9 @@ def _resolve(
     info: h5.DatasetInfo,
     ranks: Ranks,
     batches_per_epoch: Callable[[dict[str, Any]], int],
-) -> TrainConfig:
-    """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
+) -> tuple[TrainConfig, tuple[str, ...]]:
+    """The effective config (precedence, architecture from the checkpoint, locks, flag checks)
+    and the settings whose defaults followed the data or the run."""
     saved_args = (start.checkpoint or {}).get("args")
     if saved_args is not None:  # a checkpoint from before a flag existed ran without it
         saved_args = {**flags_module.LEGACY_ARGS, **saved_args}
@@ -207,7 +210,7 @@ def _resolve(
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
-    _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
+    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
     if start.checkpoint is not None and "config" in start.checkpoint:
@@ -235,7 +238,7 @@ def _resolve(
     flags_module.validate(cfg)
     if start.kind == "finetune":
         log.info(_kept_by_finetune(cfg, start, explicit))
-    return cfg
+    return cfg, followed
 
 
 def _follow_the_data(
@@ -244,10 +247,13 @@ def _follow_the_data(
     inherited: dict[str, Any],
     info: h5.DatasetInfo,
     batches_per_epoch: Callable[[dict[str, Any]], int],
-) -> None:
+) -> tuple[str, ...]:
     """Every default that follows the data (config.DATA_DEFAULTS), here alone, when neither
     given nor inherited: T is the tokenizer's (which must match) with one, else the dataset's;
-    a window longer than T becomes T; the one-step phase is the run's first half."""
+    a window longer than T becomes T; the one-step phase is the run's first half; the warmup is
+    the guide's 500 batches, or a tenth of a shorter run (500 in a 40-batch run would keep the
+    LR below the peak asked for). Returns the keys that followed."""
+    followed = [k for k in ("timesteps", "warmup_steps") if k not in explicit and k not in inherited]
     if "timesteps" not in explicit and "timesteps" not in inherited:
         if values.get("vqvae_path"):
             from noa.tokenizer.io import load_config
@@ -259,6 +265,9 @@ def _follow_the_data(
         values["bptt_window"] = values["timesteps"]
     if values.get("one_step_steps") is None:
         values["one_step_steps"] = values["epochs"] * batches_per_epoch(values) // 2
+    if "warmup_steps" in followed:
+        values["warmup_steps"] = min(flags_module.GUIDE_WARMUP, values["epochs"] * batches_per_epoch(values) // 10)
+    return tuple(followed)
 
 
 def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:
