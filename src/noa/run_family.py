@@ -7,6 +7,7 @@ the checkpoint asked for?) ask these questions, so they live outside :mod:`noa.t
 
 from __future__ import annotations
 
+import difflib
 import glob
 import re
 from pathlib import Path
@@ -74,3 +75,19 @@ def newer_sibling_checkpoint(checkpoint: Path) -> Path | None:
     newest = max(newer, key=lambda p: p.stat().st_mtime)
     same_name = newest.parent / checkpoint.name
     return same_name if same_name in newer else newest
+
+
+def close_run(directory: Path) -> Path | None:
+    """A directory beside ``directory`` that holds a run and whose name is close to its name
+    (``checkpoints/run1`` for a typo'd ``checkpoints/rn1``), else None. ``NAME-N`` siblings
+    are ``directory``'s own family, not typos of it."""
+    parent = directory.parent
+    if not parent.is_dir():
+        return None
+    runs = {
+        p.name: p
+        for p in parent.iterdir()
+        if p.is_dir() and _family_name(p.name) != _family_name(directory.name) and holds_run(p)
+    }
+    close = difflib.get_close_matches(directory.name, sorted(runs), n=1, cutoff=0.8)
+    return runs[close[0]] if close else None

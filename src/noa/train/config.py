@@ -35,6 +35,7 @@ PER_RUN = (
     "device",
     "max_steps",
     "overwrite",
+    "new_ok",
     "compile",
     "cuda_graphs",
     "activation_checkpointing",
@@ -139,6 +140,7 @@ class TrainConfig:
     init_from: str | None = None
     max_steps: int | None = None
     overwrite: bool = False
+    new_ok: bool = False
     model: UAFNOConfig = field(default_factory=UAFNOConfig)
 
     def flags(self) -> dict[str, Any]:
@@ -267,6 +269,12 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     ),
     "max_steps": (int, True, "stop after this many batches in this invocation (for tests and smoke runs)"),
     "overwrite": (bool, False, "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them"),
+    "new_ok": (
+        bool,
+        False,
+        "with --resume auto: start a new run in a --checkpoint-dir that does not exist even when a run of a close "
+        "name is beside it (without it, that is refused as a likely typo: 'did you mean …?')",
+    ),
 }
 assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
 
@@ -288,7 +296,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for key, (kind, _, help_text) in _FLAGS.items():
         text = f"{help_text} (default: {_default_text(key)})"
         if kind is bool:
-            action: Any = "store_true" if key == "overwrite" else argparse.BooleanOptionalAction
+            action: Any = "store_true" if key in ("overwrite", "new_ok") else argparse.BooleanOptionalAction
             parser.add_argument(flag_name(key), action=action, default=None, help=text)
             continue
         extra: dict[str, Any] = {"choices": list(_CHOICES[key])} if key in _CHOICES else {}

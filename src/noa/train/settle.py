@@ -25,7 +25,7 @@ from noa.errors import NoaError
 from noa.features import feature_names
 from noa.model import UAFNOConfig, check_grid
 from noa.model.update_rule import UpdateRule
-from noa.run_family import checkpoints_in
+from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
 from noa.train import config as flags_module
 from noa.train import rundir
@@ -165,6 +165,7 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
     if explicit.get("resume") == "auto":
         directory = Path(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
         if not checkpoints_in(directory):
+            _refuse_a_likely_typo(directory, confirmed=bool(explicit.get("new_ok")))
             # One command line for the first start and every restart (torchrun --max-restarts).
             log.info(f"--resume auto: no checkpoint in {directory} yet; starting a fresh run there")
             return StartingPoint("fresh", auto=True)
@@ -177,6 +178,19 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
         path = Path(explicit["init_from"])
         return StartingPoint("finetune", path, load_checkpoint(path))
     return StartingPoint("fresh")
+
+
+def _refuse_a_likely_typo(directory: Path, confirmed: bool) -> None:
+    """``--resume auto`` starts fresh where no run is yet (elastic restarts), but a directory that
+    does not exist beside a run of a close name is more likely a typo than a new run."""
+    if confirmed or directory.exists():
+        return
+    close = close_run(directory)
+    if close is not None:
+        raise NoaError(
+            f"--checkpoint-dir {directory} does not exist, and {close} beside it holds a run: did you mean {close}? "
+            f"To start a new run in {directory}, confirm it with --resume auto --new-ok"
+        )
 
 
 def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> StartingPoint:
