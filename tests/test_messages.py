@@ -3,6 +3,8 @@ other kind of noa file, a flag is misspelt, a resume changes several locked sett
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,28 @@ def test_a_resume_that_changes_several_locked_settings_names_them_all(finished: 
         "--batch-size 1 on 1 rank(s) is a global batch of 1, but the run was trained with a global batch of 4" in text
     )
     assert "--bptt-window: checkpoint 2, now 1" in text and "--init-from" in text
+
+
+def test_a_tokenizer_that_does_not_fit_the_data_lists_every_mismatch_with_its_origin(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A tokenizer trained at T=16 on a 32x32 grid; the dataset has T=8 on 16x16. No --timesteps is given.
+    tokenizer = Path(shutil.copytree(tiny_tokenizer, tmp_path / "vq16"))
+    config = json.loads((tokenizer / "config.json").read_text())
+    config["config"].update(timesteps=16, grid=32)
+    (tokenizer / "config.json").write_text(json.dumps(config))
+    flags = ["--dataset", str(tiny_dataset), "--vqvae-path", str(tokenizer), "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(["train", *flags, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the dataset, the tokenizer and the settings do not fit each other:")
+    assert (
+        f"  - T: T=16 is tokenizer {tokenizer}'s (no --timesteps given: T follows the tokenizer), "
+        f"more than dataset {tiny_dataset}'s T=8" in err
+    )
+    assert f"  - grid: tokenizer {tokenizer} was trained on 32, dataset {tiny_dataset} has 16" in err
+    assert "--timesteps 16 is more than" not in err and not (tmp_path / "ck").exists()
+    # Given explicitly, the flag is named as the source, and the tokenizer's own T as a second mismatch.
+    assert main(["train", *flags, "--timesteps", "12", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "  - T: --timesteps gives T=12, more than" in err
+    assert f"  - T: tokenizer {tokenizer} was trained on T=16, --timesteps gives T=12" in err

@@ -150,6 +150,28 @@ def check_compatible(
     source: str,
 ) -> None:
     """Raise one NoaError listing every way ``source``'s features differ from the tokenizer's."""
+    problems = compatibility_problems(
+        tokenizer_config, feature_names=feature_names, timesteps=timesteps, channels=channels, grid=grid, source=source
+    )
+    if problems:
+        raise NoaError(
+            f"the tokenizer does not fit {source}:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse a tokenizer trained on features of this data (noa vqvae train)."
+        )
+
+
+def compatibility_problems(
+    tokenizer_config: TokenizerConfig,
+    *,
+    feature_names: Mapping[str, list[str]],
+    timesteps: int | None,
+    channels: int,
+    grid: int,
+    source: str,
+) -> list[str]:
+    """Every way ``source``'s features differ from the tokenizer's, one line each (``timesteps``
+    None: the caller says where its T came from itself)."""
     cfg = tokenizer_config
     problems = []
     for family in FAMILIES:
@@ -170,14 +192,9 @@ def check_compatible(
             else:
                 problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
     for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
-        if getattr(cfg, name) != size:
+        if size is not None and getattr(cfg, name) != size:
             problems.append(f"{name}: tokenizer has {getattr(cfg, name)}, {source} has {size}")
-    if problems:
-        raise NoaError(
-            f"the tokenizer does not fit {source}:\n  - "
-            + "\n  - ".join(problems)
-            + "\nUse a tokenizer trained on features of this data (noa vqvae train)."
-        )
+    return problems
 
 
 def tokenizer_info(path: str | Path) -> str:

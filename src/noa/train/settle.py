@@ -22,8 +22,7 @@ from noa.data import h5
 from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
-from noa.features import feature_names
-from noa.model import UAFNOConfig, check_grid
+from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
 from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
@@ -32,6 +31,7 @@ from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
+from noa.train.fit import check_fit, origin
 
 log = logging.getLogger("noa.train")
 
@@ -127,6 +127,13 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
+    resumed = start.file if start.kind == "resume" else None
+    check_fit(
+        cfg,
+        info,
+        t_origin=origin("timesteps", cli, file_values, resumed if "timesteps" not in followed else None),
+        tokenizer_origin=_tokenizer_origin(cli, file_values, start),
+    )
     _check_data(cfg, data, ranks)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
@@ -349,12 +356,17 @@ def _check_resume_locks(
         )
 
 
+def _tokenizer_origin(cli: dict[str, Any], file_values: dict[str, Any], start: StartingPoint) -> str | None:
+    """Where --vqvae-path came from when the user did not type it: the config file or the checkpoint."""
+    if cli.get("vqvae_path") is not None:
+        return None
+    if "vqvae_path" in file_values:
+        return f"from --config {cli['config']}"
+    return f"kept from {start.file.name}" if start.path is not None else None
+
+
 def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
-    info = data.info
-    if cfg.timesteps > info.timesteps:
-        raise NoaError(
-            f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset"
-        )
+    """The split and the batch (the shapes are check_fit's)."""
     if len(data.split.val) == 0:
         raise NoaError("the validation split is empty; raise --val-split or --n-samples")
     if len(data.split.train) < cfg.batch_size * ranks.world_size:
@@ -362,25 +374,13 @@ def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
             f"--batch-size {cfg.batch_size} (x {ranks.world_size} ranks) is larger than the {len(data.split.train)} "
             "training samples; lower the batch size or use more samples"
         )
-    check_grid(cfg.model, info.grid)
 
 
 def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInfo) -> str | None:
-    """The tokenizer fits the data, and a resume keeps the tokenizer it was trained with."""
+    """The tokenizer is whole, and a resume keeps the tokenizer it was trained with (whether it
+    fits the data is check_fit's)."""
     if not cfg.vqvae_path:
         return None
-    from noa.tokenizer import check_compatible
-    from noa.tokenizer.io import load_config
-
-    tokenizer_config = load_config(cfg.vqvae_path)
-    check_compatible(
-        tokenizer_config,
-        feature_names=feature_names(info.channels),
-        timesteps=cfg.timesteps,
-        channels=info.channels,
-        grid=info.grid,
-        source=f"dataset {cfg.dataset} at --timesteps {cfg.timesteps}",
-    )
     weights = Path(cfg.vqvae_path) / "weights.pt"
     if not weights.is_file():
         raise NoaError(
