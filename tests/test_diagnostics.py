@@ -266,9 +266,9 @@ def test_summary_json_matches_printed_numbers(report):
     )
     assert q["token_categories"] == [c for c, _ in tokenizer_api.load_tokenizer(result.tokenizer).entries]
     assert f"VRMSE median {q['overall_vrmse_median']:.3f} (mean {q['overall_vrmse']:.3f}; " in overall
-    assert line_value(text, "MSE/floor per operator (each one's horizon-averaged ratio), median over operators: ") == (
-        f"{q['median_operator_ratio']:.2f}"
-    )
+    per_operator = line_value(text, "Per operator (each one's horizon-averaged ratio, median over operators): ")
+    assert per_operator.startswith(f"MSE/persistence {q['median_operator_persistence']:.2f} (robust; ")
+    assert f"MSE/floor {q['median_operator_ratio']:.2f} (led by operators whose nearly noise-free CNO" in per_operator
     assert summary["rows"] == result.rows and summary["n_samples"] == 4
 
 
@@ -819,6 +819,37 @@ def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path)
         f"--checkpoint-dir writes to the first free sibling); pass --noa-checkpoint {new} to diagnose it"
     ]
     assert "is newer than this checkpoint" not in diagnose(new, None, None, n_samples=1, log=quiet).text
+
+
+def test_the_per_operator_figure_is_not_led_by_operators_with_tiny_noise_floors() -> None:
+    # Three operators, each moving away from its IC; two have nearly noise-free CNOs (realization gaps of 1e-4).
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 5, 2, 8, 8, generator=g)
+    cno = torch.stack([x0, x0 + torch.tensor([1e-4, 1e-4, 0.3]).view(3, 1, 1, 1, 1)], dim=1)
+    cno[:, :, 1:] += torch.linspace(0.2, 1.0, 4).view(1, 1, 4, 1, 1, 1)  # a drift holding the IC misses
+    noa = cno[:, 0] + 0.05  # 0.05 off everywhere: a tenth of the drift or better
+    q = summarize(step_errors(noa, cno), None, None, None, rules=["residual", "residual", "convex"])
+    assert q.median_operator_ratio is not None and q.median_operator_ratio > 1e4  # MSE / a tiny floor
+    assert (
+        q.median_operator_persistence is not None and q.median_operator_persistence < 0.05
+    )  # robust: far better than persistence
+    assert q.by_rule is not None and q.by_rule["residual"].median_operator_persistence < 0.05
+
+
+def test_a_fine_tune_in_a_sibling_directory_is_not_called_a_newer_checkpoint(setup, tmp_path):
+    import os
+
+    # checkpoints/noa-2 holds a fine-tune of checkpoints/noa on other data: another experiment, written later.
+    runs = tmp_path / "checkpoints"
+    old, tuned = runs / "noa" / "best_model.pt", runs / "noa-2" / "best_model.pt"
+    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    for path in (old, tuned):
+        path.parent.mkdir(parents=True)
+    torch.save(ckpt, old)
+    args = {**ckpt["args"], "init_from": str(old)}
+    torch.save({**ckpt, "args": args, "fingerprints": {**ckpt.get("fingerprints", {}), "dataset": "other"}}, tuned)
+    os.utime(old, (1_000_000, 1_000_000))
+    assert "is newer than this checkpoint" not in diagnose(old, None, None, n_samples=1, log=quiet).text
 
 
 def test_diagnostics_does_not_import_the_training_run_directory_logic() -> None:

@@ -121,3 +121,13 @@ def test_a_tokenizer_that_does_not_fit_the_data_lists_every_mismatch_with_its_or
     err = capsys.readouterr().err
     assert "  - T: --timesteps gives T=12, more than" in err
     assert f"  - T: tokenizer {tokenizer} was trained on T=16, --timesteps gives T=12" in err
+
+
+def test_stopping_before_any_validation_says_so_rather_than_best_val_loss_inf(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in run_args(tiny_dataset, tmp_path / "ck").items()]
+    assert main(["train", *flags, "--max-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Training finished at step 1; no validation yet (it runs at the end of each epoch); checkpoints in" in out
+    assert "inf" not in out.split("Training finished")[1]

@@ -11,6 +11,7 @@ import copy
 import difflib
 import errno
 import logging
+import math
 import os
 import re
 import sys
@@ -300,8 +301,13 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return stop.exit_code
+    best = (
+        f"best val loss {result.best_val_loss:.6f}"
+        if math.isfinite(result.best_val_loss)
+        else "no validation yet (it runs at the end of each epoch)"
+    )
     logging.getLogger("noa.train").info(
-        f"\nTraining finished at step {result.global_step}; best val loss {result.best_val_loss:.6f}; checkpoints in {result.checkpoint_dir}"
+        f"\nTraining finished at step {result.global_step}; {best}; checkpoints in {result.checkpoint_dir}"
     )
     return 0
 

@@ -188,7 +188,7 @@ def evaluate(
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
     notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(
-        Path(noa_checkpoint)
+        Path(noa_checkpoint), ckpt
     )
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
@@ -246,9 +246,18 @@ def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
     return []
 
 
-def _sibling_notes(checkpoint: Path) -> list[str]:
-    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint."""
-    newer = newer_sibling_checkpoint(checkpoint)
+def run_identity(ckpt: dict) -> tuple[Any, ...]:
+    """What makes two checkpoints runs of one experiment: the training data (by content), how the
+    run started (fresh, or a fine-tune of which checkpoint) and the architecture."""
+    args = ckpt.get("args") or {}
+    return ((ckpt.get("fingerprints") or {}).get("dataset"), args.get("init_from"), ckpt.get("config"))
+
+
+def _sibling_notes(checkpoint: Path, ckpt: dict) -> list[str]:
+    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint
+    of a run of the same identity (a fine-tune there is not a newer version of this run)."""
+    mine = run_identity(ckpt)
+    newer = newer_sibling_checkpoint(checkpoint, lambda other: run_identity(load_checkpoint(other)) == mine)
     if newer is None:
         return []
     return [

@@ -254,7 +254,10 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
         f"(mean {q.overall_vrmse:.3f}; {q.vrmse_frames_inflated} of {q.vrmse_frames} frames have VRMSE > {VRMSE_INFLATED:g}), "
         f"noise floor {q.overall_floor:.4g}, MSE/floor {_ratio(q.overall_ratio)} (horizon-averaged: mean MSE / mean floor; "
         f"persistence {_ratio(q.overall_persistence_ratio)})",
-        f"MSE/floor per operator (each one's horizon-averaged ratio), median over operators: {_ratio(q.median_operator_ratio)}",
+        f"Per operator (each one's horizon-averaged ratio, median over operators): MSE/persistence "
+        f"{_ratio(q.median_operator_persistence)} (robust; below 1 beats holding the IC); MSE/floor "
+        f"{_ratio(q.median_operator_ratio)} (led by operators whose nearly noise-free CNO has a tiny floor, "
+        "so often far above the overall MSE/floor, which weights operators by their MSE)",
         *_rule_lines(q),
     ]
     return lines + _token_lines(r)
@@ -267,7 +270,8 @@ def _rule_lines(q: RolloutQuality) -> list[str]:
     lines = ["Per update rule (horizon-averaged MSE / noise floor):"]
     lines += [
         f"  {rule:<10} {g.operators:>4} operator{'' if g.operators == 1 else 's'}: MSE/floor {_ratio(g.ratio)}, median over operators "
-        f"{_ratio(g.median_operator_ratio)}, persistence {_ratio(g.persistence_ratio)}"
+        f"{_ratio(g.median_operator_ratio)}, persistence {_ratio(g.persistence_ratio)}; per-operator MSE/persistence, "
+        f"median {_ratio(g.median_operator_persistence)}"
         for rule, g in q.by_rule.items()
     ]
     return lines
