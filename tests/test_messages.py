@@ -131,3 +131,25 @@ def test_stopping_before_any_validation_says_so_rather_than_best_val_loss_inf(
     out = capsys.readouterr().out
     assert "Training finished at step 1; no validation yet (it runs at the end of each epoch); checkpoints in" in out
     assert "inf" not in out.split("Training finished")[1]
+
+
+def test_loading_a_tokenizer_directory_as_a_noa_points_to_load_tokenizer(
+    tiny_tokenizer: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(NoaError) as refused:
+        noa.load(tiny_tokenizer)
+    message = str(refused.value)
+    assert f"{tiny_tokenizer} is a tokenizer directory (noa vqvae train wrote it), not a NOA checkpoint" in message
+    assert f"noa.load_tokenizer({str(tiny_tokenizer)!r})" in message and "best_model.pt" not in message
+    argv = ["diagnose", "--noa-checkpoint", str(tiny_tokenizer), "--dataset", str(tiny_dataset), "--out", str(tmp_path)]
+    assert main(argv) == 2 and "pass it as --vqvae-path" in capsys.readouterr().err
+
+
+def test_typod_config_file_keys_get_a_did_you_mean(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("bptt_windw: 4\nlearning_rate: 0.001\nepochs: 1\n")
+    assert main(["train", "--config", str(config), "--dataset", str(tiny_dataset)]) == 2
+    assert (
+        f"error: --config {config} has unknown keys: bptt_windw (did you mean bptt_window?), learning_rate"
+        in capsys.readouterr().err
+    )

@@ -12,6 +12,7 @@ only place that order is decided.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
@@ -357,8 +358,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     out = {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(out) - set(_FLAGS))
     if unknown:
-        raise NoaError(f"--config {p} has unknown keys: {', '.join(unknown)}")
+        raise NoaError(f"--config {p} has unknown keys: {', '.join(_with_guess(k) for k in unknown)}")
     return {k: coerce(k, v, f"--config {p}") for k, v in out.items()}
+
+
+def _with_guess(key: str) -> str:
+    """An unknown config key, with the flag name it is closest to (as the command line does for flags)."""
+    close = difflib.get_close_matches(key, list(_FLAGS), n=1, cutoff=0.75)
+    return f"{key} (did you mean {close[0]}?)" if close else key
 
 
 def requested_flags(cli: dict[str, Any], file_values: dict[str, Any]) -> dict[str, Any]:
