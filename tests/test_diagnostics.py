@@ -25,6 +25,8 @@ from noa.diagnostics import add_diagnose_arguments, diagnose
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import curves, plots
 from noa.diagnostics import verdict as rating
+from noa.cli import main
+from noa.diagnostics.evaluate import SECTION_NAMES
 from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
 from noa.errors import NoaError
@@ -301,10 +303,30 @@ def test_without_projector_sections_3_and_4_are_skipped(setup):
     assert result.skipped == {"Alignment Correlation": SKIP_REASON, "Temporal Consistency": SKIP_REASON}
 
 
-def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
-    with pytest.raises(NoaError, match=r"timesteps: tokenizer .*vqvae was trained on T=4, --timesteps gives T=6"):
-        diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
+def test_a_longer_horizon_than_the_tokenizers_runs_the_rollout_measures_and_skips_the_tokens(setup):
+    # The NOA and tokenizer were trained at T=4: the rollout is evaluated at T=6 all the same.
+    result = diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
+    assert result.timesteps == 6 and result.rollout.steps == [1, 2, 3, 4, 5, 6] and len(result.rollout.mse) == 6
+    assert all(math.isfinite(m) for m in result.rollout.mse) and result.rollout.median_operator_persistence is not None
+    reason = (
+        f"tokenizer {setup['tokenizer']} was trained on T=4 and this evaluation runs T=6 (--timesteps); "
+        "the rollout measures run at any T, the token sections at the tokenizer's"
+    )
+    assert [n for n in result.notes if n.startswith("token sections skipped")] == [f"token sections skipped: {reason}"]
+    assert result.skipped == dict.fromkeys(SECTION_NAMES, reason) and result.tokenizer is None
+    assert result.rollout.token_agreement is None and "Rollout Quality" in result.text
 
+
+def test_no_tokens_skips_the_token_sections_in_one_line(setup, tmp_path, capsys):
+    argv = ["diagnose", "--noa-checkpoint", str(setup["checkpoint"]), "--n-samples", "2", "--no-tokens"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("token sections skipped: --no-tokens (the rollout measures need no tokenizer)") == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["tokenizer"] is None and summary["reconstruction"] is None and summary["rollout"]["mse"]
+
+
+def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
     other = generate(
         GenerateConfig(n_samples=2, grid=32, timesteps=T, seed=1, features=False),
         setup["root"] / "grid32.h5",

@@ -145,6 +145,7 @@ def evaluate(
     batch_size: int = 8,
     zero_theta: bool = False,
     rows: np.ndarray | None = None,
+    no_tokens: bool = False,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
@@ -154,7 +155,9 @@ def evaluate(
     run's T, else the dataset's. ``zero_theta`` feeds the NOA θ = 0 instead of each sample's θ
     (an ablation: how much the model uses θ); the CNO targets keep their own θ. ``rows``
     overrides the held-out choice with given dataset rows (benchmarks use it to compare
-    training and held-out θ).
+    training and held-out θ). The rollout measures run at any ``timesteps``; the token sections
+    are skipped, with one line saying why, where the tokenizer was trained on another T or on
+    ``no_tokens``.
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -165,7 +168,7 @@ def evaluate(
     if dataset is None:
         raise NoaError("the checkpoint does not record its dataset; pass --dataset")
     model, projector = build_model(ckpt, device)
-    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None else None
+    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None and not no_tokens else None
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
         same_data = _is_training_data(f, dataset, ckpt, noa_checkpoint)
@@ -177,7 +180,10 @@ def evaluate(
         timesteps, t_source = info.timesteps, f"dataset {dataset}"
     if timesteps < 1:
         raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
-    check_fit(model, projector, tokenizer, info, timesteps, t_source, noa_checkpoint, vqvae_path)
+    no_tokens_reason = _no_tokens_reason(tokenizer, vqvae_path, timesteps, t_source, no_tokens)
+    if no_tokens_reason != NO_TOKENIZER:
+        tokenizer = None  # the rollout measures need no tokenizer, at any horizon
+    check_fit(model, projector, tokenizer, info, noa_checkpoint, vqvae_path)
     if tokenizer is None:
         projector = None  # its latents have nothing to be compared with
 
@@ -187,9 +193,12 @@ def evaluate(
         )
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(
-        Path(noa_checkpoint), ckpt
-    )
+    if no_tokens_reason == NO_TOKENIZER:
+        notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
+    else:
+        notes.append(f"token sections skipped: {no_tokens_reason}")
+        vqvae_path = None
+    notes += _sibling_notes(Path(noa_checkpoint), ckpt)
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -205,10 +214,37 @@ def evaluate(
     run = run_summary(ckpt, info)
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
     result = _result(
-        noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size, rules
+        noa_checkpoint,
+        vqvae_path,
+        dataset,
+        timesteps,
+        rows,
+        notes,
+        run,
+        tokenizer,
+        data,
+        steps,
+        batch_size,
+        rules,
+        no_tokens_reason,
     )
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
+
+
+def _no_tokens_reason(
+    tokenizer: CategoricalVQVAE | None, vqvae_path: Path | None, timesteps: int, t_source: str, no_tokens: bool
+) -> str:
+    """Why the token sections are skipped: NO_TOKENIZER when there is no tokenizer or they run
+    (then ``tokenizer`` decides), else the one line the report gives (--no-tokens, another T)."""
+    if no_tokens and vqvae_path is not None:
+        return "--no-tokens (the rollout measures need no tokenizer)"
+    if tokenizer is not None and tokenizer.config.timesteps != timesteps:
+        return (
+            f"tokenizer {vqvae_path} was trained on T={tokenizer.config.timesteps} and this evaluation runs "
+            f"T={timesteps} ({t_source}); the rollout measures run at any T, the token sections at the tokenizer's"
+        )
+    return NO_TOKENIZER
 
 
 def input_path(given: str | Path | None, ckpt: dict, checkpoint: str | Path, key: str) -> Path | None:
@@ -319,8 +355,6 @@ def check_fit(
     projector: LatentProjector | None,
     tokenizer: CategoricalVQVAE | None,
     info: h5.DatasetInfo,
-    timesteps: int,
-    t_source: str,
     checkpoint: str | Path,
     vqvae_path: str | Path | None,
 ) -> None:
@@ -339,7 +373,7 @@ def check_fit(
             f"{ds} has {info.grid}"
         )
     if tokenizer is not None:
-        problems += _tokenizer_problems(projector, tokenizer, info, timesteps, t_source, ck, tk, ds)
+        problems += _tokenizer_problems(projector, tokenizer, info, ck, tk, ds)
     if projector is not None and projector.in_channels != cfg.bottleneck_channels:
         problems.append(
             f"bottleneck: {ck}'s latent projector takes {projector.in_channels} channels, "
@@ -357,13 +391,12 @@ def _tokenizer_problems(
     projector: LatentProjector | None,
     tokenizer: CategoricalVQVAE,
     info: h5.DatasetInfo,
-    timesteps: int,
-    t_source: str,
     ck: str,
     tk: str,
     ds: str,
 ) -> list[str]:
-    """The ways a tokenizer disagrees with the dataset, the horizon and the checkpoint's projector."""
+    """The ways a tokenizer disagrees with the dataset and the checkpoint's projector (another T
+    skips the token sections instead: see _no_tokens_reason)."""
     tok = tokenizer.config
     problems = []
     if tok.grid != info.grid:
@@ -372,8 +405,6 @@ def _tokenizer_problems(
         problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
     elif tok.feature_names != feature_names(info.channels):
         problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
-    if tok.timesteps != timesteps:
-        problems.append(f"timesteps: {tk} was trained on T={tok.timesteps}, {t_source} gives T={timesteps}")
     if projector is not None and projector.latent_dim != tokenizer.latent_dim:
         problems.append(
             f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
@@ -553,11 +584,12 @@ def _result(
     steps: list[int],
     batch_size: int,
     rules: list[str] | None = None,
+    no_tokens_reason: str = NO_TOKENIZER,
 ) -> DiagnosticsResult:
     sections: dict[str, Any] = {"reconstruction": None, "diversity": None, "alignment": None, "consistency": None}
     skipped: dict[str, str] = {}
     if tokenizer is None:
-        skipped = {name: NO_TOKENIZER for name in SECTION_NAMES}
+        skipped = {name: no_tokens_reason for name in SECTION_NAMES}
     else:
         assert data.tokens_noa is not None and data.features_noa is not None  # collected whenever there is a tokenizer
         counts = guide.code_counts(list(data.tokens_noa.T), tokenizer.codebook_sizes)
@@ -584,9 +616,9 @@ def _result(
     )
     detail = rating.combine(
         [
-            rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
+            rating.alignment_criterion(alignment_verdict, no_tokens_reason),
             rating.rollout_criterion(rollout),
-            rating.agreement_criterion(rollout, NO_TOKENIZER),
+            rating.agreement_criterion(rollout, no_tokens_reason),
         ]
     )
     cno_reconstruction = None

@@ -48,12 +48,14 @@ def diagnose(
     seed: int = 0,
     out_dir: str | Path | None = None,
     batch_size: int = 8,
+    no_tokens: bool = False,
     log: Callable[[str], None] = print,
 ) -> DiagnosticsResult:
     """Evaluate a checkpoint; log the report; write ``out_dir`` when given.
 
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
-    ``timesteps`` defaults to the training run's T, else the dataset's.
+    ``timesteps`` defaults to the training run's T, else the dataset's; at another T than the
+    tokenizer's (or with ``no_tokens``) the token sections are skipped, the rollout measures run.
     """
     # One diagnosis per --out at a time: a second is refused rather than interleaving its files.
     with outputs.exclusive(out_dir, "--out") if out_dir is not None else nullcontext():
@@ -67,6 +69,7 @@ def diagnose(
             seed=seed,
             out_dir=None if out_dir is None else Path(out_dir),
             batch_size=batch_size,
+            no_tokens=no_tokens,
             log=log,
         )
 
@@ -82,6 +85,7 @@ def _diagnose(
     seed: int,
     out_dir: Path | None,
     batch_size: int,
+    no_tokens: bool,
     log: Callable[[str], None],
 ) -> DiagnosticsResult:
     if out_dir is not None:
@@ -97,6 +101,7 @@ def _diagnose(
         device=device,
         seed=seed,
         batch_size=batch_size,
+        no_tokens=no_tokens,
         log=log,
     )
     result = run.result
@@ -534,7 +539,11 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
         "--timesteps",
         type=int,
         default=None,
-        help="rollout length T (default: the training run's T); must equal the tokenizer's T",
+        help="rollout length T (default: the training run's T); the rollout measures run at any T, the token "
+        "sections at the tokenizer's T (skipped with one line at another)",
+    )
+    parser.add_argument(
+        "--no-tokens", action="store_true", help="skip the token sections: rollout measures only (no tokenizer is read)"
     )
     parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
@@ -557,5 +566,6 @@ def run_diagnose(args: argparse.Namespace) -> int:
         seed=args.seed,
         out_dir=out,
         batch_size=args.batch_size,
+        no_tokens=args.no_tokens,
     )
     return 0
