@@ -327,6 +327,56 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     diag.set_defaults(handler=run_diagnose)
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    cmp = sub.add_parser(
+        "compare",
+        help="score several NOA checkpoints on the same held-out rows: a table per update rule and horizon, a plot, JSON",
+        description="Evaluate every checkpoint on the same rows of --dataset, those held out from every run (each run's "
+        "training rows left out), and write compare.md (MSE / noise floor, persistence, VRMSE per horizon step and "
+        "update rule; one-step skill; non-INITIAL token agreement where a run's tokenizer fits), error_vs_horizon.png "
+        "(one line per run) and summary.json to --out.",
+    )
+    cmp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="NOA checkpoint files (.pt), two or more")
+    cmp.add_argument("--dataset", required=True, help="dataset .h5 to score every run on")
+    cmp.add_argument("--out", required=True, help="directory for compare.md, summary.json and error_vs_horizon.png")
+    cmp.add_argument("--n-samples", type=int, default=100, help="held-out rows to evaluate; default 100")
+    cmp.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the dataset's T)")
+    cmp.add_argument("--no-tokens", action="store_true", help="skip token agreement: rollout measures only")
+    cmp.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
+    cmp.add_argument("--seed", type=int, default=0, help="chooses the rows when more are available; default 0")
+    cmp.add_argument("--batch-size", type=int, default=8, help="samples evaluated together; default 8")
+    _threads_flag(cmp)
+    cmp.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from noa import outputs
+    from noa.diagnostics.compare import check_compare_dir, compare, format_comparison, write_comparison
+    from noa.runtime import resolve_device
+
+    if args.n_samples < 1 or args.batch_size < 1:
+        raise NoaError(f"--n-samples and --batch-size must be >= 1; got {args.n_samples} and {args.batch_size}")
+    out = Path(args.out)
+    with outputs.exclusive(out, "--out"):
+        check_compare_dir(out)
+        result = compare(
+            args.checkpoints,
+            args.dataset,
+            n_samples=args.n_samples,
+            timesteps=args.timesteps,
+            device=resolve_device(args.device),
+            seed=args.seed,
+            batch_size=args.batch_size,
+            no_tokens=args.no_tokens,
+            log=logging.getLogger("noa.compare").info,
+        )
+        print(format_comparison(result), end="")
+        print(f"Comparison written to {write_comparison(result, out)}")
+    return 0
+
+
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
     qs = sub.add_parser(
         "quickstart",
@@ -393,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vqvae(sub)
     _add_train(sub)
     _add_diagnose(sub)
+    _add_compare(sub)
     _add_quickstart(sub)
     return parser
 

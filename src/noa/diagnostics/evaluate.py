@@ -418,7 +418,16 @@ def held_out_rows(
     """Sorted dataset rows to evaluate and notes saying where they come from; ``same_data``:
     the dataset holds the run's training samples (its split is then rebuilt and left out);
     otherwise rows holding a training sample of ``trained_on`` (by content) are left out."""
-    notes: list[str] = []
+    candidates, origin = held_out_pool(dataset, args, same_data, trained_on)
+    rows, notes = choose_rows(candidates, n_samples, seed)
+    return rows, [f"held-out pool: {origin}", *notes]
+
+
+def held_out_pool(
+    dataset: str | Path, args: dict, same_data: bool, trained_on: Path | None = None
+) -> tuple[np.ndarray, str]:
+    """Every row of ``dataset`` held out from one run (see :func:`held_out_rows`), and where the
+    pool comes from; NoaError when none is left."""
     every = usable_rows(dataset, None)
     none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
@@ -450,17 +459,29 @@ def held_out_rows(
         )
     if not len(candidates):
         raise NoaError(f"no held-out samples: {none_left}")
-    notes.append(f"held-out pool: {origin}")
+    return candidates, origin
+
+
+def checkpoint_pool(checkpoint: str | Path, dataset: str | Path) -> tuple[np.ndarray, str]:
+    """The rows of ``dataset`` held out from the run that wrote ``checkpoint`` (its training
+    rows left out, whichever file they came from), and where the pool comes from."""
+    ckpt = load_checkpoint(checkpoint)
+    dataset = Path(dataset)
+    with h5.open_dataset(dataset) as f:
+        same_data = _is_training_data(f, dataset, ckpt, checkpoint)
+    return held_out_pool(dataset, ckpt.get("args") or {}, same_data, recorded_path(ckpt, checkpoint, "dataset"))
+
+
+def choose_rows(candidates: np.ndarray, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``n_samples`` of the ``candidates`` (all when fewer), chosen with ``seed``, sorted; and notes."""
     if len(candidates) < n_samples:
-        notes.append(
+        return np.sort(candidates), [
             f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them"
-        )
-        return np.sort(candidates), notes
+        ]
     if len(candidates) > n_samples:
         pick = torch.randperm(len(candidates), generator=generator(seed, "diagnose/samples"))[:n_samples].numpy()
-        notes.append(f"evaluating {n_samples} of them, chosen with --seed {seed}")
-        return np.sort(candidates[pick]), notes
-    return np.sort(candidates), notes
+        return np.sort(candidates[pick]), [f"evaluating {n_samples} of them, chosen with --seed {seed}"]
+    return np.sort(candidates), []
 
 
 def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:

@@ -179,3 +179,30 @@ def codebook_usage(
     for ax in axes[n:]:
         ax.set_visible(False)
     return _save(fig, path)
+
+
+def comparison_figure(runs: dict[str, tuple[list[int], list[float], list[float]]], baseline: Any) -> Figure:
+    """One line per run: MSE per step against the noise floor and persistence (the same rows for
+    every run, so one of each), and VRMSE (median over samples) against the frame-mean line."""
+    fig = _figure(10.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    for label, (steps, mse, vrmse) in runs.items():
+        left.plot(steps, mse, marker="o", markersize=3, label=label)
+        right.plot(steps, vrmse, marker="o", markersize=3, label=label)
+    left.plot(baseline.steps, baseline.floor, linestyle="--", color="black", label="noise floor")
+    left.plot(baseline.steps, baseline.persistence, linestyle="-.", color="gray", label=NO_SKILL)
+    right.axhline(1.0, color="black", linewidth=0.8, label="no skill: frame mean (VRMSE = 1)")
+    left.set_yscale("log", nonpositive="mask")
+    right.set_yscale("log", nonpositive="mask")
+    for ax, title, unit in ((left, "MSE", "MSE"), (right, "VRMSE (median over samples)", "RMSE / std(CNO frame)")):
+        ax.set_title(title)
+        ax.set_xlabel("horizon step")
+        ax.set_ylabel(unit)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="x-small", loc="best", framealpha=0.8)
+    return fig
+
+
+def comparison(runs: dict[str, tuple[list[int], list[float], list[float]]], baseline: Any, path: Path) -> Path:
+    """The comparison's error-vs-horizon PNG (see :func:`comparison_figure`)."""
+    return _save(comparison_figure(runs, baseline), path)
