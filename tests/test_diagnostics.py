@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import re
+from pathlib import Path
 
 import h5py
 import pytest
@@ -324,6 +325,33 @@ def test_no_tokens_skips_the_token_sections_in_one_line(setup, tmp_path, capsys)
     assert out.count("token sections skipped: --no-tokens (the rollout measures need no tokenizer)") == 1
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["tokenizer"] is None and summary["reconstruction"] is None and summary["rollout"]["mse"]
+
+
+def test_another_tokenizer_is_a_warning_in_the_header_and_the_verdict(setup, tmp_path):
+    import shutil
+
+    from noa.tokenizer.io import tokenizer_fingerprint
+
+    # The run records its tokenizer's fingerprint; a copy elsewhere is the same tokenizer, retrained weights are not.
+    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    ckpt["fingerprints"] = {"tokenizer": tokenizer_fingerprint(setup["tokenizer"])}
+    checkpoint = tmp_path / "run" / "best_model.pt"
+    checkpoint.parent.mkdir()
+    torch.save(ckpt, checkpoint)
+    copy = Path(shutil.copytree(setup["tokenizer"], tmp_path / "copy"))
+    same = diagnose(checkpoint, copy, setup["dataset"], n_samples=2, log=quiet)
+    assert same.warnings == [] and same.alignment is not None and "WARNING" not in same.text
+    other = Path(shutil.copytree(setup["tokenizer"], tmp_path / "other"))
+    weights = torch.load(other / "weights.pt", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, other / "weights.pt")
+    result = diagnose(checkpoint, other, setup["dataset"], n_samples=2, log=quiet)
+    header = result.text.split("1. VQ Reconstruction Quality")[0]
+    assert f"WARNING: tokenizer {other} is not the one the NOA was trained with ({setup['tokenizer']})" in header
+    assert "(WARNING: not the run's tokenizer" in result.verdict
+    assert "WARNING: not the run's tokenizer" in result.text.split("➜ Final Verdict: ")[1].splitlines()[0]
+    assert result.alignment is None and result.consistency is None  # the projector was trained against another
+    assert "was trained against another tokenizer" in result.skipped["Alignment Correlation"]
+    assert result.reconstruction is not None and result.rollout.token_agreement is not None
 
 
 def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from noa.operators.space import ParameterSpace
 from noa.run_family import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
+from noa.tokenizer.io import tokenizer_fingerprint
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
 
@@ -54,6 +55,10 @@ NO_TOKENIZER = (
     "no tokenizer: the checkpoint was trained without --vqvae-path (L_traj only); "
     "pass --vqvae-path to tokenize its rollouts"
 )
+OTHER_TOKENIZER = (
+    "the NOA's latent projector was trained against another tokenizer, so its alignment with this one means nothing"
+)
+OTHER_TOKENIZER_SHORT = "not the run's tokenizer: alignment sections skipped, token figures are another tokenizer's"
 DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
 PLOTTED_OPERATORS = 3
 THETA_PER_LINE = 5  # decoded θ parameters per line of a frames-figure row title
@@ -85,6 +90,7 @@ class DiagnosticsResult:
     rollout: RolloutQuality
     cno_reconstruction: float | None  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
     text: str = ""
+    warnings: list[str] = field(default_factory=list)  # said in the report's header (and its verdict)
 
     @property
     def assessments(self) -> dict[str, str | None]:
@@ -184,8 +190,9 @@ def evaluate(
     if no_tokens_reason != NO_TOKENIZER:
         tokenizer = None  # the rollout measures need no tokenizer, at any horizon
     check_fit(model, projector, tokenizer, info, noa_checkpoint, vqvae_path)
-    if tokenizer is None:
-        projector = None  # its latents have nothing to be compared with
+    warnings = _other_tokenizer(ckpt, noa_checkpoint, vqvae_path) if tokenizer is not None else []
+    if tokenizer is None or warnings:
+        projector = None  # its latents have nothing (or another tokenizer's) to be compared with
 
     if rows is None:
         rows, notes = held_out_rows(
@@ -193,9 +200,9 @@ def evaluate(
         )
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    if no_tokens_reason == NO_TOKENIZER:
+    if no_tokens_reason == NO_TOKENIZER and not warnings:
         notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
-    else:
+    elif not warnings:
         notes.append(f"token sections skipped: {no_tokens_reason}")
         vqvae_path = None
     notes += _sibling_notes(Path(noa_checkpoint), ckpt)
@@ -227,7 +234,11 @@ def evaluate(
         batch_size,
         rules,
         no_tokens_reason,
+        OTHER_TOKENIZER if warnings else SKIP_REASON,
     )
+    if warnings:
+        result.warnings = warnings
+        result.verdict += f" (WARNING: {OTHER_TOKENIZER_SHORT})"
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
@@ -271,14 +282,32 @@ def _is_training_data(f: h5py.File, dataset: Path, ckpt: dict, checkpoint: str |
     return stored is not None and stored == h5.fingerprint_of(f)
 
 
+def _other_tokenizer(ckpt: dict, checkpoint: str | Path, used: Path | None) -> list[str]:
+    """The header's warning when the tokenizer is not the run's (by content where the checkpoint
+    recorded its fingerprint, else by path): its latent projector was trained against another."""
+    trained_with = recorded_path(ckpt, checkpoint, "vqvae_path")
+    if used is None or trained_with is None:
+        return []
+    stored = (ckpt.get("fingerprints") or {}).get("tokenizer")
+    if stored is not None and (used / "weights.pt").is_file():
+        same = tokenizer_fingerprint(used) == stored
+    else:
+        same = trained_with.resolve() == used.resolve()
+    if same:
+        return []
+    return [
+        f"tokenizer {used} is not the one the NOA was trained with ({trained_with}): {OTHER_TOKENIZER}; "
+        "reconstruction, diversity and token agreement are this tokenizer's view of the rollouts. "
+        "Leave --vqvae-path out to diagnose with the run's own tokenizer"
+    ]
+
+
 def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
     """Notes when the tokenizer is not the one the NOA was trained with, or there is none."""
     if used is None:
         return [f"token sections skipped: {NO_TOKENIZER}"]
     if trained_with is None:
         return [f"the NOA was trained without a tokenizer (L_traj only); its rollouts are tokenized with {used}"]
-    if trained_with.resolve() != used.resolve():
-        return [f"the NOA was trained with tokenizer {trained_with}, not this one"]
     return []
 
 
@@ -606,6 +635,7 @@ def _result(
     batch_size: int,
     rules: list[str] | None = None,
     no_tokens_reason: str = NO_TOKENIZER,
+    no_projector_reason: str = SKIP_REASON,
 ) -> DiagnosticsResult:
     sections: dict[str, Any] = {"reconstruction": None, "diversity": None, "alignment": None, "consistency": None}
     skipped: dict[str, str] = {}
@@ -620,7 +650,7 @@ def _result(
         sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
         sections["consistency"] = guide.consistency(data.norms)
     elif tokenizer is not None:
-        skipped = {name: SKIP_REASON for name in SECTION_NAMES[2:]}
+        skipped = {name: no_projector_reason for name in SECTION_NAMES[2:]}
     assessed = [s.assessment for s in sections.values() if s is not None]
     alignment_verdict = (
         guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None

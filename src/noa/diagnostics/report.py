@@ -128,6 +128,7 @@ def format_report(r: DiagnosticsResult) -> str:
     if family:
         lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
+    lines += [f"WARNING: {warning}" for warning in r.warnings]
     lines += [f"note: {note}" for note in r.notes]
     lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
     lines += ["", "2. Token Diversity", *_diversity_lines(r)]

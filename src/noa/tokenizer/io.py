@@ -8,6 +8,7 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -138,6 +139,14 @@ def _read_json(path: Path, *, required: bool) -> object:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise NoaError(f"{path} is not valid JSON ({err}); retrain the tokenizer or restore the file") from err
+
+
+def tokenizer_fingerprint(path: str | Path) -> str:
+    """A hash of a tokenizer directory's config and weights: what L_commit/L_latent are measured by."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()
 
 
 def check_compatible(

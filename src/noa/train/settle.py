@@ -8,7 +8,6 @@ result, so a mistake costs no model construction, no file written and no file de
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +25,7 @@ from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
 from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
+from noa.tokenizer.io import tokenizer_fingerprint
 from noa.train import config as flags_module
 from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
@@ -87,14 +87,6 @@ class Run:
     def global_batch(self) -> int:
         """Samples per optimizer step over all ranks (``--batch-size`` is per rank)."""
         return self.config.batch_size * self.ranks.world_size
-
-
-def tokenizer_fingerprint(path: str | Path) -> str:
-    """A hash of a tokenizer directory's config and weights: what L_commit/L_latent are measured by."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name in ("config.json", "weights.pt"):
-        digest.update((Path(path) / name).read_bytes())
-    return digest.hexdigest()
 
 
 def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
