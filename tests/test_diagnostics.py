@@ -729,6 +729,17 @@ def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
     assert list(no_skill.get_ydata()) == [1.0, 1.0]
 
 
+def test_the_error_figures_legends_sit_inside_their_axes(report):
+    result, _, _ = report
+    fig = plots.error_figure(result.rollout)
+    fig.canvas.draw()
+    figure_box = fig.bbox
+    for ax in fig.axes:
+        legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1  # nothing cut at the edges
+
+
 def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
     records = [
         {
