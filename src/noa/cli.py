@@ -328,6 +328,8 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from noa.diagnostics.report import add_evaluation_arguments
+
     cmp = sub.add_parser(
         "compare",
         help="score several NOA checkpoints on the same held-out rows: a table per update rule and horizon, a plot, JSON",
@@ -339,12 +341,7 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="NOA checkpoint files (.pt), two or more")
     cmp.add_argument("--dataset", required=True, help="dataset .h5 to score every run on")
     cmp.add_argument("--out", required=True, help="directory for compare.md, summary.json and error_vs_horizon.png")
-    cmp.add_argument("--n-samples", type=int, default=100, help="held-out rows to evaluate; default 100")
-    cmp.add_argument("--timesteps", type=int, default=None, help="rollout length T (default: the dataset's T)")
-    cmp.add_argument("--no-tokens", action="store_true", help="skip token agreement: rollout measures only")
-    cmp.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
-    cmp.add_argument("--seed", type=int, default=0, help="chooses the rows when more are available; default 0")
-    cmp.add_argument("--batch-size", type=int, default=8, help="samples evaluated together; default 8")
+    add_evaluation_arguments(cmp, "the dataset's T")
     _threads_flag(cmp)
     cmp.set_defaults(handler=_compare)
 

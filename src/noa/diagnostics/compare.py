@@ -155,6 +155,7 @@ def compare(
             batch_size=batch_size,
             rows=rows,
             no_tokens=no_tokens,
+            t_source="--timesteps" if timesteps is not None else "the dataset's T, noa compare's default",
             log=lambda _line: None,
         )
         runs[label] = {
@@ -187,9 +188,7 @@ def format_comparison(c: Comparison) -> str:
     """The printed comparison (also compare.md): per group, one table of the horizon steps."""
     labels = list(c.runs)
     lines = [f"# noa compare: {len(labels)} runs on {len(c.rows)} rows of {c.dataset}, T={c.timesteps}", ""]
-    lines += [
-        f"- {label}: {run['checkpoint']} (tokenizer: {run['tokenizer'] or 'none'})" for label, run in c.runs.items()
-    ]
+    lines += [f"- {label}: {run['checkpoint']} ({_tokens_said(run)})" for label, run in c.runs.items()]
     lines += ["", *(f"note: {n}" for n in c.notes)]
     for group, by_run in c.groups.items():
         lines += ["", f"## {group} ({c.operators[group]} operator{'s' if c.operators[group] != 1 else ''})", ""]
@@ -220,6 +219,14 @@ def format_comparison(c: Comparison) -> str:
                 f"token agreement (non-INITIAL) {tokens}"
             )
     return "\n".join(lines) + "\n"
+
+
+def _tokens_said(run: dict[str, Any]) -> str:
+    """A run's tokenizer, or why its token figures are missing (no tokenizer, another T, --no-tokens)."""
+    skipped = [n for n in run["notes"] if n.startswith("token sections skipped: ")]
+    if skipped:
+        return skipped[0]
+    return f"tokenizer: {run['tokenizer']}" if run["tokenizer"] else "no tokenizer"
 
 
 def _num(value: float | None, spec: str = ".2f") -> str:

@@ -152,6 +152,7 @@ def evaluate(
     zero_theta: bool = False,
     rows: np.ndarray | None = None,
     no_tokens: bool = False,
+    t_source: str = "--timesteps",
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
@@ -163,7 +164,7 @@ def evaluate(
     overrides the held-out choice with given dataset rows (benchmarks use it to compare
     training and held-out θ). The rollout measures run at any ``timesteps``; the token sections
     are skipped, with one line saying why, where the tokenizer was trained on another T or on
-    ``no_tokens``.
+    ``no_tokens``. ``t_source`` names where a given ``timesteps`` came from, for the messages.
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -178,15 +179,13 @@ def evaluate(
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
         same_data = _is_training_data(f, dataset, ckpt, noa_checkpoint)
-    if timesteps is not None:
-        t_source = "--timesteps"
-    elif args.get("timesteps") is not None:
+    if timesteps is None and args.get("timesteps") is not None:
         timesteps, t_source = int(args["timesteps"]), f"checkpoint {noa_checkpoint} (its training --timesteps)"
-    else:
+    elif timesteps is None:
         timesteps, t_source = info.timesteps, f"dataset {dataset}"
     if timesteps < 1:
         raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
-    no_tokens_reason = _no_tokens_reason(tokenizer, vqvae_path, timesteps, t_source, no_tokens)
+    no_tokens_reason, skip_note = _no_tokens_reason(tokenizer, vqvae_path, timesteps, t_source, no_tokens)
     if no_tokens_reason != NO_TOKENIZER:
         tokenizer = None  # the rollout measures need no tokenizer, at any horizon
     check_fit(model, projector, tokenizer, info, noa_checkpoint, vqvae_path)
@@ -203,7 +202,7 @@ def evaluate(
     if no_tokens_reason == NO_TOKENIZER and not warnings:
         notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
     elif not warnings:
-        notes.append(f"token sections skipped: {no_tokens_reason}")
+        notes.append(f"token sections skipped: {skip_note}")
         vqvae_path = None
     notes += _sibling_notes(Path(noa_checkpoint), ckpt)
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
@@ -245,17 +244,18 @@ def evaluate(
 
 def _no_tokens_reason(
     tokenizer: CategoricalVQVAE | None, vqvae_path: Path | None, timesteps: int, t_source: str, no_tokens: bool
-) -> str:
-    """Why the token sections are skipped: NO_TOKENIZER when there is no tokenizer or they run
-    (then ``tokenizer`` decides), else the one line the report gives (--no-tokens, another T)."""
+) -> tuple[str, str]:
+    """Why the token sections are skipped, short (each section's line) and in full (the one note):
+    NO_TOKENIZER when there is no tokenizer or they run (then ``tokenizer`` decides)."""
     if no_tokens and vqvae_path is not None:
-        return "--no-tokens (the rollout measures need no tokenizer)"
+        return "--no-tokens", "--no-tokens (the rollout measures need no tokenizer)"
     if tokenizer is not None and tokenizer.config.timesteps != timesteps:
         return (
+            f"the tokenizer was trained on T={tokenizer.config.timesteps}, not T={timesteps} (see the note above)",
             f"tokenizer {vqvae_path} was trained on T={tokenizer.config.timesteps} and this evaluation runs "
-            f"T={timesteps} ({t_source}); the rollout measures run at any T, the token sections at the tokenizer's"
+            f"T={timesteps} ({t_source}); the rollout measures run at any T, the token sections at the tokenizer's",
         )
-    return NO_TOKENIZER
+    return NO_TOKENIZER, NO_TOKENIZER
 
 
 def input_path(given: str | Path | None, ckpt: dict, checkpoint: str | Path, key: str) -> Path | None:

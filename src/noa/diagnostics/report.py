@@ -535,18 +535,23 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)",
     )
+    parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
+    add_evaluation_arguments(parser, "the training run's T")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) -> None:
+    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share."""
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument(
         "--timesteps",
         type=int,
         default=None,
-        help="rollout length T (default: the training run's T); the rollout measures run at any T, the token "
+        help=f"rollout length T (default: {default_t}); the rollout measures run at any T, the token "
         "sections at the tokenizer's T (skipped with one line at another)",
     )
     parser.add_argument(
         "--no-tokens", action="store_true", help="skip the token sections: rollout measures only (no tokenizer is read)"
     )
-    parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument(
         "--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0"
