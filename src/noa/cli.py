@@ -351,24 +351,13 @@ def _compare(args: argparse.Namespace) -> int:
 
     from noa import outputs
     from noa.diagnostics.compare import check_compare_dir, compare, format_comparison, write_comparison
-    from noa.runtime import resolve_device
+    from noa.diagnostics.report import evaluation_options
 
-    if args.n_samples < 1 or args.batch_size < 1:
-        raise NoaError(f"--n-samples and --batch-size must be >= 1; got {args.n_samples} and {args.batch_size}")
+    options = evaluation_options(args)
     out = Path(args.out)
     with outputs.exclusive(out, "--out"):
         check_compare_dir(out)
-        result = compare(
-            args.checkpoints,
-            args.dataset,
-            n_samples=args.n_samples,
-            timesteps=args.timesteps,
-            device=resolve_device(args.device),
-            seed=args.seed,
-            batch_size=args.batch_size,
-            no_tokens=args.no_tokens,
-            log=logging.getLogger("noa.compare").info,
-        )
+        result = compare(args.checkpoints, args.dataset, log=logging.getLogger("noa.compare").info, **options)
         print(format_comparison(result), end="")
         print(f"Comparison written to {write_comparison(result, out)}")
     return 0

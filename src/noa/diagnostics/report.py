@@ -562,16 +562,19 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) ->
 def run_diagnose(args: argparse.Namespace) -> int:
     """Run `noa diagnose` from parsed flags; prints the report and writes the report directory."""
     out = Path(args.out) if args.out else Path(args.noa_checkpoint).parent / "diagnostics"
-    diagnose(
-        args.noa_checkpoint,
-        args.vqvae_path,
-        args.dataset,
+    diagnose(args.noa_checkpoint, args.vqvae_path, args.dataset, out_dir=out, **evaluation_options(args))
+    return 0
+
+
+def evaluation_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`add_evaluation_arguments`' flags, checked."""
+    if args.n_samples < 1 or args.batch_size < 1:
+        raise NoaError(f"--n-samples and --batch-size must be >= 1; got {args.n_samples} and {args.batch_size}")
+    return dict(
         n_samples=args.n_samples,
         timesteps=args.timesteps,
         device=resolve_device(args.device),
         seed=args.seed,
-        out_dir=out,
         batch_size=args.batch_size,
         no_tokens=args.no_tokens,
     )
-    return 0
