@@ -124,3 +124,25 @@ def test_user_mistakes_give_one_line_and_exit_2(argv, message, tmp_path: Path, m
     assert err.startswith("error: ") and message in err and "Traceback" not in err
     assert err.count("\n") == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_info_on_an_interrupted_generation_gives_the_whole_resume_command(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ds.h5"
+    flags = ["--n-samples", "4", "--grid", "16", "--timesteps", "2", "--seed", "3", "--no-features", "--no-progress"]
+    assert main(["data", "generate", "--out", str(out), *flags]) == 0
+    out.rename(tmp_path / "ds.h5.partial")  # what an interrupted generation leaves (this one had replayed everything)
+    capsys.readouterr()
+    assert main(["data", "info", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"its generation was interrupted and the samples replayed so far are in {out}.partial" in err
+    command = (
+        f"noa data generate --out {out} --n-samples 4 --grid 16 --timesteps 2 --realizations 1 --seed 3 "
+        "--no-features --resume"
+    )
+    assert f"continue it with `{command}`" in err and "create one with" not in err
+    assert main([*command.split()[1:], "--no-progress"]) == 0 and out.is_file()  # the command given works
+
+
+def test_info_on_a_missing_dataset_says_how_to_make_one(tmp_path: Path, capsys) -> None:
+    assert main(["data", "info", str(tmp_path / "none.h5")]) == 2
+    assert f"create one with `noa data generate --out {tmp_path / 'none.h5'} --n-samples N`" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import re
+from pathlib import Path
 
 import h5py
 import pytest
@@ -25,6 +26,8 @@ from noa.diagnostics import add_diagnose_arguments, diagnose
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import curves, plots
 from noa.diagnostics import verdict as rating
+from noa.cli import main
+from noa.diagnostics.evaluate import SECTION_NAMES
 from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
 from noa.errors import NoaError
@@ -266,9 +269,9 @@ def test_summary_json_matches_printed_numbers(report):
     )
     assert q["token_categories"] == [c for c, _ in tokenizer_api.load_tokenizer(result.tokenizer).entries]
     assert f"VRMSE median {q['overall_vrmse_median']:.3f} (mean {q['overall_vrmse']:.3f}; " in overall
-    assert line_value(text, "MSE/floor per operator (each one's horizon-averaged ratio), median over operators: ") == (
-        f"{q['median_operator_ratio']:.2f}"
-    )
+    per_operator = line_value(text, "Per operator (each one's horizon-averaged ratio, median over operators): ")
+    assert per_operator.startswith(f"MSE/persistence {q['median_operator_persistence']:.2f} (robust; ")
+    assert f"MSE/floor {q['median_operator_ratio']:.2f} (led by operators whose nearly noise-free CNO" in per_operator
     assert summary["rows"] == result.rows and summary["n_samples"] == 4
 
 
@@ -301,10 +304,59 @@ def test_without_projector_sections_3_and_4_are_skipped(setup):
     assert result.skipped == {"Alignment Correlation": SKIP_REASON, "Temporal Consistency": SKIP_REASON}
 
 
-def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
-    with pytest.raises(NoaError, match=r"timesteps: tokenizer .*vqvae was trained on T=4, --timesteps gives T=6"):
-        diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
+def test_a_longer_horizon_than_the_tokenizers_runs_the_rollout_measures_and_skips_the_tokens(setup):
+    # The NOA and tokenizer were trained at T=4: the rollout is evaluated at T=6 all the same.
+    result = diagnose(setup["checkpoint"], setup["tokenizer"], setup["dataset"], timesteps=6, log=quiet)
+    assert result.timesteps == 6 and result.rollout.steps == [1, 2, 3, 4, 5, 6] and len(result.rollout.mse) == 6
+    assert all(math.isfinite(m) for m in result.rollout.mse) and result.rollout.median_operator_persistence is not None
+    reason = (
+        f"tokenizer {setup['tokenizer']} was trained on T=4 and this evaluation runs T=6 (--timesteps); "
+        "the rollout measures run at any T, the token sections at the tokenizer's"
+    )
+    assert [n for n in result.notes if n.startswith("token sections skipped")] == [f"token sections skipped: {reason}"]
+    short = "the tokenizer was trained on T=4, not T=6 (see the note above)"
+    assert result.skipped == dict.fromkeys(SECTION_NAMES, short) and result.tokenizer is None
+    assert result.text.count(reason) == 1  # the reason in full once; each section one short line
+    assert result.rollout.token_agreement is None and "Rollout Quality" in result.text
 
+
+def test_no_tokens_skips_the_token_sections_in_one_line(setup, tmp_path, capsys):
+    argv = ["diagnose", "--noa-checkpoint", str(setup["checkpoint"]), "--n-samples", "2", "--no-tokens"]
+    assert main([*argv, "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("token sections skipped: --no-tokens (the rollout measures need no tokenizer)") == 1
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["tokenizer"] is None and summary["reconstruction"] is None and summary["rollout"]["mse"]
+
+
+def test_another_tokenizer_is_a_warning_in_the_header_and_the_verdict(setup, tmp_path):
+    import shutil
+
+    from noa.tokenizer.io import tokenizer_fingerprint
+
+    # The run records its tokenizer's fingerprint; a copy elsewhere is the same tokenizer, retrained weights are not.
+    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    ckpt["fingerprints"] = {"tokenizer": tokenizer_fingerprint(setup["tokenizer"])}
+    checkpoint = tmp_path / "run" / "best_model.pt"
+    checkpoint.parent.mkdir()
+    torch.save(ckpt, checkpoint)
+    copy = Path(shutil.copytree(setup["tokenizer"], tmp_path / "copy"))
+    same = diagnose(checkpoint, copy, setup["dataset"], n_samples=2, log=quiet)
+    assert same.warnings == [] and same.alignment is not None and "WARNING" not in same.text
+    other = Path(shutil.copytree(setup["tokenizer"], tmp_path / "other"))
+    weights = torch.load(other / "weights.pt", weights_only=True)
+    torch.save({k: v + 0.01 if v.is_floating_point() else v for k, v in weights.items()}, other / "weights.pt")
+    result = diagnose(checkpoint, other, setup["dataset"], n_samples=2, log=quiet)
+    header = result.text.split("1. VQ Reconstruction Quality")[0]
+    assert f"WARNING: tokenizer {other} is not the one the NOA was trained with ({setup['tokenizer']})" in header
+    assert "(WARNING: not the run's tokenizer" in result.verdict
+    assert "WARNING: not the run's tokenizer" in result.text.split("➜ Final Verdict: ")[1].splitlines()[0]
+    assert result.alignment is None and result.consistency is None  # the projector was trained against another
+    assert "was trained against another tokenizer" in result.skipped["Alignment Correlation"]
+    assert result.reconstruction is not None and result.rollout.token_agreement is not None
+
+
+def test_pieces_that_do_not_fit_raise_one_error_naming_both_sides(setup):
     other = generate(
         GenerateConfig(n_samples=2, grid=32, timesteps=T, seed=1, features=False),
         setup["root"] / "grid32.h5",
@@ -679,6 +731,17 @@ def test_error_figure_shows_the_floors_and_a_no_skill_line(report):
     assert list(no_skill.get_ydata()) == [1.0, 1.0]
 
 
+def test_the_error_figures_legends_sit_inside_their_axes(report):
+    result, _, _ = report
+    fig = plots.error_figure(result.rollout)
+    fig.canvas.draw()
+    figure_box = fig.bbox
+    for ax in fig.axes:
+        legend, box = ax.get_legend().get_window_extent(), ax.get_window_extent()
+        assert box.x0 <= legend.x0 and legend.x1 <= box.x1 and box.y0 <= legend.y0 and legend.y1 <= box.y1
+        assert figure_box.x0 <= box.x0 and box.x1 <= figure_box.x1  # nothing cut at the edges
+
+
 def test_training_curves_per_batch_from_metrics_with_lr_panel(tmp_path):
     records = [
         {
@@ -819,6 +882,37 @@ def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path)
         f"--checkpoint-dir writes to the first free sibling); pass --noa-checkpoint {new} to diagnose it"
     ]
     assert "is newer than this checkpoint" not in diagnose(new, None, None, n_samples=1, log=quiet).text
+
+
+def test_the_per_operator_figure_is_not_led_by_operators_with_tiny_noise_floors() -> None:
+    # Three operators, each moving away from its IC; two have nearly noise-free CNOs (realization gaps of 1e-4).
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 5, 2, 8, 8, generator=g)
+    cno = torch.stack([x0, x0 + torch.tensor([1e-4, 1e-4, 0.3]).view(3, 1, 1, 1, 1)], dim=1)
+    cno[:, :, 1:] += torch.linspace(0.2, 1.0, 4).view(1, 1, 4, 1, 1, 1)  # a drift holding the IC misses
+    noa = cno[:, 0] + 0.05  # 0.05 off everywhere: a tenth of the drift or better
+    q = summarize(step_errors(noa, cno), None, None, None, rules=["residual", "residual", "convex"])
+    assert q.median_operator_ratio is not None and q.median_operator_ratio > 1e4  # MSE / a tiny floor
+    assert (
+        q.median_operator_persistence is not None and q.median_operator_persistence < 0.05
+    )  # robust: far better than persistence
+    assert q.by_rule is not None and q.by_rule["residual"].median_operator_persistence < 0.05
+
+
+def test_a_fine_tune_in_a_sibling_directory_is_not_called_a_newer_checkpoint(setup, tmp_path):
+    import os
+
+    # checkpoints/noa-2 holds a fine-tune of checkpoints/noa on other data: another experiment, written later.
+    runs = tmp_path / "checkpoints"
+    old, tuned = runs / "noa" / "best_model.pt", runs / "noa-2" / "best_model.pt"
+    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    for path in (old, tuned):
+        path.parent.mkdir(parents=True)
+    torch.save(ckpt, old)
+    args = {**ckpt["args"], "init_from": str(old)}
+    torch.save({**ckpt, "args": args, "fingerprints": {**ckpt.get("fingerprints", {}), "dataset": "other"}}, tuned)
+    os.utime(old, (1_000_000, 1_000_000))
+    assert "is newer than this checkpoint" not in diagnose(old, None, None, n_samples=1, log=quiet).text
 
 
 def test_diagnostics_does_not_import_the_training_run_directory_logic() -> None:

@@ -3,6 +3,8 @@ other kind of noa file, a flag is misspelt, a resume changes several locked sett
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,60 @@ def test_a_resume_that_changes_several_locked_settings_names_them_all(finished: 
         "--batch-size 1 on 1 rank(s) is a global batch of 1, but the run was trained with a global batch of 4" in text
     )
     assert "--bptt-window: checkpoint 2, now 1" in text and "--init-from" in text
+
+
+def test_a_tokenizer_that_does_not_fit_the_data_lists_every_mismatch_with_its_origin(
+    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # A tokenizer trained at T=16 on a 32x32 grid; the dataset has T=8 on 16x16. No --timesteps is given.
+    tokenizer = Path(shutil.copytree(tiny_tokenizer, tmp_path / "vq16"))
+    config = json.loads((tokenizer / "config.json").read_text())
+    config["config"].update(timesteps=16, grid=32)
+    (tokenizer / "config.json").write_text(json.dumps(config))
+    flags = ["--dataset", str(tiny_dataset), "--vqvae-path", str(tokenizer), "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(["train", *flags, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the dataset, the tokenizer and the settings do not fit each other:")
+    assert (
+        f"  - T: T=16 is tokenizer {tokenizer}'s (no --timesteps given: T follows the tokenizer), "
+        f"more than dataset {tiny_dataset}'s T=8" in err
+    )
+    assert f"  - grid: tokenizer {tokenizer} was trained on 32, dataset {tiny_dataset} has 16" in err
+    assert "--timesteps 16 is more than" not in err and not (tmp_path / "ck").exists()
+    # Given explicitly, the flag is named as the source, and the tokenizer's own T as a second mismatch.
+    assert main(["train", *flags, "--timesteps", "12", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "  - T: --timesteps gives T=12, more than" in err
+    assert f"  - T: tokenizer {tokenizer} was trained on T=16, --timesteps gives T=12" in err
+
+
+def test_stopping_before_any_validation_says_so_rather_than_best_val_loss_inf(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in run_args(tiny_dataset, tmp_path / "ck").items()]
+    assert main(["train", *flags, "--max-steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "Training finished at step 1; no validation yet (it runs at the end of each epoch); checkpoints in" in out
+    assert "inf" not in out.split("Training finished")[1]
+
+
+def test_loading_a_tokenizer_directory_as_a_noa_points_to_load_tokenizer(
+    tiny_tokenizer: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    with pytest.raises(NoaError) as refused:
+        noa.load(tiny_tokenizer)
+    message = str(refused.value)
+    assert f"{tiny_tokenizer} is a tokenizer directory (noa vqvae train wrote it), not a NOA checkpoint" in message
+    assert f"noa.load_tokenizer({str(tiny_tokenizer)!r})" in message and "best_model.pt" not in message
+    argv = ["diagnose", "--noa-checkpoint", str(tiny_tokenizer), "--dataset", str(tiny_dataset), "--out", str(tmp_path)]
+    assert main(argv) == 2 and "pass it as --vqvae-path" in capsys.readouterr().err
+
+
+def test_typod_config_file_keys_get_a_did_you_mean(tiny_dataset: Path, tmp_path: Path, capsys) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("bptt_windw: 4\nlearning_rate: 0.001\nepochs: 1\n")
+    assert main(["train", "--config", str(config), "--dataset", str(tiny_dataset)]) == 2
+    assert (
+        f"error: --config {config} has unknown keys: bptt_windw (did you mean bptt_window?), learning_rate"
+        in capsys.readouterr().err
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from helpers import run_args
+from noa.cli import main
 from noa.errors import NoaError
 from noa.train.loop import train
 
@@ -210,3 +211,27 @@ def test_an_output_named_dot_or_root_gets_a_message_not_a_traceback(
     err = capsys.readouterr().err
     assert status != 0 and err.startswith("error: ") and "Traceback" not in err
     assert ("root of the file system" in err) if out == "/" else ("is a directory; give a file path" in err)
+
+
+def test_resume_auto_in_a_typod_directory_beside_a_run_asks_did_you_mean(
+    workdir: Path, tiny_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copytree(workdir / "checkpoints" / "noa", workdir / "checkpoints" / "run1")
+    typo = ["train", "--resume", "auto", "--checkpoint-dir", "checkpoints/rn1", "--max-steps", "1", "--device", "cpu"]
+    assert main(typo) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --checkpoint-dir checkpoints/rn1 does not exist, and checkpoints/run1 beside it")
+    assert "did you mean checkpoints/run1?" in err and "--resume auto --new-ok" in err
+    assert not (workdir / "checkpoints" / "rn1").exists()
+    # Confirmed, it starts fresh there; a name far from every run (an elastic restart's new directory) needs nothing.
+    flags = ["--dataset", str(tiny_dataset), *(f"--{k.replace('_', '-')}={v}" for k, v in _tiny_flags().items())]
+    assert main([*typo, "--new-ok", *flags]) == 0
+    assert (workdir / "checkpoints" / "rn1" / "step_1.pt").is_file()
+    assert (
+        main(["train", "--resume", "auto", "--checkpoint-dir", "checkpoints/elastic", "--max-steps", "1", *flags]) == 0
+    )
+
+
+def _tiny_flags() -> dict:
+    keep = ("n_samples", "batch_size", "bptt_window", "timesteps", "base_channels", "encoder_levels", "modes")
+    return {k: v for k, v in run_args(Path("unused"), Path("unused")).items() if k in keep}

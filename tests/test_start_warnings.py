@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from helpers import run_args
-from noa.train.loop import Trainer
+from noa.train.loop import Trainer, train
 from noa.train.settle import settle
 
 
@@ -41,3 +43,28 @@ def test_teacher_forcing_with_a_single_window_warns(tiny_dataset: Path, tmp_path
     ]
     train_log.clear()
     assert _start({**args, "bptt_window": 4}, train_log) == []
+
+
+def test_the_default_warmup_follows_a_short_run_and_the_header_says_so(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    # 14 train samples, batches of 4: 3 batches per epoch x 14 epochs = 42 batches; the guide's 500 would never end.
+    args = {k: v for k, v in run_args(tiny_dataset, tmp_path / "ck", epochs=14).items() if k != "warmup_steps"}
+    run = settle(args)
+    assert run.config.warmup_steps == 4
+    assert [line for line in train_log if line.startswith("Warning: --warmup-steps")] == []
+    train({**args, "max_steps": 1})
+    assert (
+        "LR: peak 1.00e-03, cosine schedule; warmup 4 batches (default: a tenth of this run's 42 batches, "
+        "the guide's 500 being too long for it; --warmup-steps sets it)" in train_log
+    )
+    ckpt = torch.load(tmp_path / "ck" / "step_1.pt", weights_only=False)
+    assert ckpt["args"]["warmup_steps"] == 4  # a resume keeps it
+
+
+def test_an_explicit_warmup_is_kept_and_named_in_the_header(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    train({**run_args(tiny_dataset, tmp_path / "ck", warmup_steps=500), "max_steps": 1})
+    assert "LR: peak 1.00e-03, cosine schedule; warmup 500 batches (--warmup-steps)" in train_log
+    assert any(line.startswith("Warning: --warmup-steps 500 is longer than the whole run") for line in train_log)

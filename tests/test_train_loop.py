@@ -105,9 +105,9 @@ def test_config_file_and_command_line_precedence(tiny_dataset: Path, tmp_path: P
         ({"enable_latent_loss": True}, "--enable-latent-loss needs --vqvae-path"),
         ({"lr": -1.0}, "--lr must be positive"),
         ({"batch_size": 64}, "larger than the 14 training samples"),
-        ({"timesteps": 9, "bptt_window": 3}, "more than the dataset's T=8"),
+        ({"timesteps": 9, "bptt_window": 3}, r"T: --timesteps gives T=9, more than dataset .*'s T=8"),
         ({"n_samples": 500}, "more than the 40 valid samples"),
-        ({"base_channels": 8, "encoder_levels": 5}, "divisible"),
+        ({"base_channels": 8, "encoder_levels": 5}, "the model's 5 encoder levels need a multiple of 32"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, overrides: dict, message: str) -> None:
@@ -119,7 +119,7 @@ def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, over
 def test_tokenizer_trained_on_another_horizon_is_refused(
     tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path
 ) -> None:
-    with pytest.raises(NoaError, match=r"tokenizer has 8.*has 4"):
+    with pytest.raises(NoaError, match=r"T: tokenizer .* was trained on T=8, --timesteps gives T=4"):
         train(run_args(tiny_dataset, tmp_path / "ck", vqvae_path=str(tiny_tokenizer), timesteps=4))
 
 
@@ -249,6 +249,7 @@ def test_every_default_that_follows_the_data_is_set_in_one_place() -> None:
         "timesteps": 8,
         "bptt_window": 8,
         "one_step_steps": 3 * 7 // 2,
+        "warmup_steps": 3 * 7 // 10,
     }
 
 

@@ -11,6 +11,7 @@ import copy
 import difflib
 import errno
 import logging
+import math
 import os
 import re
 import sys
@@ -300,8 +301,13 @@ def _train(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         print(f"error: {stop}", file=sys.stderr)
         return stop.exit_code
+    best = (
+        f"best val loss {result.best_val_loss:.6f}"
+        if math.isfinite(result.best_val_loss)
+        else "no validation yet (it runs at the end of each epoch)"
+    )
     logging.getLogger("noa.train").info(
-        f"\nTraining finished at step {result.global_step}; best val loss {result.best_val_loss:.6f}; checkpoints in {result.checkpoint_dir}"
+        f"\nTraining finished at step {result.global_step}; {best}; checkpoints in {result.checkpoint_dir}"
     )
     return 0
 
@@ -319,6 +325,42 @@ def _add_diagnose(sub: argparse._SubParsersAction) -> None:
     add_diagnose_arguments(diag)
     _threads_flag(diag)
     diag.set_defaults(handler=run_diagnose)
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from noa.diagnostics.report import add_evaluation_arguments
+
+    cmp = sub.add_parser(
+        "compare",
+        help="score several NOA checkpoints on the same held-out rows: a table per update rule and horizon, a plot, JSON",
+        description="Evaluate every checkpoint on the same rows of --dataset, those held out from every run (each run's "
+        "training rows left out), and write compare.md (MSE / noise floor, persistence, VRMSE per horizon step and "
+        "update rule; one-step skill; non-INITIAL token agreement where a run's tokenizer fits), error_vs_horizon.png "
+        "(one line per run) and summary.json to --out.",
+    )
+    cmp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="NOA checkpoint files (.pt), two or more")
+    cmp.add_argument("--dataset", required=True, help="dataset .h5 to score every run on")
+    cmp.add_argument("--out", required=True, help="directory for compare.md, summary.json and error_vs_horizon.png")
+    add_evaluation_arguments(cmp, "the dataset's T")
+    _threads_flag(cmp)
+    cmp.set_defaults(handler=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from noa import outputs
+    from noa.diagnostics.compare import check_compare_dir, compare, format_comparison, write_comparison
+    from noa.diagnostics.report import evaluation_options
+
+    options = evaluation_options(args)
+    out = Path(args.out)
+    with outputs.exclusive(out, "--out"):
+        check_compare_dir(out)
+        result = compare(args.checkpoints, args.dataset, log=logging.getLogger("noa.compare").info, **options)
+        print(format_comparison(result), end="")
+        print(f"Comparison written to {write_comparison(result, out)}")
+    return 0
 
 
 def _add_quickstart(sub: argparse._SubParsersAction) -> None:
@@ -387,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_vqvae(sub)
     _add_train(sub)
     _add_diagnose(sub)
+    _add_compare(sub)
     _add_quickstart(sub)
     return parser
 

@@ -7,8 +7,10 @@ the checkpoint asked for?) ask these questions, so they live outside :mod:`noa.t
 
 from __future__ import annotations
 
+import difflib
 import glob
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from noa import outputs
@@ -58,19 +60,36 @@ def _family_name(name: str) -> str:
     return match["base"] if match and int(match["n"]) >= 2 else name
 
 
-def newer_sibling_checkpoint(checkpoint: Path) -> Path | None:
+def newer_sibling_checkpoint(checkpoint: Path, same_run: Callable[[Path], bool]) -> Path | None:
     """The newest checkpoint file in a sibling run directory (:func:`sibling_runs`) written after
-    ``checkpoint``; None when there is none. A fresh ``noa train`` without ``--checkpoint-dir``
-    writes to the first free sibling, so the checkpoint at the usual path may be an older run's."""
+    ``checkpoint`` by a run of the same identity (``same_run`` of that directory's newest file:
+    a fine-tune on other data beside it is another experiment, not a newer checkpoint); None when
+    there is none. A fresh ``noa train`` without ``--checkpoint-dir`` writes to the first free
+    sibling, so the checkpoint at the usual path may be an older run's."""
     mtime = checkpoint.stat().st_mtime
-    newer = [
-        p
-        for run in sibling_runs(checkpoint.parent)
-        for name in checkpoints_in(run)
-        if (p := run / name).stat().st_mtime > mtime
-    ]
+    newer = []
+    for run in sibling_runs(checkpoint.parent):
+        files = [p for name in checkpoints_in(run) if (p := run / name).stat().st_mtime > mtime]
+        if files and same_run(max(files, key=lambda p: p.stat().st_mtime)):
+            newer += files
     if not newer:
         return None
     newest = max(newer, key=lambda p: p.stat().st_mtime)
     same_name = newest.parent / checkpoint.name
     return same_name if same_name in newer else newest
+
+
+def close_run(directory: Path) -> Path | None:
+    """A directory beside ``directory`` that holds a run and whose name is close to its name
+    (``checkpoints/run1`` for a typo'd ``checkpoints/rn1``), else None. ``NAME-N`` siblings
+    are ``directory``'s own family, not typos of it."""
+    parent = directory.parent
+    if not parent.is_dir():
+        return None
+    runs = {
+        p.name: p
+        for p in parent.iterdir()
+        if p.is_dir() and _family_name(p.name) != _family_name(directory.name) and holds_run(p)
+    }
+    close = difflib.get_close_matches(directory.name, sorted(runs), n=1, cutoff=0.8)
+    return runs[close[0]] if close else None

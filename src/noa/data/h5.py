@@ -86,7 +86,18 @@ def open_dataset(path: str | Path) -> h5py.File:
     """Open a dataset file read-only, with one clear message for the usual mistakes."""
     p = Path(path)
     if not p.exists():
-        raise NoaError(f"dataset {p} does not exist; create one with `noa data generate --out {p}`")
+        from noa.data.partial import partial_of, resume_command
+
+        command = resume_command(p)
+        if command is not None:
+            raise NoaError(
+                f"dataset {p} does not exist yet: its generation was interrupted and the samples replayed so far are "
+                f"in {partial_of(p)}; continue it with `{command}`"
+            )
+        raise NoaError(
+            f"dataset {p} does not exist; create one with `noa data generate --out {p} --n-samples N` "
+            "(see `noa data generate --help` for the grid, T and family)"
+        )
     if p.is_dir():
         raise NoaError(f"dataset {p} is a directory; pass the path of an .h5 file")
     if zipfile.is_zipfile(p):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from noa.operators.space import ParameterSpace
 from noa.run_family import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
+from noa.tokenizer.io import tokenizer_fingerprint
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
 
@@ -54,6 +55,10 @@ NO_TOKENIZER = (
     "no tokenizer: the checkpoint was trained without --vqvae-path (L_traj only); "
     "pass --vqvae-path to tokenize its rollouts"
 )
+OTHER_TOKENIZER = (
+    "the NOA's latent projector was trained against another tokenizer, so its alignment with this one means nothing"
+)
+OTHER_TOKENIZER_SHORT = "not the run's tokenizer: alignment sections skipped, token figures are another tokenizer's"
 DEFAULT_LATENT_SAMPLE_STEPS = 3  # the guide's recommended --latent-sample-steps
 PLOTTED_OPERATORS = 3
 THETA_PER_LINE = 5  # decoded θ parameters per line of a frames-figure row title
@@ -85,6 +90,7 @@ class DiagnosticsResult:
     rollout: RolloutQuality
     cno_reconstruction: float | None  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
     text: str = ""
+    warnings: list[str] = field(default_factory=list)  # said in the report's header (and its verdict)
 
     @property
     def assessments(self) -> dict[str, str | None]:
@@ -145,6 +151,8 @@ def evaluate(
     batch_size: int = 8,
     zero_theta: bool = False,
     rows: np.ndarray | None = None,
+    no_tokens: bool = False,
+    t_source: str = "--timesteps",
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
@@ -154,7 +162,9 @@ def evaluate(
     run's T, else the dataset's. ``zero_theta`` feeds the NOA θ = 0 instead of each sample's θ
     (an ablation: how much the model uses θ); the CNO targets keep their own θ. ``rows``
     overrides the held-out choice with given dataset rows (benchmarks use it to compare
-    training and held-out θ).
+    training and held-out θ). The rollout measures run at any ``timesteps``; the token sections
+    are skipped, with one line saying why, where the tokenizer was trained on another T or on
+    ``no_tokens``. ``t_source`` names where a given ``timesteps`` came from, for the messages.
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -165,21 +175,23 @@ def evaluate(
     if dataset is None:
         raise NoaError("the checkpoint does not record its dataset; pass --dataset")
     model, projector = build_model(ckpt, device)
-    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None else None
+    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None and not no_tokens else None
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
         same_data = _is_training_data(f, dataset, ckpt, noa_checkpoint)
-    if timesteps is not None:
-        t_source = "--timesteps"
-    elif args.get("timesteps") is not None:
+    if timesteps is None and args.get("timesteps") is not None:
         timesteps, t_source = int(args["timesteps"]), f"checkpoint {noa_checkpoint} (its training --timesteps)"
-    else:
+    elif timesteps is None:
         timesteps, t_source = info.timesteps, f"dataset {dataset}"
     if timesteps < 1:
         raise NoaError(f"--timesteps must be >= 1; got {timesteps}")
-    check_fit(model, projector, tokenizer, info, timesteps, t_source, noa_checkpoint, vqvae_path)
-    if tokenizer is None:
-        projector = None  # its latents have nothing to be compared with
+    no_tokens_reason, skip_note = _no_tokens_reason(tokenizer, vqvae_path, timesteps, t_source, no_tokens)
+    if no_tokens_reason != NO_TOKENIZER:
+        tokenizer = None  # the rollout measures need no tokenizer, at any horizon
+    check_fit(model, projector, tokenizer, info, noa_checkpoint, vqvae_path)
+    warnings = _other_tokenizer(ckpt, noa_checkpoint, vqvae_path) if tokenizer is not None else []
+    if tokenizer is None or warnings:
+        projector = None  # its latents have nothing (or another tokenizer's) to be compared with
 
     if rows is None:
         rows, notes = held_out_rows(
@@ -187,9 +199,12 @@ def evaluate(
         )
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
-    notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path) + _sibling_notes(
-        Path(noa_checkpoint)
-    )
+    if no_tokens_reason == NO_TOKENIZER and not warnings:
+        notes += _tokenizer_notes(recorded_path(ckpt, noa_checkpoint, "vqvae_path"), vqvae_path)
+    elif not warnings:
+        notes.append(f"token sections skipped: {skip_note}")
+        vqvae_path = None
+    notes += _sibling_notes(Path(noa_checkpoint), ckpt)
     k = int(args.get("latent_sample_steps", DEFAULT_LATENT_SAMPLE_STEPS))
     steps = sample_steps(timesteps, k if k == -1 else min(k, timesteps))
     times = sorted({0, timesteps // 3, (2 * timesteps) // 3, timesteps})
@@ -205,10 +220,42 @@ def evaluate(
     run = run_summary(ckpt, info)
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
     result = _result(
-        noa_checkpoint, vqvae_path, dataset, timesteps, rows, notes, run, tokenizer, data, steps, batch_size, rules
+        noa_checkpoint,
+        vqvae_path,
+        dataset,
+        timesteps,
+        rows,
+        notes,
+        run,
+        tokenizer,
+        data,
+        steps,
+        batch_size,
+        rules,
+        no_tokens_reason,
+        OTHER_TOKENIZER if warnings else SKIP_REASON,
     )
+    if warnings:
+        result.warnings = warnings
+        result.verdict += f" (WARNING: {OTHER_TOKENIZER_SHORT})"
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
+
+
+def _no_tokens_reason(
+    tokenizer: CategoricalVQVAE | None, vqvae_path: Path | None, timesteps: int, t_source: str, no_tokens: bool
+) -> tuple[str, str]:
+    """Why the token sections are skipped, short (each section's line) and in full (the one note):
+    NO_TOKENIZER when there is no tokenizer or they run (then ``tokenizer`` decides)."""
+    if no_tokens and vqvae_path is not None:
+        return "--no-tokens", "--no-tokens (the rollout measures need no tokenizer)"
+    if tokenizer is not None and tokenizer.config.timesteps != timesteps:
+        return (
+            f"the tokenizer was trained on T={tokenizer.config.timesteps}, not T={timesteps} (see the note above)",
+            f"tokenizer {vqvae_path} was trained on T={tokenizer.config.timesteps} and this evaluation runs "
+            f"T={timesteps} ({t_source}); the rollout measures run at any T, the token sections at the tokenizer's",
+        )
+    return NO_TOKENIZER, NO_TOKENIZER
 
 
 def input_path(given: str | Path | None, ckpt: dict, checkpoint: str | Path, key: str) -> Path | None:
@@ -235,20 +282,47 @@ def _is_training_data(f: h5py.File, dataset: Path, ckpt: dict, checkpoint: str |
     return stored is not None and stored == h5.fingerprint_of(f)
 
 
+def _other_tokenizer(ckpt: dict, checkpoint: str | Path, used: Path | None) -> list[str]:
+    """The header's warning when the tokenizer is not the run's (by content where the checkpoint
+    recorded its fingerprint, else by path): its latent projector was trained against another."""
+    trained_with = recorded_path(ckpt, checkpoint, "vqvae_path")
+    if used is None or trained_with is None:
+        return []
+    stored = (ckpt.get("fingerprints") or {}).get("tokenizer")
+    if stored is not None and (used / "weights.pt").is_file():
+        same = tokenizer_fingerprint(used) == stored
+    else:
+        same = trained_with.resolve() == used.resolve()
+    if same:
+        return []
+    return [
+        f"tokenizer {used} is not the one the NOA was trained with ({trained_with}): {OTHER_TOKENIZER}; "
+        "reconstruction, diversity and token agreement are this tokenizer's view of the rollouts. "
+        "Leave --vqvae-path out to diagnose with the run's own tokenizer"
+    ]
+
+
 def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
     """Notes when the tokenizer is not the one the NOA was trained with, or there is none."""
     if used is None:
         return [f"token sections skipped: {NO_TOKENIZER}"]
     if trained_with is None:
         return [f"the NOA was trained without a tokenizer (L_traj only); its rollouts are tokenized with {used}"]
-    if trained_with.resolve() != used.resolve():
-        return [f"the NOA was trained with tokenizer {trained_with}, not this one"]
     return []
 
 
-def _sibling_notes(checkpoint: Path) -> list[str]:
-    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint."""
-    newer = newer_sibling_checkpoint(checkpoint)
+def run_identity(ckpt: dict) -> tuple[Any, ...]:
+    """What makes two checkpoints runs of one experiment: the training data (by content), how the
+    run started (fresh, or a fine-tune of which checkpoint) and the architecture."""
+    args = ckpt.get("args") or {}
+    return ((ckpt.get("fingerprints") or {}).get("dataset"), args.get("init_from"), ckpt.get("config"))
+
+
+def _sibling_notes(checkpoint: Path, ckpt: dict) -> list[str]:
+    """One note when a sibling run directory (NAME-2, … beside this one) holds a newer checkpoint
+    of a run of the same identity (a fine-tune there is not a newer version of this run)."""
+    mine = run_identity(ckpt)
+    newer = newer_sibling_checkpoint(checkpoint, lambda other: run_identity(load_checkpoint(other)) == mine)
     if newer is None:
         return []
     return [
@@ -310,8 +384,6 @@ def check_fit(
     projector: LatentProjector | None,
     tokenizer: CategoricalVQVAE | None,
     info: h5.DatasetInfo,
-    timesteps: int,
-    t_source: str,
     checkpoint: str | Path,
     vqvae_path: str | Path | None,
 ) -> None:
@@ -330,7 +402,7 @@ def check_fit(
             f"{ds} has {info.grid}"
         )
     if tokenizer is not None:
-        problems += _tokenizer_problems(projector, tokenizer, info, timesteps, t_source, ck, tk, ds)
+        problems += _tokenizer_problems(projector, tokenizer, info, ck, tk, ds)
     if projector is not None and projector.in_channels != cfg.bottleneck_channels:
         problems.append(
             f"bottleneck: {ck}'s latent projector takes {projector.in_channels} channels, "
@@ -348,13 +420,12 @@ def _tokenizer_problems(
     projector: LatentProjector | None,
     tokenizer: CategoricalVQVAE,
     info: h5.DatasetInfo,
-    timesteps: int,
-    t_source: str,
     ck: str,
     tk: str,
     ds: str,
 ) -> list[str]:
-    """The ways a tokenizer disagrees with the dataset, the horizon and the checkpoint's projector."""
+    """The ways a tokenizer disagrees with the dataset and the checkpoint's projector (another T
+    skips the token sections instead: see _no_tokens_reason)."""
     tok = tokenizer.config
     problems = []
     if tok.grid != info.grid:
@@ -363,8 +434,6 @@ def _tokenizer_problems(
         problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
     elif tok.feature_names != feature_names(info.channels):
         problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
-    if tok.timesteps != timesteps:
-        problems.append(f"timesteps: {tk} was trained on T={tok.timesteps}, {t_source} gives T={timesteps}")
     if projector is not None and projector.latent_dim != tokenizer.latent_dim:
         problems.append(
             f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
@@ -378,7 +447,16 @@ def held_out_rows(
     """Sorted dataset rows to evaluate and notes saying where they come from; ``same_data``:
     the dataset holds the run's training samples (its split is then rebuilt and left out);
     otherwise rows holding a training sample of ``trained_on`` (by content) are left out."""
-    notes: list[str] = []
+    candidates, origin = held_out_pool(dataset, args, same_data, trained_on)
+    rows, notes = choose_rows(candidates, n_samples, seed)
+    return rows, [f"held-out pool: {origin}", *notes]
+
+
+def held_out_pool(
+    dataset: str | Path, args: dict, same_data: bool, trained_on: Path | None = None
+) -> tuple[np.ndarray, str]:
+    """Every row of ``dataset`` held out from one run (see :func:`held_out_rows`), and where the
+    pool comes from; NoaError when none is left."""
     every = usable_rows(dataset, None)
     none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
@@ -410,17 +488,29 @@ def held_out_rows(
         )
     if not len(candidates):
         raise NoaError(f"no held-out samples: {none_left}")
-    notes.append(f"held-out pool: {origin}")
+    return candidates, origin
+
+
+def checkpoint_pool(checkpoint: str | Path, dataset: str | Path) -> tuple[np.ndarray, str]:
+    """The rows of ``dataset`` held out from the run that wrote ``checkpoint`` (its training
+    rows left out, whichever file they came from), and where the pool comes from."""
+    ckpt = load_checkpoint(checkpoint)
+    dataset = Path(dataset)
+    with h5.open_dataset(dataset) as f:
+        same_data = _is_training_data(f, dataset, ckpt, checkpoint)
+    return held_out_pool(dataset, ckpt.get("args") or {}, same_data, recorded_path(ckpt, checkpoint, "dataset"))
+
+
+def choose_rows(candidates: np.ndarray, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:
+    """``n_samples`` of the ``candidates`` (all when fewer), chosen with ``seed``, sorted; and notes."""
     if len(candidates) < n_samples:
-        notes.append(
+        return np.sort(candidates), [
             f"only {len(candidates)} held-out samples are available (asked for {n_samples}); using all of them"
-        )
-        return np.sort(candidates), notes
+        ]
     if len(candidates) > n_samples:
         pick = torch.randperm(len(candidates), generator=generator(seed, "diagnose/samples"))[:n_samples].numpy()
-        notes.append(f"evaluating {n_samples} of them, chosen with --seed {seed}")
-        return np.sort(candidates[pick]), notes
-    return np.sort(candidates), notes
+        return np.sort(candidates[pick]), [f"evaluating {n_samples} of them, chosen with --seed {seed}"]
+    return np.sort(candidates), []
 
 
 def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, args: dict) -> np.ndarray:
@@ -544,11 +634,13 @@ def _result(
     steps: list[int],
     batch_size: int,
     rules: list[str] | None = None,
+    no_tokens_reason: str = NO_TOKENIZER,
+    no_projector_reason: str = SKIP_REASON,
 ) -> DiagnosticsResult:
     sections: dict[str, Any] = {"reconstruction": None, "diversity": None, "alignment": None, "consistency": None}
     skipped: dict[str, str] = {}
     if tokenizer is None:
-        skipped = {name: NO_TOKENIZER for name in SECTION_NAMES}
+        skipped = {name: no_tokens_reason for name in SECTION_NAMES}
     else:
         assert data.tokens_noa is not None and data.features_noa is not None  # collected whenever there is a tokenizer
         counts = guide.code_counts(list(data.tokens_noa.T), tokenizer.codebook_sizes)
@@ -558,7 +650,7 @@ def _result(
         sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
         sections["consistency"] = guide.consistency(data.norms)
     elif tokenizer is not None:
-        skipped = {name: SKIP_REASON for name in SECTION_NAMES[2:]}
+        skipped = {name: no_projector_reason for name in SECTION_NAMES[2:]}
     assessed = [s.assessment for s in sections.values() if s is not None]
     alignment_verdict = (
         guide.final_verdict(assessed, aligned=data.projected is not None) if tokenizer is not None else None
@@ -575,9 +667,9 @@ def _result(
     )
     detail = rating.combine(
         [
-            rating.alignment_criterion(alignment_verdict, NO_TOKENIZER),
+            rating.alignment_criterion(alignment_verdict, no_tokens_reason),
             rating.rollout_criterion(rollout),
-            rating.agreement_criterion(rollout, NO_TOKENIZER),
+            rating.agreement_criterion(rollout, no_tokens_reason),
         ]
     )
     cno_reconstruction = None

@@ -22,7 +22,7 @@ from noa.diagnostics.rollout_quality import VRMSE_INFLATED, RolloutQuality
 
 DPI = 110
 NO_SKILL = "no skill: persistence (IC held)"
-FRAME_MEAN = "no skill: each frame's spatial mean (VRMSE = 1)"
+FRAME_MEAN = "no skill: frame mean (VRMSE = 1)"
 SERIES_STYLES: dict[str, dict[str, Any]] = {
     "points": {"marker": "o"},
     "batch": {"linewidth": 0.6, "alpha": 0.45},
@@ -65,7 +65,7 @@ def training_curves(curves: TrainingCurves | None, path: Path) -> Path | None:
 def error_figure(quality: RolloutQuality) -> Figure:
     """NOA MSE per step against the noise and family floors and persistence (no skill); VRMSE
     beside it with the floor and the frame-mean line (no skill)."""
-    fig = _figure(9.0, 3.4)
+    fig = _figure(10.0, 3.8)
     left, right = fig.subplots(1, 2)
     left.plot(quality.steps, quality.mse, marker="o", label="NOA vs CNO (realization 0)")
     left.plot(quality.steps, quality.floor, linestyle="--", label="noise floor (same operator)")
@@ -76,7 +76,7 @@ def error_figure(quality: RolloutQuality) -> Figure:
     left.set_xlabel("horizon step")
     left.set_ylabel("MSE")
     left.set_title("MSE")
-    left.legend(fontsize="small")
+    left.legend(fontsize="x-small", loc="best", framealpha=0.8)
     # Medians: a few near-uniform CNO frames (tiny spatial variance) dominate VRMSE means, so the
     # scale is set by the medians and the mean may leave the axes; its label says why.
     right.plot(quality.steps, quality.vrmse_median, marker="o", color="tab:red", label="NOA (median)")
@@ -94,7 +94,7 @@ def error_figure(quality: RolloutQuality) -> Figure:
     right.set_xlabel("horizon step")
     right.set_ylabel("RMSE / std(CNO frame), per channel")
     right.set_title("VRMSE")
-    right.legend(fontsize="small")
+    right.legend(fontsize="x-small", loc="best", framealpha=0.8)  # inside the axes, whatever it covers least
     for ax in (left, right):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
@@ -110,7 +110,7 @@ def mean_label(quality: RolloutQuality) -> str:
     """The legend entry of the NOA's mean VRMSE: how many frames lift it above the median."""
     return (
         f"NOA (mean; {quality.vrmse_frames_inflated} of {quality.vrmse_frames} frames above "
-        f"{VRMSE_INFLATED:g}, off the scale when they dominate)"
+        f"{VRMSE_INFLATED:g},\noff the scale when they dominate)"
     )
 
 
@@ -179,3 +179,30 @@ def codebook_usage(
     for ax in axes[n:]:
         ax.set_visible(False)
     return _save(fig, path)
+
+
+def comparison_figure(runs: dict[str, tuple[list[int], list[float], list[float]]], baseline: Any) -> Figure:
+    """One line per run: MSE per step against the noise floor and persistence (the same rows for
+    every run, so one of each), and VRMSE (median over samples) against the frame-mean line."""
+    fig = _figure(10.0, 3.8)
+    left, right = fig.subplots(1, 2)
+    for label, (steps, mse, vrmse) in runs.items():
+        left.plot(steps, mse, marker="o", markersize=3, label=label)
+        right.plot(steps, vrmse, marker="o", markersize=3, label=label)
+    left.plot(baseline.steps, baseline.floor, linestyle="--", color="black", label="noise floor")
+    left.plot(baseline.steps, baseline.persistence, linestyle="-.", color="gray", label=NO_SKILL)
+    right.axhline(1.0, color="black", linewidth=0.8, label="no skill: frame mean (VRMSE = 1)")
+    left.set_yscale("log", nonpositive="mask")
+    right.set_yscale("log", nonpositive="mask")
+    for ax, title, unit in ((left, "MSE", "MSE"), (right, "VRMSE (median over samples)", "RMSE / std(CNO frame)")):
+        ax.set_title(title)
+        ax.set_xlabel("horizon step")
+        ax.set_ylabel(unit)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize="x-small", loc="best", framealpha=0.8)
+    return fig
+
+
+def comparison(runs: dict[str, tuple[list[int], list[float], list[float]]], baseline: Any, path: Path) -> Path:
+    """The comparison's error-vs-horizon PNG (see :func:`comparison_figure`)."""
+    return _save(comparison_figure(runs, baseline), path)

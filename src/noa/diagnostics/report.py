@@ -48,12 +48,14 @@ def diagnose(
     seed: int = 0,
     out_dir: str | Path | None = None,
     batch_size: int = 8,
+    no_tokens: bool = False,
     log: Callable[[str], None] = print,
 ) -> DiagnosticsResult:
     """Evaluate a checkpoint; log the report; write ``out_dir`` when given.
 
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
-    ``timesteps`` defaults to the training run's T, else the dataset's.
+    ``timesteps`` defaults to the training run's T, else the dataset's; at another T than the
+    tokenizer's (or with ``no_tokens``) the token sections are skipped, the rollout measures run.
     """
     # One diagnosis per --out at a time: a second is refused rather than interleaving its files.
     with outputs.exclusive(out_dir, "--out") if out_dir is not None else nullcontext():
@@ -67,6 +69,7 @@ def diagnose(
             seed=seed,
             out_dir=None if out_dir is None else Path(out_dir),
             batch_size=batch_size,
+            no_tokens=no_tokens,
             log=log,
         )
 
@@ -82,6 +85,7 @@ def _diagnose(
     seed: int,
     out_dir: Path | None,
     batch_size: int,
+    no_tokens: bool,
     log: Callable[[str], None],
 ) -> DiagnosticsResult:
     if out_dir is not None:
@@ -97,6 +101,7 @@ def _diagnose(
         device=device,
         seed=seed,
         batch_size=batch_size,
+        no_tokens=no_tokens,
         log=log,
     )
     result = run.result
@@ -123,6 +128,7 @@ def format_report(r: DiagnosticsResult) -> str:
     if family:
         lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
+    lines += [f"WARNING: {warning}" for warning in r.warnings]
     lines += [f"note: {note}" for note in r.notes]
     lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
     lines += ["", "2. Token Diversity", *_diversity_lines(r)]
@@ -254,7 +260,10 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
         f"(mean {q.overall_vrmse:.3f}; {q.vrmse_frames_inflated} of {q.vrmse_frames} frames have VRMSE > {VRMSE_INFLATED:g}), "
         f"noise floor {q.overall_floor:.4g}, MSE/floor {_ratio(q.overall_ratio)} (horizon-averaged: mean MSE / mean floor; "
         f"persistence {_ratio(q.overall_persistence_ratio)})",
-        f"MSE/floor per operator (each one's horizon-averaged ratio), median over operators: {_ratio(q.median_operator_ratio)}",
+        f"Per operator (each one's horizon-averaged ratio, median over operators): MSE/persistence "
+        f"{_ratio(q.median_operator_persistence)} (robust; below 1 beats holding the IC); MSE/floor "
+        f"{_ratio(q.median_operator_ratio)} (led by operators whose nearly noise-free CNO has a tiny floor, "
+        "so often far above the overall MSE/floor, which weights operators by their MSE)",
         *_rule_lines(q),
     ]
     return lines + _token_lines(r)
@@ -267,7 +276,8 @@ def _rule_lines(q: RolloutQuality) -> list[str]:
     lines = ["Per update rule (horizon-averaged MSE / noise floor):"]
     lines += [
         f"  {rule:<10} {g.operators:>4} operator{'' if g.operators == 1 else 's'}: MSE/floor {_ratio(g.ratio)}, median over operators "
-        f"{_ratio(g.median_operator_ratio)}, persistence {_ratio(g.persistence_ratio)}"
+        f"{_ratio(g.median_operator_ratio)}, persistence {_ratio(g.persistence_ratio)}; per-operator MSE/persistence, "
+        f"median {_ratio(g.median_operator_persistence)}"
         for rule, g in q.by_rule.items()
     ]
     return lines
@@ -525,14 +535,23 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="dataset .h5 (default: the checkpoint's training dataset, wherever the run is read from)",
     )
+    parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
+    add_evaluation_arguments(parser, "the training run's T")
+
+
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) -> None:
+    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share."""
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument(
         "--timesteps",
         type=int,
         default=None,
-        help="rollout length T (default: the training run's T); must equal the tokenizer's T",
+        help=f"rollout length T (default: {default_t}); the rollout measures run at any T, the token "
+        "sections at the tokenizer's T (skipped with one line at another)",
     )
-    parser.add_argument("--out", default=None, help="report directory (default: <checkpoint dir>/diagnostics)")
+    parser.add_argument(
+        "--no-tokens", action="store_true", help="skip the token sections: rollout measures only (no tokenizer is read)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument(
         "--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0"
@@ -543,15 +562,19 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
 def run_diagnose(args: argparse.Namespace) -> int:
     """Run `noa diagnose` from parsed flags; prints the report and writes the report directory."""
     out = Path(args.out) if args.out else Path(args.noa_checkpoint).parent / "diagnostics"
-    diagnose(
-        args.noa_checkpoint,
-        args.vqvae_path,
-        args.dataset,
+    diagnose(args.noa_checkpoint, args.vqvae_path, args.dataset, out_dir=out, **evaluation_options(args))
+    return 0
+
+
+def evaluation_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`add_evaluation_arguments`' flags, checked."""
+    if args.n_samples < 1 or args.batch_size < 1:
+        raise NoaError(f"--n-samples and --batch-size must be >= 1; got {args.n_samples} and {args.batch_size}")
+    return dict(
         n_samples=args.n_samples,
         timesteps=args.timesteps,
         device=resolve_device(args.device),
         seed=args.seed,
-        out_dir=out,
         batch_size=args.batch_size,
+        no_tokens=args.no_tokens,
     )
-    return 0

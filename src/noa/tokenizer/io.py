@@ -8,6 +8,7 @@ so a reader never sees half a file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -140,6 +141,14 @@ def _read_json(path: Path, *, required: bool) -> object:
         raise NoaError(f"{path} is not valid JSON ({err}); retrain the tokenizer or restore the file") from err
 
 
+def tokenizer_fingerprint(path: str | Path) -> str:
+    """A hash of a tokenizer directory's config and weights: what L_commit/L_latent are measured by."""
+    digest = hashlib.blake2b(digest_size=12)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        digest.update((Path(path) / name).read_bytes())
+    return digest.hexdigest()
+
+
 def check_compatible(
     tokenizer_config: TokenizerConfig,
     *,
@@ -150,6 +159,28 @@ def check_compatible(
     source: str,
 ) -> None:
     """Raise one NoaError listing every way ``source``'s features differ from the tokenizer's."""
+    problems = compatibility_problems(
+        tokenizer_config, feature_names=feature_names, timesteps=timesteps, channels=channels, grid=grid, source=source
+    )
+    if problems:
+        raise NoaError(
+            f"the tokenizer does not fit {source}:\n  - "
+            + "\n  - ".join(problems)
+            + "\nUse a tokenizer trained on features of this data (noa vqvae train)."
+        )
+
+
+def compatibility_problems(
+    tokenizer_config: TokenizerConfig,
+    *,
+    feature_names: Mapping[str, list[str]],
+    timesteps: int | None,
+    channels: int,
+    grid: int,
+    source: str,
+) -> list[str]:
+    """Every way ``source``'s features differ from the tokenizer's, one line each (``timesteps``
+    None: the caller says where its T came from itself)."""
     cfg = tokenizer_config
     problems = []
     for family in FAMILIES:
@@ -170,14 +201,9 @@ def check_compatible(
             else:
                 problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
     for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
-        if getattr(cfg, name) != size:
+        if size is not None and getattr(cfg, name) != size:
             problems.append(f"{name}: tokenizer has {getattr(cfg, name)}, {source} has {size}")
-    if problems:
-        raise NoaError(
-            f"the tokenizer does not fit {source}:\n  - "
-            + "\n  - ".join(problems)
-            + "\nUse a tokenizer trained on features of this data (noa vqvae train)."
-        )
+    return problems
 
 
 def tokenizer_info(path: str | Path) -> str:

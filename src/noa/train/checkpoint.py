@@ -50,6 +50,13 @@ API_FIX = "pass a checkpoint file that noa train wrote (best_model.pt, epoch_N.p
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", fix: str = CLI_FIX) -> dict[str, Any]:
     """Load a checkpoint safely; NoaError naming the file if it is missing, torn or unsafe."""
     path = Path(path)
+    if path.is_dir() and _is_tokenizer_dir(path):
+        where = (
+            f"load it with noa.load_tokenizer({str(path)!r}), and a NOA with noa.load(CHECKPOINT_FILE)"
+            if fix == API_FIX
+            else "pass it as --vqvae-path, and a NOA checkpoint file (e.g. checkpoints/noa/best_model.pt) as the checkpoint"
+        )
+        raise NoaError(f"{path} is a tokenizer directory (noa vqvae train wrote it), not a NOA checkpoint; {where}")
     if path.is_dir():
         found = sorted(p.name for p in run_checkpoints(path))
         inside = (
@@ -68,6 +75,12 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
     if "model_state_dict" not in obj:
         raise NoaError(f"checkpoint {path} has no model_state_dict")
     return obj
+
+
+def _is_tokenizer_dir(path: Path) -> bool:
+    """Whether ``path`` is a tokenizer directory (its config.json carries the tokenizer's format marker)."""
+    config = path / "config.json"
+    return config.is_file() and '"noa-tokenizer"' in config.read_text(errors="replace")
 
 
 def recorded_args(flags: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ only place that order is decided.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import math
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +36,7 @@ PER_RUN = (
     "device",
     "max_steps",
     "overwrite",
+    "new_ok",
     "compile",
     "cuda_graphs",
     "activation_checkpointing",
@@ -69,6 +71,7 @@ NOT_INHERITED_BY_FINETUNE = (
     "lr",
     "early_stop_patience",
     "one_step_steps",
+    "warmup_steps",
 )
 # What a fine-tune starts with unless a flag says otherwise: it starts from a model that has
 # already learned the one-step map, so no one-step phase (--one-step-steps N asks for one).
@@ -89,7 +92,10 @@ DATA_DEFAULTS = {
     "timesteps": "the tokenizer's T with --vqvae-path, else the dataset's",
     "bptt_window": "32, or T when T is shorter",
     "one_step_steps": "half of the run's batches; none for a fine-tune",
+    "warmup_steps": "500, or a tenth of the run's batches when that is fewer",
 }
+# The guide's warmup: a run of fewer than ten times as many batches warms up for a tenth of them.
+GUIDE_WARMUP = 500
 
 
 @dataclass
@@ -113,7 +119,7 @@ class TrainConfig:
     lambda_latent: float = 0.5
     latent_sample_steps: int = 3
     lr_schedule: str = "cosine"
-    warmup_steps: int = 500
+    warmup_steps: int = GUIDE_WARMUP  # settle.py lowers it for a short run unless given
     checkpoint_dir: str = "checkpoints/noa"
     save_every: int = 200
     early_stop_patience: int | None = None
@@ -137,6 +143,7 @@ class TrainConfig:
     init_from: str | None = None
     max_steps: int | None = None
     overwrite: bool = False
+    new_ok: bool = False
     model: UAFNOConfig = field(default_factory=UAFNOConfig)
 
     def flags(self) -> dict[str, Any]:
@@ -272,6 +279,12 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     ),
     "max_steps": (int, True, "stop after this many batches in this invocation (for tests and smoke runs)"),
     "overwrite": (bool, False, "start a fresh run in a --checkpoint-dir that already holds checkpoints, deleting them"),
+    "new_ok": (
+        bool,
+        False,
+        "with --resume auto: start a new run in a --checkpoint-dir that does not exist even when a run of a close "
+        "name is beside it (without it, that is refused as a likely typo: 'did you mean …?')",
+    ),
 }
 assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
 
@@ -293,7 +306,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for key, (kind, _, help_text) in _FLAGS.items():
         text = f"{help_text} (default: {_default_text(key)})"
         if kind is bool:
-            action: Any = "store_true" if key == "overwrite" else argparse.BooleanOptionalAction
+            action: Any = "store_true" if key in ("overwrite", "new_ok") else argparse.BooleanOptionalAction
             parser.add_argument(flag_name(key), action=action, default=None, help=text)
             continue
         extra: dict[str, Any] = {"choices": list(_CHOICES[key])} if key in _CHOICES else {}
@@ -355,8 +368,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     out = {str(k).lstrip("-").replace("-", "_"): v for k, v in data.items()}
     unknown = sorted(set(out) - set(_FLAGS))
     if unknown:
-        raise NoaError(f"--config {p} has unknown keys: {', '.join(unknown)}")
+        raise NoaError(f"--config {p} has unknown keys: {', '.join(_with_guess(k) for k in unknown)}")
     return {k: coerce(k, v, f"--config {p}") for k, v in out.items()}
+
+
+def _with_guess(key: str) -> str:
+    """An unknown config key, with the flag name it is closest to (as the command line does for flags)."""
+    close = difflib.get_close_matches(key, list(_FLAGS), n=1, cutoff=0.75)
+    return f"{key} (did you mean {close[0]}?)" if close else key
 
 
 def requested_flags(cli: dict[str, Any], file_values: dict[str, Any]) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from noa.seeding import derive_seed
 from noa.train import finished, rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
+from noa.train.config import GUIDE_WARMUP
 from noa.train.one_step import state_picks, train_one_step_batch
 from noa.train.optim import build_optimizer
 from noa.train.phases import ONE_STEP, PHASES, ROLLOUT, one_step_end, phase_of, teacher_forced, teacher_forcing_end
@@ -174,6 +175,19 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
     return lines
 
 
+def _lr_line(run: Run, batches_per_epoch: int) -> str:
+    """The header's LR line: the peak, the schedule and the warmup, and why the warmup is what it is."""
+    cfg = run.config
+    total = cfg.epochs * batches_per_epoch
+    if "warmup_steps" not in run.followed:
+        why = "--warmup-steps" if run.start.kind != "resume" else "kept by the resume"
+    elif cfg.warmup_steps < GUIDE_WARMUP:
+        why = f"default: a tenth of this run's {total} batches, the guide's {GUIDE_WARMUP} being too long for it; --warmup-steps sets it"
+    else:
+        why = "default: the guide's; --warmup-steps sets it"
+    return f"LR: peak {cfg.lr:.2e}, {cfg.lr_schedule} schedule; warmup {_batches(cfg.warmup_steps)} ({why})"
+
+
 class Trainer:
     """One settled training run; see the module docstring for its shape."""
 
@@ -283,6 +297,7 @@ class Trainer:
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters; step: {run.execution.describe()}; threads {torch.get_num_threads()}"
         )
+        log.info(_lr_line(run, self.batches_per_epoch))
         step = self.state.cursor.global_step
         if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"

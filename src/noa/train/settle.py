@@ -8,7 +8,6 @@ result, so a mistake costs no model construction, no file written and no file de
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -22,16 +21,17 @@ from noa.data import h5
 from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
-from noa.features import feature_names
-from noa.model import UAFNOConfig, check_grid
+from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
-from noa.run_family import checkpoints_in
+from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
+from noa.tokenizer.io import tokenizer_fingerprint
 from noa.train import config as flags_module
 from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
+from noa.train.fit import check_fit, origin
 
 log = logging.getLogger("noa.train")
 
@@ -81,19 +81,12 @@ class Run:
     tokenizer_fingerprint: str | None
     ranks: Ranks = Ranks()
     execution: Execution = Execution()
+    followed: tuple[str, ...] = ()  # settings whose default followed the data or the run's length
 
     @property
     def global_batch(self) -> int:
         """Samples per optimizer step over all ranks (``--batch-size`` is per rank)."""
         return self.config.batch_size * self.ranks.world_size
-
-
-def tokenizer_fingerprint(path: str | Path) -> str:
-    """A hash of a tokenizer directory's config and weights: what L_commit/L_latent are measured by."""
-    digest = hashlib.blake2b(digest_size=12)
-    for name in ("config.json", "weights.pt"):
-        digest.update((Path(path) / name).read_bytes())
-    return digest.hexdigest()
 
 
 def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
@@ -122,10 +115,17 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
             train = split_rows(usable_rows_of(f, info, values["n_samples"]), values["val_split"], values["seed"]).train
             return len(train) // max(1, values["batch_size"] * ranks.world_size)
 
-        cfg = _resolve(explicit, start, info, ranks, batches_per_epoch)
+        cfg, followed = _resolve(explicit, start, info, ranks, batches_per_epoch)
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
+    resumed = start.file if start.kind == "resume" else None
+    check_fit(
+        cfg,
+        info,
+        t_origin=origin("timesteps", cli, file_values, resumed if "timesteps" not in followed else None),
+        tokenizer_origin=_tokenizer_origin(cli, file_values, start),
+    )
     _check_data(cfg, data, ranks)
     tokenizer_fp = _check_tokenizer(cfg, start, info)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
@@ -154,6 +154,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         tokenizer_fingerprint=tokenizer_fp,
         ranks=ranks,
         execution=execution,
+        followed=followed,
     )
 
 
@@ -163,6 +164,7 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
     if explicit.get("resume") == "auto":
         directory = Path(explicit.get("checkpoint_dir", TrainConfig.checkpoint_dir))
         if not checkpoints_in(directory):
+            _refuse_a_likely_typo(directory, confirmed=bool(explicit.get("new_ok")))
             # One command line for the first start and every restart (torchrun --max-restarts).
             log.info(f"--resume auto: no checkpoint in {directory} yet; starting a fresh run there")
             return StartingPoint("fresh", auto=True)
@@ -175,6 +177,19 @@ def _starting_point(explicit: dict[str, Any]) -> StartingPoint:
         path = Path(explicit["init_from"])
         return StartingPoint("finetune", path, load_checkpoint(path))
     return StartingPoint("fresh")
+
+
+def _refuse_a_likely_typo(directory: Path, confirmed: bool) -> None:
+    """``--resume auto`` starts fresh where no run is yet (elastic restarts), but a directory that
+    does not exist beside a run of a close name is more likely a typo than a new run."""
+    if confirmed or directory.exists():
+        return
+    close = close_run(directory)
+    if close is not None:
+        raise NoaError(
+            f"--checkpoint-dir {directory} does not exist, and {close} beside it holds a run: did you mean {close}? "
+            f"To start a new run in {directory}, confirm it with --resume auto --new-ok"
+        )
 
 
 def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> StartingPoint:
@@ -194,8 +209,9 @@ def _resolve(
     info: h5.DatasetInfo,
     ranks: Ranks,
     batches_per_epoch: Callable[[dict[str, Any]], int],
-) -> TrainConfig:
-    """The effective config: precedence, architecture from the checkpoint, locks, flag checks."""
+) -> tuple[TrainConfig, tuple[str, ...]]:
+    """The effective config (precedence, architecture from the checkpoint, locks, flag checks)
+    and the settings whose defaults followed the data or the run."""
     saved_args = (start.checkpoint or {}).get("args")
     if saved_args is not None:  # a checkpoint from before a flag existed ran without it
         saved_args = {**flags_module.LEGACY_ARGS, **saved_args}
@@ -207,7 +223,7 @@ def _resolve(
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
-    _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
+    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
     if start.checkpoint is not None and "config" in start.checkpoint:
@@ -235,7 +251,7 @@ def _resolve(
     flags_module.validate(cfg)
     if start.kind == "finetune":
         log.info(_kept_by_finetune(cfg, start, explicit))
-    return cfg
+    return cfg, followed
 
 
 def _follow_the_data(
@@ -244,10 +260,13 @@ def _follow_the_data(
     inherited: dict[str, Any],
     info: h5.DatasetInfo,
     batches_per_epoch: Callable[[dict[str, Any]], int],
-) -> None:
+) -> tuple[str, ...]:
     """Every default that follows the data (config.DATA_DEFAULTS), here alone, when neither
     given nor inherited: T is the tokenizer's (which must match) with one, else the dataset's;
-    a window longer than T becomes T; the one-step phase is the run's first half."""
+    a window longer than T becomes T; the one-step phase is the run's first half; the warmup is
+    the guide's 500 batches, or a tenth of a shorter run (500 in a 40-batch run would keep the
+    LR below the peak asked for). Returns the keys that followed."""
+    followed = [k for k in ("timesteps", "warmup_steps") if k not in explicit and k not in inherited]
     if "timesteps" not in explicit and "timesteps" not in inherited:
         if values.get("vqvae_path"):
             from noa.tokenizer.io import load_config
@@ -259,6 +278,9 @@ def _follow_the_data(
         values["bptt_window"] = values["timesteps"]
     if values.get("one_step_steps") is None:
         values["one_step_steps"] = values["epochs"] * batches_per_epoch(values) // 2
+    if "warmup_steps" in followed:
+        values["warmup_steps"] = min(flags_module.GUIDE_WARMUP, values["epochs"] * batches_per_epoch(values) // 10)
+    return tuple(followed)
 
 
 def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:
@@ -326,12 +348,17 @@ def _check_resume_locks(
         )
 
 
+def _tokenizer_origin(cli: dict[str, Any], file_values: dict[str, Any], start: StartingPoint) -> str | None:
+    """Where --vqvae-path came from when the user did not type it: the config file or the checkpoint."""
+    if cli.get("vqvae_path") is not None:
+        return None
+    if "vqvae_path" in file_values:
+        return f"from --config {cli['config']}"
+    return f"kept from {start.file.name}" if start.path is not None else None
+
+
 def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
-    info = data.info
-    if cfg.timesteps > info.timesteps:
-        raise NoaError(
-            f"--timesteps {cfg.timesteps} is more than the dataset's T={info.timesteps}; lower it or generate a longer dataset"
-        )
+    """The split and the batch (the shapes are check_fit's)."""
     if len(data.split.val) == 0:
         raise NoaError("the validation split is empty; raise --val-split or --n-samples")
     if len(data.split.train) < cfg.batch_size * ranks.world_size:
@@ -339,25 +366,13 @@ def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
             f"--batch-size {cfg.batch_size} (x {ranks.world_size} ranks) is larger than the {len(data.split.train)} "
             "training samples; lower the batch size or use more samples"
         )
-    check_grid(cfg.model, info.grid)
 
 
 def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInfo) -> str | None:
-    """The tokenizer fits the data, and a resume keeps the tokenizer it was trained with."""
+    """The tokenizer is whole, and a resume keeps the tokenizer it was trained with (whether it
+    fits the data is check_fit's)."""
     if not cfg.vqvae_path:
         return None
-    from noa.tokenizer import check_compatible
-    from noa.tokenizer.io import load_config
-
-    tokenizer_config = load_config(cfg.vqvae_path)
-    check_compatible(
-        tokenizer_config,
-        feature_names=feature_names(info.channels),
-        timesteps=cfg.timesteps,
-        channels=info.channels,
-        grid=info.grid,
-        source=f"dataset {cfg.dataset} at --timesteps {cfg.timesteps}",
-    )
     weights = Path(cfg.vqvae_path) / "weights.pt"
     if not weights.is_file():
         raise NoaError(
