@@ -230,9 +230,9 @@ def test_the_training_loop_gives_the_one_step_phase_every_realization(
 
     given: list[torch.Tensor] = []
 
-    def spy(obj: Objective, params: torch.Tensor, realizations: torch.Tensor):
+    def spy(obj: Objective, params: torch.Tensor, realizations: torch.Tensor, picks: torch.Tensor | None):
         given.append(realizations)
-        return train_one_step_batch(obj, params, realizations)
+        return train_one_step_batch(obj, params, realizations, picks)
 
     monkeypatch.setattr(loop, "train_one_step_batch", spy)
     train(run_args(tiny_dataset, tmp_path / "ck", n_realizations=2, max_steps=1))
