@@ -40,12 +40,12 @@ TOKENIZER: dict[str, Any] = dict(
 # Many operators, few states of each: the states of one rollout are much alike, so the one-step
 # phase draws one state per operator and batch (--one-step-states 1) and sees every operator
 # once per epoch; it takes all but the last ROLLOUT_BATCHES, the rollouts under L_total the rest.
-ROLLOUT_BATCHES = 24
+ROLLOUT_BATCHES = 12
 NOA: dict[str, Any] = dict(
     n_samples=960,
-    epochs=6,
+    epochs=8,
     batch_size=16,
-    lr=2e-3,
+    lr=5e-3,
     bptt_window=8,
     timesteps=16,
     warmup_steps=20,
