@@ -43,7 +43,8 @@ TOKENIZER: dict[str, Any] = dict(
 ROLLOUT_BATCHES = 12
 NOA: dict[str, Any] = dict(
     n_samples=960,
-    epochs=8,
+    val_split=0.05,
+    epochs=7,
     batch_size=16,
     lr=5e-3,
     bptt_window=8,
@@ -254,7 +255,7 @@ def _stages(
         "seed": seed,
         "device": device,
     }
-    batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * 0.1)) // NOA["batch_size"]  # default --val-split
+    batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * NOA["val_split"])) // NOA["batch_size"]
     total = batches_per_epoch * NOA["epochs"]
     args["one_step_steps"] = max(total // 2, total - ROLLOUT_BATCHES)
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2
