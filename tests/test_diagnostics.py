@@ -30,6 +30,7 @@ from noa.cli import main
 from noa.diagnostics.evaluate import SECTION_NAMES
 from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
+from noa.train.checkpoint import load_checkpoint
 from noa.errors import NoaError
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE
@@ -335,7 +336,7 @@ def test_another_tokenizer_is_a_warning_in_the_header_and_the_verdict(setup, tmp
     from noa.tokenizer.io import tokenizer_fingerprint
 
     # The run records its tokenizer's fingerprint; a copy elsewhere is the same tokenizer, retrained weights are not.
-    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    ckpt = load_checkpoint(setup["checkpoint"])
     ckpt["fingerprints"] = {"tokenizer": tokenizer_fingerprint(setup["tokenizer"])}
     checkpoint = tmp_path / "run" / "best_model.pt"
     checkpoint.parent.mkdir()
@@ -905,7 +906,7 @@ def test_a_fine_tune_in_a_sibling_directory_is_not_called_a_newer_checkpoint(set
     # checkpoints/noa-2 holds a fine-tune of checkpoints/noa on other data: another experiment, written later.
     runs = tmp_path / "checkpoints"
     old, tuned = runs / "noa" / "best_model.pt", runs / "noa-2" / "best_model.pt"
-    ckpt = torch.load(setup["checkpoint"], weights_only=False)
+    ckpt = load_checkpoint(setup["checkpoint"])
     for path in (old, tuned):
         path.parent.mkdir(parents=True)
     torch.save(ckpt, old)

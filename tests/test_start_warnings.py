@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 
 from helpers import run_args
+from noa.train.checkpoint import load_checkpoint
 from noa.train.loop import Trainer, train
 from noa.train.settle import settle
 
@@ -58,7 +58,7 @@ def test_the_default_warmup_follows_a_short_run_and_the_header_says_so(
         "LR: peak 1.00e-03, cosine schedule; warmup 4 batches (default: a tenth of this run's 42 batches, "
         "the guide's 500 being too long for it; --warmup-steps sets it)" in train_log
     )
-    ckpt = torch.load(tmp_path / "ck" / "step_1.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "ck" / "step_1.pt")
     assert ckpt["args"]["warmup_steps"] == 4  # a resume keeps it
 
 
