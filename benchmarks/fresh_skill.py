@@ -20,11 +20,13 @@ import argparse
 import json
 
 import torch
+from common import OneStepSkill
 
 import noa
 from noa.data import h5
 from noa.data.ics import IC_FAMILIES, make_ics
 from noa.families import OperatorFamily, load_family
+from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.replay import noise_free_steps, replay
 from noa.seeding import derive_seed
 
@@ -50,22 +52,23 @@ def measure(
     states = cno[:, steps]
     clean = noise_free_steps(theta, states)
     guess = model(states.flatten(0, 1), theta.repeat_interleave(len(steps), 0)).view_as(states)
-    rules = [family.space.decode(row)["update_policy"] for row in theta]
+    residual = UpdateRule.from_space(family.space).residual(theta)
     out: dict[str, dict] = {}
-    for rule in sorted(set(rules)):
-        rows = torch.tensor([r == rule for r in rules])
+    for rule, rows in ((RESIDUAL, residual), (CONVEX, ~residual)):
+        if not rows.any():
+            continue
         noa_mse = (noa_frames[rows, 1:] - cno[rows, 1:]).pow(2).mean()
         persistence = (cno[rows, :1] - cno[rows, 1:]).pow(2).mean()
-        update = clean[rows] - states[rows]
-        error = (guess[rows] - clean[rows]).pow(2).sum()
+        skill = OneStepSkill()
+        skill.add([rule], guess[rows] - states[rows], clean[rows] - states[rows])
         out[rule] = {
             "operators": int(rows.sum()),
             "horizon_mse_noa": float(noa_mse),
             "horizon_mse_persistence": float(persistence),
             "noa_to_persistence": float(noa_mse / persistence),
-            "one_step_skill": float(1 - error / update.pow(2).sum()),
+            "one_step_skill": skill.pooled()[rule][0],
         }
-    return out
+    return dict(sorted(out.items()))
 
 
 def main() -> None:
