@@ -17,9 +17,9 @@ import torch
 
 from noa.data.ics import IC_FAMILIES, make_ics
 from noa.families.family import OperatorFamily
+from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
-from noa.operators.space import UPDATE_POLICIES
 from noa.seeding import derive_seed, generator
 
 
@@ -77,11 +77,11 @@ def family_difficulty(
     finite = torch.isfinite(states).flatten(1).all(1)
     rows = theta.repeat_interleave(len(steps), dim=0)
     measures = map_roughness(rows[finite], states[finite], seed)
-    column = family.space.position("update_policy")
-    policy = family.space.dims[column]
-    rules = torch.tensor([policy.value(float(u)) == UPDATE_POLICIES[0] for u in rows[finite, column]])
+    rule = UpdateRule.from_space(family.space)
+    assert rule is not None, "a family is a region of the CNO space, which declares its update rule"
+    rules = rule.residual(rows[finite])
     out: dict[str, dict[str, float]] = {}
-    for name, mask in ((UPDATE_POLICIES[0], rules), (UPDATE_POLICIES[1], ~rules)):
+    for name, mask in ((RESIDUAL, rules), (CONVEX, ~rules)):
         if not mask.any():
             continue
         out[name] = {
