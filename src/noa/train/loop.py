@@ -301,12 +301,8 @@ class Trainer:
         step = self.state.cursor.global_step
         if step < one_step_end(cfg):  # not at a resume after it ended
             scale = "divided by dt² or (1-α)²: every operator at unit scale" if self.model.rule else "plain"
-            k = cfg.one_step_states
-            which = (
-                "each state"
-                if k is None or k >= cfg.timesteps
-                else f"{k} of the {cfg.timesteps} states (drawn per epoch)"
-            )
+            k = self._states_per_sample()
+            which = "each state" if k is None else f"{k} of the {cfg.timesteps} states (drawn per epoch)"
             log.info(
                 f"One-step phase for the first {cfg.one_step_steps} batches: {which} of each CNO realization is advanced one "
                 f"step and scored against the CNO's noise-free step ({scale}; total = that loss, traj = its plain MSE); "
@@ -375,15 +371,18 @@ class Trainer:
             return batch["trajectory"][:, :m, : t + 1].to(self.device)
         return replay(batch["params"], batch["ic"].to(self.device), batch["seed"].tolist(), t, m)
 
+    def _states_per_sample(self) -> int | None:
+        """K of --one-step-states K when it takes fewer than all T states; None when it takes every one."""
+        k = self.cfg.one_step_states
+        return None if k is None or k >= self.cfg.timesteps else k
+
     def _picks(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """With --one-step-states K, the K states per sample and realization of a one-step batch."""
-        k = self.cfg.one_step_states
-        if k is None or k >= self.cfg.timesteps:
+        k = self._states_per_sample()
+        if k is None:
             return None
-        epoch = self.state.cursor.epoch
-        return state_picks(
-            self.cfg.seed, epoch, batch["index"].tolist(), self.cfg.n_realizations, self.cfg.timesteps, k
-        )
+        rows = batch["index"].tolist()
+        return state_picks(self.cfg.seed, self.state.cursor.epoch, rows, self.cfg.n_realizations, self.cfg.timesteps, k)
 
     def _target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The rollouts' ground truth [B, T+1, C, H, W]: the mean over M realizations."""
