@@ -22,7 +22,7 @@ import numpy as np
 
 from noa import outputs
 from noa.data import h5
-from noa.diagnostics.evaluate import _finite, checkpoint_pool, choose_rows, evaluate, update_rules
+from noa.diagnostics.evaluate import checkpoint_pool, choose_rows, evaluate, json_safe, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, summarize
 from noa.errors import NoaError
 
@@ -78,7 +78,7 @@ class Comparison:
     operators: dict[str, int]  # group -> operators in it
 
     def to_dict(self) -> dict[str, Any]:
-        return _finite(
+        return json_safe(
             {
                 "noa_compare": 1,
                 "dataset": self.dataset,

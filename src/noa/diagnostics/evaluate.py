@@ -104,7 +104,7 @@ class DiagnosticsResult:
         data["assessments"] = self.assessments
         data["ladders"] = {ladder.metric: ladder.describe() for ladder in guide.LADDERS}
         data["verdict_rule"] = rating.VERDICT_RULE
-        return _finite(data)
+        return json_safe(data)
 
 
 @dataclass
@@ -694,12 +694,12 @@ def _result(
     )
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Non-finite floats -> None, recursively, so the JSON is standard."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
