@@ -10,6 +10,7 @@ import pytest
 import torch
 from scipy.stats import qmc
 
+from helpers import run_args
 from noa.cli import main
 from noa.data.generate import GenerateConfig, generate
 from noa.data.h5 import open_dataset, read_info
@@ -203,14 +204,12 @@ def test_a_noa_trained_on_one_family_evaluates_and_fine_tunes_on_another(tiny_da
     starter = tmp_path / "starter.h5"
     generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=2, store_trajectories=True,
                             family=load_family("starter").as_dict()), starter, progress=False, log=quiet)  # fmt: skip
-    model = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
-    common = dict(n_samples=16, epochs=1, batch_size=4, bptt_window=4, timesteps=8, warmup_steps=1, device="cpu")
-    general = train({**common, **model, "dataset": str(tiny_dataset), "checkpoint_dir": str(tmp_path / "general")})
+    general = train(run_args(tiny_dataset, tmp_path / "general", epochs=1, bptt_window=4, warmup_steps=1))
     assert general.global_step > 0
     on_starter = diagnose(tmp_path / "general" / "best_model.pt", None, starter, n_samples=4, log=quiet)
     assert on_starter.rollout.overall_mse > 0
-    tuned = train({**common, "init_from": str(tmp_path / "general" / "best_model.pt"), "dataset": str(starter),
-                   "checkpoint_dir": str(tmp_path / "tuned"), "lr": 1e-4, **model})  # fmt: skip
+    pretrained = str(tmp_path / "general" / "best_model.pt")
+    tuned = train(run_args(starter, tmp_path / "tuned", epochs=1, bptt_window=4, init_from=pretrained, lr=1e-4))
     assert tuned.global_step > 0
     result = diagnose(tmp_path / "tuned" / "best_model.pt", None, starter, n_samples=4, log=quiet)
     assert np.isfinite(result.rollout.overall_mse)
