@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+import h5py
+
 from noa.data.generate import GenerateConfig, generate
+from noa.data.h5 import read_rows
 from noa.data.loader import EpochBatchSampler, SampleSource, split_rows, usable_rows
 from noa.errors import NoaError
 
@@ -30,6 +33,18 @@ def test_split_is_seeded_disjoint_and_complete() -> None:
     assert not np.array_equal(split_rows(rows, 0.2, seed=8).val, a.val)
     with pytest.raises(NoaError, match="--val-split"):
         split_rows(rows, 1.0, seed=0)
+
+
+@pytest.mark.parametrize(
+    "rows", [[], [4], [0, 1, 2], [0, 2, 3, 4, 9, 11], [1, 5, 6, 7], list(range(12))], ids=lambda r: str(len(r))
+)
+def test_read_rows_equals_list_indexing_run_by_run(dataset: Path, rows: list[int]) -> None:
+    picks = np.asarray(rows, dtype=np.int64)
+    with h5py.File(dataset, "r") as f:
+        for name in ("trajectories", "parameters/params", "metadata/noise_seed"):
+            expected = f[name][picks]
+            got = read_rows(f[name], picks)
+            assert got.dtype == expected.dtype and np.array_equal(got, expected), name
 
 
 def test_sample_source_returns_rows_in_the_order_asked(dataset: Path) -> None:

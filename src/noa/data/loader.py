@@ -128,7 +128,7 @@ class SampleSource(torch.utils.data.Dataset):
         f = self._h5()
 
         def read(name: str) -> np.ndarray:
-            return f[name][unique][inverse]
+            return h5.read_rows(f[name], unique)[inverse]
 
         out = {
             "ic": torch.from_numpy(read("inputs/fields")),
