@@ -34,7 +34,8 @@ Candidates (``--model``; each prints its parameter count):
 * ``uafno4x``: the same with base_channels 32 (about 4× the parameters, 1.0 M);
 * ``hyper``: the ladder's θ-generated depthwise-separable stack (0.25 M);
 * ``uafno-local``: the change for rough maps, ``uafno`` plus a full-resolution local path of
-  ConvNeXt-style blocks (periodic 7×7 depthwise conv, GroupNorm, FiLM from θ, 1×1 MLP). Not
+  four ConvNeXt-style blocks (periodic 7×7 depthwise conv, GroupNorm, FiLM from θ, 1×1 MLP;
+  0.34 M in all). Not
   "AFNO with untruncated modes": at grid 32 the quickstart U-AFNO's AFNO acts on an 8×8
   bottleneck, where modes = 8 already keeps every rfft2 mode (``noa.model.afno.kept_modes``
   clamps rows to 4 + 4 and columns to 5, the whole 8×5 spectrum), so that candidate would be
