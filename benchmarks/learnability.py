@@ -121,9 +121,10 @@ def fourier_depthwise(h: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     [B, H, k, k], as a product in Fourier space (exact; a grouped conv2d with B·H groups has a
     backward pass ~12x slower on a CPU)."""
     n, k = h.shape[-1], kernels.shape[-1]
-    offsets = torch.arange(k, dtype=torch.float32) - k // 2
-    rows = torch.exp(2j * math.pi * torch.fft.fftfreq(n)[:, None] * offsets[None, :]).to(torch.complex64)
-    cols = torch.exp(2j * math.pi * torch.fft.rfftfreq(n)[:, None] * offsets[None, :]).to(torch.complex64)
+    offsets = torch.arange(k, dtype=torch.float32, device=h.device) - k // 2
+    rows = torch.exp(2j * math.pi * torch.fft.fftfreq(n, device=h.device)[:, None] * offsets[None, :])
+    cols = torch.exp(2j * math.pi * torch.fft.rfftfreq(n, device=h.device)[:, None] * offsets[None, :])
+    rows, cols = rows.to(torch.complex64), cols.to(torch.complex64)
     spectrum = torch.einsum("bhij,ui,vj->bhuv", kernels.to(torch.complex64), rows, cols)
     return torch.fft.irfft2(torch.fft.rfft2(h) * spectrum, s=(n, n))
 

@@ -1,0 +1,699 @@
+"""What compute buys on the full family: the ladder's one-step probe run for two decades of updates.
+
+A sibling of ``learnability.py`` (its family rung, its candidates, its skill): one candidate per
+run learns g ≈ O_θ(x) on noise-free targets, the update rule applied outside the network, with
+batch 32 states and AdamW at a constant lr 1e-3 (no schedule: the curve shows what updates buy,
+not what an annealed schedule would add at its end). Runs are long (hours on a CPU), so a run
+lives in its own folder (``--out``) and survives being stopped:
+
+* a checkpoint (model, optimizer, update count, curve so far, the run's settings, accumulated
+  wall seconds) is written atomically every ``--checkpoint-minutes`` and after each evaluation;
+  SIGTERM or Ctrl-C finishes the update in flight, saves and exits 0;
+* re-running the same command resumes where it stopped, exactly: the batch of update k is a pure
+  function of (seed, k) (generators seeded from both, never a running stream), so a stopped and
+  resumed run equals an uninterrupted one bit for bit on the same device and thread count
+  (``tests/test_long_curve.py``); other settings against an existing folder are refused.
+
+Held-out skill (``--n-test`` = 48 θ of the family, fixed by the seed) and training skill (the
+pool's first 48 operators; with fresh data, the 48 operators of the stream's first batches) per
+update rule are measured at 100, 200, 300, 500, 1k, 2k, 3k, 5k, 10k, … updates (and where an
+invocation ends at its target or its ``--minutes`` cap) and appended to ``curve.jsonl`` with the
+training wall seconds (evaluation excluded), split into making batches and updating. Held-out
+states are the CNO's at steps 0, T/4, T/2, 3T/4 of the training horizon T (the ladder's held-out
+pool used T = 32 whatever the training T), so held-out skill measures new θ, not new steps.
+
+Data (``--data``): ``pool`` (default) is the ladder's: ``--n-train`` 4096 θ × ``--timesteps`` 8
+states, made once per invocation (minutes on a CPU). ``fresh`` draws every batch anew: 32 θ of the
+family and 32 initial conditions (seeded by the run's seed and the update index), the CNO
+replayed once to the batch's largest step and each row's state taken at its own random step in
+[0, T), with its noise-free target O_θ(x); the replay's cost is logged apart from the update's.
+
+Candidates (``--model``; each prints its parameter count):
+
+* ``uafno``: the ladder's UAFNOBranch, the NOA's U-AFNO at the quickstart's widths (0.26 M);
+* ``uafno4x``: the same with base_channels 32 (about 4× the parameters, 1.0 M);
+* ``hyper``: the ladder's θ-generated depthwise-separable stack (0.25 M);
+* ``uafno-local``: the change for rough maps, ``uafno`` plus a full-resolution local path of
+  four ConvNeXt-style blocks (periodic 7×7 depthwise conv, GroupNorm, FiLM from θ, 1×1 MLP;
+  0.34 M in all). Not
+  "AFNO with untruncated modes": at grid 32 the quickstart U-AFNO's AFNO acts on an 8×8
+  bottleneck, where modes = 8 already keeps every rfft2 mode (``noa.model.afno.kept_modes``
+  clamps rows to 4 + 4 and columns to 5, the whole 8×5 spectrum), so that candidate would be
+  ``uafno`` itself. What the U-AFNO lacks for a rough map is work at full resolution: one 3×3
+  stem block and one decoder block there, against the CNO's 2–5 layers of 3–7-wide depthwise
+  convolutions whose output carries high wavenumbers (the README's rung-*one* table).
+
+``--device cuda`` puts the model, the data and the evaluation on the GPU: the replay and O_θ run
+there; the initial conditions are drawn on the CPU (``make_ics`` draws in float64 on the host by
+design, for bytes that are the same on every machine) and the operators' weights are built on the
+host and moved (``build_operators``), so a fresh batch has a host-side part on any device.
+Exact resume is promised on a CPU; CUDA kernels need not be bit-reproducible.
+
+    python benchmarks/long_curve.py --model uafno --updates 20000 --out benchmarks/.work/curve_uafno_pool --threads 1
+    python benchmarks/long_curve.py --model uafno --data fresh --updates 10000 --out benchmarks/.work/curve_uafno_fresh
+    python benchmarks/long_curve.py report benchmarks/.work/curve_* --out benchmarks/.work/curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+import torch.nn.functional as F
+from learnability import HyperStack, UAFNOBranch, skill
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from noa.data.ics import IC_FAMILIES, make_ics
+from noa.families import OperatorFamily, load_family
+from noa.interruption import Interruption
+from noa.model import UAFNO, UAFNOConfig
+from noa.model.uafno import HEAD_INIT_SCALE, FiLM
+from noa.operators.cno import apply_operator, build_operators
+from noa.operators.replay import replay
+from noa.operators.space import CNO_SPACE
+from noa.periodic import periodic_pad
+from noa.seeding import derive_seed, generator
+from noa.torchfile import load_pt
+
+MODELS = ("uafno", "uafno4x", "hyper", "uafno-local")
+CHANNELS = 3
+CHUNK = 32  # operators replayed together when making a pool
+CHECKPOINT, CURVE, RUN, SUMMARY = "checkpoint.pt", "curve.jsonl", "run.json", "summary.json"
+# The settings a run's numbers depend on; the rest (target, caps, threads) may change on resume.
+IDENTITY = ("model", "data", "family", "seed", "n_train", "timesteps", "n_test", "grid", "batch_size", "lr", "device")
+
+
+# ----------------------------------------------------------------------------- candidates
+
+
+class WideUAFNOBranch(nn.Module):
+    """``uafno`` at base_channels 32: every convolution 4× the weights, the same depth and modes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = UAFNO(UAFNOConfig(base_channels=32, encoder_levels=2, modes=8, afno_blocks=2))
+
+    def forward(self, x: Tensor, theta: Tensor) -> Tensor:
+        return self.net(x, theta) - x
+
+
+class LocalBlock(nn.Module):
+    """ConvNeXt-style, at full resolution: periodic k×k depthwise conv, GroupNorm, FiLM from θ,
+    1×1 expansion, GELU, 1×1 projection, residual: the CNO's own layer shape, θ-modulated."""
+
+    def __init__(self, width: int, embed_dim: int, kernel: int, ratio: int = 2) -> None:
+        super().__init__()
+        self.pad = kernel // 2
+        self.depthwise = nn.Conv2d(width, width, kernel, groups=width)
+        self.norm = nn.GroupNorm(1, width)
+        self.film = FiLM(embed_dim, width)
+        self.expand = nn.Conv2d(width, ratio * width, 1)
+        self.project = nn.Conv2d(ratio * width, width, 1)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.film(emb)
+        z = self.norm(self.depthwise(periodic_pad(h, self.pad, self.pad)))
+        z = z * scale[:, :, None, None] + shift[:, :, None, None]
+        return h + self.project(F.gelu(self.expand(z)))
+
+
+class LocalUAFNO(nn.Module):
+    """g = f_U-AFNO(x, θ) + head(blocks(lift(x))): the quickstart U-AFNO plus a full-resolution
+    local path; its head starts near 0, so training starts from the U-AFNO alone."""
+
+    def __init__(self, width: int = 32, blocks: int = 4, kernel: int = 7) -> None:
+        super().__init__()
+        self.uafno = UAFNOBranch()
+        embed_dim = 4 * width
+        self.embed = nn.Sequential(
+            nn.Linear(CNO_SPACE.size, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim), nn.GELU()
+        )
+        self.lift = nn.Conv2d(CHANNELS, width, 1)
+        self.blocks = nn.ModuleList(LocalBlock(width, embed_dim, kernel) for _ in range(blocks))
+        self.head = nn.Conv2d(width, CHANNELS, 1)
+        with torch.no_grad():
+            self.head.weight.mul_(HEAD_INIT_SCALE)
+            self.head.bias.zero_()
+
+    def forward(self, x: Tensor, theta: Tensor) -> Tensor:
+        emb = self.embed(2.0 * theta - 1.0)
+        h = self.lift(x)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.uafno(x, theta) + self.head(h)
+
+
+def build_model(name: str, seed: int) -> nn.Module:
+    """The candidate, initialised from ``seed`` (a benchmark may seed the global RNG for this)."""
+    torch.manual_seed(seed)
+    builders = {"uafno": UAFNOBranch, "uafno4x": WideUAFNOBranch, "hyper": HyperStack, "uafno-local": LocalUAFNO}
+    return builders[name]()
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class Batch:
+    """One update's rows: θ, a CNO state and the noise-free O_θ of it."""
+
+    theta: Tensor
+    x: Tensor
+    target: Tensor
+
+
+@dataclass
+class StateSet:
+    """θ ``[N, P]``, CNO states at steps 0..T-1 ``[N, T, C, H, W]`` and O_θ on them."""
+
+    theta: Tensor
+    states: Tensor
+    maps: Tensor
+
+    def head(self, n: int) -> StateSet:
+        return StateSet(self.theta[:n], self.states[:n], self.maps[:n])
+
+
+def ladder_ic_seeds(seed: int, n: int) -> list[int]:
+    """The ladder's initial-condition (and noise) seeds of a pool drawn with ``seed``."""
+    return [seed * 1_000_003 + i for i in range(n)]
+
+
+def cycled_ic_families(n: int) -> list[str]:
+    """The ladder's initial-condition families: row i gets family i mod 5."""
+    return [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)]
+
+
+@torch.no_grad()
+def rollouts(
+    theta: Tensor, ic_seeds: list[int], ic_families: list[str], grid: int, timesteps: int, device: torch.device
+) -> StateSet:
+    """States of one CNO realization per row at steps 0..T-1 and O_θ on them, made on ``device``
+    in chunks of 32 operators (the initial conditions are drawn on the host and moved)."""
+    states, maps, n = [], [], theta.shape[0]
+    for start in range(0, n, CHUNK):
+        rows = slice(start, min(start + CHUNK, n))
+        ics, _ = make_ics(ic_families[rows], ic_seeds[rows], CHANNELS, grid)
+        x = replay(theta[rows], ics, ic_seeds[rows], timesteps, device=device)[:, 0, :timesteps]
+        ops = build_operators(theta[rows], ic_seeds[rows], CHANNELS, grid, device).repeat(timesteps)
+        states.append(x)
+        maps.append(apply_operator(ops, x.flatten(0, 1)).view_as(x))
+        if n > 8 * CHUNK and (start // CHUNK) % 16 == 15:
+            print(f"    {rows.stop} / {n} operators replayed", flush=True)
+    return StateSet(theta.to(device), torch.cat(states), torch.cat(maps))
+
+
+def training_pool(
+    family: OperatorFamily, seed: int, n: int, grid: int, timesteps: int, device: torch.device
+) -> StateSet:
+    """The ladder's training pool (its family rung with ``--family``): n θ, T states each."""
+    theta = torch.from_numpy(family.draw(n, seed))
+    return rollouts(theta, ladder_ic_seeds(seed, n), cycled_ic_families(n), grid, timesteps, device)
+
+
+def held_out_set(
+    family: OperatorFamily, seed: int, n: int, grid: int, timesteps: int, device: torch.device
+) -> StateSet:
+    """The ladder's held-out operators (drawn with seed + 1), on the training horizon T."""
+    return training_pool(family, seed + 1, n, grid, timesteps, device)
+
+
+class PoolSource:
+    """Batches from a fixed pool; batch k is a function of (seed, k) alone."""
+
+    def __init__(self, pool: StateSet, seed: int, size: int) -> None:
+        self.pool, self.seed, self.size = pool, seed, size
+
+    def batch(self, k: int) -> Batch:
+        draw = generator(self.seed, "long-curve-batch", k)
+        n, t = self.pool.states.shape[:2]
+        device = self.pool.states.device
+        rows = torch.randint(0, n, (self.size,), generator=draw).to(device)
+        steps = torch.randint(0, t, (self.size,), generator=draw).to(device)
+        return Batch(self.pool.theta[rows], self.pool.states[rows, steps], self.pool.maps[rows, steps])
+
+
+@dataclass
+class FreshRows:
+    """What fresh batch k is made of: θ, initial-condition (and noise) seeds and families, steps."""
+
+    theta: Tensor
+    ic_seeds: list[int]
+    ic_families: list[str]
+    steps: Tensor
+
+
+def fresh_rows(family: OperatorFamily, seed: int, k: int, size: int, timesteps: int) -> FreshRows:
+    """Batch k's draws, each from a generator seeded by (seed, k): reproducible and resumable."""
+    theta = torch.from_numpy(family.draw(size, derive_seed(seed, "long-curve-theta", k)))
+    ic_seeds = [derive_seed(seed, "long-curve-ic", k, i) for i in range(size)]
+    steps = torch.randint(0, timesteps, (size,), generator=generator(seed, "long-curve-step", k))
+    return FreshRows(theta, ic_seeds, cycled_ic_families(size), steps)
+
+
+class FreshSource:
+    """Every batch new operators and new initial conditions, replayed to each row's step."""
+
+    def __init__(self, family: OperatorFamily, seed: int, size: int, grid: int, timesteps: int, device: torch.device):
+        self.family, self.seed, self.size, self.grid, self.timesteps = family, seed, size, grid, timesteps
+        self.device = device
+
+    @torch.no_grad()
+    def batch(self, k: int) -> Batch:
+        """One replay of the batch's operators to its largest step (frames are kept, not recomputed
+        per row), each row's state picked at its own step, and O_θ applied once to the picks."""
+        rows = fresh_rows(self.family, self.seed, k, self.size, self.timesteps)
+        ics, _ = make_ics(rows.ic_families, rows.ic_seeds, CHANNELS, self.grid)
+        last = max(1, int(rows.steps.max()))  # replay needs at least one step
+        frames = replay(rows.theta, ics, rows.ic_seeds, last, device=self.device)[:, 0]
+        x = frames[torch.arange(self.size, device=self.device), rows.steps.to(self.device)]
+        ops = build_operators(rows.theta, rows.ic_seeds, CHANNELS, self.grid, self.device)
+        return Batch(rows.theta.to(self.device), x, apply_operator(ops, x))
+
+    def seen(self, n: int) -> StateSet:
+        """The first n operators of the stream with the initial conditions they were trained on,
+        at steps 0..T-1 (the training skill's set)."""
+        draws = [fresh_rows(self.family, self.seed, k, self.size, self.timesteps) for k in range(-(-n // self.size))]
+        theta = torch.cat([d.theta for d in draws])[:n]
+        seeds = [s for d in draws for s in d.ic_seeds][:n]
+        families = [f for d in draws for f in d.ic_families][:n]
+        return rollouts(theta, seeds, families, self.grid, self.timesteps, self.device)
+
+
+Source = PoolSource | FreshSource
+
+
+# ----------------------------------------------------------------------------- a run's state on disk
+
+
+@dataclass
+class Progress:
+    """Everything that grows during a run; saved in the checkpoint."""
+
+    updates: int = 0
+    train_seconds: float = 0.0  # wall seconds of batches and updates (evaluation excluded)
+    batch_seconds: float = 0.0  # of which making batches (the fresh mode's replay)
+    update_seconds: float = 0.0  # of which forward, backward and the optimizer step
+    eval_seconds: float = 0.0
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fail(message: str) -> NoReturn:
+    """A refusal: one line on stderr, exit status 2, no traceback."""
+    print(f"long_curve: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def identity(args: argparse.Namespace, family: OperatorFamily) -> dict[str, Any]:
+    """The settings a run's numbers depend on, as plain JSON data (the family by definition too)."""
+    settings = {name: getattr(args, name) for name in IDENTITY}
+    if args.data == "fresh":
+        settings["n_train"] = None  # no pool: its size does not matter
+    settings["family_definition"] = family.as_dict()
+    return json.loads(json.dumps(settings))
+
+
+def short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_out_dir(out: Path, settings: dict[str, Any]) -> None:
+    """Refuse an ``--out`` that holds anything but a run with these same settings."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    if not (out / RUN).exists():
+        fail(f"{out} is not empty and has no {RUN}: not a long_curve run; give another --out")
+    stored = json.loads((out / RUN).read_text())["identity"]
+    diffs = [
+        f"{key} {short(stored.get(key))} there, {short(settings.get(key))} asked"
+        for key in sorted(set(stored) | set(settings))
+        if stored.get(key) != settings.get(key)
+    ]
+    if diffs:
+        fail(
+            f"{out} holds a run with other settings ({'; '.join(diffs)}); "
+            "continue it with its own settings or give another --out"
+        )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress, settings: dict):
+    """Written to a temporary file, then renamed over the old one: a kill mid-write keeps the old."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "progress": asdict(progress),
+        "args": settings,
+    }
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def load_checkpoint(
+    out: Path, model: nn.Module, optimizer: torch.optim.Optimizer, settings: dict, device: torch.device
+) -> Progress:
+    """The saved progress, with the model and optimizer restored in place."""
+    state = load_pt(out / CHECKPOINT, "long_curve checkpoint", f"remove {out} to start the run over", device)
+    if state["args"] != settings:
+        fail(
+            f"{out / CHECKPOINT} was written by a run with other settings than {out / RUN} records; give another --out"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return Progress(**state["progress"])
+
+
+def write_curve(out: Path, curve: list[dict[str, Any]]) -> None:
+    """curve.jsonl as the checkpoint has it (drops points evaluated after the last checkpoint)."""
+    write_atomic(out / CURVE, "".join(json.dumps(entry) + "\n" for entry in curve))
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def evaluation_points(target: int) -> set[int]:
+    """100, 200, 300, 500, 1000, 2000, … up to ``target``: even in log(updates), for the fit."""
+    points, scale = set(), 100
+    while scale <= target:
+        points |= {m * scale for m in (1, 2, 3, 5) if m * scale <= target}
+        scale *= 10
+    return points
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU, so wall clocks split batch and update time honestly."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def update(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch) -> Tensor:
+    """One AdamW step on the plain MSE between g(x, θ) and O_θ(x); the loss, detached."""
+    loss = F.mse_loss(model(batch.x, batch.theta), batch.target)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def count_flops(model: nn.Module, source: Source) -> dict[str, int]:
+    """torch's FLOP count (convolutions and matrix products; FFTs and elementwise work not
+    counted) of making batch 0 and of one forward and backward on it: the H100 estimate's basis.
+    Nothing is stepped and the gradients are dropped, so the run is unchanged."""
+    with FlopCounterMode(display=False) as making:
+        batch = source.batch(0)
+    with FlopCounterMode(display=False) as stepping:
+        F.mse_loss(model(batch.x, batch.theta), batch.target).backward()
+    model.zero_grad(set_to_none=True)
+    return {"batch": int(making.get_total_flops()), "update": int(stepping.get_total_flops())}
+
+
+class StopSignal:
+    """SIGTERM and SIGINT ask the loop to stop after the update in flight (a checkpoint, exit 0)."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    @contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        def handle(signum: int, _frame: object) -> None:
+            self.name = signal.Signals(signum).name
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+@dataclass
+class Run:
+    """A run in memory: what it trains, on what, and how far it is."""
+
+    args: argparse.Namespace
+    out: Path
+    settings: dict[str, Any]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    source: Source
+    held_out: StateSet
+    training: StateSet
+    progress: Progress
+    device: torch.device
+    loss_sum: Tensor | None = None  # since the last curve point, on the device (no per-update sync)
+    loss_count: int = 0
+    invocation: dict[str, float] = field(default_factory=lambda: {"updates": 0, "seconds": 0.0, "batch_seconds": 0.0})
+
+    def save(self) -> None:
+        save_checkpoint(self.out, self.model, self.optimizer, self.progress, self.settings)
+
+
+def timed_update(run: Run) -> None:
+    """Make batch k (k = updates so far) and step on it, timing the two apart."""
+    p = run.progress
+    started = time.perf_counter()
+    batch = run.source.batch(p.updates)
+    synchronize(run.device)
+    made = time.perf_counter()
+    loss = update(run.model, run.optimizer, batch)
+    synchronize(run.device)
+    done = time.perf_counter()
+    p.updates += 1
+    p.batch_seconds += made - started
+    p.update_seconds += done - made
+    p.train_seconds += done - started
+    run.invocation["updates"] += 1
+    run.invocation["seconds"] += done - started
+    run.invocation["batch_seconds"] += made - started
+    run.loss_sum = loss if run.loss_sum is None else run.loss_sum + loss
+    run.loss_count += 1
+
+
+def evaluate(run: Run) -> None:
+    """Held-out and training skill per rule now: a curve point, logged, appended and checkpointed."""
+    p = run.progress
+    started = time.perf_counter()
+    run.model.eval()
+    held_out = skill(run.model, run.held_out.theta, run.held_out.states, run.held_out.maps)
+    training = skill(run.model, run.training.theta, run.training.states, run.training.maps)
+    run.model.train()
+    spent = time.perf_counter() - started
+    p.eval_seconds += spent
+    entry = {
+        "updates": p.updates,
+        "seconds": round(p.train_seconds, 3),
+        "batch_seconds": round(p.batch_seconds, 3),
+        "update_seconds": round(p.update_seconds, 3),
+        "eval_seconds": round(spent, 3),
+        "loss": round(float(run.loss_sum) / run.loss_count, 6) if run.loss_sum is not None else None,
+        "held_out": held_out,
+        "training": training,
+    }
+    run.loss_sum, run.loss_count = None, 0
+    p.curve.append(entry)
+    with open(run.out / CURVE, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+    print(json.dumps(entry), flush=True)
+    run.save()
+
+
+def train(run: Run, stop: StopSignal) -> str:
+    """Update until the target, the ``--minutes`` cap or a signal; evaluate on schedule and where
+    an invocation ends on its own; checkpoint on the clock and at the end. Returns why it stopped."""
+    args, p = run.args, run.progress
+    points = evaluation_points(args.updates)
+    started = last_save = time.monotonic()
+    while True:
+        if p.updates >= args.updates:
+            reason = f"reached the target of {args.updates} updates"
+            break
+        if stop.name:
+            reason = f"stopped by {stop.name}"
+            break
+        if args.minutes is not None and time.monotonic() - started >= 60 * args.minutes:
+            reason = f"stopped at the --minutes cap ({args.minutes:g} min)"
+            break
+        timed_update(run)
+        if p.updates in points:
+            evaluate(run)
+            last_save = time.monotonic()
+        elif time.monotonic() - last_save >= 60 * args.checkpoint_minutes:
+            run.save()
+            last_save = time.monotonic()
+    if not stop.name and p.updates and (not p.curve or p.curve[-1]["updates"] != p.updates):
+        evaluate(run)
+    run.save()
+    return reason
+
+
+# ----------------------------------------------------------------------------- setup and report
+
+
+def per_update(seconds: float, updates: float) -> float | None:
+    return round(seconds / updates, 5) if updates else None
+
+
+def summary(run: Run, meta: dict[str, Any], reason: str) -> dict[str, Any]:
+    """The run's figures so far, as summary.json holds them (gpu_quality.sh reports this)."""
+    p, inv = run.progress, run.invocation
+    return {
+        "identity": run.settings,
+        "meta": meta,
+        "stopped": reason,
+        "updates": p.updates,
+        "seconds_per_update": per_update(p.train_seconds, p.updates),
+        "batch_seconds_per_update": per_update(p.batch_seconds, p.updates),
+        "update_seconds_per_update": per_update(p.update_seconds, p.updates),
+        "eval_seconds": round(p.eval_seconds, 2),
+        "this_invocation": {
+            "updates": inv["updates"],
+            "seconds_per_update": per_update(inv["seconds"], inv["updates"]),
+            "batch_seconds_per_update": per_update(inv["batch_seconds"], inv["updates"]),
+            "threads": torch.get_num_threads(),
+        },
+        "curve": p.curve,
+    }
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"cpu ({torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def make_run(args: argparse.Namespace, family: OperatorFamily, settings: dict, device: torch.device) -> Run:
+    """The data, the model and its optimizer, before any checkpoint is read."""
+    started = time.perf_counter()
+    held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
+    source: Source
+    if args.data == "pool":
+        pool = training_pool(family, args.seed, args.n_train, args.grid, args.timesteps, device)
+        source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
+    else:
+        source = FreshSource(family, args.seed, args.batch_size, args.grid, args.timesteps, device)
+        training = source.seen(args.n_test)
+    print(f"data ({args.data}): {time.perf_counter() - started:.0f} s", flush=True)
+    model = build_model(args.model, args.seed).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    return Run(args, Path(args.out), settings, model, optimizer, source, held_out, training, Progress(), device)
+
+
+def start_or_resume(run: Run, command: str) -> dict[str, Any]:
+    """Restore the checkpoint if there is one; otherwise count FLOPs and record the run. Its meta."""
+    out = run.out
+    if (out / CHECKPOINT).exists():
+        run.progress = load_checkpoint(out, run.model, run.optimizer, run.settings, run.device)
+        write_curve(out, run.progress.curve)
+        print(f"resuming at update {run.progress.updates}", flush=True)
+        return json.loads((out / RUN).read_text())["meta"]
+    meta = {
+        "parameters": parameter_count(run.model),
+        "flops": count_flops(run.model, run.source),
+        "device_name": describe_device(run.device),
+        "command": command,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / RUN, json.dumps({"identity": run.settings, "meta": meta}, indent=2) + "\n")
+    write_curve(out, [])
+    return meta
+
+
+def train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog="report: long_curve.py report DIR [DIR ...] --out FILE.png"
+    )
+    p.add_argument("--out", required=True, help="the run's folder (created; an existing one is resumed)")
+    p.add_argument("--model", choices=MODELS, default="uafno")
+    p.add_argument("--data", choices=("pool", "fresh"), default="pool")
+    p.add_argument("--family", default="full", help="a shipped family's name or a family file")
+    p.add_argument("--updates", type=int, default=20000, help="target update count (raise it to extend a run)")
+    p.add_argument("--minutes", type=float, default=None, help="also stop after this many minutes of this invocation")
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--n-train", type=int, default=4096, help="operators in the pool (--data pool)")
+    p.add_argument("--timesteps", type=int, default=8, help="T: states at steps 0..T-1 are learned from")
+    p.add_argument("--n-test", type=int, default=48, help="held-out operators, and training operators evaluated")
+    p.add_argument("--grid", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3, help="AdamW, constant")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def run_training(argv: list[str]) -> None:
+    """Start, resume or extend one run, then write its summary."""
+    args = train_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {args.device}: torch sees no CUDA device here")
+    device = torch.device(args.device)
+    family = load_family(args.family)
+    settings = identity(args, family)
+    out = Path(args.out)
+    check_out_dir(out, settings)
+    command = f"python benchmarks/long_curve.py {shlex.join(argv)}"
+    interruption = Interruption()
+    try:
+        with interruption.installed():
+            run = make_run(args, family, settings, device)
+            meta = start_or_resume(run, command)
+    except KeyboardInterrupt:
+        print(f"stopped by {interruption.signum.name} while making the data; no update was lost", file=sys.stderr)
+        raise SystemExit(0) from None
+    flops = meta["flops"]
+    print(
+        f"{args.model}: {meta['parameters']:,} parameters; {flops['update'] / 1e9:.2f} GFLOP per update, "
+        f"{flops['batch'] / 1e9:.2f} GFLOP per batch made (torch's count); {meta['device_name']}",
+        flush=True,
+    )
+    with StopSignal().installed() as stop:
+        reason = train(run, stop)
+    figures = summary(run, meta, reason)
+    write_atomic(out / SUMMARY, json.dumps(figures, indent=2) + "\n")
+    s = figures["this_invocation"]
+    print(
+        f"{reason} at update {run.progress.updates}; this invocation {s['updates']} updates, "
+        f"{s['seconds_per_update']} s per update ({s['batch_seconds_per_update']} s of it making the batch)",
+        flush=True,
+    )
+    if run.progress.updates < args.updates:
+        print(f"to continue, run the same command again: {command}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        from long_curve_report import report_main
+
+        report_main(argv[1:])
+        return
+    run_training(argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""benchmarks/long_curve.py on tiny runs: resume is exact, fresh batches are reproducible,
+a mismatched folder is refused, the report's fit reads a power law back, and gpu_quality.sh's
+smoke mode writes a curve."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+
+import long_curve  # noqa: E402  (a script folder, not a package)
+from long_curve_report import fit_power  # noqa: E402
+
+from noa.families import load_family  # noqa: E402
+
+TINY = ["--grid", "16", "--timesteps", "4", "--n-train", "8", "--n-test", "4", "--batch-size", "4", "--threads", "1"]
+
+
+def run(out: Path, updates: int, *extra: str) -> None:
+    long_curve.main([*TINY, "--out", str(out), "--updates", str(updates), *extra])
+
+
+def saved(out: Path) -> dict:
+    return torch.load(out / long_curve.CHECKPOINT, weights_only=True)
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """The same weights and optimizer state, bit for bit, and the same skills at the last point."""
+    sa, sb = saved(a), saved(b)
+    assert sa["progress"]["updates"] == sb["progress"]["updates"]
+    for key, value in sa["model"].items():
+        assert torch.equal(value, sb["model"][key]), key
+    for slot, state in sa["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert torch.equal(value, sb["optimizer"]["state"][slot][name]), (slot, name)
+    assert sa["progress"]["curve"][-1]["held_out"] == sb["progress"]["curve"][-1]["held_out"]
+
+
+@pytest.mark.parametrize("data", ["pool", "fresh"])
+def test_a_run_stopped_and_extended_equals_an_uninterrupted_one(tmp_path: Path, data: str) -> None:
+    run(tmp_path / "split", 3, "--data", data)
+    run(tmp_path / "split", 6, "--data", data)
+    run(tmp_path / "whole", 6, "--data", data)
+    assert_same_run(tmp_path / "split", tmp_path / "whole")
+    curve = [json.loads(line) for line in (tmp_path / "split" / long_curve.CURVE).read_text().splitlines()]
+    assert [entry["updates"] for entry in curve] == [3, 6]
+
+
+def test_sigterm_finishes_the_update_saves_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plain = long_curve.timed_update
+
+    def signalled_after_two(r: long_curve.Run) -> None:
+        plain(r)
+        if r.progress.updates == 2:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(long_curve, "timed_update", signalled_after_two)
+    run(tmp_path / "split", 5)
+    out = capsys.readouterr().out
+    assert "stopped by SIGTERM at update 2" in out and "run the same command again" in out
+    assert saved(tmp_path / "split")["progress"]["updates"] == 2
+    monkeypatch.setattr(long_curve, "timed_update", plain)
+    run(tmp_path / "split", 5)
+    run(tmp_path / "whole", 5)
+    assert_same_run(tmp_path / "split", tmp_path / "whole")
+
+
+def test_fresh_batches_are_a_function_of_seed_and_update() -> None:
+    source = long_curve.FreshSource(load_family("full"), 0, 4, 16, 4, torch.device("cpu"))
+    first, again, second = source.batch(7), source.batch(7), source.batch(8)
+    for name in ("theta", "x", "target"):
+        assert torch.equal(getattr(first, name), getattr(again, name)), name
+        assert not torch.equal(getattr(first, name), getattr(second, name)), name
+    assert first.x.shape == first.target.shape == (4, 3, 16, 16)
+
+
+def test_another_models_run_in_an_existing_folder_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(tmp_path / "run", 2)
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path / "run", 4, "--model", "hyper", "--seed", "3")
+    assert stop.value.code == 2
+    message = capsys.readouterr().err
+    assert 'model "uafno" there, "hyper" asked' in message and "seed 0 there, 3 asked" in message
+    assert "Traceback" not in message
+
+
+def test_the_fit_reads_a_power_law_back_and_a_flat_curve_never_arrives() -> None:
+    updates = np.array([300.0, 500, 1000, 2000, 3000, 5000, 10000])
+    fit = fit_power(updates, 1 - 0.9 * updates**-0.2, 300)
+    assert fit is not None and fit.b == pytest.approx(0.2)
+    assert fit.updates_for(0.8)[0] == pytest.approx((0.9 / 0.2) ** (1 / 0.2), rel=1e-6)
+    flat = fit_power(updates, np.array([0.3, 0.31, 0.29, 0.3, 0.3, 0.31, 0.29]), 300)
+    assert flat is not None and math.isinf(flat.updates_for(0.8)[2])
+
+
+def test_gpu_quality_smoke_mode_writes_a_curve_of_finite_skills(tmp_path: Path) -> None:
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    root = BENCHMARKS.parent
+    subprocess.run(["bash", "benchmarks/gpu_quality.sh", "--smoke"], cwd=root, env=env, check=True, timeout=120)
+    figures = json.loads((tmp_path / "gpu_quality_smoke.json").read_text())
+    assert figures["curve"] and figures["seconds_per_update"] > 0
+    skills = [v for entry in figures["curve"] for split in ("held_out", "training") for v in entry[split].values()]
+    assert skills and all(math.isfinite(v) for v in skills)
