@@ -106,6 +106,17 @@ def test_the_example_reads_the_columns_it_names(pca: Path, tiny_dataset: Path) -
     assert tokens.shape == (1, 3) and tokenizer.config is None and tokenizer.grid == 16
 
 
+def test_the_api_docs_example_loads_it(pca: Path, monkeypatch, capsys: pytest.CaptureFixture) -> None:
+    section = (REPO / "docs" / "api.md").read_text().split("### Your own tokenizer", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert code is not None and code.group(1).count('"checkpoints/pca_tokenizer"') == 1
+    monkeypatch.chdir(REPO)  # the example's path is relative to the repository root
+    exec(code.group(1).replace('"checkpoints/pca_tokenizer"', repr(str(pca))), {})  # noqa: S102 -- the doc's own block
+    assert (
+        "[('initial', 0), ('summary', 0), ('temporal', 0)] ['mean_c0', 'mean_c1', 'mean_c2']" in capsys.readouterr().out
+    )
+
+
 def test_a_noa_trains_against_it_with_all_three_losses(straight: Path) -> None:
     ckpt = load_checkpoint(straight / "epoch_3.pt")
     history = ckpt["history"]
