@@ -1,5 +1,6 @@
 """Helpers the test modules share (test modules never import each other): the tiny run's
-flags, the small model's sizes, and the comparisons of two runs or two dataset files."""
+flags, the small model's sizes, the example tokenizer's class, and the comparisons of two runs
+or two dataset files."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from noa.operators.space import CNO_SPACE
 
 SMALL = dict(channels=3, param_dim=CNO_SPACE.size, base_channels=8, encoder_levels=2, modes=4, afno_blocks=1)
 TINY_MODEL = dict(base_channels=8, encoder_levels=2, modes=4, afno_blocks=1, projector_hidden=16)
+
+REPO = Path(__file__).resolve().parents[1]
+# The tokenizer of another class than noa's (examples/custom_tokenizer.py), as --vqvae-class names it.
+EXAMPLE_TOKENIZER = REPO / "examples" / "custom_tokenizer.py"
+PCA_CLASS = f"{EXAMPLE_TOKENIZER}:PCATokenizer"
 
 
 def run_args(dataset: Path, ckdir: Path, **kw) -> dict:

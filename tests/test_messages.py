@@ -3,8 +3,6 @@ other kind of noa file, a flag is misspelt, a resume changes several locked sett
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -99,13 +97,17 @@ def test_a_resume_that_changes_several_locked_settings_names_them_all(finished: 
 
 
 def test_a_tokenizer_that_does_not_fit_the_data_lists_every_mismatch_with_its_origin(
-    tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     # A tokenizer trained at T=16 on a 32x32 grid; the dataset has T=8 on 16x16. No --timesteps is given.
-    tokenizer = Path(shutil.copytree(tiny_tokenizer, tmp_path / "vq16"))
-    config = json.loads((tokenizer / "config.json").read_text())
-    config["config"].update(timesteps=16, grid=32)
-    (tokenizer / "config.json").write_text(json.dumps(config))
+    from noa.data.generate import GenerateConfig, generate
+    from noa.tokenizer.job import train_tokenizer_on_dataset
+
+    big = tmp_path / "t16.h5"
+    generate(GenerateConfig(n_samples=8, grid=32, timesteps=16, seed=3), big, progress=False, log=lambda _: None)
+    tokenizer = tmp_path / "vq16"
+    sizes = dict(epochs=1, batch_size=8, levels=1, codebook_size=4, latent_dim=2, hidden=8, val_split=0.25)
+    train_tokenizer_on_dataset(big, tokenizer, **sizes, device="cpu", log=lambda _: None, progress=False)
     flags = ["--dataset", str(tiny_dataset), "--vqvae-path", str(tokenizer), "--checkpoint-dir", str(tmp_path / "ck")]
     assert main(["train", *flags, "--device", "cpu"]) == 2
     err = capsys.readouterr().err

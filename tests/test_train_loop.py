@@ -245,7 +245,7 @@ def test_every_default_that_follows_the_data_is_set_in_one_place() -> None:
     from noa.train.settle import _follow_the_data
 
     values = flags_module.resolve_flags({"epochs": 3}, None)
-    _follow_the_data(values, {"epochs": 3}, {}, SimpleNamespace(timesteps=8), lambda v: 7)  # type: ignore[arg-type]
+    _follow_the_data(values, {"epochs": 3}, {}, SimpleNamespace(timesteps=8), lambda v: 7, None)  # type: ignore[arg-type]
     assert {key: values[key] for key in flags_module.DATA_DEFAULTS} == {
         "timesteps": 8,
         "bptt_window": 8,

@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str] = {
     "replay_cno": "noa.api.ground_truth",
     "load_tokenizer": "noa.api.tokens",
     "Tokenizer": "noa.api.tokens",
+    "TokenizerProtocol": "noa.tokenizer.protocol",
     "compute_features": "noa.features",
     "CNO_SPACE": "noa.operators.space",
     "ParameterSpace": "noa.operators.space",
@@ -52,6 +53,7 @@ __all__ = [
     "ParameterSpace",
     "Sample",
     "Tokenizer",
+    "TokenizerProtocol",
     "TrainingSplit",
     "as_theta",
     "compute_features",
@@ -82,6 +84,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from noa.features import compute_features as compute_features
     from noa.operators.space import CNO_SPACE as CNO_SPACE
     from noa.operators.space import ParameterSpace as ParameterSpace
+    from noa.tokenizer.protocol import TokenizerProtocol as TokenizerProtocol
 
 
 def __getattr__(name: str) -> Any:

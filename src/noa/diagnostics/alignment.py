@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from noa.tokenizer import CategoricalVQVAE, reconstruction_mse
+from noa.tokenizer import FrozenTokenizer
 
 EXCELLENT, GOOD, MODERATE, POOR = "Excellent", "Good", "Moderate", "Poor"
 RANK = {POOR: 0, MODERATE: 1, GOOD: 2, EXCELLENT: 3}
@@ -120,11 +120,9 @@ class Consistency:
     assessment: str
 
 
-def reconstruction(
-    tokenizer: CategoricalVQVAE, features: Mapping[str, torch.Tensor], batch_size: int
-) -> Reconstruction:
-    """Section 1: normalized reconstruction MSE per category and in total."""
-    mse = reconstruction_mse(tokenizer, features, batch_size=batch_size)
+def reconstruction(tokenizer: FrozenTokenizer, features: Mapping[str, torch.Tensor]) -> Reconstruction:
+    """Section 1: normalized reconstruction MSE per category and in total (the tokenizer's own measure)."""
+    mse = tokenizer.reconstruction_mse(features)
     per_category = {name: mse[name] for name in mse if name != "total"}
     return Reconstruction(total=mse["total"], per_category=per_category, assessment=RECONSTRUCTION.assess(mse["total"]))
 

@@ -114,10 +114,12 @@ def compare(
     seed: int = 0,
     batch_size: int = 8,
     no_tokens: bool = False,
+    vqvae_class: str | type | None = None,
     log: Callable[[str], None] = print,
 ) -> Comparison:
     """Evaluate every checkpoint on the same held-out rows of ``dataset`` at ``timesteps``
-    (default: the dataset's T) and gather their figures per update rule and horizon."""
+    (default: the dataset's T) and gather their figures per update rule and horizon.
+    ``vqvae_class`` loads runs' tokenizers of another class than noa's own (every run's the same)."""
     paths = [Path(c) for c in checkpoints]
     if len(paths) < 2:
         raise NoaError("noa compare needs at least two checkpoints (noa diagnose reports on one)")
@@ -155,6 +157,7 @@ def compare(
             batch_size=batch_size,
             rows=rows,
             no_tokens=no_tokens,
+            vqvae_class=vqvae_class,
             t_source="--timesteps" if timesteps is not None else "the dataset's T, noa compare's default",
             log=lambda _line: None,
         )

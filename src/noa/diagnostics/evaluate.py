@@ -39,14 +39,14 @@ from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
 from noa.errors import NoaError
-from noa.features import compute_features, feature_names
+from noa.features import compute_features
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.operators.space import ParameterSpace
 from noa.run_family import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
-from noa.tokenizer import CategoricalVQVAE, load_tokenizer, reconstruction_mse
-from noa.tokenizer.io import tokenizer_fingerprint
+from noa.tokenizer import FrozenTokenizer, open_tokenizer
+from noa.tokenizer.user_class import class_problem, spec_of
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
 from noa.train.rollout import rollout_noa, sample_steps
 
@@ -91,6 +91,7 @@ class DiagnosticsResult:
     cno_reconstruction: float | None  # the tokenizer's reconstruction MSE on CNO realization 0 (reference)
     text: str = ""
     warnings: list[str] = field(default_factory=list)  # said in the report's header (and its verdict)
+    tokenizer_class: str | None = None  # the class that loaded the tokenizer (None: noa's own)
 
     @property
     def assessments(self) -> dict[str, str | None]:
@@ -153,6 +154,7 @@ def evaluate(
     rows: np.ndarray | None = None,
     no_tokens: bool = False,
     t_source: str = "--timesteps",
+    vqvae_class: str | type | None = None,
     log: Callable[[str], None] = print,
 ) -> Evaluation:
     """Evaluate a checkpoint (``result.text`` is left empty for the report to fill).
@@ -165,6 +167,8 @@ def evaluate(
     training and held-out θ). The rollout measures run at any ``timesteps``; the token sections
     are skipped, with one line saying why, where the tokenizer was trained on another T or on
     ``no_tokens``. ``t_source`` names where a given ``timesteps`` came from, for the messages.
+    ``vqvae_class`` loads a tokenizer of another class than noa's own (as ``noa.load_tokenizer``);
+    the run's own tokenizer needs the class its checkpoint records, which is never imported unasked.
     """
     if n_samples < 1 or batch_size < 1:
         raise NoaError(f"--n-samples and --batch-size must be >= 1; got {n_samples} and {batch_size}")
@@ -175,7 +179,10 @@ def evaluate(
     if dataset is None:
         raise NoaError("the checkpoint does not record its dataset; pass --dataset")
     model, projector = build_model(ckpt, device)
-    tokenizer = load_tokenizer(vqvae_path, device) if vqvae_path is not None and not no_tokens else None
+    tokenizer = None
+    if vqvae_path is not None and not no_tokens:
+        _check_class(ckpt, noa_checkpoint, vqvae_path, vqvae_class)
+        tokenizer = open_tokenizer(vqvae_path, vqvae_class, device)
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
         same_data = _is_training_data(f, dataset, ckpt, noa_checkpoint)
@@ -189,7 +196,7 @@ def evaluate(
     if no_tokens_reason != NO_TOKENIZER:
         tokenizer = None  # the rollout measures need no tokenizer, at any horizon
     check_fit(model, projector, tokenizer, info, noa_checkpoint, vqvae_path)
-    warnings = _other_tokenizer(ckpt, noa_checkpoint, vqvae_path) if tokenizer is not None else []
+    warnings = _other_tokenizer(ckpt, noa_checkpoint, tokenizer) if tokenizer is not None else []
     if tokenizer is None or warnings:
         projector = None  # its latents have nothing (or another tokenizer's) to be compared with
 
@@ -230,7 +237,6 @@ def evaluate(
         tokenizer,
         data,
         steps,
-        batch_size,
         rules,
         no_tokens_reason,
         OTHER_TOKENIZER if warnings else SKIP_REASON,
@@ -238,21 +244,23 @@ def evaluate(
     if warnings:
         result.warnings = warnings
         result.verdict += f" (WARNING: {OTHER_TOKENIZER_SHORT})"
+    if tokenizer is not None and vqvae_path is not None:
+        result.tokenizer_class = tokenizer.class_spec
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
 
 def _no_tokens_reason(
-    tokenizer: CategoricalVQVAE | None, vqvae_path: Path | None, timesteps: int, t_source: str, no_tokens: bool
+    tokenizer: FrozenTokenizer | None, vqvae_path: Path | None, timesteps: int, t_source: str, no_tokens: bool
 ) -> tuple[str, str]:
     """Why the token sections are skipped, short (each section's line) and in full (the one note):
     NO_TOKENIZER when there is no tokenizer or they run (then ``tokenizer`` decides)."""
     if no_tokens and vqvae_path is not None:
         return "--no-tokens", "--no-tokens (the rollout measures need no tokenizer)"
-    if tokenizer is not None and tokenizer.config.timesteps != timesteps:
+    if tokenizer is not None and tokenizer.timesteps != timesteps:
         return (
-            f"the tokenizer was trained on T={tokenizer.config.timesteps}, not T={timesteps} (see the note above)",
-            f"tokenizer {vqvae_path} was trained on T={tokenizer.config.timesteps} and this evaluation runs "
+            f"the tokenizer was trained on T={tokenizer.timesteps}, not T={timesteps} (see the note above)",
+            f"tokenizer {vqvae_path} was trained on T={tokenizer.timesteps} and this evaluation runs "
             f"T={timesteps} ({t_source}); the rollout measures run at any T, the token sections at the tokenizer's",
         )
     return NO_TOKENIZER, NO_TOKENIZER
@@ -282,15 +290,27 @@ def _is_training_data(f: h5py.File, dataset: Path, ckpt: dict, checkpoint: str |
     return stored is not None and stored == h5.fingerprint_of(f)
 
 
-def _other_tokenizer(ckpt: dict, checkpoint: str | Path, used: Path | None) -> list[str]:
+def _check_class(ckpt: dict, checkpoint: str | Path, used: Path, vqvae_class: str | type | None) -> None:
+    """The run's own tokenizer loads with the class it was trained with, which the user names:
+    one message saying which, never an import of the name the checkpoint records."""
+    trained_with = recorded_path(ckpt, checkpoint, "vqvae_path")
+    if trained_with is None or trained_with.resolve() != used.resolve():
+        return  # another tokenizer: the class given (if any) is its class
+    given = None if vqvae_class is None else spec_of(vqvae_class)
+    problem = class_problem((ckpt.get("args") or {}).get("vqvae_class"), given, f"checkpoint {checkpoint}")
+    if problem:
+        raise NoaError(f"{problem} (or --no-tokens for the rollout measures alone)")
+
+
+def _other_tokenizer(ckpt: dict, checkpoint: str | Path, tokenizer: FrozenTokenizer) -> list[str]:
     """The header's warning when the tokenizer is not the run's (by content where the checkpoint
     recorded its fingerprint, else by path): its latent projector was trained against another."""
-    trained_with = recorded_path(ckpt, checkpoint, "vqvae_path")
-    if used is None or trained_with is None:
+    trained_with, used = recorded_path(ckpt, checkpoint, "vqvae_path"), tokenizer.path
+    if trained_with is None:
         return []
     stored = (ckpt.get("fingerprints") or {}).get("tokenizer")
-    if stored is not None and (used / "weights.pt").is_file():
-        same = tokenizer_fingerprint(used) == stored
+    if stored is not None:
+        same = tokenizer.fingerprint == stored
     else:
         same = trained_with.resolve() == used.resolve()
     if same:
@@ -382,7 +402,7 @@ def _physical(value: Any) -> str:
 def check_fit(
     model: UAFNO,
     projector: LatentProjector | None,
-    tokenizer: CategoricalVQVAE | None,
+    tokenizer: FrozenTokenizer | None,
     info: h5.DatasetInfo,
     checkpoint: str | Path,
     vqvae_path: str | Path | None,
@@ -418,7 +438,7 @@ def check_fit(
 
 def _tokenizer_problems(
     projector: LatentProjector | None,
-    tokenizer: CategoricalVQVAE,
+    tokenizer: FrozenTokenizer,
     info: h5.DatasetInfo,
     ck: str,
     tk: str,
@@ -426,14 +446,12 @@ def _tokenizer_problems(
 ) -> list[str]:
     """The ways a tokenizer disagrees with the dataset and the checkpoint's projector (another T
     skips the token sections instead: see _no_tokens_reason)."""
-    tok = tokenizer.config
     problems = []
-    if tok.grid != info.grid:
-        problems.append(f"grid: {tk} was trained on {tok.grid}x{tok.grid}, {ds} has {info.grid}x{info.grid}")
-    if tok.channels != info.channels:
-        problems.append(f"channels: {tk} was trained on {tok.channels}, {ds} has {info.channels}")
-    elif tok.feature_names != feature_names(info.channels):
-        problems.append(f"features: {tk} was trained on other feature columns than this noa computes; retrain it")
+    if tokenizer.grid != info.grid:
+        grid = tokenizer.grid
+        problems.append(f"grid: {tk} was trained on {grid}x{grid}, {ds} has {info.grid}x{info.grid}")
+    if tokenizer.channels != info.channels:
+        problems.append(f"channels: {tk} was trained on {tokenizer.channels}, {ds} has {info.channels}")
     if projector is not None and projector.latent_dim != tokenizer.latent_dim:
         problems.append(
             f"latent dim: {ck}'s latent projector outputs {projector.latent_dim}, {tk} has latent_dim {tokenizer.latent_dim}"
@@ -535,7 +553,7 @@ def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, arg
     return np.asarray(sorted(same), dtype=np.int64)
 
 
-def _tokens(tokenizer: CategoricalVQVAE, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def _tokens(tokenizer: FrozenTokenizer, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(cat of the pre-quantization latents [B, D], code indices [B, E]) on the CPU."""
     latents = tokenizer.encode(features)
     _, indices = tokenizer.quantize(latents)
@@ -543,7 +561,7 @@ def _tokens(tokenizer: CategoricalVQVAE, features: dict[str, torch.Tensor]) -> t
 
 
 def _tokenized(
-    tokenizer: CategoricalVQVAE, noa: torch.Tensor, cno: torch.Tensor, persistence: torch.Tensor
+    tokenizer: FrozenTokenizer, noa: torch.Tensor, cno: torch.Tensor, persistence: torch.Tensor
 ) -> dict[str, Any]:
     """One batch's features, tokens and L_latent targets (the tokenizer's side of the pass)."""
     feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
@@ -563,7 +581,7 @@ def _tokenized(
 def _evaluate(
     model: UAFNO,
     projector: LatentProjector | None,
-    tokenizer: CategoricalVQVAE | None,
+    tokenizer: FrozenTokenizer | None,
     source: SampleSource,
     timesteps: int,
     steps: list[int],
@@ -629,10 +647,9 @@ def _result(
     rows: np.ndarray,
     notes: list[str],
     run: dict[str, Any],
-    tokenizer: CategoricalVQVAE | None,
+    tokenizer: FrozenTokenizer | None,
     data: _Collected,
     steps: list[int],
-    batch_size: int,
     rules: list[str] | None = None,
     no_tokens_reason: str = NO_TOKENIZER,
     no_projector_reason: str = SKIP_REASON,
@@ -644,7 +661,7 @@ def _result(
     else:
         assert data.tokens_noa is not None and data.features_noa is not None  # collected whenever there is a tokenizer
         counts = guide.code_counts(list(data.tokens_noa.T), tokenizer.codebook_sizes)
-        sections["reconstruction"] = guide.reconstruction(tokenizer, data.features_noa, batch_size)
+        sections["reconstruction"] = guide.reconstruction(tokenizer, data.features_noa)
         sections["diversity"] = guide.diversity(counts, tokenizer.entries)
     if data.projected is not None and data.targets is not None and data.norms is not None:
         sections["alignment"] = guide.alignment(data.projected, data.targets, steps)
@@ -674,7 +691,7 @@ def _result(
     )
     cno_reconstruction = None
     if tokenizer is not None and data.features_cno is not None:
-        cno_reconstruction = reconstruction_mse(tokenizer, data.features_cno, batch_size=batch_size)["total"]
+        cno_reconstruction = tokenizer.reconstruction_mse(data.features_cno)["total"]
     return DiagnosticsResult(
         checkpoint=str(checkpoint),
         tokenizer=None if vqvae_path is None else str(vqvae_path),

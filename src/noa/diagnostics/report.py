@@ -49,6 +49,7 @@ def diagnose(
     out_dir: str | Path | None = None,
     batch_size: int = 8,
     no_tokens: bool = False,
+    vqvae_class: str | type | None = None,
     log: Callable[[str], None] = print,
 ) -> DiagnosticsResult:
     """Evaluate a checkpoint; log the report; write ``out_dir`` when given.
@@ -56,6 +57,7 @@ def diagnose(
     ``vqvae_path`` / ``dataset`` default (None) to the ones recorded in the checkpoint's args.
     ``timesteps`` defaults to the training run's T, else the dataset's; at another T than the
     tokenizer's (or with ``no_tokens``) the token sections are skipped, the rollout measures run.
+    ``vqvae_class``: the class that loads a tokenizer not noa's own (``--vqvae-class``).
     """
     # One diagnosis per --out at a time: a second is refused rather than interleaving its files.
     with outputs.exclusive(out_dir, "--out") if out_dir is not None else nullcontext():
@@ -70,6 +72,7 @@ def diagnose(
             out_dir=None if out_dir is None else Path(out_dir),
             batch_size=batch_size,
             no_tokens=no_tokens,
+            vqvae_class=vqvae_class,
             log=log,
         )
 
@@ -86,6 +89,7 @@ def _diagnose(
     out_dir: Path | None,
     batch_size: int,
     no_tokens: bool,
+    vqvae_class: str | type | None,
     log: Callable[[str], None],
 ) -> DiagnosticsResult:
     if out_dir is not None:
@@ -102,6 +106,7 @@ def _diagnose(
         seed=seed,
         batch_size=batch_size,
         no_tokens=no_tokens,
+        vqvae_class=vqvae_class,
         log=log,
     )
     result = run.result
@@ -120,10 +125,17 @@ def _ratio(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _tokenizer_text(r: DiagnosticsResult) -> str:
+    """The tokenizer's directory, and its class when it is not noa's own."""
+    if r.tokenizer is None:
+        return "none"
+    return r.tokenizer + (f" (class {r.tokenizer_class})" if r.tokenizer_class else "")
+
+
 def format_report(r: DiagnosticsResult) -> str:
     """The guide's report (header, four sections, summary, verdict), then rollout quality and the scale."""
     lines = [RULE, "L_latent Alignment Diagnostics", RULE, ""]
-    lines += [f"Checkpoint: {r.checkpoint}", f"Tokenizer:  {r.tokenizer or 'none'}", f"Dataset:    {r.dataset}"]
+    lines += [f"Checkpoint: {r.checkpoint}", f"Tokenizer:  {_tokenizer_text(r)}", f"Dataset:    {r.dataset}"]
     family = r.run.get("data", {}).get("operator_family", {}).get("name")
     if family:
         lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
@@ -422,7 +434,7 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
             f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}; "
             f"operator family {d.get('operator_family', {}).get('name', 'full')}",
         ),
-        ("tokenizer", f"`{r.tokenizer}`" if r.tokenizer else "none: token sections skipped"),
+        ("tokenizer", f"`{_tokenizer_text(r)}`" if r.tokenizer else "none: token sections skipped"),
         ("objective", _objective(a)),
         (
             "training",
@@ -552,6 +564,12 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) ->
     parser.add_argument(
         "--no-tokens", action="store_true", help="skip the token sections: rollout measures only (no tokenizer is read)"
     )
+    parser.add_argument(
+        "--vqvae-class",
+        default=None,
+        help="the class that loads a tokenizer another program wrote, as MODULE_OR_FILE:CLASS (default: noa's own "
+        "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint",
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument(
         "--seed", type=int, default=0, help="chooses the held-out samples when more are available; default 0"
@@ -577,4 +595,5 @@ def evaluation_options(args: argparse.Namespace) -> dict:
         seed=args.seed,
         batch_size=args.batch_size,
         no_tokens=args.no_tokens,
+        vqvae_class=args.vqvae_class,
     )

@@ -14,6 +14,7 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -82,11 +83,26 @@ def _write_synced(path: Path, write) -> None:
         os.fsync(f.fileno())
 
 
+# A directory that is not noa's own tokenizer may be another class's: say how to load one.
+ANOTHER_CLASS = (
+    "a tokenizer of another class is loaded by that class: pass --vqvae-class MODULE_OR_FILE:CLASS "
+    "(noa never imports a class a directory names)"
+)
+
+
 def load_config(path: str | Path) -> TokenizerConfig:
     """The config of the tokenizer directory ``path`` (no weights are read)."""
-    data = _read_json(_existing_dir(path) / CONFIG_FILE, required=True)
+    directory = existing_dir(path)
+    if not any((directory / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)) and any(directory.iterdir()):
+        raise NoaError(
+            f"{directory} holds neither {CONFIG_FILE} nor {WEIGHTS_FILE}, so `noa vqvae train` did not write it; "
+            + ANOTHER_CLASS
+        )
+    data = _read_json(directory / CONFIG_FILE, required=True)
     if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("config"), dict):
-        raise NoaError(f"{Path(path) / CONFIG_FILE} is not a noa tokenizer config (no '{FORMAT}' format marker)")
+        raise NoaError(
+            f"{Path(path) / CONFIG_FILE} is not a noa tokenizer config (no '{FORMAT}' format marker); {ANOTHER_CLASS}"
+        )
     if data.get("format_version") != FORMAT_VERSION:
         raise NoaError(
             f"{Path(path) / CONFIG_FILE} has tokenizer format version {data.get('format_version')!r}, "
@@ -100,7 +116,7 @@ def load_config(path: str | Path) -> TokenizerConfig:
 
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> CategoricalVQVAE:
     """A frozen tokenizer ready to use: eval mode, no parameter requires grad, on ``device``."""
-    path = _existing_dir(path)
+    path = existing_dir(path)
     config = load_config(path)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
@@ -121,7 +137,7 @@ def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Cate
     return model.to(device).eval()
 
 
-def _existing_dir(path: str | Path) -> Path:
+def existing_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NoaError(f"{path} is a file, not a tokenizer directory; pass the directory `noa vqvae train --out` wrote")
@@ -149,19 +165,35 @@ def tokenizer_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def check_compatible(
-    tokenizer_config: TokenizerConfig,
-    *,
-    feature_names: Mapping[str, list[str]],
-    timesteps: int,
-    channels: int,
-    grid: int,
-    source: str,
-) -> None:
-    """Raise one NoaError listing every way ``source``'s features differ from the tokenizer's."""
-    problems = compatibility_problems(
-        tokenizer_config, feature_names=feature_names, timesteps=timesteps, channels=channels, grid=grid, source=source
-    )
+def directory_fingerprint(path: str | Path) -> str:
+    """A hash of every file in a tokenizer directory of another class (noa does not know which
+    of them hold its weights): names and contents, in name order."""
+    digest = hashlib.blake2b(digest_size=12)
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        name = file.relative_to(root).as_posix().encode()
+        digest.update(len(name).to_bytes(8, "little") + name)
+        content = file.read_bytes()
+        digest.update(len(content).to_bytes(8, "little") + content)
+    return digest.hexdigest()
+
+
+class Fits(Protocol):
+    """What a tokenizer fits: the rollouts' T, channels and grid (a loaded tokenizer has them)."""
+
+    @property
+    def timesteps(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def grid(self) -> int: ...
+
+
+def check_compatible(tokenizer: Fits, *, timesteps: int, channels: int, grid: int, source: str) -> None:
+    """Raise one NoaError listing every way ``source``'s rollouts differ from what the tokenizer fits."""
+    problems = compatibility_problems(tokenizer, timesteps=timesteps, channels=channels, grid=grid, source=source)
     if problems:
         raise NoaError(
             f"the tokenizer does not fit {source}:\n  - "
@@ -171,44 +203,22 @@ def check_compatible(
 
 
 def compatibility_problems(
-    tokenizer_config: TokenizerConfig,
-    *,
-    feature_names: Mapping[str, list[str]],
-    timesteps: int | None,
-    channels: int,
-    grid: int,
-    source: str,
+    tokenizer: Fits, *, timesteps: int | None, channels: int, grid: int, source: str
 ) -> list[str]:
-    """Every way ``source``'s features differ from the tokenizer's, one line each (``timesteps``
-    None: the caller says where its T came from itself)."""
-    cfg = tokenizer_config
-    problems = []
-    for family in FAMILIES:
-        ours = list(cfg.feature_names[family])
-        if family not in feature_names:
-            problems.append(f"{family} features: tokenizer has {len(ours)}, {source} has none")
-            continue
-        theirs = list(feature_names[family])
-        if len(ours) != len(theirs):
-            problems.append(f"{family} feature count: tokenizer has {len(ours)}, {source} has {len(theirs)}")
-        if ours != theirs:
-            only_ours = [n for n in ours if n not in theirs]
-            only_theirs = [n for n in theirs if n not in ours]
-            if only_ours or only_theirs:
-                problems.append(
-                    f"{family} feature names: tokenizer has {only_ours}, {source} has {only_theirs} instead"
-                )
-            else:
-                problems.append(f"{family} feature order: tokenizer has {ours}, {source} has {theirs}")
-    for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid)):
-        if size is not None and getattr(cfg, name) != size:
-            problems.append(f"{name}: tokenizer has {getattr(cfg, name)}, {source} has {size}")
-    return problems
+    """Every way ``source``'s rollouts differ from what the tokenizer fits, one line each, both
+    values named (``timesteps`` None: the caller says where its T came from itself). The
+    feature columns it reads are checked when it is loaded: they are the registry's for its
+    channels, which this compares with the data's."""
+    return [
+        f"{name}: tokenizer has {getattr(tokenizer, name)}, {source} has {size}"
+        for name, size in (("timesteps", timesteps), ("channels", channels), ("grid", grid))
+        if size is not None and getattr(tokenizer, name) != size
+    ]
 
 
 def tokenizer_info(path: str | Path) -> str:
     """A human summary of a tokenizer directory: config, validation metrics, last history values."""
-    path = _existing_dir(path)
+    path = existing_dir(path)
     cfg = load_config(path)
     weights = path / WEIGHTS_FILE
     n_entries = len(FAMILIES) * cfg.levels

@@ -18,6 +18,7 @@ import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, fields
+from pathlib import Path
 from typing import cast
 
 import torch
@@ -259,6 +260,38 @@ class CategoricalVQVAE(nn.Module):
     @property
     def codebook_sizes(self) -> list[int]:
         return [self.config.codebook_size for _ in self.entries]
+
+    # ---- the tokenizer protocol (noa.tokenizer.protocol): what it reads and fits ----------
+
+    @property
+    def feature_names(self) -> dict[str, list[str]]:
+        """The feature columns it was trained on, per family (all of them, in registry order)."""
+        return self.config.feature_names
+
+    @property
+    def timesteps(self) -> int:
+        return self.config.timesteps
+
+    @property
+    def channels(self) -> int:
+        return self.config.channels
+
+    @property
+    def grid(self) -> int:
+        return self.config.grid
+
+    @classmethod
+    def load(cls, directory: Path) -> CategoricalVQVAE:
+        """The tokenizer `noa vqvae train` wrote to ``directory``, frozen, on the CPU."""
+        from noa.tokenizer.io import load_tokenizer
+
+        return load_tokenizer(directory)
+
+    def reconstruction_mse(self, features: Mapping[str, Tensor]) -> dict[str, float]:
+        """Normalized reconstruction MSE per category and "total" (see :func:`noa.tokenizer.train.reconstruction_mse`)."""
+        from noa.tokenizer.train import reconstruction_mse
+
+        return reconstruction_mse(self, features)
 
     @property
     def category_slices(self) -> dict[str, slice]:

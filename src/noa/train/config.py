@@ -40,6 +40,9 @@ PER_RUN = (
     "compile",
     "cuda_graphs",
     "activation_checkpointing",
+    # The tokenizer's class is imported only when the user names it, never from a checkpoint:
+    # a resume or fine-tune that keeps a tokenizer of another class is told which to pass.
+    "vqvae_class",
 )
 # Flags a resume must not change: they define the data split, the batches, the target and the
 # learning-rate schedule. A different dataset makes the resume a fine-tune instead.
@@ -114,6 +117,7 @@ class TrainConfig:
     rule_head: bool = True
     timesteps: int = 256
     vqvae_path: str | None = None
+    vqvae_class: str | None = None  # MODULE_OR_FILE:CLASS of a tokenizer not noa's own
     lambda_commit: float = 0.5
     enable_latent_loss: bool = False
     lambda_latent: float = 0.5
@@ -207,6 +211,13 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     ),
     "timesteps": (int, False, "rollout length T (at most the dataset's)"),
     "vqvae_path": (str, True, "frozen tokenizer directory (enables L_commit)"),
+    "vqvae_class": (
+        str,
+        True,
+        "the class that loads --vqvae-path when another program wrote it, as MODULE_OR_FILE:CLASS (e.g. "
+        "examples/custom_tokenizer.py:PCATokenizer); it must meet noa.TokenizerProtocol (docs/api.md). Never taken "
+        "from a checkpoint: a resume names it again",
+    ),
     "lambda_commit": (float, False, "weight of L_commit"),
     "enable_latent_loss": (
         bool,
@@ -319,6 +330,7 @@ _NONE_MEANS = {
     "early_stop_patience": "never",
     "keep_last": "all",
     "vqvae_path": "none",
+    "vqvae_class": "noa's own tokenizer",
     "resume": "none: a fresh run",
     "init_from": "none",
     "max_steps": "no limit",

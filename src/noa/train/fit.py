@@ -10,7 +10,8 @@ from typing import Any
 
 from noa.data import h5
 from noa.errors import NoaError
-from noa.features import feature_names
+from noa.tokenizer.frozen import FrozenTokenizer
+from noa.tokenizer.io import compatibility_problems
 from noa.train.config import TrainConfig, flag_name
 
 
@@ -26,15 +27,16 @@ def origin(key: str, cli: dict[str, Any], file_values: dict[str, Any], resumed_f
     return None
 
 
-def check_fit(cfg: TrainConfig, info: h5.DatasetInfo, t_origin: str | None, tokenizer_origin: str | None) -> None:
+def check_fit(
+    cfg: TrainConfig,
+    info: h5.DatasetInfo,
+    t_origin: str | None,
+    tokenizer_origin: str | None,
+    tokenizer: FrozenTokenizer | None,
+) -> None:
     """Refuse, listing every mismatch, a run whose T, tokenizer or model does not fit the dataset."""
     ds = f"dataset {cfg.dataset}"
     tk = f"tokenizer {cfg.vqvae_path}" + (f" ({tokenizer_origin})" if tokenizer_origin else "")
-    tokenizer = None
-    if cfg.vqvae_path:
-        from noa.tokenizer.io import load_config
-
-        tokenizer = load_config(cfg.vqvae_path)
     if t_origin is not None:
         t_said = f"{t_origin} gives T={cfg.timesteps}"
     elif tokenizer is not None:
@@ -45,19 +47,10 @@ def check_fit(cfg: TrainConfig, info: h5.DatasetInfo, t_origin: str | None, toke
     if cfg.timesteps > info.timesteps:
         problems.append(f"T: {t_said}, more than {ds}'s T={info.timesteps}")
     if tokenizer is not None:
-        from noa.tokenizer.io import compatibility_problems
-
         if tokenizer.timesteps != cfg.timesteps:
             problems.append(f"T: {tk} was trained on T={tokenizer.timesteps}, {t_said}")
-        problems += compatibility_problems(
-            tokenizer,
-            feature_names=feature_names(info.channels),
-            timesteps=None,
-            channels=info.channels,
-            grid=info.grid,
-            source=ds,
-        )
-        problems = [p.replace("tokenizer has", f"{tk} was trained on", 1) for p in problems]
+        fits = compatibility_problems(tokenizer, timesteps=None, channels=info.channels, grid=info.grid, source=ds)
+        problems += [p.replace("tokenizer has", f"{tk} was trained on", 1) for p in fits]
     factor = 2**cfg.model.encoder_levels
     if info.grid % factor or info.grid // factor < 2:
         problems.append(

@@ -233,11 +233,7 @@ class Trainer:
     def _build_model(self, run: Run) -> None:
         """Tokenizer, model, projector, optimizer, schedule, the objective and the run's state."""
         cfg = run.config
-        self.tokenizer = None
-        if cfg.vqvae_path:
-            from noa.tokenizer import load_tokenizer
-
-            self.tokenizer = load_tokenizer(cfg.vqvae_path, device=self.device)
+        self.tokenizer = run.tokenizer.to(self.device) if run.tokenizer is not None else None
         with _seeded_init(derive_seed(cfg.seed, "init-model")):
             model = UAFNO(cfg.model).to(self.device)
         projector = None

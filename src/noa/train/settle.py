@@ -25,7 +25,8 @@ from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
 from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
-from noa.tokenizer.io import tokenizer_fingerprint
+from noa.tokenizer.frozen import FrozenTokenizer, open_tokenizer
+from noa.tokenizer.user_class import absolute, class_problem
 from noa.train import config as flags_module
 from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
@@ -78,10 +79,15 @@ class Run:
     start: StartingPoint
     data: DatasetView
     device: str
-    tokenizer_fingerprint: str | None
+    tokenizer: FrozenTokenizer | None  # loaded on the CPU; the trainer moves it to its device
     ranks: Ranks = Ranks()
     execution: Execution = Execution()
     followed: tuple[str, ...] = ()  # settings whose default followed the data or the run's length
+
+    @property
+    def tokenizer_fingerprint(self) -> str | None:
+        """What the checkpoints record of the tokenizer, so that a resume can tell it is the same one."""
+        return self.tokenizer.fingerprint if self.tokenizer is not None else None
 
     @property
     def global_batch(self) -> int:
@@ -115,7 +121,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
             train = split_rows(usable_rows_of(f, info, values["n_samples"]), values["val_split"], values["seed"]).train
             return len(train) // max(1, values["batch_size"] * ranks.world_size)
 
-        cfg, followed = _resolve(explicit, start, info, ranks, batches_per_epoch)
+        cfg, followed, tokenizer = _resolve(explicit, start, info, ranks, batches_per_epoch)
         rows = usable_rows_of(f, info, cfg.n_samples)
     split = split_rows(rows, cfg.val_split, cfg.seed)
     data = DatasetView(info=info, rows=rows, split=split, fingerprint=fingerprint)
@@ -125,9 +131,10 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         info,
         t_origin=origin("timesteps", cli, file_values, resumed if "timesteps" not in followed else None),
         tokenizer_origin=_tokenizer_origin(cli, file_values, start),
+        tokenizer=tokenizer,
     )
     _check_data(cfg, data, ranks)
-    tokenizer_fp = _check_tokenizer(cfg, start, info)
+    _check_same_tokenizer(tokenizer, start)
     # The device and how the step runs are checked before the directory is chosen (which says where the run writes).
     device = rank_device(resolve_device(cfg.device), ranks)
     execution = resolve_execution(
@@ -151,7 +158,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
         start=start,
         data=data,
         device=device,
-        tokenizer_fingerprint=tokenizer_fp,
+        tokenizer=tokenizer,
         ranks=ranks,
         execution=execution,
         followed=followed,
@@ -209,9 +216,9 @@ def _resolve(
     info: h5.DatasetInfo,
     ranks: Ranks,
     batches_per_epoch: Callable[[dict[str, Any]], int],
-) -> tuple[TrainConfig, tuple[str, ...]]:
-    """The effective config (precedence, architecture from the checkpoint, locks, flag checks)
-    and the settings whose defaults followed the data or the run."""
+) -> tuple[TrainConfig, tuple[str, ...], FrozenTokenizer | None]:
+    """The effective config (precedence, architecture from the checkpoint, locks, flag checks),
+    the settings whose defaults followed the data or the run, and the tokenizer (loaded)."""
     saved_args = (start.checkpoint or {}).get("args")
     if saved_args is not None:  # a checkpoint from before a flag existed ran without it
         saved_args = {**flags_module.LEGACY_ARGS, **saved_args}
@@ -223,7 +230,8 @@ def _resolve(
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
-    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch)
+    tokenizer = _open_tokenizer(values, explicit, start)
+    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
     model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
     if start.checkpoint is not None and "config" in start.checkpoint:
@@ -251,7 +259,28 @@ def _resolve(
     flags_module.validate(cfg)
     if start.kind == "finetune":
         log.info(_kept_by_finetune(cfg, start, explicit))
-    return cfg, followed
+    return cfg, followed, tokenizer
+
+
+def _open_tokenizer(values: dict[str, Any], explicit: dict[str, Any], start: StartingPoint) -> FrozenTokenizer | None:
+    """The run's tokenizer, loaded by the class the user named (none: noa's own). A resume, or a
+    fine-tune that keeps its checkpoint's tokenizer, must name the class the checkpoint records."""
+    path, given = values.get("vqvae_path"), values.get("vqvae_class")
+    if not path:
+        if given:
+            raise NoaError(
+                "--vqvae-class names the class of a tokenizer directory; give the directory with --vqvae-path"
+            )
+        return None
+    keeps_tokenizer = start.kind == "resume" or (start.kind == "finetune" and "vqvae_path" not in explicit)
+    if keeps_tokenizer:
+        recorded = (start.saved.get("args") or {}).get("vqvae_class")
+        problem = class_problem(recorded, given, start.file.name)
+        if problem:
+            raise NoaError(problem)
+    if given:
+        values["vqvae_class"] = absolute(given)
+    return open_tokenizer(path, given)
 
 
 def _follow_the_data(
@@ -260,6 +289,7 @@ def _follow_the_data(
     inherited: dict[str, Any],
     info: h5.DatasetInfo,
     batches_per_epoch: Callable[[dict[str, Any]], int],
+    tokenizer: FrozenTokenizer | None,
 ) -> tuple[str, ...]:
     """Every default that follows the data (config.DATA_DEFAULTS), here alone, when neither
     given nor inherited: T is the tokenizer's (which must match) with one, else the dataset's;
@@ -268,10 +298,8 @@ def _follow_the_data(
     LR below the peak asked for). Returns the keys that followed."""
     followed = [k for k in ("timesteps", "warmup_steps") if k not in explicit and k not in inherited]
     if "timesteps" not in explicit and "timesteps" not in inherited:
-        if values.get("vqvae_path"):
-            from noa.tokenizer.io import load_config
-
-            values["timesteps"] = load_config(values["vqvae_path"]).timesteps
+        if tokenizer is not None:
+            values["timesteps"] = tokenizer.timesteps
         else:
             values["timesteps"] = info.timesteps
     if "bptt_window" not in explicit and values["bptt_window"] > values["timesteps"]:
@@ -368,25 +396,18 @@ def _check_data(cfg: TrainConfig, data: DatasetView, ranks: Ranks) -> None:
         )
 
 
-def _check_tokenizer(cfg: TrainConfig, start: StartingPoint, info: h5.DatasetInfo) -> str | None:
-    """The tokenizer is whole, and a resume keeps the tokenizer it was trained with (whether it
-    fits the data is check_fit's)."""
-    if not cfg.vqvae_path:
-        return None
-    weights = Path(cfg.vqvae_path) / "weights.pt"
-    if not weights.is_file():
-        raise NoaError(
-            f"{weights} is missing; {cfg.vqvae_path} is not a complete tokenizer directory (retrain or copy it again)"
-        )
-    fingerprint = tokenizer_fingerprint(cfg.vqvae_path)
+def _check_same_tokenizer(tokenizer: FrozenTokenizer | None, start: StartingPoint) -> None:
+    """A resume keeps the tokenizer it was trained with, told by content (whether it fits the
+    data is check_fit's; whether it is of the same class, _open_tokenizer's)."""
+    if tokenizer is None:
+        return
     stored = (start.checkpoint or {}).get("fingerprints", {}).get("tokenizer")
-    if start.kind == "resume" and stored is not None and stored != fingerprint:
+    if start.kind == "resume" and stored is not None and stored != tokenizer.fingerprint:
         raise NoaError(
-            f"tokenizer {cfg.vqvae_path} is not the one {start.file.name} was trained with (its config or weights "
+            f"tokenizer {tokenizer.path} is not the one {start.file.name} was trained with (its config or weights "
             "differ), so L_commit and L_latent would change meaning mid-run. Resume with the original tokenizer, or "
             "start a fine-tune with --init-from CHECKPOINT and a new --checkpoint-dir"
         )
-    return fingerprint
 
 
 def _check_outputs(cfg: TrainConfig) -> None:

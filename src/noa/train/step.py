@@ -51,7 +51,7 @@ from noa.train.execution import Execution, Stepper
 from noa.train.rollout import rollout_noa
 
 if TYPE_CHECKING:
-    from noa.tokenizer.model import CategoricalVQVAE
+    from noa.tokenizer.frozen import FrozenTokenizer
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Objective:
 
     model: UAFNO
     projector: nn.Module | None
-    tokenizer: CategoricalVQVAE | None
+    tokenizer: FrozenTokenizer | None  # its encode takes noa's features and picks the columns it reads
     lambda_commit: float
     lambda_latent: float
     bptt_window: int
