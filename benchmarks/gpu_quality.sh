@@ -17,6 +17,7 @@ set -euo pipefail
 SMOKE=${SMOKE:-0}
 if [[ "${1:-}" == "--smoke" ]]; then SMOKE=1; fi
 MODEL=${MODEL:-uafno}
+PYTHON=${PYTHON:-python3}  # the interpreter with torch (the suite passes its own)
 DEST=${OUT:-benchmarks/.work}
 mkdir -p "$DEST"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -42,7 +43,7 @@ fi
 
 # SIGTERM at the limit: long_curve.py finishes its update, saves and writes its summary.
 status=0
-timeout -s TERM "$LIMIT" python3 benchmarks/long_curve.py --model "$MODEL" --data fresh --out "$RUN" "${FLAGS[@]}" \
+timeout -s TERM "$LIMIT" "$PYTHON" benchmarks/long_curve.py --model "$MODEL" --data fresh --out "$RUN" "${FLAGS[@]}" \
     || status=$?
 echo "long_curve exit: $status"
 cp "$RUN/summary.json" "$DEST/$NAME"

@@ -109,7 +109,7 @@ def test_the_fit_reads_a_power_law_back_and_a_flat_curve_never_arrives() -> None
 
 
 def test_gpu_quality_smoke_mode_writes_a_curve_of_finite_skills(tmp_path: Path) -> None:
-    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OUT": str(tmp_path), "OMP_NUM_THREADS": "1", "PYTHON": sys.executable}
     root = BENCHMARKS.parent
     subprocess.run(["bash", "benchmarks/gpu_quality.sh", "--smoke"], cwd=root, env=env, check=True, timeout=120)
     figures = json.loads((tmp_path / "gpu_quality_smoke.json").read_text())
