@@ -14,13 +14,13 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
 
 import torch
 
 from noa import outputs
 from noa.errors import NoaError
 from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
+from noa.tokenizer.protocol import Fits
 from noa.torchfile import load_pt
 
 FORMAT = "noa-tokenizer"
@@ -176,19 +176,6 @@ def directory_fingerprint(path: str | Path) -> str:
         content = file.read_bytes()
         digest.update(len(content).to_bytes(8, "little") + content)
     return digest.hexdigest()
-
-
-class Fits(Protocol):
-    """What a tokenizer fits: the rollouts' T, channels and grid (a loaded tokenizer has them)."""
-
-    @property
-    def timesteps(self) -> int: ...
-
-    @property
-    def channels(self) -> int: ...
-
-    @property
-    def grid(self) -> int: ...
 
 
 def check_compatible(tokenizer: Fits, *, timesteps: int, channels: int, grid: int, source: str) -> None:

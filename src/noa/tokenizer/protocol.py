@@ -22,7 +22,20 @@ METHODS = ("load", "to", "encode", "quantize", "reconstruction_mse")
 ATTRIBUTES = ("feature_names", "timesteps", "channels", "grid", "entries", "codebook_sizes", "latent_dim")
 
 
-class TokenizerProtocol(Protocol):
+class Fits(Protocol):
+    """What a tokenizer fits: the rollouts' T, channels and grid (a loaded tokenizer has them)."""
+
+    @property
+    def timesteps(self) -> int: ...
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def grid(self) -> int: ...
+
+
+class TokenizerProtocol(Fits, Protocol):
     """A frozen tokenizer of rollout behaviour, as noa trains against it and diagnoses with it.
 
     Attributes (plain attributes or properties):
@@ -40,15 +53,6 @@ class TokenizerProtocol(Protocol):
 
     @property
     def feature_names(self) -> Mapping[str, Sequence[str]]: ...
-
-    @property
-    def timesteps(self) -> int: ...
-
-    @property
-    def channels(self) -> int: ...
-
-    @property
-    def grid(self) -> int: ...
 
     @property
     def entries(self) -> Sequence[tuple[str, int]]: ...
