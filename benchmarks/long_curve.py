@@ -91,6 +91,7 @@ MODELS = ("uafno", "uafno4x", "hyper", "uafno-local")
 CHANNELS = 3
 CHUNK = 32  # operators replayed together when making a pool
 CHECKPOINT, CURVE, RUN, SUMMARY = "checkpoint.pt", "curve.jsonl", "run.json", "summary.json"
+POOL = "pool.pt"  # the pool and held-out states of a --data pool run, so a resume skips the replay
 # The settings a run's numbers depend on; the rest (target, caps, threads) may change on resume.
 IDENTITY = ("model", "data", "family", "seed", "n_train", "timesteps", "n_test", "grid", "batch_size", "lr", "device")
 
@@ -587,12 +588,17 @@ def describe_device(device: torch.device) -> str:
 def make_run(args: argparse.Namespace, family: OperatorFamily, settings: dict, device: torch.device) -> Run:
     """The data, the model and its optimizer, before any checkpoint is read."""
     started = time.perf_counter()
-    held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
+    cached = Path(args.out) / POOL
     source: Source
-    if args.data == "pool":
+    if args.data == "pool" and cached.exists():  # written by this run (check_out_dir checked the folder is it)
+        held_out, pool = (StateSet(**sets) for sets in torch.load(cached, map_location=device, weights_only=True))
+        source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
+    elif args.data == "pool":
+        held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
         pool = training_pool(family, args.seed, args.n_train, args.grid, args.timesteps, device)
         source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
     else:
+        held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
         source = FreshSource(family, args.seed, args.batch_size, args.grid, args.timesteps, device)
         training = source.seen(args.n_test)
     print(f"data ({args.data}): {time.perf_counter() - started:.0f} s", flush=True)
@@ -619,6 +625,15 @@ def start_or_resume(run: Run, command: str) -> dict[str, Any]:
     write_atomic(out / RUN, json.dumps({"identity": run.settings, "meta": meta}, indent=2) + "\n")
     write_curve(out, [])
     return meta
+
+
+def save_pool(out: Path, held_out: StateSet, pool: StateSet) -> None:
+    """The replayed states, kept beside the checkpoint: a 4096-operator pool takes ~8 minutes of
+    one CPU thread to replay, and every resume would pay it again."""
+    sets = [{name: getattr(s, name).cpu() for name in ("theta", "states", "maps")} for s in (held_out, pool)]
+    tmp = out / (POOL + ".tmp")
+    torch.save(sets, tmp)
+    os.replace(tmp, out / POOL)
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -662,6 +677,8 @@ def run_training(argv: list[str]) -> None:
         with interruption.installed():
             run = make_run(args, family, settings, device)
             meta = start_or_resume(run, command)
+            if isinstance(run.source, PoolSource) and not (out / POOL).exists():
+                save_pool(out, run.held_out, run.source.pool)
     except KeyboardInterrupt:
         print(f"stopped by {interruption.signum.name} while making the data; no update was lost", file=sys.stderr)
         raise SystemExit(0) from None

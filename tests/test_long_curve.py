@@ -50,6 +50,7 @@ def assert_same_run(a: Path, b: Path) -> None:
 @pytest.mark.parametrize("data", ["pool", "fresh"])
 def test_a_run_stopped_and_extended_equals_an_uninterrupted_one(tmp_path: Path, data: str) -> None:
     run(tmp_path / "split", 3, "--data", data)
+    assert (tmp_path / "split" / long_curve.POOL).exists() == (data == "pool")  # the resume reads the pool back
     run(tmp_path / "split", 6, "--data", data)
     run(tmp_path / "whole", 6, "--data", data)
     assert_same_run(tmp_path / "split", tmp_path / "whole")
