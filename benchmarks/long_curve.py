@@ -61,6 +61,7 @@ import json
 import os
 import shlex
 import signal
+import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -71,7 +72,8 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from learnability import HyperStack, UAFNOBranch, skill
+from common import OneStepSkill
+from learnability import RULE, HyperStack, UAFNOBranch, skill, true_update
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -80,6 +82,7 @@ from noa.families import OperatorFamily, load_family
 from noa.interruption import Interruption
 from noa.model import UAFNO, UAFNOConfig
 from noa.model.uafno import HEAD_INIT_SCALE, FiLM
+from noa.model.update_rule import CONVEX, RESIDUAL
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
@@ -493,6 +496,23 @@ def timed_update(run: Run) -> None:
     run.loss_count += 1
 
 
+@torch.no_grad()
+def median_skill(model: nn.Module, theta: Tensor, states: Tensor, maps: Tensor) -> dict[str, float]:
+    """The median over operators of each one's own one-step skill, per rule, on the states
+    :func:`learnability.skill` pools: the pooled figure listens most to the few operators with the
+    largest updates (one held-out residual operator carried 28% of the pool's Σ|Δ|²)."""
+    t = states.shape[1]
+    picks = [0, t // 4, t // 2, 3 * t // 4]
+    own: dict[str, list[float]] = {}
+    for row in range(theta.shape[0]):
+        th = theta[row : row + 1].expand(len(picks), -1)
+        x, o = states[row, picks], maps[row, picks]
+        rule = RESIDUAL if bool(RULE.residual(th[:1])) else CONVEX
+        value = OneStepSkill().add([rule], true_update(th, x, model(x, th)), true_update(th, x, o))
+        own.setdefault(rule, []).append(value)
+    return {rule: round(statistics.median(values), 4) for rule, values in sorted(own.items())}
+
+
 def evaluate(run: Run) -> None:
     """Held-out and training skill per rule now: a curve point, logged, appended and checkpointed."""
     p = run.progress
@@ -500,6 +520,10 @@ def evaluate(run: Run) -> None:
     run.model.eval()
     held_out = skill(run.model, run.held_out.theta, run.held_out.states, run.held_out.maps)
     training = skill(run.model, run.training.theta, run.training.states, run.training.maps)
+    medians = {
+        "held_out": median_skill(run.model, run.held_out.theta, run.held_out.states, run.held_out.maps),
+        "training": median_skill(run.model, run.training.theta, run.training.states, run.training.maps),
+    }
     run.model.train()
     spent = time.perf_counter() - started
     p.eval_seconds += spent
@@ -512,6 +536,7 @@ def evaluate(run: Run) -> None:
         "loss": round(float(run.loss_sum) / run.loss_count, 6) if run.loss_sum is not None else None,
         "held_out": held_out,
         "training": training,
+        "median_over_operators": medians,
     }
     run.loss_sum, run.loss_count = None, 0
     p.curve.append(entry)

@@ -164,9 +164,9 @@ def target_cells(run: RunCurve, rule: str, fit: PowerFit | None, target: float, 
 def table(runs: list[RunCurve], min_updates: float, measured_gpu: float | None) -> str:
     """The extrapolation table, as markdown for benchmarks/README.md, with its note."""
     head = (
-        "| run | rule | updates | held-out skill | fit points | b ± 1σ |"
+        "| run | rule | updates | held-out skill | median operator, held out (training) | fit points | b ± 1σ |"
         + "".join(f" updates to {t} (1σ) | hours CPU / H100 |" for t in TARGETS)
-        + "\n|---|---|---:|---:|---:|---:|"
+        + "\n|---|---|---:|---:|---:|---:|---:|"
         + "---:|---:|" * len(TARGETS)
     )
     rows = []
@@ -181,8 +181,20 @@ def table(runs: list[RunCurve], min_updates: float, measured_gpu: float | None) 
                 reach, cpu_h, gpu_h = target_cells(run, rule, fit, target, gpu_s)
                 cells += f" {reach} | {cpu_h} / {gpu_h} |"
             points = 0 if fit is None else fit.points
-            rows.append(f"| {run.label} | {rule} | {int(updates[-1])} | {skills[-1]:.3f} | {points} | {b} |" + cells)
+            rows.append(
+                f"| {run.label} | {rule} | {int(updates[-1])} | {skills[-1]:.3f} | {median_cell(run, rule)} | {points} | {b} |"
+                + cells
+            )
     return "\n".join([head, *rows, "", note(runs, measured_gpu)])
+
+
+def median_cell(run: RunCurve, rule: str) -> str:
+    """The last point's median over operators, held out (training); "–" for points written before
+    long_curve.py recorded it."""
+    medians = run.curve[-1].get("median_over_operators")
+    if not medians or rule not in medians["held_out"]:
+        return "–"
+    return f"{medians['held_out'][rule]:.3f} ({medians['training'].get(rule, float('nan')):.3f})"
 
 
 def note(runs: list[RunCurve], measured_gpu: float | None) -> str:

@@ -56,6 +56,9 @@ def test_a_run_stopped_and_extended_equals_an_uninterrupted_one(tmp_path: Path, 
     assert_same_run(tmp_path / "split", tmp_path / "whole")
     curve = [json.loads(line) for line in (tmp_path / "split" / long_curve.CURVE).read_text().splitlines()]
     assert [entry["updates"] for entry in curve] == [3, 6]
+    medians = curve[-1]["median_over_operators"]
+    assert set(medians) == {"held_out", "training"}
+    assert all(math.isfinite(v) and v <= 1.0 for split in medians.values() for v in split.values())
 
 
 def test_sigterm_finishes_the_update_saves_and_resumes_exactly(
