@@ -615,12 +615,12 @@ def make_run(args: argparse.Namespace, family: OperatorFamily, settings: dict, d
     started = time.perf_counter()
     cached = Path(args.out) / POOL
     source: Source
-    if args.data == "pool" and cached.exists():  # written by this run (check_out_dir checked the folder is it)
-        held_out, pool = (StateSet(**sets) for sets in torch.load(cached, map_location=device, weights_only=True))
-        source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
-    elif args.data == "pool":
-        held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
-        pool = training_pool(family, args.seed, args.n_train, args.grid, args.timesteps, device)
+    if args.data == "pool":
+        if cached.exists():  # written by this run (check_out_dir checked the folder is it)
+            held_out, pool = (StateSet(**sets) for sets in torch.load(cached, map_location=device, weights_only=True))
+        else:
+            held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
+            pool = training_pool(family, args.seed, args.n_train, args.grid, args.timesteps, device)
         source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
     else:
         held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)

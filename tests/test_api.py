@@ -163,14 +163,13 @@ def test_rollout_is_the_trainers_rollout_and_broadcasts_one_ic_over_many_theta(
 
 
 def test_tokens_are_the_codes_noa_diagnose_counts(tiny_tokenizer: Path, samples: dict) -> None:
-    from noa.diagnostics.evaluate import _tokens
-
     tokenizer = noa.load_tokenizer(tiny_tokenizer, device="cpu")
     trajectories = samples["trajectories"]  # [B, M=1, T+1, C, H, W]
     tokens = tokenizer.tokens(trajectories)
     assert tokens.shape == (5, len(tokenizer.entries)) and tokens.dtype == torch.int64
     assert all(0 <= int(t) < size for row in tokens for t, size in zip(row, tokenizer.codebook_sizes))
-    assert torch.equal(tokens, _tokens(tokenizer.model, noa.compute_features(trajectories))[1])
+    _, codes = tokenizer.model.quantize(tokenizer.model.encode(noa.compute_features(trajectories)))
+    assert torch.equal(tokens, torch.stack(codes, dim=1))  # what diagnose's FrozenTokenizer.tokens counts
     assert torch.equal(tokenizer.tokens(trajectories[:, 0]), tokens)  # one realization: the same features
     with pytest.raises(NoaError, match=r"timesteps: tokenizer has 8, rollouts of shape \(5, 5, 3, 16, 16\) has 4"):
         tokenizer.tokens(trajectories[:, 0, :5])

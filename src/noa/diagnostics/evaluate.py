@@ -553,27 +553,20 @@ def training_copies(dataset: str | Path, rows: np.ndarray, trained_on: Path, arg
     return np.asarray(sorted(same), dtype=np.int64)
 
 
-def _tokens(tokenizer: FrozenTokenizer, features: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(cat of the pre-quantization latents [B, D], code indices [B, E]) on the CPU."""
-    latents = tokenizer.encode(features)
-    _, indices = tokenizer.quantize(latents)
-    return torch.cat(latents, dim=1).cpu(), torch.stack(indices, dim=1).cpu()
-
-
 def _tokenized(
     tokenizer: FrozenTokenizer, noa: torch.Tensor, cno: torch.Tensor, persistence: torch.Tensor
 ) -> dict[str, Any]:
     """One batch's features, tokens and L_latent targets (the tokenizer's side of the pass)."""
     feats_noa, feats_cno, feats_other = (compute_features(x) for x in (noa, cno[:, 0], cno[:, 1]))
-    targets, tokens_noa = _tokens(tokenizer, feats_noa)
+    targets, tokens_noa = tokenizer.tokens(feats_noa)
     return {
         "features_noa": {k: v.cpu() for k, v in feats_noa.items()},
         "features_cno": {k: v.cpu() for k, v in feats_cno.items()},
-        "targets": targets,
-        "tokens_noa": tokens_noa,
-        "tokens_cno": _tokens(tokenizer, feats_cno)[1],
-        "tokens_cno_other": _tokens(tokenizer, feats_other)[1],
-        "tokens_persistence": _tokens(tokenizer, compute_features(persistence))[1],
+        "targets": targets.cpu(),
+        "tokens_noa": tokens_noa.cpu(),
+        "tokens_cno": tokenizer.tokens(feats_cno)[1].cpu(),
+        "tokens_cno_other": tokenizer.tokens(feats_other)[1].cpu(),
+        "tokens_persistence": tokenizer.tokens(compute_features(persistence))[1].cpu(),
     }
 
 

@@ -59,10 +59,9 @@ def feature_columns(requested: Mapping[str, Sequence[str]], channels: int) -> Co
 
 
 def select(features: Mapping[str, Tensor], columns: Columns) -> dict[str, Tensor]:
-    """The families and columns ``columns`` names, from noa's full features (last axis = columns)."""
+    """The families and columns ``columns`` names, from noa's full features (last axis = columns;
+    the indices on the features' device)."""
     return {
-        family: features[family]
-        if index is None
-        else features[family].index_select(-1, index.to(features[family].device))
+        family: features[family] if index is None else features[family].index_select(-1, index)
         for family, index in columns.items()
     }

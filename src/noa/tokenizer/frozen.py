@@ -54,6 +54,9 @@ class FrozenTokenizer:
         """Move the tokenizer to ``device``; returns ``self``."""
         self.device = torch.device(device)
         self.model = self.model.to(self.device)
+        self.columns = {
+            family: None if index is None else index.to(self.device) for family, index in self.columns.items()
+        }
         return self
 
     def features(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
