@@ -16,7 +16,7 @@ lives in its own folder (``--out``) and survives being stopped:
 
 Held-out skill (``--n-test`` = 48 θ of the family, fixed by the seed) and training skill (the
 pool's first 48 operators; with fresh data, the 48 operators of the stream's first batches) per
-update rule are measured at 100, 200, 300, 500, 1k, 2k, 3k, 5k, 10k, … updates (and where an
+update rule are measured at 10, 20, 30, 50, 100, 200, …, 1k, 2k, 3k, 5k, 10k, … updates (and where an
 invocation ends at its target or its ``--minutes`` cap) and appended to ``curve.jsonl`` with the
 training wall seconds (evaluation excluded), split into making batches and updating. Held-out
 states are the CNO's at steps 0, T/4, T/2, 3T/4 of the training horizon T (the ladder's held-out
@@ -399,8 +399,9 @@ def write_curve(out: Path, curve: list[dict[str, Any]]) -> None:
 
 
 def evaluation_points(target: int) -> set[int]:
-    """100, 200, 300, 500, 1000, 2000, … up to ``target``: even in log(updates), for the fit."""
-    points, scale = set(), 100
+    """10, 20, 30, 50, 100, 200, … up to ``target``: even in log(updates), for the fit (which starts
+    at ``--min-updates``) and the plot (whose first decade shows the fast start)."""
+    points, scale = set(), 10
     while scale <= target:
         points |= {m * scale for m in (1, 2, 3, 5) if m * scale <= target}
         scale *= 10

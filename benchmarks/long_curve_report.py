@@ -55,8 +55,10 @@ class RunCurve:
     def rules(self) -> list[str]:
         return sorted({rule for entry in self.curve for rule in entry["held_out"]}, reverse=True)
 
-    def series(self, rule: str, split: str = "held_out") -> tuple[np.ndarray, np.ndarray]:
-        points = [(e["updates"], e[split][rule]) for e in self.curve if rule in e[split]]
+    def series(self, rule: str, split: str = "held_out", x: str = "updates") -> tuple[np.ndarray, np.ndarray]:
+        """(x, skill) of the curve points that have ``rule``; x is "updates" or "seconds" (training
+        wall seconds, evaluation excluded)."""
+        points = [(e[x], e[split][rule]) for e in self.curve if rule in e[split]]
         return np.array([u for u, _ in points], dtype=float), np.array([s for _, s in points], dtype=float)
 
     def cpu_seconds_per_update(self) -> float:
@@ -188,6 +190,44 @@ def table(runs: list[RunCurve], min_updates: float, measured_gpu: float | None) 
     return "\n".join([head, *rows, "", note(runs, measured_gpu)])
 
 
+def skill_at(run: RunCurve, rule: str, x: str, at: float) -> float | None:
+    """Held-out skill at ``at`` updates or seconds, linear in log x between curve points; None
+    outside the run's span."""
+    xs, skills = run.series(rule, x=x)
+    if len(xs) == 0 or not xs[0] <= at <= xs[-1]:
+        return None
+    return float(np.interp(math.log(at), np.log(xs), skills))
+
+
+def equal_budget_table(runs: list[RunCurve], updates: float | None = None, hours: float | None = None) -> str:
+    """Held-out skill of every run at equal updates and at equal training wall time: by default
+    the updates and seconds that every run reached."""
+    rules = sorted({rule for run in runs for rule in run.rules}, reverse=True)
+    updates = updates or min(run.curve[-1]["updates"] for run in runs)
+    seconds = 3600 * hours if hours else min(run.curve[-1]["seconds"] for run in runs)
+    head = (
+        "| run | s / update |"
+        + "".join(f" {rule} at {count(updates)} updates |" for rule in rules)
+        + "".join(f" {rule} at {seconds / 3600:.2f} h (updates there) |" for rule in rules)
+        + "\n|---|---:|"
+        + "---:|" * (2 * len(rules))
+    )
+    rows = []
+    for run in runs:
+        cells = ""
+        for rule in rules:
+            skill = skill_at(run, rule, "updates", updates)
+            cells += f" {'–' if skill is None else f'{skill:.3f}'} |"
+        # where the run stood at that wall time, in updates (seconds grow with updates)
+        us, ss = [e["updates"] for e in run.curve], [e["seconds"] for e in run.curve]
+        reached = count(float(np.interp(seconds, ss, us))) if ss[0] <= seconds <= ss[-1] else "–"
+        for rule in rules:
+            skill = skill_at(run, rule, "seconds", seconds)
+            cells += f" {'–' if skill is None else f'{skill:.3f}'} ({reached}) |"
+        rows.append(f"| {run.label} | {run.cpu_seconds_per_update():.3f} |" + cells)
+    return "\n".join([head, *rows])
+
+
 def median_cell(run: RunCurve, rule: str) -> str:
     """The last point's median over operators, held out (training); "–" for points written before
     long_curve.py recorded it."""
@@ -214,15 +254,26 @@ def note(runs: list[RunCurve], measured_gpu: float | None) -> str:
 
 
 def plot(runs: list[RunCurve], out: Path, min_updates: float) -> None:
-    """Held-out skill (solid) and training skill (dashed) against updates on a log axis, one
-    panel per rule, the fitted power law dotted beyond the last point."""
+    """Top row: held-out skill (solid) and training skill (dashed) against updates on a log axis,
+    one panel per rule, the fitted power law dotted beyond the last point. Bottom row: held-out
+    skill against training wall hours (each run's own device and threads), for equal wall time."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     rules = sorted({rule for run in runs for rule in run.rules}, reverse=True)
-    fig, axes = plt.subplots(1, len(rules), figsize=(6 * len(rules), 4.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(rules), figsize=(6 * len(rules), 9), squeeze=False)
+    for ax, rule in zip(axes[1], rules):
+        for i, run in enumerate(runs):
+            if rule in run.rules:
+                seconds, skills = run.series(rule, x="seconds")
+                ax.plot(seconds / 3600, skills, "o-", color=f"C{i}", label=run.label)
+        ax.set_xscale("log")
+        ax.set_xlabel("training wall hours (evaluation excluded)")
+        ax.set_ylabel("held-out one-step skill")
+        ax.set_title(f"{rule} operators, at equal wall time")
+        ax.grid(True, which="both", alpha=0.3)
     for ax, rule in zip(axes[0], rules):
         for i, run in enumerate(runs):
             if rule not in run.rules:
@@ -255,6 +306,10 @@ def report_main(argv: list[str]) -> None:
     p.add_argument(
         "--h100-s-per-update", type=float, default=None, help="a measured H100 figure instead of the estimate"
     )
+    p.add_argument("--at-updates", type=float, default=None, help="compare at this many updates (default: all reached)")
+    p.add_argument(
+        "--at-hours", type=float, default=None, help="compare at this many wall hours (default: all reached)"
+    )
     args = p.parse_args(argv)
     missing = [str(path) for path in args.runs if not (path / "run.json").exists()]
     if missing:
@@ -264,6 +319,8 @@ def report_main(argv: list[str]) -> None:
         p.error("no run has a curve point yet")
     label_runs(runs)
     print(table(runs, args.min_updates, args.h100_s_per_update))
+    print()
+    print(equal_budget_table(runs, args.at_updates, args.at_hours))
     if args.out:
         plot(runs, args.out, args.min_updates)
         print(f"plot: {args.out}")

@@ -20,7 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import long_curve  # noqa: E402  (a script folder, not a package)
-from long_curve_report import fit_power  # noqa: E402
+from long_curve_report import RunCurve, equal_budget_table, fit_power, skill_at  # noqa: E402
 
 from noa.families import load_family  # noqa: E402
 
@@ -110,6 +110,29 @@ def test_the_fit_reads_a_power_law_back_and_a_flat_curve_never_arrives() -> None
     assert fit.updates_for(0.8)[0] == pytest.approx((0.9 / 0.2) ** (1 / 0.2), rel=1e-6)
     flat = fit_power(updates, np.array([0.3, 0.31, 0.29, 0.3, 0.3, 0.31, 0.29]), 300)
     assert flat is not None and math.isinf(flat.updates_for(0.8)[2])
+
+
+def synthetic_run(name: str, seconds_per_update: float, skill_of_updates: dict[str, float]) -> RunCurve:
+    curve = [
+        {"updates": u, "seconds": u * seconds_per_update, "held_out": {"residual": s}, "training": {"residual": s}}
+        for u, s in skill_of_updates.items()
+    ]
+    identity = {"model": name, "data": "fresh", "family": "full"}
+    return RunCurve(Path(name), identity, {}, curve, label=name)
+
+
+def test_equal_wall_time_favours_the_cheaper_update_and_equal_updates_the_better_curve() -> None:
+    # "slow" learns more per update (0.4 at 1k) but costs 4x the seconds per update
+    fast = synthetic_run("fast", 0.25, {100: 0.1, 1000: 0.3, 4000: 0.45})
+    slow = synthetic_run("slow", 1.0, {100: 0.2, 1000: 0.4})
+    assert skill_at(slow, "residual", "updates", 100 * 10**0.5) == pytest.approx(0.3)  # linear in log u
+    assert skill_at(fast, "residual", "seconds", 2000.0) is None  # beyond the run's last point
+    table = equal_budget_table([fast, slow]).splitlines()
+    assert "residual at 1k updates" in table[0] and "residual at 0.28 h" in table[0]
+    assert table[2] == "| fast | 0.250 | 0.300 | 0.450 (4k) |"
+    assert table[3] == "| slow | 1.000 | 0.400 | 0.400 (1k) |"
+    at_250s = equal_budget_table([fast, slow], hours=250 / 3600).splitlines()
+    assert at_250s[2] == "| fast | 0.250 | 0.300 | 0.300 (1k) |" and at_250s[3].endswith("0.280 (250) |")
 
 
 def test_gpu_quality_smoke_mode_writes_a_curve_of_finite_skills(tmp_path: Path) -> None:
