@@ -206,11 +206,14 @@ class HyperStack(nn.Module):
 
 
 class UAFNOBranch(nn.Module):
-    """The NOA's U-AFNO at the quickstart's widths; g = its residual branch f(x, θ)."""
+    """The NOA's U-AFNO at the quickstart's widths; g = its residual branch f(x, θ). With
+    ``theta_box`` (``--theta-box``: the family's, as `noa train` sets it) the θ embedding reads
+    θ rescaled to the family's box; without it, the whole space's unit coordinates."""
 
-    def __init__(self) -> None:
+    def __init__(self, theta_box: list[list[float]] | None = None) -> None:
         super().__init__()
-        self.net = UAFNO(UAFNOConfig(base_channels=16, encoder_levels=2, modes=8, afno_blocks=2))
+        config = UAFNOConfig(base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, theta_box=theta_box)
+        self.net = UAFNO(config)
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
         return self.net(x, theta) - x
@@ -292,6 +295,11 @@ def main() -> None:
     p.add_argument("--rung", choices=("one", "combo", "family"), default="family")
     p.add_argument("--model", choices=("hyper", "uafno"), default="hyper")
     p.add_argument(
+        "--theta-box",
+        action="store_true",
+        help="uafno: the θ embedding reads θ rescaled to --family's box, as `noa train` does",
+    )
+    p.add_argument(
         "--n-train", type=int, default=512, help="operators in the training pool (rung one: initial conditions)"
     )
     p.add_argument("--n-test", type=int, default=48, help="held-out operators (rung one: initial conditions)")
@@ -317,6 +325,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     fixed = parse_pins(p, args)
+    if args.theta_box and not (args.family and args.model == "uafno"):
+        p.error("--theta-box needs --family (the box is the family's) and --model uafno")
     started = time.perf_counter()
     family = load_family(args.family) if args.family else None
     theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed, family)
@@ -332,7 +342,8 @@ def main() -> None:
     print(f"sensitivity (training pool): {sense}", flush=True)
     share = loss_share(theta, states, maps)
     torch.manual_seed(args.seed)  # the candidate's initialisation (a benchmark, not library code)
-    model = HyperStack() if args.model == "hyper" else UAFNOBranch()
+    box = family.unit_box() if family is not None and args.theta_box else None
+    model = HyperStack() if args.model == "hyper" else UAFNOBranch(box)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     draw = torch.Generator().manual_seed(args.seed + 2)
     curve, updates, t0 = [], 0, time.perf_counter()

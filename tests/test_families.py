@@ -214,3 +214,26 @@ def test_a_noa_trained_on_one_family_evaluates_and_fine_tunes_on_another(tiny_da
     result = diagnose(tmp_path / "tuned" / "best_model.pt", None, starter, n_samples=4, log=quiet)
     assert np.isfinite(result.rollout.overall_mse)
     assert "Family:     starter" in result.text and result.run["data"]["operator_family"]["name"] == "starter"
+
+
+def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_that_box(
+    tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from noa.train.loop import train
+
+    starter = load_family("starter")
+    data = tmp_path / "starter.h5"
+    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=3, store_trajectories=True,
+                            family=starter.as_dict()), data, progress=False, log=quiet)  # fmt: skip
+    train(run_args(data, tmp_path / "starter_run", epochs=1, bptt_window=4, warmup_steps=1))
+    saved = torch.load(tmp_path / "starter_run" / "best_model.pt", map_location="cpu", weights_only=False)
+    assert saved["config"]["theta_box"] == starter.unit_box()
+    # A fine-tune on the full family's data keeps the model it starts from, box included.
+    pretrained = str(tmp_path / "starter_run" / "best_model.pt")
+    train(run_args(tiny_dataset, tmp_path / "tuned", epochs=1, bptt_window=4, init_from=pretrained, lr=1e-4))
+    tuned = torch.load(tmp_path / "tuned" / "best_model.pt", map_location="cpu", weights_only=False)
+    assert tuned["config"]["theta_box"] == starter.unit_box()
+    # A NOA of the full family's data has no box: its θ embedding reads 2θ - 1, as before the box.
+    train(run_args(tiny_dataset, tmp_path / "full_run", epochs=1, bptt_window=4, warmup_steps=1))
+    full = torch.load(tmp_path / "full_run" / "best_model.pt", map_location="cpu", weights_only=False)
+    assert full["config"]["theta_box"] is None

@@ -215,11 +215,46 @@ def test_config_round_trip_and_unknown_keys() -> None:
         dict(encoder_levels=True),
         dict(sparsity_threshold=-1.0),
         dict(base_channels=12, encoder_levels=0, afno_num_blocks=8),
+        dict(theta_box=[[0.0, 1.0]] * 12),  # one pair short of θ's 13 dimensions
+        dict(theta_box=[[0.6, 0.4]] * 13),  # low above high
+        dict(theta_box=[[-0.1, 0.5]] * 13),  # outside the unit cube
+        dict(theta_box=[[0.0, "1"]] * 13),
     ],
 )
 def test_config_rejects_bad_values(overrides: dict) -> None:
     with pytest.raises(NoaError):
         UAFNOConfig(**overrides)
+
+
+def test_the_embedding_reads_theta_rescaled_to_the_family_box() -> None:
+    from noa.families import load_family
+    from noa.model.uafno import box_tensors, embedding_input
+
+    starter = load_family("starter")
+    config = UAFNOConfig(**SMALL, theta_box=starter.unit_box())
+    assert UAFNOConfig.from_dict(config.to_dict()) == config  # the box travels in the checkpoint's config
+    low, span = box_tensors(config)
+    theta = torch.from_numpy(starter.draw(256, seed=4))
+    u = embedding_input(theta, low, span)
+    assert all(high > low for low, high in config.theta_box)  # starter varies every dimension
+    assert u.min() >= -1 - 1e-5 and u.max() <= 1 + 1e-5
+    assert (u.amax(0) - u.amin(0)).min() > 1.5  # each dimension spans most of [-1, 1]
+    # No box: exactly the 2θ - 1 of a model from before the box, so old checkpoints compute what they did.
+    plain = UAFNOConfig(**SMALL)
+    assert torch.equal(embedding_input(theta, *box_tensors(plain)), 2.0 * theta - 1.0)
+    model = make_model(theta_box=starter.unit_box())
+    assert "theta_low" not in model.state_dict()  # follows from the config: old state dicts still load
+    make_model().load_state_dict(model.state_dict())
+
+
+def test_a_fixed_dimension_of_the_box_reads_as_zero() -> None:
+    from noa.model.uafno import box_tensors, embedding_input
+
+    box = [[0.0, 1.0]] * 12 + [[0.3, 0.3]]
+    theta = torch.full((2, 13), 0.3)
+    assert torch.allclose(
+        embedding_input(theta, *box_tensors(UAFNOConfig(**SMALL, theta_box=box)))[:, -1], torch.zeros(2)
+    )
 
 
 def test_check_grid() -> None:

@@ -60,6 +60,11 @@ class Range:
         u_lo, u_hi = dim.unit(self.low), dim.unit(self.high)
         return u_lo + s * (u_hi - u_lo)
 
+    def unit_bounds(self, dim: Dimension) -> tuple[float, float]:
+        return dim.unit(int(self.low) if dim.kind == "int" else self.low), dim.unit(
+            int(self.high) if dim.kind == "int" else self.high
+        )
+
     def as_yaml(self, dim: Dimension) -> dict[str, Any]:
         return {"range": [int(self.low), int(self.high)] if dim.kind == "int" else [self.low, self.high]}
 
@@ -80,6 +85,10 @@ class Choices:
         picks = np.minimum(np.searchsorted(edges, s, side="right"), len(self.options) - 1)
         centres = np.array([dim.unit(option) for option in self.options])
         return centres[picks]
+
+    def unit_bounds(self, dim: Dimension) -> tuple[float, float]:
+        centres = [dim.unit(option) for option in self.options]
+        return min(centres), max(centres)
 
     def as_yaml(self, dim: Dimension) -> dict[str, Any]:
         options = [int(o) if dim.integer_choices else o for o in self.options]
@@ -102,6 +111,9 @@ class Fixed:
 
     def units(self, dim: Dimension, s: np.ndarray) -> np.ndarray:
         return np.full(s.shape, dim.unit(self.value))
+
+    def unit_bounds(self, dim: Dimension) -> tuple[float, float]:
+        return dim.unit(self.value), dim.unit(self.value)
 
     def as_yaml(self, dim: Dimension) -> dict[str, Any]:
         return {"fixed": self.value}
@@ -152,6 +164,16 @@ class OperatorFamily:
             s = np.zeros(n) if isinstance(rule, Fixed) else next(columns)
             theta[:, j] = s if rule is None else rule.units(dim, s)
         return theta.astype(np.float32)
+
+    def unit_box(self) -> list[list[float]]:
+        """[low, high] of every θ unit coordinate over the family's operators; [0, 1] where the
+        family keeps a dimension's whole range (so the full family's box is the unit cube)."""
+        box = []
+        for dim in self.space.dims:
+            rule = self.restrictions.get(dim.name)
+            low, high = (0.0, 1.0) if rule is None else rule.unit_bounds(dim)
+            box.append([float(low), float(high)])
+        return box
 
     def contains(self, unit_row: Sequence[float]) -> bool:
         """Whether a θ row (unit coordinates) decodes to an operator of this family."""

@@ -6,7 +6,11 @@ the operator O itself at unit scale (:mod:`noa.model.update_rule`); without one,
 ``f`` is a U-Net whose encoder halves the grid ``encoder_levels`` times (doubling channels each
 time), whose bottleneck is a stack of AFNO blocks mixing the coarse map globally in Fourier
 space, and whose decoder climbs back with skip connections.
-θ enters everywhere through FiLM (per-channel scale and shift) from one shared embedding.
+θ enters everywhere through FiLM (per-channel scale and shift) from one shared embedding, which
+reads θ rescaled so that the training family's box spans [-1, 1] in every dimension it varies
+(``theta_box``): a narrow family's θ differ by a few hundredths of the whole space's unit
+coordinates, which an embedding learns to tell apart only slowly. θ outside the box still reads
+(beyond ±1), so every NOA takes every family's θ.
 
 Fields live on a torus, so every convolution pads circularly. Normalisation is per sample
 (GroupNorm / LayerNorm), so a sample's output never depends on its batch neighbours.
@@ -46,10 +50,17 @@ class UAFNOConfig:
     # The family's update rule applied by the head (UpdateRule.to_dict()); None = x + f(x, θ),
     # which is also what a checkpoint written before the rule head existed gets.
     update_rule: dict[str, Any] | None = None
+    # [low, high] of each θ unit coordinate over the training family (OperatorFamily.unit_box);
+    # None = the whole space, which is also what a checkpoint written before the box existed gets.
+    theta_box: list[list[float]] | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "theta_box":
+                if value is not None:
+                    self.theta_box = _checked_box(value, self.param_dim)
+                continue
             if field.name == "update_rule":
                 if value is not None:
                     UpdateRule.from_dict(value)
@@ -85,6 +96,41 @@ class UAFNOConfig:
                 f"model config: unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(sorted(known))}"
             )
         return cls(**d)
+
+
+def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
+    """``box`` as param_dim [low, high] pairs with 0 <= low <= high <= 1, or a NoaError."""
+    pairs = box if isinstance(box, (list, tuple)) else []
+    ok = len(pairs) == param_dim and all(
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+        and 0.0 <= pair[0] <= pair[1] <= 1.0
+        for pair in pairs
+    )
+    if not ok:
+        raise NoaError(
+            f"model config: theta_box must be {param_dim} [low, high] pairs with 0 <= low <= high <= 1 "
+            f"(θ's unit coordinates over the training family), got {box!r}"
+        )
+    return [[float(low), float(high)] for low, high in pairs]
+
+
+def embedding_input(params: Tensor, low: Tensor, span: Tensor) -> Tensor:
+    """θ in [-1, 1] over the box: 2·(θ - low)/span - 1 (low = 0, span = 1 without a box: 2θ - 1
+    bit for bit, so a checkpoint from before the box computes what it always did)."""
+    return 2.0 * ((params - low) / span) - 1.0
+
+
+def box_tensors(config: UAFNOConfig) -> tuple[Tensor, Tensor]:
+    """(low, span) of the embedding's rescaling. A dimension the family fixes (low = high) is
+    centred on its value with span 1; without a box, (0, 1) everywhere."""
+    if config.theta_box is None:
+        return torch.zeros(config.param_dim), torch.ones(config.param_dim)
+    box = torch.tensor(config.theta_box, dtype=torch.float32)
+    width = box[:, 1] - box[:, 0]
+    fixed = width <= 0
+    return torch.where(fixed, box[:, 0] - 0.5, box[:, 0]), torch.where(fixed, torch.ones_like(width), width)
 
 
 def check_grid(config: UAFNOConfig, grid: int) -> None:
@@ -145,6 +191,9 @@ class ConvBlock(nn.Module):
 class UAFNO(nn.Module):
     """θ-conditioned U-AFNO; ``forward(x, params) = keep·x + scale·f(x, params)`` (see the module)."""
 
+    theta_low: Tensor
+    theta_span: Tensor
+
     def __init__(self, config: UAFNOConfig) -> None:
         super().__init__()
         self.config = config
@@ -152,6 +201,10 @@ class UAFNO(nn.Module):
         self.rule = UpdateRule.from_dict(config.update_rule) if config.update_rule is not None else None
         widths = [config.base_channels * 2**level for level in range(config.encoder_levels + 1)]
         embed_dim = 4 * config.base_channels
+        low, span = box_tensors(config)
+        # Not in the state dict: they follow from the config, which the checkpoint stores.
+        self.register_buffer("theta_low", low, persistent=False)
+        self.register_buffer("theta_span", span, persistent=False)
         self.embed = nn.Sequential(
             nn.Linear(config.param_dim, embed_dim),
             nn.GELU(),
@@ -196,7 +249,7 @@ class UAFNO(nn.Module):
     def step(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """One step; with ``return_bottleneck`` also the bottleneck map of this same pass."""
         self._check_inputs(x, params)
-        emb = self.embed(2.0 * params - 1.0)
+        emb = self.embed(embedding_input(params, self.theta_low, self.theta_span))
         skips = self._encode(x, emb)
         bottleneck = self._bottleneck(skips[-1], emb)
         h = bottleneck
@@ -215,7 +268,7 @@ class UAFNO(nn.Module):
         if layer not in self.layers:
             raise NoaError(f"unknown layer {layer!r}; valid layers are {', '.join(self.layers)}")
         self._check_inputs(state, params)
-        emb = self.embed(2.0 * params - 1.0)
+        emb = self.embed(embedding_input(params, self.theta_low, self.theta_span))
         skips = self._encode(state, emb)
         if layer == "bottleneck":
             return self._bottleneck(skips[-1], emb)

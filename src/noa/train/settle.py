@@ -233,7 +233,12 @@ def _resolve(
     tokenizer = _open_tokenizer(values, explicit, start)
     followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
-    model = UAFNOConfig(channels=info.channels, param_dim=info.space.size, update_rule=rule.to_dict() if rule else None)
+    model = UAFNOConfig(
+        channels=info.channels,
+        param_dim=info.space.size,
+        update_rule=rule.to_dict() if rule else None,
+        theta_box=_theta_box(info),
+    )
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
         values["rule_head"] = model.update_rule is not None
@@ -281,6 +286,15 @@ def _open_tokenizer(values: dict[str, Any], explicit: dict[str, Any], start: Sta
     if given:
         values["vqvae_class"] = absolute(given)
     return open_tokenizer(path, given)
+
+
+def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
+    """The box of the dataset's recorded family, which a new model's θ embedding is scaled to;
+    None for the whole space (nothing to rescale)."""
+    box = info.operator_family.unit_box()
+    if len(box) != info.space.size or all(pair == [0.0, 1.0] for pair in box):
+        return None
+    return box
 
 
 def _follow_the_data(
