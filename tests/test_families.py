@@ -217,9 +217,13 @@ def test_a_noa_trained_on_one_family_evaluates_and_fine_tunes_on_another(tiny_da
 
 
 def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_that_box(
-    tiny_dataset: Path, tmp_path: Path
+    tiny_dataset: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import logging
+
     from noa.train.loop import train
+
+    caplog.set_level(logging.INFO, logger="noa.train")
 
     starter = load_family("starter")
     data = tmp_path / "starter.h5"
@@ -228,6 +232,7 @@ def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_tha
     train(run_args(data, tmp_path / "starter_run", epochs=1, bptt_window=4, warmup_steps=1))
     saved = torch.load(tmp_path / "starter_run" / "best_model.pt", map_location="cpu", weights_only=False)
     assert saved["config"]["theta_box"] == starter.unit_box()
+    assert "θ scaled to its family box" in caplog.text  # the start line says so
     # A fine-tune on the full family's data keeps the model it starts from, box included.
     pretrained = str(tmp_path / "starter_run" / "best_model.pt")
     train(run_args(tiny_dataset, tmp_path / "tuned", epochs=1, bptt_window=4, init_from=pretrained, lr=1e-4))
