@@ -221,6 +221,7 @@ def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_tha
 ) -> None:
     import logging
 
+    from noa.train.checkpoint import load_checkpoint
     from noa.train.loop import train
 
     caplog.set_level(logging.INFO, logger="noa.train")
@@ -230,15 +231,15 @@ def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_tha
     generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=3, store_trajectories=True,
                             family=starter.as_dict()), data, progress=False, log=quiet)  # fmt: skip
     train(run_args(data, tmp_path / "starter_run", epochs=1, bptt_window=4, warmup_steps=1))
-    saved = torch.load(tmp_path / "starter_run" / "best_model.pt", map_location="cpu", weights_only=False)
+    saved = load_checkpoint(tmp_path / "starter_run" / "best_model.pt")
     assert saved["config"]["theta_box"] == starter.unit_box()
     assert "θ scaled to its family box" in caplog.text  # the start line says so
     # A fine-tune on the full family's data keeps the model it starts from, box included.
     pretrained = str(tmp_path / "starter_run" / "best_model.pt")
     train(run_args(tiny_dataset, tmp_path / "tuned", epochs=1, bptt_window=4, init_from=pretrained, lr=1e-4))
-    tuned = torch.load(tmp_path / "tuned" / "best_model.pt", map_location="cpu", weights_only=False)
+    tuned = load_checkpoint(tmp_path / "tuned" / "best_model.pt")
     assert tuned["config"]["theta_box"] == starter.unit_box()
     # A NOA of the full family's data has no box: its θ embedding reads 2θ - 1, as before the box.
     train(run_args(tiny_dataset, tmp_path / "full_run", epochs=1, bptt_window=4, warmup_steps=1))
-    full = torch.load(tmp_path / "full_run" / "best_model.pt", map_location="cpu", weights_only=False)
+    full = load_checkpoint(tmp_path / "full_run" / "best_model.pt")
     assert full["config"]["theta_box"] is None

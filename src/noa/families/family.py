@@ -61,9 +61,8 @@ class Range:
         return u_lo + s * (u_hi - u_lo)
 
     def unit_bounds(self, dim: Dimension) -> tuple[float, float]:
-        return dim.unit(int(self.low) if dim.kind == "int" else self.low), dim.unit(
-            int(self.high) if dim.kind == "int" else self.high
-        )
+        low, high = (int(self.low), int(self.high)) if dim.kind == "int" else (self.low, self.high)
+        return dim.unit(low), dim.unit(high)
 
     def as_yaml(self, dim: Dimension) -> dict[str, Any]:
         return {"range": [int(self.low), int(self.high)] if dim.kind == "int" else [self.low, self.high]}
