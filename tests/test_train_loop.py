@@ -98,6 +98,25 @@ def test_config_file_and_command_line_precedence(tiny_dataset: Path, tmp_path: P
     assert args["epochs"] == 1 and args["batch_size"] == 4 and args["timesteps"] == 4
 
 
+def test_val_every_validates_every_nth_and_the_last_epoch_and_changes_no_weight(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    every = train(run_args(tiny_dataset, tmp_path / "every", epochs=4, save_every=0))
+    train_log.clear()
+    sparse = train(run_args(tiny_dataset, tmp_path / "sparse", epochs=4, save_every=0, val_every=3))
+    text = "\n".join(train_log)
+    assert text.count("  Val:   total=") == 2 and text.count("  Val:   not this epoch (--val-every 3)") == 2
+    records = [json.loads(l) for l in (tmp_path / "sparse" / "metrics.jsonl").read_text().splitlines()]
+    validated = [r["epoch"] for r in records if r["kind"] == "epoch" and r["val_total"] is not None]
+    assert validated == [3, 4]  # the third, then the last
+    assert sparse.history["val_loss"][:2] == [None, None]
+    assert sparse.history["val_loss"][2:] == every.history["val_loss"][2:]  # validation leaves training alone
+    best = load_checkpoint(tmp_path / "sparse" / "best_model.pt")
+    assert best["best_val_loss"] == min(every.history["val_loss"][2:])
+    last = [load_checkpoint(tmp_path / run / "epoch_4.pt")["model_state_dict"] for run in ("every", "sparse")]
+    assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
@@ -109,6 +128,7 @@ def test_config_file_and_command_line_precedence(tiny_dataset: Path, tmp_path: P
         ({"timesteps": 9, "bptt_window": 3}, r"T: --timesteps gives T=9, more than dataset .*'s T=8"),
         ({"n_samples": 500}, "more than the 40 valid samples"),
         ({"base_channels": 8, "encoder_levels": 5}, "the model's 5 encoder levels need a multiple of 32"),
+        ({"val_every": 0}, "--val-every must be >= 1"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, overrides: dict, message: str) -> None:

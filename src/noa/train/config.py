@@ -73,6 +73,7 @@ NOT_INHERITED_BY_FINETUNE = (
     "epochs",
     "lr",
     "early_stop_patience",
+    "val_every",
     "one_step_steps",
     "warmup_steps",
 )
@@ -127,6 +128,7 @@ class TrainConfig:
     checkpoint_dir: str = "checkpoints/noa"
     save_every: int = 200
     early_stop_patience: int | None = None
+    val_every: int = 1
     keep_last: int | None = None
     projector_hidden: int = 512
     val_split: float = 0.1
@@ -239,7 +241,13 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
         "the default taken writes to its first free sibling (noa-2, …) and a resume writes beside its checkpoint",
     ),
     "save_every": (int, False, "write step_N.pt every N batches (0 = never)"),
-    "early_stop_patience": (int, True, "stop after N epochs without validation improvement"),
+    "early_stop_patience": (int, True, "stop after N validations without improvement"),
+    "val_every": (
+        int,
+        False,
+        "validate every N epochs and after the last (a validation rolls out every held-out sample: "
+        "on a CPU it can cost a quarter of a short epoch); best_model.pt and early stopping see only validated epochs",
+    ),
     "keep_last": (int, True, "keep only the newest K step_N.pt files (epoch and best files stay)"),
     "base_channels": (int, False, "U-AFNO base channels"),
     "encoder_levels": (int, False, "U-Net encoder levels"),
@@ -446,6 +454,7 @@ def validate(cfg: TrainConfig) -> None:
         (cfg.weight_decay >= 0 and cfg.grad_clip >= 0, "--weight-decay and --grad-clip must be >= 0"),
         (cfg.n_realizations >= 1, f"--n-realizations must be >= 1; got {cfg.n_realizations}"),
         (cfg.early_stop_patience is None or cfg.early_stop_patience >= 1, "--early-stop-patience must be >= 1"),
+        (cfg.val_every >= 1, f"--val-every must be >= 1 (1 validates every epoch); got {cfg.val_every}"),
         (cfg.keep_last is None or cfg.keep_last >= 1, "--keep-last must be >= 1"),
         (cfg.max_nan_skips >= 1 and cfg.log_every >= 1, "--max-nan-skips and --log-every must be >= 1"),
         (cfg.max_steps is None or cfg.max_steps >= 0, f"--max-steps must be >= 0; got {cfg.max_steps}"),

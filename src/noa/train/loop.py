@@ -594,10 +594,13 @@ class Trainer:
         # phase's are train_one_step_*; a phase without batches this epoch has None.
         train = means.get(ROLLOUT, dict.fromkeys(LOSS_KEYS))
         one_step = means.get(ONE_STEP, dict.fromkeys(LOSS_KEYS))
-        val = self.validate()
+        validated = self._validates(epoch)
+        val = self.validate() if validated else dict.fromkeys(LOSS_KEYS)
         for line in _train_lines(progress, seconds):
             log.info(line)
-        log.info(f"  Val:   {_summary(val)}")
+        log.info(
+            f"  Val:   {_summary(val)}" if validated else f"  Val:   not this epoch (--val-every {self.cfg.val_every})"
+        )
         progress.append(
             {
                 "train_loss": train["total"],
@@ -627,7 +630,7 @@ class Trainer:
                 "sec": seconds,
             }
         )
-        improved = state.early_stopping.update(val["total"])
+        improved = validated and state.early_stopping.update(val["total"])
         state.cursor.epoch_ended = True
         self.save(f"epoch_{epoch + 1}.pt")
         if improved:
@@ -637,6 +640,10 @@ class Trainer:
             log.info(f"Early stopping: no validation improvement for {self.cfg.early_stop_patience} epochs")
             return True
         return False
+
+    def _validates(self, epoch: int) -> bool:
+        """Whether 0-based ``epoch`` ends with a validation: every ``--val-every``-th and the last."""
+        return (epoch + 1) % self.cfg.val_every == 0 or epoch + 1 == self.cfg.epochs
 
     def _stop_early(self) -> None:
         # Written even when a step_N.pt of this step exists: an epoch may have ended since, and
