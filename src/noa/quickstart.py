@@ -40,11 +40,13 @@ TOKENIZER: dict[str, Any] = dict(
 # Many operators, few states of each: the states of one rollout are much alike, so the one-step
 # phase draws one state per operator and batch (--one-step-states 1) and sees every operator
 # once per epoch; it takes all but the last ROLLOUT_BATCHES, the rollouts under L_total the rest.
-ROLLOUT_BATCHES = 12
+# A validation costs about a quarter of an epoch here, so every 4th epoch and the last validate.
+ROLLOUT_BATCHES = 4
 NOA: dict[str, Any] = dict(
     n_samples=960,
     val_split=0.05,
-    epochs=13,
+    epochs=17,
+    val_every=4,
     batch_size=16,
     lr=2e-3,
     bptt_window=8,
