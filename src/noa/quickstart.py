@@ -40,13 +40,15 @@ TOKENIZER: dict[str, Any] = dict(
 # Many operators, few states of each: the states of one rollout are much alike, so the one-step
 # phase draws one state per operator and batch (--one-step-states 1) and sees every operator
 # once per epoch; it takes all but the last ROLLOUT_BATCHES, the rollouts under L_total the rest.
-# A validation costs about a quarter of an epoch here, so every 4th epoch and the last validate.
+# A validation costs about a quarter of an epoch here, so every 6th epoch and the last validate;
+# one loader process reads the next batch on the second core while this one trains.
 ROLLOUT_BATCHES = 4
 NOA: dict[str, Any] = dict(
     n_samples=960,
     val_split=0.05,
     epochs=17,
-    val_every=4,
+    val_every=6,
+    num_workers=1,
     batch_size=16,
     lr=2e-3,
     bptt_window=8,
