@@ -105,6 +105,8 @@ def test_val_every_validates_every_nth_and_the_last_epoch_and_changes_no_weight(
     train_log.clear()
     sparse = train(run_args(tiny_dataset, tmp_path / "sparse", epochs=4, save_every=0, val_every=3))
     text = "\n".join(train_log)
+    header = next(line for line in train_log if line.startswith("noa train: fresh run"))
+    assert header.endswith("; validation every 3 epochs and after the last")
     assert text.count("  Val:   total=") == 2 and text.count("  Val:   not this epoch (--val-every 3)") == 2
     records = [json.loads(l) for l in (tmp_path / "sparse" / "metrics.jsonl").read_text().splitlines()]
     validated = [r["epoch"] for r in records if r["kind"] == "epoch" and r["val_total"] is not None]

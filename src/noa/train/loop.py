@@ -294,6 +294,7 @@ class Trainer:
             f"U-AFNO {n_params / 1e6:.2f} M parameters"
             f"{', θ scaled to its family box' if cfg.model.theta_box is not None else ''}; "
             f"step: {run.execution.describe()}; threads {torch.get_num_threads()}"
+            f"{f'; validation every {cfg.val_every} epochs and after the last' if cfg.val_every > 1 else ''}"
         )
         log.info(_lr_line(run, self.batches_per_epoch))
         step = self.state.cursor.global_step
