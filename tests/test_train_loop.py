@@ -119,6 +119,17 @@ def test_val_every_validates_every_nth_and_the_last_epoch_and_changes_no_weight(
     assert all(torch.equal(last[0][k], last[1][k]) for k in last[0])
 
 
+def test_early_stopping_counts_validations_under_val_every(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    constant = {"total": 1.0, "traj": 1.0, "commit": None, "latent": None}
+    monkeypatch.setattr(loop_module.Trainer, "validate", lambda self: dict(constant))
+    train(run_args(tiny_dataset, tmp_path / "ck", epochs=6, save_every=0, val_every=2, early_stop_patience=1))
+    # epoch 2 validates (a first best), epochs 1 and 3 do not count, epoch 4 does not improve: stop
+    assert sorted(p.name for p in (tmp_path / "ck").glob("epoch_*.pt")) == [f"epoch_{n}.pt" for n in range(1, 5)]
+    assert "Early stopping: no validation improvement for 1 validation" in train_log
+
+
 @pytest.mark.parametrize(
     "overrides, message",
     [
