@@ -638,8 +638,8 @@ class Trainer:
             self.save("best_model.pt")
             log.info(f"  ✓ New best val loss {val['total']:.6f} -> {self.checkpoint_dir / 'best_model.pt'}")
         if state.early_stopping.should_stop:
-            n, every = self.cfg.early_stop_patience, self.cfg.val_every
-            unit = "epoch" if every == 1 else "validation"
+            n = self.cfg.early_stop_patience
+            unit = "epoch" if self.cfg.val_every == 1 else "validation"
             log.info(f"Early stopping: no validation improvement for {n} {unit}{'s' if n != 1 else ''}")
             return True
         return False

@@ -292,9 +292,7 @@ def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
     """The box of the dataset's recorded family, which a new model's θ embedding is scaled to;
     None for the whole space (nothing to rescale)."""
     box = info.operator_family.unit_box()
-    if len(box) != info.space.size or all(pair == [0.0, 1.0] for pair in box):
-        return None
-    return box
+    return None if all(pair == [0.0, 1.0] for pair in box) else box
 
 
 def _follow_the_data(
