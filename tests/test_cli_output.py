@@ -72,17 +72,45 @@ def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tiny_dataset: Pat
     assert stderr == "", stderr
 
 
-def test_the_vq_librarys_only_log_line_is_the_silenced_kmeans_warning() -> None:
-    """noa silences vector_quantize_pytorch's loguru messages by module; that is precise only
-    while the module logs the k-means warning and nothing else."""
-    import importlib
-    import re
+def test_the_vq_librarys_messages_are_silenced_only_while_noa_initialises_codebooks() -> None:
+    """A warning the VQ library logs outside the k-means pass (a deprecation, say) reaches the user."""
+    from loguru import logger
 
-    from noa.tokenizer.model import VQ_NOISE_MODULE
+    from noa.tokenizer.model import VQ_NOISE_MODULE, quiet_kmeans_init
 
-    source = Path(importlib.import_module(VQ_NOISE_MODULE).__file__).read_text()
-    calls = re.findall(r"logger\.\w+\(.*", source)
-    assert len(calls) == 1 and "k-means init received" in calls[0], calls
+    heard: list[str] = []
+    sink = logger.add(lambda message: heard.append(message.record["message"]), level="WARNING")
+    try:
+        as_the_library = {"__name__": VQ_NOISE_MODULE, "logger": logger}
+        with quiet_kmeans_init():
+            exec("logger.warning('k-means init received 3 vectors')", as_the_library)
+        exec("logger.warning('some later warning')", as_the_library)
+    finally:
+        logger.remove(sink)
+    assert heard == ["some later warning"]
+
+
+class _VectorQuantizeBefore134:
+    def __init__(self, dim: int, threshold_ema_dead_code: float = 2) -> None: ...
+
+
+class _VectorQuantizeFrom134:
+    def __init__(
+        self, dim: int, dead_code_threshold_ratio: float = 0.1, threshold_ema_dead_code: None = None
+    ) -> None: ...
+
+
+def test_the_dead_code_threshold_goes_to_the_keyword_the_installed_library_knows(monkeypatch) -> None:
+    """1.34 deprecated the absolute count for a ratio (logging a warning for each codebook): noa
+    passes the ratio where it exists, converted the way the library converts an old value, and
+    the count to older versions."""
+    import noa.tokenizer.model as model
+
+    monkeypatch.setattr(model, "VectorQuantize", _VectorQuantizeBefore134)
+    assert model.dead_code_arguments(0.5, 64) == {"threshold_ema_dead_code": 0.5}
+    monkeypatch.setattr(model, "VectorQuantize", _VectorQuantizeFrom134)
+    assert model.dead_code_arguments(0.5, 64) == {"dead_code_threshold_ratio": 0.5}
+    assert model.dead_code_arguments(2, 64) == {"dead_code_threshold_ratio": 2 / 64}
 
 
 def test_training_a_tokenizer_prints_no_kmeans_warning(tiny_dataset: Path, tmp_path: Path) -> None:

@@ -112,6 +112,8 @@ def test_config_round_trips_and_rejects_bad_input():
         small_config(feature_dims={**DIMS, "initial": 4})
     with pytest.raises(NoaError, match="ema_decay"):
         small_config(ema_decay=1.5)
+    with pytest.raises(NoaError, match=r"dead_code_threshold must be below codebook_size \(16\)"):
+        small_config(dead_code_threshold=16)
 
 
 def test_shapes_sizes_and_slices(trained, splits):

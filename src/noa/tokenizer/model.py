@@ -14,6 +14,7 @@ codebooks' statistics.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,21 +29,39 @@ from vector_quantize_pytorch import VectorQuantize
 
 from noa.errors import NoaError
 
-# vector_quantize_pytorch logs (through loguru) one line only: "k-means init received N vectors
-# for a codebook of M - duplicates will be sampled", once per codebook at its first batch, which
-# floods the tokenizer's output (3 categories x levels lines) with an expected event of small
-# datasets and small batches. Its module logs nothing else (tests/test_cli_output.py checks
-# that), so disabling that module's loguru messages silences exactly these lines.
+# vector_quantize_pytorch logs (through loguru) "k-means init received N vectors for a codebook of
+# M - duplicates will be sampled" once per codebook at its first batch: an expected event of small
+# datasets, 3 categories x levels lines long. noa initialises every codebook in one place
+# (tokenizer/train.py, `_init_codebooks`), which silences that module's messages for that pass
+# only (`quiet_kmeans_init`); anything else the library logs reaches the user.
 VQ_NOISE_MODULE = "vector_quantize_pytorch.vector_quantize_pytorch"
 
 
-def _silence_kmeans_init_warnings() -> None:
+@contextmanager
+def quiet_kmeans_init() -> Iterator[None]:
+    """Silence the VQ library's log lines for the k-means initialisation pass, and only for it."""
     from loguru import logger
 
     logger.disable(VQ_NOISE_MODULE)
+    try:
+        yield
+    finally:
+        logger.enable(VQ_NOISE_MODULE)
 
 
-_silence_kmeans_init_warnings()
+def dead_code_arguments(threshold: float, codebook_size: int) -> dict[str, float]:
+    """The VectorQuantize keyword for noa's dead-code threshold, in the installed library's terms.
+
+    vector-quantize-pytorch 1.34 replaced ``threshold_ema_dead_code`` (an absolute EMA count)
+    with ``dead_code_threshold_ratio`` (a fraction of the mean cluster size) and reads an old
+    value the way this does: below 1 as the fraction itself, from 1 up divided by the codebook
+    size. Passing the new keyword where it exists keeps each version's behaviour exactly and
+    spares the user its deprecation warning; older versions get the keyword they know.
+    """
+    if "dead_code_threshold_ratio" not in inspect.signature(VectorQuantize.__init__).parameters:
+        return {"threshold_ema_dead_code": threshold}
+    return {"dead_code_threshold_ratio": threshold if threshold < 1 else threshold / codebook_size}
+
 
 FAMILIES = ("initial", "summary", "temporal")
 
@@ -74,8 +93,10 @@ class TokenizerConfig:
     hidden: int = 256
     commitment_weight: float = 0.25
     ema_decay: float = 0.95
-    # EMA hits per training batch below which a code restarts. Keep it well under the mean
-    # batch_size / codebook_size (2 at 128 / 64), or healthy codes keep being replaced.
+    # When a code restarts. vector-quantize-pytorch < 1.34 reads it as EMA hits per training
+    # batch (keep it well under the mean batch_size / codebook_size, 2 at 128 / 64, or healthy
+    # codes keep being replaced); 1.34 and newer as a fraction of the mean cluster size
+    # (`dead_code_arguments`).
     dead_code_threshold: float = 0.5
     kmeans_iters: int = 10
 
@@ -104,6 +125,9 @@ class TokenizerConfig:
                 problems.append(f"{name} must be a finite number >= 0, got {value!r}")
         if isinstance(self.ema_decay, (int, float)) and not 0.0 < self.ema_decay < 1.0:
             problems.append(f"ema_decay must lie in (0, 1), got {self.ema_decay!r}")
+        threshold, size = self.dead_code_threshold, self.codebook_size
+        if isinstance(threshold, (int, float)) and isinstance(size, int) and size >= 1 and threshold >= size:
+            problems.append(f"dead_code_threshold must be below codebook_size ({size}), got {threshold!r}")
         if problems:
             raise NoaError("invalid tokenizer config: " + "; ".join(problems))
 
@@ -230,7 +254,7 @@ class CategoricalVQVAE(nn.Module):
                         decay=config.ema_decay,
                         kmeans_init=True,
                         kmeans_iters=config.kmeans_iters,
-                        threshold_ema_dead_code=config.dead_code_threshold,
+                        **dead_code_arguments(config.dead_code_threshold, config.codebook_size),
                         commitment_weight=config.commitment_weight,
                         rotation_trick=False,  # plain straight-through, matching encode()'s residuals
                         sync_codebook=False,  # trained in one process: never all-reduce codebooks

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from noa.errors import NoaError
 from noa.seeding import derive_seed, generator
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
+from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng, quiet_kmeans_init
 
 # k-means initialisation sees at most this many training samples (all of them when fewer).
 KMEANS_INIT_SAMPLES = 8192
@@ -120,7 +120,7 @@ def _init_codebooks(model: CategoricalVQVAE, train: Mapping[str, Tensor], seed: 
     n = train[FAMILIES[0]].shape[0]
     subset = torch.randperm(n, generator=generator(seed, "tokenizer/kmeans-subset"))[:KMEANS_INIT_SAMPLES]
     model.train()
-    with isolated_global_rng(derive_seed(seed, "tokenizer/kmeans"), device):
+    with isolated_global_rng(derive_seed(seed, "tokenizer/kmeans"), device), quiet_kmeans_init():
         model({f: train[f][subset.to(device)] for f in FAMILIES})
 
 
