@@ -297,7 +297,9 @@ def _check_class(ckpt: dict, checkpoint: str | Path, used: Path, vqvae_class: st
     if trained_with is None or trained_with.resolve() != used.resolve():
         return  # another tokenizer: the class given (if any) is its class
     given = None if vqvae_class is None else spec_of(vqvae_class)
-    problem = class_problem((ckpt.get("args") or {}).get("vqvae_class"), given, f"checkpoint {checkpoint}")
+    recorded = (ckpt.get("args") or {}).get("vqvae_class")
+    recorded_file = (ckpt.get("fingerprints") or {}).get("vqvae_class")
+    problem = class_problem(recorded, given, f"checkpoint {checkpoint}", recorded_file)
     if problem:
         raise NoaError(f"{problem} (or --no-tokens for the rollout measures alone)")
 
