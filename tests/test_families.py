@@ -265,7 +265,10 @@ def test_exponent_notation_without_a_dot_reads_as_a_number() -> None:
             "f.yaml: dimension 'dt' is given twice (lines 3 and 5); keep one of them",
         ),
         ("name: a\ndimensions: {}\nname: b\n", "f.yaml: key 'name' is given twice (lines 1 and 3); keep one"),
-        ("dimensions:\n  dt: {range: [0.05, 0.2], range: [0.1, 0.2]}\n", "f.yaml: key 'range' is given twice (both on line 2)"),
+        (
+            "dimensions:\n  dt: {range: [0.05, 0.2], range: [0.1, 0.2]}\n",
+            "f.yaml: key 'range' is given twice (both on line 2)",
+        ),
     ],
 )
 def test_a_key_given_twice_is_refused_naming_both_lines(text: str, expected: str) -> None:
@@ -311,7 +314,8 @@ def test_drawing_no_operators_gives_no_rows_and_a_negative_count_is_refused() ->
 
 
 @pytest.mark.parametrize(
-    "rule, inert, active", [("convex", "dt", "alpha"), ("residual", "alpha", "dt"), ("{choices: [convex]}", "dt", "alpha")]
+    "rule, inert, active",
+    [("convex", "dt", "alpha"), ("residual", "alpha", "dt"), ("{choices: [convex]}", "dt", "alpha")],
 )
 def test_a_one_rule_family_fixes_the_parameter_its_rule_never_reads(
     rule: str, inert: str, active: str, monkeypatch: pytest.MonkeyPatch

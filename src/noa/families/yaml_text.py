@@ -50,8 +50,8 @@ def parse(text: str) -> Any:
 
 
 def where_and_what(err: yaml.YAMLError, text: str) -> str:
-    """" at line L, column C: PROBLEM (CONTEXT at line L', column C')" for a YAML syntax error,
-    1-based; a problem found past the last written line is placed at the end of that line."""
+    """Where and what a YAML syntax error is, 1-based: "at line L, column C: PROBLEM (CONTEXT from
+    line L', column C')"; a problem found past the last written line is placed at its end."""
     mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
     if mark is None or problem is None:
         return f": {str(err).splitlines()[0]}"
