@@ -997,5 +997,20 @@ def test_codebook_usage_is_one_figure_of_usage_fractions_not_a_histogram_per_cod
     assert len(heat) == 2 and len(fig.axes) == 4  # NOA and CNO heat maps, the overlap bars, one colour bar
     assert [bar.get_width() for bar in overlap.containers[0]] == pytest.approx([1.0, 0.0, 0.75])
     assert [t.get_text() for t in heat[0].get_yticklabels()] == ["initial L0", "summary L0", "temporal L0"]
+    assert fig.get_suptitle() == "tokens per codebook: 4 of NOA rollouts, 4 of CNO rollouts"  # how noisy the shares are
     path = plots.codebook_usage(noa, cno, ["a", "b", "c"], tmp_path / "usage.png")
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frame_labels_leave_out_the_parameter_the_rows_update_rule_does_not_read(setup):
+    from noa.diagnostics.evaluate import frame_labels
+
+    with h5py.File(setup["dataset"], "r") as f:
+        thetas = f["parameters/params"][:]
+        info = h5.read_info(f)
+    rules = [CNO_SPACE.decode(t)["update_policy"] for t in thetas]
+    convex, residual = rules.index("convex"), rules.index("residual")
+    rows = sorted([convex, residual])  # h5py reads rows in increasing order, as the report passes them
+    by_rule = dict(zip((rules[r] for r in rows), frame_labels(setup["dataset"], info, rows)))
+    assert "alpha=" in by_rule["convex"] and "dt=" not in by_rule["convex"]
+    assert "dt=" in by_rule["residual"] and "alpha=" not in by_rule["residual"]

@@ -229,6 +229,8 @@ def codebook_usage_figure(
     bars.set_xlim(0.0, 1.0)
     bars.set_title("usage overlap\n(1 - TV distance)", fontsize="small")
     bars.tick_params(labelleft=False)
+    sizes = (max((int(sum(c)) for c in counts), default=0) for counts in (noa_counts, cno_counts))
+    fig.suptitle("tokens per codebook: {} of NOA rollouts, {} of CNO rollouts".format(*sizes), fontsize="small")
     return fig
 
 
