@@ -342,3 +342,24 @@ def test_a_one_rule_family_fixes_the_parameter_its_rule_never_reads(
 def test_a_family_with_both_rules_keeps_dt_and_alpha_varying() -> None:
     starter = load_family("starter")
     assert starter.inert() == {} and starter.rules() == dict(starter.restrictions)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("dimensions:\n  dt: {range: [0.05, 0.2]}\n  dt: 0.1\n", "dimension 'dt' is given twice (lines 2 and 3)"),
+        ("dimensions:\n  activation: Tanh\n", "unknown option 'Tanh' (did you mean 'tanh'?)"),
+        ("dimensions:\n  dt: {range: [0.05, 0.2]\n", "is not valid YAML at the end of line 2"),
+    ],
+)
+def test_the_new_family_messages_are_one_line_from_the_cli_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["data", "generate", "--out", str(tmp_path / "d.h5"), "--n-samples", "4", "--family", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}") and err.count("\n") == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert main(["family", "show", str(bad)]) == 2
+    assert expected in capsys.readouterr().err
