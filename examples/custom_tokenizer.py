@@ -152,29 +152,44 @@ def kmeans(points: Tensor, k: int, iterations: int, generator: torch.Generator) 
 
 
 def fit_on_dataset(
-    dataset: Path, out: Path, *, components: int, codes: int, seed: int, n_samples: int | None = None
+    dataset: Path,
+    out: Path,
+    *,
+    components: int,
+    codes: int,
+    seed: int,
+    n_samples: int | None = None,
+    val_split: float = 0.1,
 ) -> PCATokenizer:
-    """Fit on the first ``n_samples`` valid samples' stored features (all by default; ``noa data
-    generate`` stores them) and save to ``out``."""
+    """Fit on the training rows of the split `noa train --val-split V --seed S` makes of the
+    first ``n_samples`` valid samples (all by default), save to ``out`` and print the
+    reconstruction MSE on the held-out rows: the rows `noa diagnose` scores a NOA of that split
+    on are then held out from the tokenizer too, as they are for `noa vqvae train`'s."""
     from noa.data import h5
-    from noa.data.loader import usable_rows
+    from noa.data.loader import split_rows, usable_rows
 
-    rows = usable_rows(dataset, n_samples)
+    split = split_rows(usable_rows(dataset, n_samples), val_split, seed)
+    if len(split.val) == 0:
+        raise ValueError("the held-out split is empty; raise --val-split or use more samples")
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
-        stored, values = h5.feature_names(f), h5.read_features(f, rows)
-    names = column_names(info.channels)
-    features = {
-        family: values[family][..., [stored[family].index(name) for name in columns]]
-        for family, columns in names.items()
-    }
+        stored = h5.feature_names(f)
+        names = column_names(info.channels)
+        train, held_out = (
+            {
+                family: values[family][..., [stored[family].index(name) for name in columns]]
+                for family, columns in names.items()
+            }
+            for values in (h5.read_features(f, split.train), h5.read_features(f, split.val))
+        )
     meta = {"feature_names": names, "timesteps": info.timesteps, "channels": info.channels, "grid": info.grid}
-    tokenizer = PCATokenizer.fit(features, meta, components=components, codes=codes, seed=seed)
+    tokenizer = PCATokenizer.fit(train, meta, components=components, codes=codes, seed=seed)
     tokenizer.save(out)
-    mse = tokenizer.reconstruction_mse(features)
+    mse = tokenizer.reconstruction_mse(held_out)
     print(
-        f"PCATokenizer: {len(rows)} samples of {dataset} (T={info.timesteps}, {info.channels} channels, "
-        f"{info.grid}x{info.grid}); reconstruction MSE "
+        f"PCATokenizer: fitted on {len(split.train)} samples of {dataset} (T={info.timesteps}, {info.channels} "
+        f"channels, {info.grid}x{info.grid}); reconstruction MSE on the {len(split.val)} held out "
+        f"(--val-split {val_split:g}, --seed {seed}: noa train's split) "
         + ", ".join(f"{name} {value:.3f}" for name, value in mse.items())
     )
     return tokenizer
@@ -186,9 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="directory to write the tokenizer to (new or empty)")
     parser.add_argument("--components", type=int, default=4, help="principal directions per category (default 4)")
     parser.add_argument("--codes", type=int, default=16, help="k-means codes per category (default 16)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the k-means initialisation (default 0)")
     parser.add_argument(
-        "--n-samples", type=int, default=None, help="fit on the first N valid samples (default all; PCA needs few)"
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split (as noa train's) and of the k-means initialisation (default 0)",
+    )
+    parser.add_argument(
+        "--n-samples", type=int, default=None, help="split the first N valid samples (default all; PCA needs few)"
+    )
+    parser.add_argument(
+        "--val-split",
+        type=float,
+        default=0.1,
+        help="fraction held out, as noa train's --val-split (default 0.1); fitted on the rest",
     )
     args = parser.parse_args(argv)
     out = Path(args.out)
@@ -209,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             codes=args.codes,
             seed=args.seed,
             n_samples=args.n_samples,
+            val_split=args.val_split,
         )
     except (NoaError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -17,6 +17,7 @@ import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -928,3 +929,88 @@ def test_diagnostics_does_not_import_the_training_run_directory_logic() -> None:
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
     assert "noa.train.rundir" not in loaded, loaded
+
+
+# ---- issue 37, item 11: pictures readable at a glance ----------------------------------------------
+
+
+def _batch_records(steps: range, phase: str) -> list[dict]:
+    return [
+        {"kind": "train_batch", "epoch": 1, "batch": s, "global_step": s, "phase": phase, "total": 1.0 / s,
+         "traj": 0.5 / s, "commit": None, "latent": None, "lr": 1e-3}
+        for s in steps
+    ]  # fmt: skip
+
+
+def test_rollout_series_of_fewer_than_3_points_are_left_out_and_the_curves_sit_on_two_rows(tmp_path):
+    # The quickstart's recipe: a long one-step phase, then two rollout batches and one epoch record.
+    records = _batch_records(range(1, 21), "one-step") + _batch_records(range(21, 23), "rollout")
+    records.append({"kind": "epoch", "epoch": 1, "global_step": 22, "train_total": 0.1, "val_total": 0.2,
+                    "train_traj": 0.05, "val_traj": 0.1, "train_one_step_total": 0.3})  # fmt: skip
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    c = curves.training_curves_of(tmp_path / "step_22.pt", {"global_step": 22})
+    assert {"total loss", "L_traj"} <= set(c.panels)  # the data keeps every series
+    panels, left_out = curves.readable_panels(c)
+    assert list(panels) == [curves.ONE_STEP_PANEL, "learning rate"]  # both rollout panels had < 3 points
+    assert left_out == [
+        "train (per batch) of total loss, L_traj",
+        "train (epoch mean) of total loss, L_traj",
+        "val of total loss, L_traj",
+    ]
+    fig = plots.training_figure(c)
+    shown = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in shown] == [curves.ONE_STEP_PANEL, "learning rate"]
+    assert "left out, fewer than 3 points each" in fig.get_suptitle()
+    # A third rollout batch makes a line: the panel is drawn, its one-point series are not.
+    records += _batch_records(range(23, 24), "rollout")
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    c = curves.training_curves_of(tmp_path / "step_23.pt", {"global_step": 23})
+    panels, _ = curves.readable_panels(c)
+    assert [s.label for s in panels["total loss"]] == ["train (per batch)"]
+    fig = plots.training_figure(c)
+    rows = {round(ax.get_position().y0, 2) for ax in fig.axes if ax.get_visible()}
+    assert len(rows) == 2 and len([ax for ax in fig.axes if ax.get_visible()]) == 4
+
+
+def test_frames_are_scaled_over_the_frames_after_t0_so_a_peaked_ic_does_not_flatten_them():
+    cno = torch.zeros(1, 3, 16, 16)
+    cno[0, 0, 8, 8] = 15.0  # a localized IC's peak at t = 0
+    cno[0, 1:] = torch.linspace(-1.0, 1.0, 256).reshape(16, 16)
+    fig = plots.frames_figure(cno, cno.clone(), [0, 4, 8], ["row 0"])
+    images = [ax.get_images()[0] for ax in fig.subfigs[0].axes if ax.get_images()][:-1]
+    lo, hi = images[2].get_clim()
+    assert -1.0 < lo < -0.95 and 0.95 < hi < 1.0  # the later frames' 1st and 99th percentiles, not 0 .. 15
+    assert all(image.get_clim() == (lo, hi) for image in images)  # CNO and NOA share the row's scale
+    bar = next(ax for ax in fig.subfigs[0].axes if "percentile after t=0" in ax.get_ylabel())
+    assert "(all frames: -1 .. 15)" in bar.get_ylabel()
+
+
+def test_codebook_usage_is_one_figure_of_usage_fractions_not_a_histogram_per_codebook(tmp_path):
+    noa = [[3, 1, 0, 0], [0, 0, 4, 0], [2, 2]]
+    cno = [[3, 1, 0, 0], [4, 0, 0, 0], [1, 3]]
+    fractions = plots.usage_fractions(noa)
+    assert fractions.shape == (3, 4) and np.isnan(fractions[2, 2:]).all()
+    assert fractions[0, :2].tolist() == [0.75, 0.25]
+    fig = plots.codebook_usage_figure(noa, cno, ["initial L0", "summary L0", "temporal L0"])
+    heat = [ax for ax in fig.axes if ax.get_images()]
+    overlap = next(ax for ax in fig.axes if ax.containers)
+    assert len(heat) == 2 and len(fig.axes) == 4  # NOA and CNO heat maps, the overlap bars, one colour bar
+    assert [bar.get_width() for bar in overlap.containers[0]] == pytest.approx([1.0, 0.0, 0.75])
+    assert [t.get_text() for t in heat[0].get_yticklabels()] == ["initial L0", "summary L0", "temporal L0"]
+    assert fig.get_suptitle() == "tokens per codebook: 4 of NOA rollouts, 4 of CNO rollouts"  # how noisy the shares are
+    path = plots.codebook_usage(noa, cno, ["a", "b", "c"], tmp_path / "usage.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_frame_labels_leave_out_the_parameter_the_rows_update_rule_does_not_read(setup):
+    from noa.diagnostics.evaluate import frame_labels
+
+    with h5py.File(setup["dataset"], "r") as f:
+        thetas = f["parameters/params"][:]
+        info = h5.read_info(f)
+    rules = [CNO_SPACE.decode(t)["update_policy"] for t in thetas]
+    convex, residual = rules.index("convex"), rules.index("residual")
+    rows = sorted([convex, residual])  # h5py reads rows in increasing order, as the report passes them
+    by_rule = dict(zip((rules[r] for r in rows), frame_labels(setup["dataset"], info, rows)))
+    assert "alpha=" in by_rule["convex"] and "dt=" not in by_rule["convex"]
+    assert "dt=" in by_rule["residual"] and "alpha=" not in by_rule["residual"]

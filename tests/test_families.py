@@ -34,7 +34,7 @@ def _bad(text: str) -> str:
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("dimensions: {activation: [gelu", "f.yaml is not valid YAML at line 1"),
+        ("dimensions: {activation: [gelu", "f.yaml is not valid YAML at the end of line 1"),
         ("- just\n- a list\n", "a family is a mapping with 'dimensions:'"),
         ("dimension: {}\n", "unknown key 'dimension' (did you mean 'dimensions'?)"),
         ("dimensions:\n  activaton: gelu\n", "unknown dimension 'activaton' (did you mean 'activation'?)"),
@@ -57,10 +57,13 @@ def _bad(text: str) -> str:
         ("dimensions:\n  dt: {range: [0.01, 0.1], weights: [1]}\n", "weights go with choices"),
         ("dimensions:\n  dt: {range: [0.01, 0.1], fixed: 0.05}\n", "give exactly one of range, choices or fixed"),
         ("dimensions:\n  dt: {rnage: [0.01, 0.1]}\n", "unknown key 'rnage' (did you mean 'range'?)"),
-        ("dimensions:\n  n_layers: {fixed: three}\n", "fixed value 'three' is not an integer of the dimension"),
-        ("dimensions:\n  n_layers: 2.5\n", "fixed value 2.5 is not an integer"),
-        ("dimensions:\n  activation: {fixed: swish}\n", "fixed value 'swish' is not one of its options"),
-        ("dimensions:\n  weight_gain: {fixed: 9}\n", "fixed value 9 is not a number of the dimension"),
+        ("dimensions:\n  n_layers: {fixed: three}\n", "fixed value must be an integer in [2, 5], got 'three'"),
+        ("dimensions:\n  n_layers: 2.5\n", "fixed value must be an integer in [2, 5], got 2.5"),
+        ("dimensions:\n  weight_gain: {fixed: strong}\n", "fixed value must be a number in [0.5, 2.5], got 'strong'"),
+        ("dimensions:\n  activation: {fixed: swish}\n", "unknown option 'swish'; its options are tanh, gelu"),
+        ("dimensions:\n  weight_gain: {fixed: 9}\n", "fixed value 9 is outside the dimension's bounds [0.5, 2.5]"),
+        # issue 37: a numeric-looking text is still text, and refused where a number is expected
+        ("dimensions:\n  noise_scale: {range: ['1e-4', 1e-2]}\n", "range must be two numbers [low, high]"),
         ("dimensions:\n  dt: [0.01, 0.1]\n", "a bare list is ambiguous; write {range: [low, high]}"),
     ],
 )
@@ -243,3 +246,120 @@ def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_tha
     train(run_args(tiny_dataset, tmp_path / "full_run", epochs=1, bptt_window=4, warmup_steps=1))
     full = load_checkpoint(tmp_path / "full_run" / "best_model.pt")
     assert full["config"]["theta_box"] is None
+
+
+# ---- issue 37, item 8: numbers as researchers write them, a key given twice, one clean message ----
+
+
+def test_exponent_notation_without_a_dot_reads_as_a_number() -> None:
+    family = family_from_text("dimensions:\n  noise_scale: {range: [1e-4, 1e-2]}\n  dt: {fixed: 5E-2}\n", "f.yaml")
+    assert family.restrictions["noise_scale"] == Range(1e-4, 1e-2)
+    assert family.restrictions["dt"] == Fixed(0.05)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "name: mine\ndimensions:\n  dt: {range: [0.05, 0.2]}\n  alpha: 0.5\n  dt: {range: [0.1, 0.2]}\n",
+            "f.yaml: dimension 'dt' is given twice (lines 3 and 5); keep one of them",
+        ),
+        ("name: a\ndimensions: {}\nname: b\n", "f.yaml: key 'name' is given twice (lines 1 and 3); keep one"),
+        (
+            "dimensions:\n  dt: {range: [0.05, 0.2], range: [0.1, 0.2]}\n",
+            "f.yaml: key 'range' is given twice (both on line 2)",
+        ),
+    ],
+)
+def test_a_key_given_twice_is_refused_naming_both_lines(text: str, expected: str) -> None:
+    assert _bad(text).startswith(expected)
+
+
+@pytest.mark.parametrize("written, meant", [("Tanh", "tanh"), ("GELU", "gelu"), ("gleu", "gelu")])
+def test_a_mistyped_fixed_option_gets_one_message_with_a_suggestion(written: str, meant: str) -> None:
+    message = _bad(f"dimensions:\n  activation: {written}\n")
+    assert message == (
+        f"f.yaml: activation: unknown option {written!r} (did you mean {meant!r}?); "
+        "its options are tanh, gelu, silu, sin, relu"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        # the unclosed bracket is on line 3 of 3: no line 4 is named as where the mistake is
+        (
+            "name: x\ndimensions:\n  dt: {range: [0.1, 0.2]\n",
+            "f.yaml is not valid YAML at the end of line 3: expected ',' or '}', but got '<stream end>' "
+            "(while parsing a flow mapping from line 3, column 7)",
+        ),
+        (
+            "name: x\ndimensions:\n  dt: {range: [0.1, 0.2]\n  alpha: 0.3\n",
+            "(while parsing a flow mapping from line 3, column 7)",
+        ),
+        ("name: x\ndimensions:\n\tdt: 0.1\n", "f.yaml is not valid YAML at line 3, column 1: found character '\\t'"),
+    ],
+)
+def test_a_yaml_error_names_the_line_the_mistake_is_on(text: str, expected: str) -> None:
+    message = _bad(text)
+    assert expected in message, message
+
+
+def test_drawing_no_operators_gives_no_rows_and_a_negative_count_is_refused() -> None:
+    starter = load_family("starter")
+    assert starter.draw(0, 0).shape == (0, CNO_SPACE.size)
+    assert FULL.draw(0, 3).dtype == np.float32
+    with pytest.raises(NoaError, match="a family draws a whole number of operators"):
+        starter.draw(-1, 0)
+
+
+@pytest.mark.parametrize(
+    "rule, inert, active",
+    [("convex", "dt", "alpha"), ("residual", "alpha", "dt"), ("{choices: [convex]}", "dt", "alpha")],
+)
+def test_a_one_rule_family_fixes_the_parameter_its_rule_never_reads(
+    rule: str, inert: str, active: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    family = family_from_text(f"dimensions:\n  update_policy: {rule}\n  dt: {{range: [0.05, 0.2]}}\n", "f.yaml")
+    theta = family.draw(64, 2)
+    i, j = CNO_SPACE.position(inert), CNO_SPACE.position(active)
+    assert len(set(theta[:, i].tolist())) == 1 and len(set(theta[:, j].tolist())) == 64
+    low, high = family.unit_box()[i]
+    assert low == high == pytest.approx(float(theta[0, i]))
+    value = CNO_SPACE.decode(theta[0])[inert]
+    expected = 0.1 if inert == "dt" else 0.525  # the centre, in unit coordinates, of what the family allows
+    assert value == pytest.approx(expected, rel=1e-5)
+    assert all(family.contains(r) for r in theta)
+    assert any("(inert: no operator has update_policy" in line for line in family.describe())
+    # The operators are those drawn before the inert dimension was fixed: only its column differs.
+    monkeypatch.setattr(OperatorFamily, "inert", lambda self: {})
+    before = family.draw(64, 2)
+    assert len(set(before[:, i].tolist())) == 64
+    others = [k for k in range(CNO_SPACE.size) if k != i]
+    assert np.array_equal(theta[:, others], before[:, others])
+
+
+def test_a_family_with_both_rules_keeps_dt_and_alpha_varying() -> None:
+    starter = load_family("starter")
+    assert starter.inert() == {} and starter.rules() == dict(starter.restrictions)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("dimensions:\n  dt: {range: [0.05, 0.2]}\n  dt: 0.1\n", "dimension 'dt' is given twice (lines 2 and 3)"),
+        ("dimensions:\n  activation: Tanh\n", "unknown option 'Tanh' (did you mean 'tanh'?)"),
+        ("dimensions:\n  dt: {range: [0.05, 0.2]\n", "is not valid YAML at the end of line 2"),
+    ],
+)
+def test_the_new_family_messages_are_one_line_from_the_cli_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main(["data", "generate", "--out", str(tmp_path / "d.h5"), "--n-samples", "4", "--family", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {bad}") and err.count("\n") == 1 and expected in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+    assert main(["family", "show", str(bad)]) == 2
+    assert expected in capsys.readouterr().err

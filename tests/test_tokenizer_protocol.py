@@ -5,6 +5,7 @@ noa import code."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -51,7 +52,9 @@ def pca(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
     )
     assert done.returncode == 0, done.stderr
-    assert "PCATokenizer: 40 samples of" in done.stdout and f"saved to {out}" in done.stdout
+    # Fitted on noa train's training rows (--val-split 0.1, --seed 0): diagnose's rows are held out from it too.
+    assert "PCATokenizer: fitted on 36 samples of" in done.stdout and f"saved to {out}" in done.stdout
+    assert "reconstruction MSE on the 4 held out (--val-split 0.1, --seed 0: noa train's split)" in done.stdout
     return out
 
 
@@ -147,11 +150,66 @@ def test_a_resume_is_told_which_class_to_pass(straight: Path, tmp_path: Path, ca
     assert main(resume) == 2
     err = capsys.readouterr().err
     assert "step_2.pt was trained with the tokenizer class PCATokenizer" in err
-    assert f"pass it yourself: --vqvae-class {PCA_CLASS}" in err and "Traceback" not in err
+    # The recorded path is information (it may be another machine's), not a command to paste.
+    assert f"(recorded: {PCA_CLASS})" in err and f"--vqvae-class {PCA_CLASS}" not in err
+    assert "pass --vqvae-class FILE:PCATokenizer with your copy of that class's file" in err and "Traceback" not in err
     other = tmp_path / "other.py"
     other.write_text(EXAMPLE_TOKENIZER.read_text().replace("class PCATokenizer", "class OtherTokenizer"))
     assert main([*resume, "--vqvae-class", f"{other}:OtherTokenizer"]) == 2
     assert "but --vqvae-class names OtherTokenizer; noa never imports" in capsys.readouterr().err
+
+
+def test_a_checkpoint_records_a_hash_of_the_class_file(straight: Path) -> None:
+    recorded = load_checkpoint(straight / "epoch_3.pt")["fingerprints"]["vqvae_class"]
+    assert recorded == hashlib.sha256(EXAMPLE_TOKENIZER.read_bytes()).hexdigest()
+
+
+def _resume_with(straight: Path, tmp_path: Path, checkpoint: Path, class_file: Path) -> dict:
+    return {
+        "resume": str(checkpoint),
+        "vqvae_class": f"{class_file}:PCATokenizer",
+        "checkpoint_dir": str(tmp_path / "ck"),
+        "device": "cpu",
+    }
+
+
+def test_a_class_of_the_same_name_from_another_file_is_refused(
+    straight: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """Issue 37: the class's name alone let someone else's PCATokenizer resume and diagnose a run."""
+    from noa.train.settle import settle
+
+    other = tmp_path / "someone_elses.py"
+    other.write_text(EXAMPLE_TOKENIZER.read_text().replace("latent_dim", "latent_dim ") + "\n# edited\n")
+    with pytest.raises(NoaError) as err:
+        settle(_resume_with(straight, tmp_path, straight / "step_2.pt", other))
+    message = str(err.value)
+    assert f"--vqvae-class {other}:PCATokenizer: its file is not the one step_2.pt was trained with" in message
+    assert f"(recorded: {PCA_CLASS}, sha256 " in message and "a different file can compute other tokens" in message
+    argv = ["diagnose", "--noa-checkpoint", str(straight / "best_model.pt"), "--out", str(tmp_path / "d")]
+    assert main([*argv, "--device", "cpu", "--vqvae-class", f"{other}:PCATokenizer"]) == 2
+    err_text = capsys.readouterr().err
+    assert err_text.startswith("error: ") and "its file is not the one" in err_text and "Traceback" not in err_text
+    assert not (tmp_path / "d").exists()
+
+
+def test_the_same_class_file_at_another_path_and_an_older_checkpoint_are_accepted(
+    straight: Path, tmp_path: Path
+) -> None:
+    from noa.train.settle import settle
+
+    moved = tmp_path / "moved" / "custom_tokenizer.py"
+    moved.parent.mkdir()
+    shutil.copy(EXAMPLE_TOKENIZER, moved)
+    run = settle(_resume_with(straight, tmp_path, straight / "step_2.pt", moved))
+    assert run.tokenizer is not None and run.tokenizer.name == "PCATokenizer"
+    # A checkpoint written before the class's file was hashed is told by the class's name, as before.
+    ckpt = load_checkpoint(straight / "step_2.pt")
+    del ckpt["fingerprints"]["vqvae_class"]
+    torch.save(ckpt, tmp_path / "older.pt")
+    edited = tmp_path / "edited.py"
+    edited.write_text(EXAMPLE_TOKENIZER.read_text() + "\n# edited\n")
+    assert settle(_resume_with(straight, tmp_path, tmp_path / "older.pt", edited)).tokenizer is not None
 
 
 def test_diagnose_reports_its_token_sections(
@@ -161,7 +219,7 @@ def test_diagnose_reports_its_token_sections(
     # Without the class, one line says which to pass (or --no-tokens).
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert f"--vqvae-class {PCA_CLASS} (or --no-tokens for the rollout measures alone)" in err
+    assert f"(recorded: {PCA_CLASS})" in err and "(or --no-tokens for the rollout measures alone)" in err
     assert main([*argv, "--vqvae-class", PCA_CLASS]) == 0
     assert f"Tokenizer:  {pca} (class {PCA_CLASS})" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -299,8 +357,8 @@ def test_a_directory_or_checkpoint_never_makes_noa_import_code(
     ckpt = load_checkpoint(straight / "best_model.pt")
     ckpt["args"]["vqvae_class"] = "planted_tokenizer:Planted"
     torch.save(ckpt, tmp_path / "planted.pt")
-    with pytest.raises(NoaError, match="pass it yourself: --vqvae-class planted_tokenizer:Planted"):
+    with pytest.raises(NoaError, match=r"\(recorded: planted_tokenizer:Planted\)"):
         diagnose(tmp_path / "planted.pt", None, None, log=quiet)
-    with pytest.raises(NoaError, match="pass it yourself: --vqvae-class planted_tokenizer:Planted"):
+    with pytest.raises(NoaError, match=r"\(recorded: planted_tokenizer:Planted\)"):
         train({"resume": str(tmp_path / "planted.pt"), "checkpoint_dir": str(tmp_path / "ck2"), "device": "cpu"})
     assert not marker.exists() and "planted_tokenizer" not in sys.modules

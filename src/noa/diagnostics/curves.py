@@ -37,6 +37,7 @@ ONE_STEP_SERIES = (
 )
 SMOOTH_FROM = 20  # batches from which a running mean is drawn over the per-batch losses
 SMOOTH_POINTS = 50  # the running mean's window is the batch count over this (at least 5 batches)
+MIN_POINTS = 3  # a rollout-phase series with fewer points shows no trend: the figure leaves it out
 
 
 @dataclass
@@ -161,6 +162,24 @@ def from_history(history: Mapping[str, Any]) -> TrainingCurves | None:
     if isinstance(lrs, (list, tuple)) and curves.panels:
         curves.add(LR_PANEL, Series("lr (end of epoch)", *_points(enumerate(lrs, start=1))))
     return curves if curves.panels else None
+
+
+def readable_panels(curves: TrainingCurves) -> tuple[dict[str, list[Series]], list[str]]:
+    """The panels worth drawing, and what was left out. In the rollout panels (LOSS_PANELS) a
+    series of fewer than MIN_POINTS points is left out, and a panel left with none is dropped:
+    a recipe whose rollout phase is a few batches at the end (the quickstart's) would otherwise
+    fill a panel with one or two dots. The one-step and learning-rate panels stay as they are."""
+    rollout = {title for title, _, _ in LOSS_PANELS}
+    panels: dict[str, list[Series]] = {}
+    short: dict[str, list[str]] = {}  # series label -> the panels it was left out of
+    for title, series in curves.panels.items():
+        kept = [s for s in series if title not in rollout or len(s.x) >= MIN_POINTS]
+        for s in series:
+            if s not in kept:
+                short.setdefault(s.label, []).append(title)
+        if kept:
+            panels[title] = kept
+    return panels, [f"{label} of {', '.join(titles)}" for label, titles in short.items()]
 
 
 def training_curves_of(checkpoint: str | Path, ckpt: Mapping[str, Any]) -> TrainingCurves | None:

@@ -42,7 +42,7 @@ from noa.errors import NoaError
 from noa.features import compute_features
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
-from noa.operators.space import ParameterSpace
+from noa.operators.space import ACTS_ONLY_UNDER, ParameterSpace
 from noa.run_family import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import FrozenTokenizer, open_tokenizer
@@ -297,7 +297,9 @@ def _check_class(ckpt: dict, checkpoint: str | Path, used: Path, vqvae_class: st
     if trained_with is None or trained_with.resolve() != used.resolve():
         return  # another tokenizer: the class given (if any) is its class
     given = None if vqvae_class is None else spec_of(vqvae_class)
-    problem = class_problem((ckpt.get("args") or {}).get("vqvae_class"), given, f"checkpoint {checkpoint}")
+    recorded = (ckpt.get("args") or {}).get("vqvae_class")
+    recorded_file = (ckpt.get("fingerprints") or {}).get("vqvae_class")
+    problem = class_problem(recorded, given, f"checkpoint {checkpoint}", recorded_file)
     if problem:
         raise NoaError(f"{problem} (or --no-tokens for the rollout measures alone)")
 
@@ -372,13 +374,16 @@ def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
 
 def frame_labels(dataset: str | Path, info: h5.DatasetInfo, rows: list[int]) -> list[str]:
     """Per plotted operator: its row, IC family and the plotted channel, then θ in physical
-    units (the parameter space's decode), a few parameters per line."""
+    units (the parameter space's decode), a few parameters per line; a parameter its update
+    rule does not read (dt of a convex operator, alpha of a residual one) is left out."""
     with h5.open_dataset(dataset) as f:
         thetas = f["parameters/params"][rows] if rows else []
         families = f["metadata/ic_family"][rows] if rows else []
     labels = []
     for row, theta, family in zip(rows, thetas, families):
-        values = [f"{name}={_physical(value)}" for name, value in info.space.decode(theta).items()]
+        decoded = info.space.decode(theta)
+        inert = {name for name, (switch, option) in ACTS_ONLY_UNDER.items() if decoded.get(switch, option) != option}
+        values = [f"{name}={_physical(value)}" for name, value in decoded.items() if name not in inert]
         lines = [", ".join(values[i : i + THETA_PER_LINE]) for i in range(0, len(values), THETA_PER_LINE)]
         labels.append("\n".join([f"row {row}: IC {info.ic_families[int(family)]}, channel 0", *lines]))
     return labels

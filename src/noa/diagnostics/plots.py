@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from noa import outputs
-from noa.diagnostics.curves import LR_PANEL, TrainingCurves
+from noa.diagnostics.curves import LR_PANEL, MIN_POINTS, TrainingCurves, readable_panels
 from noa.diagnostics.rollout_quality import VRMSE_INFLATED, RolloutQuality
 
 DPI = 110
@@ -42,11 +43,16 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def training_figure(curves: TrainingCurves) -> Figure:
-    """One panel per loss the run computed (log y) and the learning rate in its own panel."""
-    titles = list(curves.panels)
-    fig = _figure(3.6 * len(titles), 3.2)
-    for ax, title in zip(fig.subplots(1, len(titles), squeeze=False)[0], titles):
-        for series in curves.panels[title]:
+    """One panel per loss the run computed (log y) and the learning rate in its own panel, on two
+    rows; rollout-phase series too short to show a trend are left out (:func:`readable_panels`),
+    and the figure's title says which."""
+    panels, left_out = readable_panels(curves)
+    rows = 1 if len(panels) < 2 else 2
+    cols = max(1, math.ceil(len(panels) / rows))
+    fig = _figure(3.8 * cols, 2.9 * rows + (0.3 if left_out else 0.0))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, title in zip(axes, panels):
+        for series in panels[title]:
             ax.plot(series.x, series.y, label=series.label, **SERIES_STYLES[series.style])
         if title != LR_PANEL:
             ax.set_yscale("log", nonpositive="mask")
@@ -54,6 +60,10 @@ def training_figure(curves: TrainingCurves) -> Figure:
         ax.set_xlabel(curves.x_label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize="x-small")
+    for ax in axes[len(panels) :]:
+        ax.remove()
+    if left_out:
+        fig.suptitle(f"left out, fewer than {MIN_POINTS} points each: {'; '.join(left_out)}", fontsize="x-small")
     return fig
 
 
@@ -120,21 +130,37 @@ def error_vs_horizon(quality: RolloutQuality, path: Path) -> Path:
 
 
 def _range(*fields: torch.Tensor) -> tuple[float, float]:
-    """Min and max of the finite values (0, 1 when there are none): one colour scale for a row."""
+    """Min and max of the finite values (0, 1 when there are none)."""
     both = torch.cat([f.flatten() for f in fields])
     finite = both[torch.isfinite(both)]
     return (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 1.0)
 
 
+ROBUST_PERCENTILES = (1.0, 99.0)
+
+
+def robust_range(later: torch.Tensor) -> tuple[float, float]:
+    """The colour scale of a row: the 1st and 99th percentiles of its frames after t = 0 (CNO
+    and NOA). A localized IC's peak, or one hot pixel, would otherwise set the scale of every
+    frame and flatten them all; values beyond it show at the ends of the scale."""
+    finite = later.flatten()[torch.isfinite(later.flatten())].double()
+    if not finite.numel():
+        return 0.0, 1.0
+    lo, hi = (float(torch.quantile(finite, p / 100)) for p in ROBUST_PERCENTILES)
+    return (lo, hi) if hi > lo else (lo - 0.5, hi + 0.5)
+
+
 def frames_figure(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], labels: Sequence[str]) -> Figure:
     """Frames ``[S, K, H, W]``: per operator a row titled ``labels[r]`` with CNO | NOA at each
-    time on one colour scale, then |NOA - CNO| at the last time on its own scale."""
+    time on one colour scale, robust over the frames after t = 0 (:func:`robust_range`; the
+    colour bar's arrows mark values beyond it), then |NOA - CNO| at the last time on its own scale."""
     rows, cols = cno.shape[0], 2 * len(times) + 1
     height = 1.5 + 0.15 * max((label.count("\n") + 1 for label in labels), default=1)
     fig = _figure(1.5 * cols + 1.2, height * rows + 0.3)
+    later = slice(1, None) if len(times) > 1 else slice(None)
     for r, sub in enumerate(fig.subfigures(rows, 1, squeeze=False)[:, 0]):
         axes = sub.subplots(1, cols, squeeze=False)[0]
-        lo, hi = _range(cno[r], noa[r])
+        lo, hi = robust_range(torch.stack([cno[r, later], noa[r, later]]))
         for k, t in enumerate(times):
             for j, (name, field) in enumerate((("CNO", cno), ("NOA", noa))):
                 ax = axes[2 * k + j]
@@ -146,7 +172,13 @@ def frames_figure(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], la
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
-        sub.colorbar(image, ax=list(axes[:-1]), shrink=0.8)
+        low_out, high_out = _range(cno[r], noa[r])
+        extend = {(False, False): "neither", (True, False): "min", (False, True): "max", (True, True): "both"}[
+            (low_out < lo, high_out > hi)
+        ]
+        scale = "1st-99th percentile after t=0" if len(times) > 1 else "1st-99th percentile"
+        bar = sub.colorbar(image, ax=list(axes[:-1]), shrink=0.8, extend=extend)
+        bar.set_label(f"{scale}\n(all frames: {low_out:.3g} .. {high_out:.3g})", fontsize="x-small")
         sub.colorbar(shown, ax=axes[-1], shrink=0.8)
         sub.suptitle(labels[r], fontsize="x-small", horizontalalignment="left", x=0.01)
     return fig
@@ -157,28 +189,56 @@ def frames(cno: torch.Tensor, noa: torch.Tensor, times: Sequence[int], labels: S
     return _save(frames_figure(cno, noa, times, labels), path)
 
 
+def usage_fractions(counts: Sequence[Sequence[int]]) -> np.ndarray:
+    """``[codebooks, codes]`` the fraction of each codebook's tokens on each code (NaN past a
+    smaller codebook's last code, and for a codebook with no tokens)."""
+    width = max((len(c) for c in counts), default=0)
+    out = np.full((len(counts), width), np.nan)
+    for i, book in enumerate(counts):
+        total = float(sum(book))
+        if total > 0:
+            out[i, : len(book)] = np.asarray(book, dtype=float) / total
+    return out
+
+
+def codebook_usage_figure(
+    noa_counts: Sequence[Sequence[int]], cno_counts: Sequence[Sequence[int]], names: Sequence[str]
+) -> Figure:
+    """Three panels over the codebooks (one row each): the fraction of NOA tokens on each code,
+    the same for the CNO rollouts (one colour scale), and how much of the two distributions
+    overlap (1 - total variation distance: 1 when the NOA uses the codes as often as the CNO)."""
+    noa, cno = usage_fractions(noa_counts), usage_fractions(cno_counts)
+    overlap = 1.0 - 0.5 * np.nansum(np.abs(noa - cno), axis=1)
+    overlap[np.isnan(noa).all(axis=1) | np.isnan(cno).all(axis=1)] = np.nan
+    n = len(names)
+    fig = _figure(13.0, 1.6 + 0.22 * n)
+    grid = fig.add_gridspec(1, 3, width_ratios=[4, 4, 1.6])
+    left = fig.add_subplot(grid[0])
+    right = fig.add_subplot(grid[1], sharey=left)
+    bars = fig.add_subplot(grid[2], sharey=left)
+    top = float(np.nanmax([np.nanmax(noa, initial=0.0), np.nanmax(cno, initial=0.0)])) or 1.0
+    for ax, fractions, who in ((left, noa, "NOA"), (right, cno, "CNO")):
+        image = ax.imshow(fractions, aspect="auto", cmap="viridis", vmin=0.0, vmax=top, interpolation="nearest")
+        ax.set_title(f"{who} rollouts: share of each codebook's tokens", fontsize="small")
+        ax.set_xlabel("code")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_yticks(range(n), list(names), fontsize="x-small")
+    right.tick_params(labelleft=False)
+    fig.colorbar(image, ax=[left, right], shrink=0.8, label="fraction of tokens")
+    bars.barh(range(n), np.nan_to_num(overlap), color="tab:blue")
+    bars.set_xlim(0.0, 1.0)
+    bars.set_title("usage overlap\n(1 - TV distance)", fontsize="small")
+    bars.tick_params(labelleft=False)
+    sizes = (max((int(sum(c)) for c in counts), default=0) for counts in (noa_counts, cno_counts))
+    fig.suptitle("tokens per codebook: {} of NOA rollouts, {} of CNO rollouts".format(*sizes), fontsize="small")
+    return fig
+
+
 def codebook_usage(
     noa_counts: Sequence[Sequence[int]], cno_counts: Sequence[Sequence[int]], names: Sequence[str], path: Path
 ) -> Path:
-    """Code-usage bars per codebook: NOA rollouts as bars, CNO rollouts as an outline."""
-    n = len(names)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    fig = _figure(4.0 * cols, 2.6 * rows)
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for ax, name, ours, theirs in zip(axes, names, noa_counts, cno_counts):
-        codes = range(len(ours))
-        ax.bar(codes, ours, width=1.0, color="tab:blue", alpha=0.7, label="NOA")
-        ax.step(codes, theirs, where="mid", color="black", linewidth=0.8, label="CNO")
-        ax.set_title(name, fontsize="small")
-        ax.set_xlabel("code")
-        ax.set_ylabel("count")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize="small")
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return _save(fig, path)
+    """The codebook-usage PNG (see :func:`codebook_usage_figure`)."""
+    return _save(codebook_usage_figure(noa_counts, cno_counts, names), path)
 
 
 def comparison_figure(runs: dict[str, tuple[list[int], list[float], list[float]]], baseline: Any) -> Figure:

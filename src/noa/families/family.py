@@ -35,7 +35,8 @@ import yaml
 from scipy.stats import qmc
 
 from noa.errors import NoaError
-from noa.operators.space import CNO_SPACE, Dimension, ParameterSpace
+from noa.families import yaml_text
+from noa.operators.space import ACTS_ONLY_UNDER, CNO_SPACE, Dimension, ParameterSpace
 from noa.seeding import derive_seed
 
 NAMED_DIR = Path(__file__).resolve().parent / "named"
@@ -118,7 +119,7 @@ class Fixed:
         return {"fixed": self.value}
 
     def describe(self, dim: Dimension) -> str:
-        return f"fixed at {self.value}"
+        return f"fixed at {self.value:.4g}" if isinstance(self.value, float) else f"fixed at {self.value}"
 
 
 Restriction = Range | Choices | Fixed
@@ -140,36 +141,70 @@ class OperatorFamily:
 
     @property
     def varying(self) -> list[Dimension]:
-        """The dimensions the family's operators differ in (everything but the fixed ones)."""
-        return [d for d in self.space.dims if not isinstance(self.restrictions.get(d.name), Fixed)]
+        """The dimensions the family's operators differ in (everything but the fixed and inert ones)."""
+        rules = self.rules()
+        return [d for d in self.space.dims if not isinstance(rules.get(d.name), Fixed)]
+
+    def inert(self) -> dict[str, str]:
+        """Each dimension that acts on none of the family's operators, with why: ``dt`` where every
+        operator is convex, ``alpha`` where every one is residual (ACTS_ONLY_UNDER)."""
+        found = {}
+        for name, (switch, option) in ACTS_ONLY_UNDER.items():
+            if name not in self.space.names or switch not in self.space.names:
+                continue
+            rule = self.restrictions.get(switch)
+            allowed = (rule.value,) if isinstance(rule, Fixed) else rule.options if isinstance(rule, Choices) else None
+            if allowed is not None and option not in allowed:
+                found[name] = f"inert: no operator has {switch} {option}"
+        return found
+
+    def rules(self) -> dict[str, Restriction]:
+        """The restrictions the draw applies: the family's own, with each inert dimension fixed at
+        the centre (in unit coordinates) of what the family allows it, so the NOA reads one constant
+        there, the θ box has a zero width, and a value shown stays in the family's range."""
+        rules = dict(self.restrictions)
+        for name in self.inert():
+            dim = self.space.dims[self.space.position(name)]
+            rule = self.restrictions.get(name)
+            if not isinstance(rule, Fixed):
+                low, high = (0.0, 1.0) if rule is None else rule.unit_bounds(dim)
+                rules[name] = Fixed(dim.physical((low + high) / 2))
+        return rules
 
     def draw(self, n: int, seed: int) -> np.ndarray:
         """``n`` θ rows ``[n, P]`` (float32, unit coordinates of the full space) covering the family.
 
-        The first n points of a scrambled Sobol sequence (the next power of two) over the varying
-        dimensions, each mapped into its restriction; a family that narrows nothing gives the
-        full space's own Sobol draw, bit for bit.
+        The first n points of a scrambled Sobol sequence (the next power of two) over the
+        dimensions the family does not fix, each mapped into its restriction; a family that
+        narrows nothing gives the full space's own Sobol draw, bit for bit. An inert dimension
+        keeps its Sobol column but gets its fixed value: the other columns, and so the operators,
+        are those drawn before inert dimensions were fixed. ``n`` = 0 draws no rows.
         """
-        varying = self.varying
-        if varying:
-            sampler = qmc.Sobol(d=len(varying), scramble=True, seed=derive_seed(seed, "sobol"))
-            points = sampler.random_base2(max(0, math.ceil(math.log2(n))))[:n]
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+            raise NoaError(f"a family draws a whole number of operators (0 or more), got {n!r}")
+        drawn = [d for d in self.space.dims if not isinstance(self.restrictions.get(d.name), Fixed)]
+        if drawn and n:
+            sampler = qmc.Sobol(d=len(drawn), scramble=True, seed=derive_seed(seed, "sobol"))
+            points = sampler.random_base2(math.ceil(math.log2(n)))[:n]
         else:
-            points = np.zeros((n, 0))
+            points = np.zeros((n, len(drawn)))
         columns = iter(points.T)
+        rules = self.rules()
         theta = np.empty((n, self.space.size), dtype=np.float64)
         for j, dim in enumerate(self.space.dims):
-            rule = self.restrictions.get(dim.name)
-            s = np.zeros(n) if isinstance(rule, Fixed) else next(columns)
+            s = np.zeros(n) if isinstance(self.restrictions.get(dim.name), Fixed) else next(columns)
+            rule = rules.get(dim.name)
             theta[:, j] = s if rule is None else rule.units(dim, s)
         return theta.astype(np.float32)
 
     def unit_box(self) -> list[list[float]]:
         """[low, high] of every θ unit coordinate over the family's operators; [0, 1] where the
-        family keeps a dimension's whole range (so the full family's box is the unit cube)."""
+        family keeps a dimension's whole range (so the full family's box is the unit cube), a
+        zero width where it fixes one or leaves it inert."""
+        rules = self.rules()
         box = []
         for dim in self.space.dims:
-            rule = self.restrictions.get(dim.name)
+            rule = rules.get(dim.name)
             low, high = (0.0, 1.0) if rule is None else rule.unit_bounds(dim)
             box.append([float(low), float(high)])
         return box
@@ -217,9 +252,12 @@ class OperatorFamily:
     def describe(self) -> list[str]:
         """One line per dimension: its restriction, or its whole range."""
         lines = []
+        rules, inert = self.rules(), self.inert()
         for dim in self.space.dims:
-            rule = self.restrictions.get(dim.name)
-            if rule is None:
+            rule = rules.get(dim.name)
+            if dim.name in inert:
+                lines.append(f"{dim.name:<18} {rule.describe(dim) if rule else ''}  ({inert[dim.name]})")
+            elif rule is None:
                 whole = ", ".join(dim.choices) if dim.kind == "choice" else f"{dim.low:g} .. {dim.high:g}"
                 lines.append(f"{dim.name:<18} {whole}  (whole range)")
             else:
@@ -268,12 +306,13 @@ def _read_text(path: Path) -> str:
 def family_from_text(text: str, source: str, default_name: str = "custom") -> OperatorFamily:
     """Parse a family's YAML (with a safe loader): one NoaError naming ``source`` for any mistake."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml_text.parse(text)
+    except yaml_text.DuplicateKey as err:
+        what = "dimension" if err.key in CNO_SPACE.names else "key"
+        lines = f"both on line {err.first}" if err.first == err.second else f"lines {err.first} and {err.second}"
+        raise NoaError(f"{source}: {what} {err.key!r} is given twice ({lines}); keep one of them") from None
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise NoaError(f"{source} is not valid YAML{at}: {problem}") from err
+        raise NoaError(f"{source} is not valid YAML{yaml_text.where_and_what(err, text)}") from None
     return family_from_dict(data, source, default_name)
 
 
@@ -340,17 +379,21 @@ def _restriction(dim: Dimension, spec: Any, where: str) -> Restriction:
 
 
 def _fixed(dim: Dimension, value: Any, where: str) -> Fixed:
-    try:
-        dim.unit(value)
-    except NoaError as err:
-        kind = {"int": "an integer", "float": "a number", "log-float": "a number", "choice": "one of its options"}[
-            dim.kind
-        ]
-        raise NoaError(f"{where}: fixed value {value!r} is not {kind} of the dimension ({err})") from None
     if dim.kind == "choice":
-        value = dim.choices[dim.index(dim.unit(value))]
-        return Fixed(int(value) if dim.integer_choices else value)
-    return Fixed(int(value) if dim.kind == "int" else float(value))
+        option = str(value) if _is_number(value) else value
+        if not isinstance(option, str) or option not in dim.choices:
+            raise NoaError(
+                f"{where}: unknown option {value!r}{_did_you_mean(str(value), dim.choices)}; "
+                f"its options are {', '.join(dim.choices)}"
+            )
+        return Fixed(int(option) if dim.integer_choices else option)
+    integral = dim.kind == "int"
+    if not _is_number(value) or (integral and not float(value).is_integer()):
+        kind = "an integer" if integral else "a number"
+        raise NoaError(f"{where}: fixed value must be {kind} in [{dim.low:g}, {dim.high:g}], got {value!r}")
+    if not dim.low <= value <= dim.high:
+        raise NoaError(f"{where}: fixed value {value:g} is outside the dimension's bounds [{dim.low:g}, {dim.high:g}]")
+    return Fixed(int(value) if integral else float(value))
 
 
 def _range(dim: Dimension, bounds: Any, where: str) -> Range:
@@ -405,5 +448,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    """A suggestion: the option that differs from ``word`` only in case, else the closest one."""
+    same = [o for o in options if o.lower() == word.lower()]
+    close = same or difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""

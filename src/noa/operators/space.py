@@ -231,3 +231,6 @@ CNO_SPACE = ParameterSpace(
 nothing else about an operator is random except its noise. Not every dimension acts on every
 operator: ``update_policy`` picks which of ``dt`` (residual) and ``alpha`` (convex) is used, and
 the other one is inert, so two θ that differ only in the inert one define the same operator."""
+ACTS_ONLY_UNDER = {"dt": ("update_policy", "residual"), "alpha": ("update_policy", "convex")}
+"""The dimensions that act under one option of another alone: a family without that option
+fixes them (see :meth:`noa.families.OperatorFamily.inert`)."""

@@ -21,7 +21,7 @@ from noa.tokenizer.columns import feature_columns, feature_problems, select
 from noa.tokenizer.io import directory_fingerprint, existing_dir, tokenizer_fingerprint
 from noa.tokenizer.model import CategoricalVQVAE, isolated_global_rng
 from noa.tokenizer.protocol import ATTRIBUTES, TokenizerProtocol
-from noa.tokenizer.user_class import class_name, resolve_class, spec_of
+from noa.tokenizer.user_class import class_fingerprint, class_name, resolve_class, spec_of
 
 # noa's own tokenizer, the one a directory without --vqvae-class holds (mypy checks it meets the protocol).
 BUILTIN: type[TokenizerProtocol] = CategoricalVQVAE
@@ -31,12 +31,21 @@ class FrozenTokenizer:
     """A tokenizer checked against the protocol, with what noa needs to call it.
 
     ``model`` is the tokenizer itself; ``class_spec`` the class the user named (None: noa's
-    own), ``fingerprint`` a hash of its directory (what a resume checks it is the same one).
+    own), ``fingerprint`` a hash of its directory (what a resume checks it is the same one),
+    ``class_fingerprint`` a hash of the class's file (None: noa's own, or a class without a file).
     ``encode`` and friends take noa's full features and pass on the columns it reads.
     """
 
-    def __init__(self, model: TokenizerProtocol, path: Path, class_spec: str | None, fingerprint: str) -> None:
+    def __init__(
+        self,
+        model: TokenizerProtocol,
+        path: Path,
+        class_spec: str | None,
+        fingerprint: str,
+        class_fingerprint: str | None = None,
+    ) -> None:
         self.model, self.path, self.class_spec, self.fingerprint = model, path, class_spec, fingerprint
+        self.class_fingerprint = class_fingerprint
         self.feature_names = {family: list(names) for family, names in model.feature_names.items()}
         self.timesteps, self.channels, self.grid = int(model.timesteps), int(model.channels), int(model.grid)
         self.entries = [(str(category), int(level)) for category, level in model.entries]
@@ -102,11 +111,11 @@ def open_tokenizer(
     directory = existing_dir(path)
     if vqvae_class is None:
         model: TokenizerProtocol = BUILTIN.load(directory)
-        spec, fingerprint = None, tokenizer_fingerprint(directory)
+        spec, fingerprint, class_file = None, tokenizer_fingerprint(directory), None
     else:
         spec = spec_of(vqvae_class)
         model = _load_user_class(resolve_class(vqvae_class), spec, directory)
-        fingerprint = directory_fingerprint(directory)
+        fingerprint, class_file = directory_fingerprint(directory), class_fingerprint(vqvae_class)
     problems = protocol_problems(model)
     if problems:
         raise NoaError(
@@ -115,7 +124,7 @@ def open_tokenizer(
         )
     if isinstance(model, nn.Module):
         model.requires_grad_(False).eval()
-    return FrozenTokenizer(model, directory, spec, fingerprint).to(device)
+    return FrozenTokenizer(model, directory, spec, fingerprint, class_file).to(device)
 
 
 def _load_user_class(cls: type, spec: str, directory: Path) -> TokenizerProtocol:

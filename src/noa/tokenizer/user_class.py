@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import os
 import sys
 from pathlib import Path
@@ -121,15 +122,45 @@ def _import_module(source: str) -> ModuleType:
         raise NoaError(f"tokenizer class module {source} does not import: {type(err).__name__}: {err}") from err
 
 
-def class_problem(recorded: str | None, given: str | None, where: str) -> str | None:
-    """Why ``given`` is not the tokenizer class ``where`` (a checkpoint) was trained with, saying
-    which to pass; None when it is (the same CLASS, wherever its file now lies)."""
-    if class_name(recorded) == class_name(given):
+def class_fingerprint(vqvae_class: str | type) -> str | None:
+    """A hash of the file that defines the class (sha256 of its bytes), which a checkpoint records
+    so that a class of the same name from another file is told apart; None where the class has no
+    file (one defined in an interactive session). It covers that file alone, not what it imports."""
+    cls = resolve_class(vqvae_class)
+    try:
+        source = inspect.getsourcefile(cls)
+    except TypeError:  # a built-in class: no file to hash
         return None
-    if recorded is None:
-        return f"{where} was trained with {OWN}, not the class {class_name(given)}; drop --vqvae-class"
-    asked = "no --vqvae-class was given" if given is None else f"--vqvae-class names {class_name(given)}"
+    if source is None or not Path(source).is_file():
+        return None
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+
+
+def class_problem(
+    recorded: str | None, given: str | None, where: str, recorded_fingerprint: str | None = None
+) -> str | None:
+    """Why ``given`` is not the tokenizer class ``where`` (a checkpoint) was trained with; None
+    when it is: the same CLASS, from a file with the content the checkpoint recorded wherever it now
+    lies (a checkpoint from before the fingerprint was recorded is told by the name alone).
+
+    noa never imports what a checkpoint names, so the recorded class is shown as information for
+    the user to check, not as a command: it may be someone else's path on another machine."""
+    if class_name(recorded) != class_name(given):
+        if recorded is None:
+            return f"{where} was trained with {OWN}, not the class {class_name(given)}; drop --vqvae-class"
+        asked = "no --vqvae-class was given" if given is None else f"--vqvae-class names {class_name(given)}"
+        return (
+            f"{where} was trained with the tokenizer class {class_name(recorded)} (recorded: {recorded}), but {asked}; "
+            f"noa never imports a class a checkpoint names: pass --vqvae-class FILE:{class_name(recorded)} "
+            "with your copy of that class's file"
+        )
+    if given is None or recorded_fingerprint is None:
+        return None
+    found = class_fingerprint(given)
+    if found is None or found == recorded_fingerprint:
+        return None
     return (
-        f"{where} was trained with the tokenizer class {class_name(recorded)} ({recorded}), but {asked}; noa never "
-        f"imports a class a checkpoint names, so pass it yourself: --vqvae-class {recorded}"
+        f"--vqvae-class {given}: its file is not the one {where} was trained with (recorded: {recorded}, "
+        f"sha256 {recorded_fingerprint[:12]}; given: sha256 {found[:12]}), and a different file can compute other "
+        "tokens; pass the file the run was trained with"
     )

@@ -257,7 +257,11 @@ class Trainer:
             cursor=Cursor(global_batch=run.global_batch),
             progress=Progress(),
             early_stopping=EarlyStopping(cfg.early_stop_patience),
-            fingerprints={"dataset": run.data.fingerprint, "tokenizer": run.tokenizer_fingerprint},
+            fingerprints={
+                "dataset": run.data.fingerprint,
+                "tokenizer": run.tokenizer_fingerprint,
+                "vqvae_class": run.tokenizer.class_fingerprint if run.tokenizer is not None else None,
+            },
         )
         self.model, self.projector, self.optimizer, self.scheduler = model, projector, optimizer, schedule
         self.objective = Objective(

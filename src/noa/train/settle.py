@@ -280,7 +280,8 @@ def _open_tokenizer(values: dict[str, Any], explicit: dict[str, Any], start: Sta
     keeps_tokenizer = start.kind == "resume" or (start.kind == "finetune" and "vqvae_path" not in explicit)
     if keeps_tokenizer:
         recorded = (start.saved.get("args") or {}).get("vqvae_class")
-        problem = class_problem(recorded, given, start.file.name)
+        recorded_file = (start.saved.get("fingerprints") or {}).get("vqvae_class")
+        problem = class_problem(recorded, given, start.file.name, recorded_file)
         if problem:
             raise NoaError(problem)
     if given:
