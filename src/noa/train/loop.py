@@ -633,6 +633,7 @@ class Trainer:
         )
         improved = validated and state.early_stopping.update(val["total"])
         state.cursor.epoch_ended = True
+        state.early_stopping.stopped = state.early_stopping.should_stop  # recorded: a restart must not train on
         self.save(f"epoch_{epoch + 1}.pt")
         if improved:
             self.save("best_model.pt")
@@ -676,7 +677,9 @@ def train(flags: dict[str, Any]) -> TrainResult:
     run = settle(flags, ranks)
     # One run per checkpoint directory: rank 0 (the writer) holds its lock until the run ends.
     held = outputs.exclusive(run.config.checkpoint_dir, "--checkpoint-dir") if ranks.is_main else nullcontext()
-    if finished.plan_done(run.start, run.config.epochs):  # a restart or requeue of a run that ended: success
+    if finished.plan_done(
+        run.start, run.config.epochs, run.config.early_stop_patience
+    ):  # a restart or requeue of a run that ended: success
         return _already_complete(run, held)
     with held, distributed.process_group(ranks, run.device):
         return Trainer(run).fit()
