@@ -62,6 +62,14 @@ class TrainResult:
     history: dict[str, list[float | None]]
     best_val_loss: float
     last_losses: BatchLosses | None
+    next_validation: str = "it runs at the end of each epoch"  # said while no validation has run yet
+
+    @property
+    def validation(self) -> str:
+        """The closing line's word on validation: the best loss, or when the first one runs."""
+        if math.isfinite(self.best_val_loss):
+            return f"best val loss {self.best_val_loss:.6f}"
+        return f"no validation yet ({self.next_validation})"
 
 
 @contextmanager
@@ -481,6 +489,7 @@ class Trainer:
             self.state.progress.history,
             self.state.early_stopping.best,
             last,
+            self._next_validation(),
         )
 
     def _epochs(self, stop: _StopFlag) -> BatchLosses | None:
@@ -648,6 +657,16 @@ class Trainer:
     def _validates(self, epoch: int) -> bool:
         """Whether 0-based ``epoch`` ends with a validation: every ``--val-every``-th and the last."""
         return (epoch + 1) % self.cfg.val_every == 0 or epoch + 1 == self.cfg.epochs
+
+    def _next_validation(self) -> str:
+        """When the next validation runs, said in the terms of --val-every."""
+        every = self.cfg.val_every
+        if every == 1:
+            return "it runs at the end of each epoch"
+        upcoming = next((e for e in range(self.state.cursor.epoch, self.cfg.epochs) if self._validates(e)), None)
+        if upcoming is None:
+            return f"--val-every {every}: it runs every {every} epochs and after the last"
+        return f"--val-every {every}: the first runs at the end of epoch {upcoming + 1}"
 
     def _stop_early(self) -> None:
         # Written even when a step_N.pt of this step exists: an epoch may have ended since, and
