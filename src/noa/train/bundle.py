@@ -23,6 +23,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.train.checkpoint import FORMAT_VERSION, recorded_args, step_from_name
 from noa.train.config import TrainConfig
+from noa.train.lineage import SOURCE_KEY
 from noa.train.optim import load_optimizer_state
 from noa.train.phases import phase_of
 from noa.train.schedule import WarmupCosine
@@ -49,6 +50,7 @@ class TrainingState:
     progress: Progress
     early_stopping: EarlyStopping
     fingerprints: dict[str, str | None]
+    source: str | None = None  # the checkpoint this run was fine-tuned from (noa.train.lineage)
 
     def checkpoint(self) -> dict[str, Any]:
         projector = self.projector
@@ -73,6 +75,7 @@ class TrainingState:
             "args": recorded_args(self.config.flags()),
             "launch_dir": os.getcwd(),
             "fingerprints": self.fingerprints,
+            SOURCE_KEY: self.source,
             "parts": {
                 "cursor": self.cursor.state_dict(),
                 "progress": self.progress.state_dict(),

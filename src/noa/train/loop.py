@@ -29,7 +29,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
-from noa.train import finished, rundir
+from noa.train import finished, lineage, rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.config import GUIDE_WARMUP
@@ -266,6 +266,7 @@ class Trainer:
             progress=Progress(),
             early_stopping=EarlyStopping(cfg.early_stop_patience),
             fingerprints={"dataset": run.data.fingerprint, "tokenizer": run.tokenizer_fingerprint},
+            source=lineage.source_at_start(run.start.kind, run.start.path, run.start.checkpoint),
         )
         self.model, self.projector, self.optimizer, self.scheduler = model, projector, optimizer, schedule
         self.objective = Objective(

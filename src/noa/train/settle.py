@@ -9,6 +9,7 @@ result, so a mistake costs no model construction, no file written and no file de
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -253,6 +254,8 @@ def _resolve(
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
+    if start.kind == "finetune":  # recorded however the fine-tune was asked for, from any working directory
+        values["init_from"] = os.path.abspath(start.file)
     tokenizer = _open_tokenizer(values, explicit, start)
     followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
