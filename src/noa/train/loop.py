@@ -697,9 +697,8 @@ def train(flags: dict[str, Any]) -> TrainResult:
     run = settle(flags, ranks)
     # One run per checkpoint directory: rank 0 (the writer) holds its lock until the run ends.
     held = outputs.exclusive(run.config.checkpoint_dir, "--checkpoint-dir") if ranks.is_main else nullcontext()
-    if finished.plan_done(
-        run.start, run.config.epochs, run.config.early_stop_patience
-    ):  # a restart or requeue of a run that ended: success
+    # A restart or requeue of a run that ended (all its epochs, or early stopping): success.
+    if finished.plan_done(run.start, run.config.epochs, run.config.early_stop_patience):
         return _already_complete(run, held)
     with held, distributed.process_group(ranks, run.device):
         return Trainer(run).fit()
