@@ -232,3 +232,57 @@ def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(
     assert list(out.glob(".*.tmp-*"))  # what the cut-off writer left ...
     diagnose(physics_only, None, None, n_samples=2, out_dir=out, log=quiet)
     assert not list(out.glob(".*.tmp-*"))  # ... the next diagnosis removes
+
+
+def test_a_fine_tunes_held_out_rows_leave_out_the_rows_every_run_it_descends_from_trained_on(
+    physics_only: Path, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    from noa.data.generate import GenerateConfig, generate
+    from noa.data.loader import run_split
+    from noa.diagnostics.evaluate import checkpoint_pool
+    from noa.train.checkpoint import save_atomic
+
+    other = tmp_path / "other.h5"
+    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=5), other, progress=False, log=quiet)
+    source = tmp_path / "source" / "best_model.pt"  # a copy of the pretrained run, deleted at the end
+    source.parent.mkdir()
+    shutil.copy2(physics_only, source)
+    pretrained = set(run_split(tiny_dataset, load_checkpoint(source)["args"]).train.tolist())
+    assert len(pretrained) == 14
+    once, twice = tmp_path / "ft", tmp_path / "ft2"
+    finetune = dict(dataset=str(other), epochs=1, max_steps=1, device="cpu")
+    train(
+        {"resume": str(source), "checkpoint_dir": str(once), **finetune}
+    )  # the guide's fine-tune: --resume on other data
+    train({"init_from": str(once / "step_1.pt"), "checkpoint_dir": str(twice), **finetune})
+    train(
+        {"resume": "auto", "checkpoint_dir": str(twice), "max_steps": 1, "device": "cpu"}
+    )  # a resume keeps the source
+
+    # Diagnosed on the data its source was pretrained on, the fine-tune of a fine-tune scores no row it learned.
+    result = diagnose(twice / "step_2.pt", None, tiny_dataset, n_samples=40, out_dir=tmp_path / "out", log=quiet)
+    assert not set(result.rows) & pretrained and len(result.rows) == 40 - 14
+    assert "26 rows held out from this run and every run it was fine-tuned from" in result.text
+    assert f"{source}, which it descends from by fine-tuning: 2 validation samples of the training run" in result.text
+    rows, _ = checkpoint_pool(once / "step_1.pt", tiny_dataset)  # what noa compare scores
+    assert not set(rows.tolist()) & pretrained and len(rows) == 26
+
+    # Both ways of starting a fine-tune record where it came from; the resume kept it.
+    recorded = [load_checkpoint(p) for p in (once / "step_1.pt", twice / "step_1.pt", twice / "step_2.pt")]
+    assert [c["fine_tuned_from"] for c in recorded] == [str(source), str(once / "step_1.pt"), str(once / "step_1.pt")]
+    assert recorded[0]["args"]["init_from"] == str(source) and recorded[0]["args"]["resume"] == str(source)
+
+    # A checkpoint written before the source was recorded tells it by its --resume of another run's file.
+    legacy = load_checkpoint(once / "step_1.pt")
+    del legacy["fine_tuned_from"]
+    legacy["args"]["init_from"] = None
+    save_atomic(legacy, once / "legacy.pt")
+    rows, _ = checkpoint_pool(once / "legacy.pt", tiny_dataset)
+    assert not set(rows.tolist()) & pretrained and len(rows) == 26
+
+    # A source that can no longer be read is named: its rows may be among those scored.
+    source.unlink()
+    result = diagnose(twice / "step_2.pt", None, tiny_dataset, n_samples=40, out_dir=tmp_path / "out2", log=quiet)
+    assert len(result.rows) == 40
+    assert "WARNING: some of these rows may be training samples: step_1.pt was fine-tuned from" in result.text
+    assert f"{source}, which cannot be read any more" in result.text

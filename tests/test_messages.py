@@ -135,6 +135,54 @@ def test_stopping_before_any_validation_says_so_rather_than_best_val_loss_inf(
     assert "inf" not in out.split("Training finished")[1]
 
 
+def test_stopping_before_the_first_validation_of_val_every_says_when_it_runs(
+    tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # 3 batches per epoch: epoch 1 ends without validation, the stop comes after epoch 2.
+    flags = run_args(tiny_dataset, tmp_path / "ck", epochs=4, val_every=3, max_steps=6)
+    assert main(["train", *(f"--{k.replace('_', '-')}={v}" for k, v in flags.items())]) == 0
+    out = capsys.readouterr().out
+    assert "Val:   not this epoch (--val-every 3)" in out
+    assert "no validation yet (--val-every 3: the first runs at the end of epoch 3); checkpoints in" in out
+
+
+def test_resume_auto_with_another_dataset_names_both_and_what_to_do(
+    finished: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    from noa.data.generate import GenerateConfig, generate
+
+    other = tmp_path / "other.h5"
+    generate(GenerateConfig(n_samples=16, grid=16, timesteps=8, seed=5), other, progress=False, log=lambda _: None)
+    monkeypatch.chdir(finished.parent.parent)  # where checkpoints/noa is the default --checkpoint-dir
+    before = sorted(p.name for p in finished.parent.iterdir())
+    for where, shown in (([], "checkpoints/noa"), (["--checkpoint-dir", str(finished)], str(finished))):
+        assert main(["train", "--resume", "auto", "--dataset", str(other), "--device", "cpu", *where]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "continue that run with --resume auto" not in err, err
+        assert f"--dataset {other} holds other data than the one it was trained on, {tiny_dataset.resolve()}" in err
+        assert "to continue it, drop --dataset" in err
+        assert f"to fine-tune it on {other}, start a new run from its weights: noa train --init-from {shown}/" in err
+        assert sorted(p.name for p in finished.parent.iterdir()) == before  # no fine-tune directory started
+
+
+def test_one_step_states_without_a_one_step_phase_warns(
+    finished: Path, tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    train(run_args(tiny_dataset, tmp_path / "ck", one_step_steps=0, one_step_states=2, max_steps=0))
+    said = [line for line in train_log if "--one-step-states" in line]
+    assert said == [
+        "Warning: --one-step-states 2 does nothing: this run has no one-step phase (--one-step-steps 0); drop it, "
+        "or give --one-step-steps N for a one-step phase of N batches"
+    ]
+    train_log.clear()
+    flags = {"init_from": str(finished / "best_model.pt"), "dataset": str(tiny_dataset), "one_step_states": 2}
+    train({**flags, "checkpoint_dir": str(tmp_path / "ft"), "max_steps": 0, "device": "cpu"})
+    assert any("no one-step phase (a fine-tune has none)" in line for line in train_log), train_log
+    train_log.clear()
+    train(run_args(tiny_dataset, tmp_path / "fresh", one_step_states=2, max_steps=0))  # half the run is one-step
+    assert not [line for line in train_log if "--one-step-states" in line]
+
+
 def test_loading_a_tokenizer_directory_as_a_noa_points_to_load_tokenizer(
     tiny_tokenizer: Path, tiny_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

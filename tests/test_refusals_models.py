@@ -275,5 +275,23 @@ def test_ctrl_c_during_tokenizer_training_is_one_line_and_exit_130(
 
     monkeypatch.setattr(tokenizer_job, "train_tokenizer", interrupted)
     assert main(["vqvae", "train", "--dataset", str(tiny_dataset), "--out", str(tmp_path / "vq"), *VQ]) == 130
-    _one_line_error(capsys, "interrupted (Ctrl-C)")
+    err = capsys.readouterr().err  # the stop the user asked for, said as a stop, not as an error
+    assert err.startswith("Stopped: interrupted (Ctrl-C)") and "error" not in err and "Traceback" not in err, err
     assert not (tmp_path / "vq").exists()
+
+
+def test_ctrl_c_during_training_is_said_as_a_stop_with_exit_130(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    real_batch = loop_module.train_batch
+
+    def ctrl_c(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during the first batch
+        return real_batch(*args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "train_batch", ctrl_c)
+    flags = run_args(tiny_dataset, tmp_path / "ck", one_step_steps=0)
+    assert main(["train", *(f"--{k.replace('_', '-')}={v}" for k, v in flags.items())]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("Stopped: training interrupted by SIGINT at epoch 1, batch 1/3; checkpoint written to"), err
+    assert "error" not in err and "Resume with: noa train --resume" in err

@@ -757,3 +757,41 @@ def test_resume_auto_on_a_finished_run_writes_what_a_kill_after_the_last_epoch_l
     assert any("already complete" in line for line in train_log)
     assert_same_state(load_checkpoint(ck / "best_model.pt"), load_checkpoint(straight / "best_model.pt"))
     assert (ck / "latest.json").read_text() == (straight / "latest.json").read_text()
+
+
+def test_resume_auto_on_an_early_stopped_run_says_already_complete_and_trains_nothing(
+    tiny_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A requeue or torchrun restart of a run that stopped early (after epoch 3 of 8) meets it
+    again: the same --resume auto line must not train epochs 4-8 nor rewrite its files."""
+    from noa.cli import main
+    from noa.train import loop as loop_module
+
+    flat = lambda: {"total": 1.0, "traj": 1.0, "commit": None, "latent": None}  # noqa: E731 (never improves)
+    monkeypatch.setattr(loop_module.Trainer, "validate", lambda self: flat())
+    ck = tmp_path / "ck"
+    flags = run_args(tiny_dataset, ck, epochs=8, early_stop_patience=2, save_every=0, resume="auto")
+    argv = ["train", *(f"--{k.replace('_', '-')}={v}" for k, v in flags.items())]
+    assert main(argv) == 0
+    assert "Early stopping: no validation improvement for 2 epochs" in capsys.readouterr().out
+    assert sorted(p.name for p in ck.glob("epoch_*.pt")) == ["epoch_1.pt", "epoch_2.pt", "epoch_3.pt"]
+    before = {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()}
+
+    assert main(argv) == 0  # the restart: nothing trains, nothing is rewritten, one line says why
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "already complete" in line]
+    assert len(said) == 1 and "early stopping after epoch 3 of 8" in said[0], out
+    assert "Raise --early-stop-patience to train on" in said[0]
+    assert "Epoch 4/8" not in out and "Early stopping:" not in out
+    assert {p.name: p.read_bytes() for p in ck.iterdir() if p.is_file()} == before
+
+    # A checkpoint written before the stop was recorded tells it by its own state.
+    legacy = load_checkpoint(ck / "epoch_3.pt")
+    del legacy["parts"]["early_stopping"]["stopped"]
+    save_atomic(legacy, ck / "epoch_3.pt")
+    assert main(argv) == 0 and "early stopping after epoch 3 of 8" in capsys.readouterr().out
+    # An explicit file is refused with what to do; a larger patience trains on.
+    assert main(["train", "--resume", str(ck / "epoch_3.pt"), "--device", "cpu"]) == 2
+    assert "raise --early-stop-patience to train on" in capsys.readouterr().err
+    assert main([*argv, "--early-stop-patience=3", "--max-steps=3"]) == 0
+    assert "Epoch 4/8" in capsys.readouterr().out

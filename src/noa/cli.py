@@ -11,7 +11,6 @@ import copy
 import difflib
 import errno
 import logging
-import math
 import os
 import re
 import sys
@@ -298,16 +297,11 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         result = train(vars(args))
-    except TrainingInterrupted as stop:
-        print(f"error: {stop}", file=sys.stderr)
+    except TrainingInterrupted as stop:  # a stop asked for (Ctrl-C, a scheduler's SIGTERM), not an error
+        print(f"Stopped: {stop}", file=sys.stderr)
         return stop.exit_code
-    best = (
-        f"best val loss {result.best_val_loss:.6f}"
-        if math.isfinite(result.best_val_loss)
-        else "no validation yet (it runs at the end of each epoch)"
-    )
     logging.getLogger("noa.train").info(
-        f"\nTraining finished at step {result.global_step}; {best}; checkpoints in {result.checkpoint_dir}"
+        f"\nTraining finished at step {result.global_step}; {result.validation}; checkpoints in {result.checkpoint_dir}"
     )
     return 0
 
@@ -493,7 +487,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "error: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again",
+            "Stopped: interrupted (Ctrl-C); outputs are only ever replaced whole, so none was left half-written: run the command again",
             file=sys.stderr,
         )
         return 130

@@ -11,7 +11,9 @@ Held-out means: the validation split the training run used (rebuilt from the che
 args exactly as training built it), plus dataset rows beyond the run's ``--n-samples``,
 which training never read. In another dataset, held-out is decided by content: a row with the
 θ, noise seed, IC seed and IC field of one of the run's training samples is a training sample
-(two files generated with the same ``--seed`` share their first rows), so it is left out. Nothing here draws random numbers except the choice of which
+(two files generated with the same ``--seed`` share their first rows), so it is left out. A
+fine-tune's rows are held out from every run it descends from as well (its weights learned
+their training rows too); a source that cannot be read is named, never silently passed over. Nothing here draws random numbers except the choice of which
 held-out samples to evaluate when there are more than asked for (seeded by ``--seed``).
 
 A checkpoint trained without a tokenizer (L_traj only) is diagnosed on rollout quality alone
@@ -48,6 +50,7 @@ from noa.seeding import derive_seed, generator
 from noa.tokenizer import FrozenTokenizer, open_tokenizer
 from noa.tokenizer.user_class import class_problem, spec_of
 from noa.train.checkpoint import RECORDED_PATHS, build_model, load_checkpoint, recorded_path
+from noa.train.lineage import SOURCE_KEY, ancestry
 from noa.train.rollout import rollout_noa, sample_steps
 
 SKIP_REASON = "the checkpoint has no latent projector (trained without --enable-latent-loss)"
@@ -201,9 +204,9 @@ def evaluate(
         projector = None  # its latents have nothing (or another tokenizer's) to be compared with
 
     if rows is None:
-        rows, notes = held_out_rows(
-            dataset, args, n_samples, seed, same_data, recorded_path(ckpt, noa_checkpoint, "dataset")
-        )
+        pool, origin = lineage_pool(dataset, ckpt, noa_checkpoint, same_data)
+        rows, chosen = choose_rows(pool, n_samples, seed)
+        notes = [f"held-out pool: {origin}", *chosen]
     else:
         rows, notes = np.sort(np.asarray(rows)), [f"{len(rows)} rows chosen by the caller (not necessarily held out)"]
     if no_tokens_reason == NO_TOKENIZER and not warnings:
@@ -336,8 +339,8 @@ def _tokenizer_notes(trained_with: Path | None, used: Path | None) -> list[str]:
 def run_identity(ckpt: dict) -> tuple[Any, ...]:
     """What makes two checkpoints runs of one experiment: the training data (by content), how the
     run started (fresh, or a fine-tune of which checkpoint) and the architecture."""
-    args = ckpt.get("args") or {}
-    return ((ckpt.get("fingerprints") or {}).get("dataset"), args.get("init_from"), ckpt.get("config"))
+    source = ckpt[SOURCE_KEY] if SOURCE_KEY in ckpt else (ckpt.get("args") or {}).get("init_from")
+    return ((ckpt.get("fingerprints") or {}).get("dataset"), source, ckpt.get("config"))
 
 
 def _sibling_notes(checkpoint: Path, ckpt: dict) -> list[str]:
@@ -480,6 +483,16 @@ def held_out_pool(
 ) -> tuple[np.ndarray, str]:
     """Every row of ``dataset`` held out from one run (see :func:`held_out_rows`), and where the
     pool comes from; NoaError when none is left."""
+    candidates, origin, none_left = _one_runs_pool(dataset, args, same_data, trained_on)
+    if not len(candidates):
+        raise NoaError(f"no held-out samples: {none_left}")
+    return candidates, origin
+
+
+def _one_runs_pool(
+    dataset: str | Path, args: dict, same_data: bool, trained_on: Path | None
+) -> tuple[np.ndarray, str, str]:
+    """:func:`held_out_pool`'s rows and origin, and what to say when there are none."""
     every = usable_rows(dataset, None)
     none_left = f"{dataset} has no valid samples; generate another dataset"
     if same_data:
@@ -509,19 +522,52 @@ def held_out_pool(
             f"every valid sample of {dataset} is one the NOA was trained on (the same θ, IC and noise seed); "
             "diagnose it on data generated with another --seed"
         )
-    if not len(candidates):
-        raise NoaError(f"no held-out samples: {none_left}")
-    return candidates, origin
+    return candidates, origin, none_left
 
 
 def checkpoint_pool(checkpoint: str | Path, dataset: str | Path) -> tuple[np.ndarray, str]:
     """The rows of ``dataset`` held out from the run that wrote ``checkpoint`` (its training
-    rows left out, whichever file they came from), and where the pool comes from."""
+    rows left out, whichever file they came from, and those of every run it was fine-tuned
+    from), and where the pool comes from."""
     ckpt = load_checkpoint(checkpoint)
     dataset = Path(dataset)
     with h5.open_dataset(dataset) as f:
         same_data = _is_training_data(f, dataset, ckpt, checkpoint)
-    return held_out_pool(dataset, ckpt.get("args") or {}, same_data, recorded_path(ckpt, checkpoint, "dataset"))
+    return lineage_pool(dataset, ckpt, checkpoint, same_data)
+
+
+def lineage_pool(dataset: Path, ckpt: dict, checkpoint: str | Path, same_data: bool) -> tuple[np.ndarray, str]:
+    """The rows of ``dataset`` held out from the run that wrote ``checkpoint`` and from every run
+    it descends from by fine-tuning (:mod:`noa.train.lineage`): a fine-tune's weights learned its
+    source's training rows too. Where a source cannot be read, the pool says so."""
+    pool, origin = held_out_pool(dataset, ckpt.get("args") or {}, same_data, recorded_path(ckpt, checkpoint, "dataset"))
+    chain = ancestry(ckpt, checkpoint)
+    if not chain.runs and chain.unknown is None:
+        return pool, origin
+    parts = [f"this run: {origin}"]
+    for path, before in chain.runs:
+        with h5.open_dataset(dataset) as f:
+            theirs_too = _is_training_data(f, dataset, before, path)
+        theirs, their_origin, _ = _one_runs_pool(
+            dataset, before.get("args") or {}, theirs_too, recorded_path(before, path, "dataset")
+        )
+        pool = np.intersect1d(pool, theirs)
+        parts.append(f"{path}, which it descends from by fine-tuning: {their_origin}")
+    if not len(pool):
+        raise NoaError(
+            f"no held-out samples: every valid sample of {dataset} is a training sample of this run or of a run it "
+            f"was fine-tuned from ({'; '.join(parts)}); diagnose it on data generated with another --seed"
+        )
+    if chain.unknown is None:
+        return (
+            pool,
+            f"{len(pool)} rows held out from this run and every run it was fine-tuned from ({'; '.join(parts)})",
+        )
+    runs = "this run and the runs it descends from that can still be read" if chain.runs else "this run"
+    return pool, (
+        f"{len(pool)} rows held out from {runs} ({'; '.join(parts)}); WARNING: some of these rows may be training "
+        f"samples: {chain.unknown}"
+    )
 
 
 def choose_rows(candidates: np.ndarray, n_samples: int, seed: int) -> tuple[np.ndarray, list[str]]:

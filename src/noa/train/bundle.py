@@ -23,6 +23,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.train.checkpoint import FORMAT_VERSION, recorded_args, step_from_name
 from noa.train.config import TrainConfig
+from noa.train.lineage import SOURCE_KEY
 from noa.train.optim import load_optimizer_state
 from noa.train.phases import phase_of
 from noa.train.schedule import WarmupCosine
@@ -49,6 +50,7 @@ class TrainingState:
     progress: Progress
     early_stopping: EarlyStopping
     fingerprints: dict[str, str | None]
+    source: str | None = None  # the checkpoint this run was fine-tuned from (noa.train.lineage)
 
     def checkpoint(self) -> dict[str, Any]:
         projector = self.projector
@@ -73,6 +75,7 @@ class TrainingState:
             "args": recorded_args(self.config.flags()),
             "launch_dir": os.getcwd(),
             "fingerprints": self.fingerprints,
+            SOURCE_KEY: self.source,
             "parts": {
                 "cursor": self.cursor.state_dict(),
                 "progress": self.progress.state_dict(),
@@ -123,12 +126,17 @@ class TrainingState:
             legacy_history=ckpt.get("history"),
             legacy_phase=phase_of(self.config, step - 1),
         )
-        self.early_stopping.load_state_dict(parts.get("early_stopping", legacy))
+        self.early_stopping.load_state_dict(parts.get("early_stopping", legacy), legacy_stopped=stopped_early(ckpt))
         if self.cursor.epoch >= self.config.epochs:
             raise NoaError(
                 f"{path.name} has already finished epoch {self.cursor.epoch} of --epochs {self.config.epochs}; "
                 f"raise --epochs to train on (the LR decay is re-planned), or fine-tune from it with --init-from"
             )
+        if self.early_stopping.stopped and self.early_stopping.should_stop:
+            raise NoaError(
+                f"{path.name} {stop_story(ckpt)}; raise --early-stop-patience to train on, or fine-tune from it with --init-from"
+            )
+        self.early_stopping.stopped = False  # the run trains on (a larger --early-stop-patience)
         self._log_position()
         if self.projector is not None:
             if projector_loaded:
@@ -205,6 +213,32 @@ class TrainingState:
                 f"the checkpoint's latent projector weights do not fit its alignment_state: {str(err).splitlines()[0]}"
             ) from err
         return True
+
+
+def stopped_early(ckpt: dict[str, Any]) -> bool:
+    """Whether the run that wrote ``ckpt`` ended there by early stopping: recorded since it was,
+    else told by a checkpoint written at an epoch's end with as many epochs without improvement
+    as the run's patience (the run stopped right after writing it)."""
+    parts = ckpt.get("parts", {})
+    state = parts.get("early_stopping", {})
+    if "stopped" in state:
+        return bool(state["stopped"])
+    patience = (ckpt.get("args") or {}).get("early_stop_patience")
+    at_epoch_end = bool(parts.get("cursor", {}).get("epoch_ended"))
+    return at_epoch_end and patience is not None and int(state.get("epochs_without_improvement", 0)) >= int(patience)
+
+
+def stop_story(ckpt: dict[str, Any]) -> str:
+    """How an early-stopped run ended, for the lines that meet it again."""
+    state = ckpt.get("parts", {}).get("early_stopping", {})
+    args = ckpt.get("args") or {}
+    n = int(state.get("epochs_without_improvement", 0))
+    unit = "epoch" if int(args.get("val_every", 1)) == 1 else "validation"
+    epoch = int(ckpt.get("parts", {}).get("cursor", {}).get("epoch", ckpt.get("epoch", 0))) + 1
+    return (
+        f"ended the run by early stopping after epoch {epoch} of {args.get('epochs')} (no validation improvement for "
+        f"{n} {unit}{'s' if n != 1 else ''}, --early-stop-patience {args.get('early_stop_patience')})"
+    )
 
 
 def _global_step(path: Path, ckpt: dict[str, Any], batches_per_epoch: int) -> int:

@@ -1,4 +1,4 @@
-"""A run that has done all its epochs, met again by ``--resume auto``.
+"""A run that has done all its epochs, or ended by early stopping, met again by ``--resume auto``.
 
 torchrun restarts the whole group when one rank dies, even after the last epoch's checkpoint
 was written (a kill at teardown), and a scheduler may requeue a job that had finished: both
@@ -15,14 +15,23 @@ from typing import Any
 
 from noa import outputs
 from noa.train import rundir
+from noa.train.bundle import stop_story, stopped_early
 from noa.train.checkpoint import BEST_NAME, load_checkpoint, save_atomic
 from noa.train.settle import StartingPoint
 
 
-def plan_done(start: StartingPoint, epochs: int) -> bool:
+def plan_done(start: StartingPoint, epochs: int, patience: int | None) -> bool:
     """Whether ``--resume auto`` found a checkpoint that has ended exactly ``epochs`` epochs
-    (more epochs than asked is another plan, refused by the resume itself)."""
-    return start.auto and start.kind == "resume" and rundir.position(start.saved, start.file)[1] == epochs
+    (more epochs than asked is another plan, refused by the resume itself), or one that ended
+    the run by early stopping, which ``patience`` would stop again at once."""
+    if not (start.auto and start.kind == "resume"):
+        return False
+    return rundir.position(start.saved, start.file)[1] == epochs or _stops_again(start.saved, patience)
+
+
+def _stops_again(ckpt: dict[str, Any], patience: int | None) -> bool:
+    waited = int(ckpt.get("parts", {}).get("early_stopping", {}).get("epochs_without_improvement", 0))
+    return stopped_early(ckpt) and patience is not None and waited >= patience
 
 
 def settle_the_ending(directory: Path, start: StartingPoint) -> list[str]:
@@ -49,7 +58,12 @@ def _same_step(path: Path, ckpt: dict[str, Any]) -> bool:
 
 
 def message(start: StartingPoint, epochs: int) -> str:
-    step = rundir.position(start.saved, start.file)[0]
+    step, completed = rundir.position(start.saved, start.file)
+    if completed != epochs:  # ended by early stopping
+        return (
+            f"--resume auto: the run in {start.file.parent} is already complete: {start.file.name} (step {step}) "
+            f"{stop_story(start.saved)}; nothing to train. Raise --early-stop-patience to train on."
+        )
     return (
         f"--resume auto: the run in {start.file.parent} is already complete ({start.file.name}: all {epochs} epochs, "
         f"step {step}); nothing to train. Raise --epochs to train on."

@@ -29,7 +29,7 @@ from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
-from noa.train import finished, rundir
+from noa.train import finished, lineage, rundir
 from noa.train.bundle import TrainingState
 from noa.train.checkpoint import run_checkpoints, save_atomic, step_checkpoints
 from noa.train.config import GUIDE_WARMUP
@@ -62,6 +62,14 @@ class TrainResult:
     history: dict[str, list[float | None]]
     best_val_loss: float
     last_losses: BatchLosses | None
+    next_validation: str = "it runs at the end of each epoch"  # said while no validation has run yet
+
+    @property
+    def validation(self) -> str:
+        """The closing line's word on validation: the best loss, or when the first one runs."""
+        if math.isfinite(self.best_val_loss):
+            return f"best val loss {self.best_val_loss:.6f}"
+        return f"no validation yet ({self.next_validation})"
 
 
 @contextmanager
@@ -262,6 +270,7 @@ class Trainer:
                 "tokenizer": run.tokenizer_fingerprint,
                 "vqvae_class": run.tokenizer.class_fingerprint if run.tokenizer is not None else None,
             },
+            source=lineage.source_at_start(run.start.kind, run.start.path, run.start.checkpoint),
         )
         self.model, self.projector, self.optimizer, self.scheduler = model, projector, optimizer, schedule
         self.objective = Objective(
@@ -485,6 +494,7 @@ class Trainer:
             self.state.progress.history,
             self.state.early_stopping.best,
             last,
+            self._next_validation(),
         )
 
     def _epochs(self, stop: _StopFlag) -> BatchLosses | None:
@@ -637,6 +647,7 @@ class Trainer:
         )
         improved = validated and state.early_stopping.update(val["total"])
         state.cursor.epoch_ended = True
+        state.early_stopping.stopped = state.early_stopping.should_stop  # recorded: a restart must not train on
         self.save(f"epoch_{epoch + 1}.pt")
         if improved:
             self.save("best_model.pt")
@@ -651,6 +662,16 @@ class Trainer:
     def _validates(self, epoch: int) -> bool:
         """Whether 0-based ``epoch`` ends with a validation: every ``--val-every``-th and the last."""
         return (epoch + 1) % self.cfg.val_every == 0 or epoch + 1 == self.cfg.epochs
+
+    def _next_validation(self) -> str:
+        """When the next validation runs, said in the terms of --val-every."""
+        every = self.cfg.val_every
+        if every == 1:
+            return "it runs at the end of each epoch"
+        upcoming = next((e for e in range(self.state.cursor.epoch, self.cfg.epochs) if self._validates(e)), None)
+        if upcoming is None:
+            return f"--val-every {every}: it runs every {every} epochs and after the last"
+        return f"--val-every {every}: the first runs at the end of epoch {upcoming + 1}"
 
     def _stop_early(self) -> None:
         # Written even when a step_N.pt of this step exists: an epoch may have ended since, and
@@ -680,7 +701,8 @@ def train(flags: dict[str, Any]) -> TrainResult:
     run = settle(flags, ranks)
     # One run per checkpoint directory: rank 0 (the writer) holds its lock until the run ends.
     held = outputs.exclusive(run.config.checkpoint_dir, "--checkpoint-dir") if ranks.is_main else nullcontext()
-    if finished.plan_done(run.start, run.config.epochs):  # a restart or requeue of a run that ended: success
+    # A restart or requeue of a run that ended (all its epochs, or early stopping): success.
+    if finished.plan_done(run.start, run.config.epochs, run.config.early_stop_patience):
         return _already_complete(run, held)
     with held, distributed.process_group(ranks, run.device):
         return Trainer(run).fit()

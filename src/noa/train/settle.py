@@ -9,6 +9,8 @@ result, so a mistake costs no model construction, no file written and no file de
 from __future__ import annotations
 
 import logging
+import os
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,13 +25,13 @@ from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
-from noa.run_family import checkpoints_in, close_run
+from noa.run_family import checkpoints_in, close_run, free_sibling
 from noa.runtime import resolve_device
 from noa.tokenizer.frozen import FrozenTokenizer, open_tokenizer
 from noa.tokenizer.user_class import absolute, class_problem
 from noa.train import config as flags_module
 from noa.train import rundir
-from noa.train.checkpoint import find_latest, load_checkpoint
+from noa.train.checkpoint import find_latest, load_checkpoint, recorded_path
 from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
 from noa.train.fit import check_fit, origin
@@ -115,7 +117,7 @@ def settle(cli: dict[str, Any], ranks: Ranks = Ranks()) -> Run:
     with h5.open_dataset(dataset_path) as f:
         info = h5.read_info(f)
         fingerprint = h5.fingerprint_of(f)
-        start = _fine_tune_if_other_dataset(start, fingerprint)
+        start = _fine_tune_if_other_dataset(start, fingerprint, Path(dataset_path))
 
         def batches_per_epoch(values: dict[str, Any]) -> int:
             train = split_rows(usable_rows_of(f, info, values["n_samples"]), values["val_split"], values["seed"]).train
@@ -199,15 +201,37 @@ def _refuse_a_likely_typo(directory: Path, confirmed: bool) -> None:
         )
 
 
-def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str) -> StartingPoint:
-    """The guide's fine-tune: ``--resume`` on another dataset loads the weights only."""
+def _fine_tune_if_other_dataset(start: StartingPoint, fingerprint: str, dataset: Path) -> StartingPoint:
+    """The guide's fine-tune: ``--resume`` on another dataset loads the weights only. Not with
+    ``--resume auto``, which restarts a run on its own data (a fine-tune there would start anew at
+    every restart): that is refused, naming both datasets."""
     if start.kind != "resume":
         return start
     stored = start.saved.get("fingerprints", {}).get("dataset")
     if stored is None or stored == fingerprint:
         return start
+    if start.auto:
+        raise NoaError(_other_data_at_auto(start, dataset))
     log.info(f"The dataset differs from the one {start.file.name} was trained on: fine-tuning (weights only).")
     return replace(start, kind="finetune")
+
+
+def _other_data_at_auto(start: StartingPoint, dataset: Path) -> str:
+    """The refusal of ``--resume auto`` on a run trained on other data than ``--dataset``."""
+    trained_on = recorded_path(start.saved, start.file, "dataset")
+    same_path = trained_on is not None and trained_on.resolve() == dataset.resolve()
+    given = shlex.quote(str(dataset))
+    if same_path:
+        differs = f"--dataset {dataset} is the path it was trained on, but the file's content has changed since (regenerated?)"
+        keep = f"to continue it, restore the data it was trained on at {dataset}"
+    else:
+        differs = f"--dataset {dataset} holds other data than the one it was trained on, {trained_on or 'unrecorded'}"
+        keep = f"to continue it, drop --dataset{f' (or pass {trained_on})' if trained_on else ''}"
+    return (
+        f"--resume auto continues the run in {start.file.parent} on its own data, and {differs}; {keep}; to fine-tune "
+        f"it on {dataset}, start a new run from its weights: noa train --init-from {shlex.quote(str(start.file))} "
+        f"--dataset {given} --checkpoint-dir {shlex.quote(str(free_sibling(start.file.parent)))}"
+    )
 
 
 def _resolve(
@@ -230,6 +254,8 @@ def _resolve(
     else:
         inherited = None
     values = flags_module.resolve_flags(explicit, inherited)
+    if start.kind == "finetune":  # recorded however the fine-tune was asked for, from any working directory
+        values["init_from"] = os.path.abspath(start.file)
     tokenizer = _open_tokenizer(values, explicit, start)
     followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
@@ -262,6 +288,8 @@ def _resolve(
         _check_resume_locks(saved_args, values, explicit, [batch_change] if batch_change else [])
     cfg = TrainConfig.from_flags(values, model=model)
     flags_module.validate(cfg)
+    if "one_step_states" in explicit and not cfg.one_step_steps:
+        log.info(_no_one_step_phase(cfg, start, explicit))
     if start.kind == "finetune":
         log.info(_kept_by_finetune(cfg, start, explicit))
     return cfg, followed, tokenizer
@@ -322,6 +350,15 @@ def _follow_the_data(
     if "warmup_steps" in followed:
         values["warmup_steps"] = min(flags_module.GUIDE_WARMUP, values["epochs"] * batches_per_epoch(values) // 10)
     return tuple(followed)
+
+
+def _no_one_step_phase(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:
+    """The warning for --one-step-states in a run that has no one-step phase to apply it to."""
+    why = "--one-step-steps 0" if "one_step_steps" in explicit or start.kind != "finetune" else "a fine-tune has none"
+    return (
+        f"Warning: --one-step-states {cfg.one_step_states} does nothing: this run has no one-step phase ({why}); "
+        "drop it, or give --one-step-steps N for a one-step phase of N batches"
+    )
 
 
 def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str, Any]) -> str:

@@ -124,11 +124,13 @@ class Progress:
 
 @dataclass
 class EarlyStopping:
-    """The best validation loss so far and the epochs since it last improved."""
+    """The best validation loss so far, the epochs since it last improved, and whether the run
+    ended there (``stopped``: recorded so that a restart of the same command does not train on)."""
 
     patience: int | None = None
     best: float = float("inf")
     epochs_without_improvement: int = 0
+    stopped: bool = False
 
     def update(self, val_loss: float | None) -> bool:
         """Record an epoch's validation loss; True if it is a new best."""
@@ -143,9 +145,16 @@ class EarlyStopping:
         return self.patience is not None and self.epochs_without_improvement >= self.patience
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best_val_loss": self.best, "epochs_without_improvement": self.epochs_without_improvement}
+        return {
+            "best_val_loss": self.best,
+            "epochs_without_improvement": self.epochs_without_improvement,
+            "stopped": self.stopped,
+        }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], legacy_stopped: bool = False) -> None:
+        """Restore; ``legacy_stopped`` is what a checkpoint written before ``stopped`` was
+        recorded tells of it (see :func:`noa.train.bundle.stopped_early`)."""
         best = state.get("best_val_loss")
         self.best = float("inf") if best is None else float(best)
         self.epochs_without_improvement = int(state.get("epochs_without_improvement", 0))
+        self.stopped = bool(state.get("stopped", legacy_stopped))
