@@ -243,17 +243,18 @@ def check_compare_dir(out_dir: Path) -> None:
     if foreign:
         raise NoaError(
             f"--out {out_dir} holds {', '.join(foreign)}, which noa compare did not write and would replace; "
-            "move them away or choose another --out"
+            f"move them away or choose another --out{outputs.UNMARKED_HINT if any(n.endswith('.png') for n in foreign) else ''}"
         )
 
 
 def _ours(path: Path) -> bool:
-    """Whether ``path`` is a file an earlier noa compare wrote."""
+    """Whether ``path`` is a file an earlier noa compare wrote: its text's heading or key, or a
+    figure's mark (a PNG any other program drew is not, whatever drew it)."""
     if not path.is_file():
         return False
-    data = path.read_bytes()
     if path.suffix == ".png":
-        return data.startswith(b"\x89PNG") and b"matplotlib" in data[:4096]
+        return outputs.png_marked(path)
+    data = path.read_bytes()
     return data.startswith(MARKERS[path.name]) if path.suffix == ".md" else MARKERS[path.name] in data
 
 

@@ -139,8 +139,10 @@ def format_report(r: DiagnosticsResult) -> str:
     family = r.run.get("data", {}).get("operator_family", {}).get("name")
     if family:
         lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
+    if r.trained_on:
+        lines.append(f"Trained on: {trained_on_text(r.trained_on)}")
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
-    lines += [f"WARNING: {warning}" for warning in r.warnings]
+    lines += [f"WARNING: {warning}" for warning in [*r.warnings, *r.coverage]]
     lines += [f"note: {note}" for note in r.notes]
     lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
     lines += ["", "2. Token Diversity", *_diversity_lines(r)]
@@ -151,6 +153,17 @@ def format_report(r: DiagnosticsResult) -> str:
     lines += ["", f"➜ Final Verdict: {r.verdict}", *_verdict_lines(r)]
     lines += ["", SEPARATOR, *_rollout_lines(r), "", *_scale_lines()]
     return "\n".join(lines)
+
+
+def trained_on_text(trained: dict) -> str:
+    """The family and grid a run was trained on and whose θ box its embedding reads, in words."""
+    if trained.get("dataset") is None:
+        where = "data not recorded in the checkpoint"
+    elif trained.get("family") is None:
+        where = f"data not found (its dataset {trained['dataset']} is not there to read)"
+    else:
+        where = f"family {trained['family']} at {trained['grid']}×{trained['grid']}"
+    return f"{where}; θ embedding scaled to {trained.get('theta_box')}"
 
 
 def _skipped(r: DiagnosticsResult, section: str) -> list[str]:
@@ -345,12 +358,14 @@ REPORT_FILES = (
 
 
 def _written_by_noa(path: Path) -> bool:
+    """Whether ``path`` is a file an earlier noa diagnose wrote: its text's heading or key, or a
+    figure's mark (a PNG any other program drew is not, whatever drew it)."""
+    if path.suffix == ".png":
+        return outputs.png_marked(path)
     head = path.read_bytes()[:4096]
     if path.suffix == ".md":
         return head.startswith(b"# NOA diagnostics")
-    if path.suffix == ".json":
-        return b'"verdict_rule"' in path.read_bytes()
-    return head.startswith(b"\x89PNG") and b"matplotlib" in head
+    return b'"verdict_rule"' in path.read_bytes()
 
 
 def check_report_dir(out_dir: Path) -> None:
@@ -362,7 +377,7 @@ def check_report_dir(out_dir: Path) -> None:
     if foreign:
         raise NoaError(
             f"--out {out_dir} holds {', '.join(foreign)}, which noa diagnose did not write and would replace; "
-            "move them away or choose another --out"
+            f"move them away or choose another --out{outputs.UNMARKED_HINT if any(n.endswith('.png') for n in foreign) else ''}"
         )
 
 
@@ -434,6 +449,7 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
             f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}; "
             f"operator family {d.get('operator_family', {}).get('name', 'full')}",
         ),
+        ("trained on", trained_on_text(r.trained_on) if r.trained_on else "?"),
         ("tokenizer", f"`{_tokenizer_text(r)}`" if r.tokenizer else "none: token sections skipped"),
         ("objective", _objective(a)),
         (
