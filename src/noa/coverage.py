@@ -78,7 +78,7 @@ def theta_warning(
     data_family: str | None = None,
 ) -> str | None:
     """The one warning a stage says (each with its own prefix) when θ of ``data`` (words:
-    "dataset d.h5", "the θ given to rollout") leave the model's box; None when all lie inside it."""
+    "dataset d.h5", "this rollout") leave the model's box; None when all lie inside it."""
     phrases = outside_box(config, space, thetas)
     if not phrases:
         return None
@@ -99,6 +99,17 @@ def grid_note(trained_grid: int | None, grid: int, *, data: str) -> str | None:
         f"the NOA was trained at {trained_grid}×{trained_grid} and {data} is {grid}×{grid}: it runs at any "
         "resolution, but these figures score it at one it never saw"
     )
+
+
+def trained_on_text(trained: dict) -> str:
+    """The family and grid a run was trained on and whose θ box its embedding reads, in words."""
+    if trained.get("dataset") is None:
+        where = "data not recorded in the checkpoint"
+    elif trained.get("family") is None:
+        where = f"data not found (its dataset {trained['dataset']} is not there to read)"
+    else:
+        where = f"family {trained['family']} at {trained['grid']}×{trained['grid']}"
+    return f"{where}; θ embedding scaled to {trained.get('theta_box')}"
 
 
 def dataset_thetas(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ class NeuralOperatorAgent:
         ``noa.api`` (a warning, so it shows without any logging set up); later calls stay quiet."""
         if self._box_warned:
             return
-        line = theta_warning(self.config, self.space, rows, data="the θ given to rollout")
+        line = theta_warning(self.config, self.space, rows, data="this rollout")
         if line:
             self._box_warned = True
             log.warning(f"Warning: {line}")

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from noa import outputs
+from noa.coverage import trained_on_text
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
 from noa.diagnostics import verdict as rating
@@ -153,17 +154,6 @@ def format_report(r: DiagnosticsResult) -> str:
     lines += ["", f"➜ Final Verdict: {r.verdict}", *_verdict_lines(r)]
     lines += ["", SEPARATOR, *_rollout_lines(r), "", *_scale_lines()]
     return "\n".join(lines)
-
-
-def trained_on_text(trained: dict) -> str:
-    """The family and grid a run was trained on and whose θ box its embedding reads, in words."""
-    if trained.get("dataset") is None:
-        where = "data not recorded in the checkpoint"
-    elif trained.get("family") is None:
-        where = f"data not found (its dataset {trained['dataset']} is not there to read)"
-    else:
-        where = f"family {trained['family']} at {trained['grid']}×{trained['grid']}"
-    return f"{where}; θ embedding scaled to {trained.get('theta_box')}"
 
 
 def _skipped(r: DiagnosticsResult, section: str) -> list[str]:
@@ -567,8 +557,9 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     add_evaluation_arguments(parser, "the training run's T")
 
 
-def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) -> None:
-    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share."""
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str, *, runs: bool = False) -> None:
+    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share (``runs``:
+    several runs, whose --vqvae-class may be one per run)."""
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument(
         "--timesteps",
@@ -584,7 +575,13 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) ->
         "--vqvae-class",
         default=None,
         help="the class that loads a tokenizer another program wrote, as MODULE_OR_FILE:CLASS (default: noa's own "
-        "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint",
+        "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint"
+        + (
+            "; one for every run, or one per run in the checkpoints' order separated by commas, - for a run whose "
+            "tokenizer is noa's own"
+            if runs
+            else ""
+        ),
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument(
