@@ -50,9 +50,13 @@ def test_the_box_check_says_each_dimension_outside_in_physical_units_and_a_fixed
     assert outside_box(config, CNO_SPACE, starter.draw(64, 1)) == []  # the family's own θ: nothing to say
     phrases = {p.split(" ", 1)[0]: p for p in outside_box(config, CNO_SPACE, full.draw(64, 0))}
     assert set(phrases) == set(CNO_SPACE.names) - {"noise_correlation", "update_policy"}  # starter keeps those whole
-    assert phrases["weight_gain"].startswith("weight_gain takes 0.501 … 2.48 against the box's 0.8 … 1 (up to 0.299 below")
+    assert phrases["weight_gain"].startswith(
+        "weight_gain takes 0.501 … 2.48 against the box's 0.8 … 1 (up to 0.299 below"
+    )
     assert "its embedding reads -4 … 16, trained on -1 … 1" in phrases["weight_gain"]
-    assert phrases["activation"].startswith("activation takes tanh, gelu, silu, sin, relu against the box's tanh … gelu")
+    assert phrases["activation"].startswith(
+        "activation takes tanh, gelu, silu, sin, relu against the box's tanh … gelu"
+    )
     # A dimension the training family fixed (zero width: its input always 0) that now varies.
     box = [[0.0, 1.0]] * CNO_SPACE.size
     j = CNO_SPACE.position("noise_scale")

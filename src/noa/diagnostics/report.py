@@ -218,6 +218,7 @@ def _verdict_lines(r: DiagnosticsResult) -> list[str]:
     lines = [f"  decided by: {decided} (the verdict is the lowest rating among these criteria)"]
     width = max(len(c.name) for c in v.criteria) + 1
     lines += [f"  {c.name + ':':<{width}} {c.detail}" for c in v.criteria]
+    lines += [f"  next ({c.name}): {c.advice}" for c in v.criteria if c.advice]
     return lines
 
 
