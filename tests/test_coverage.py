@@ -67,8 +67,8 @@ def test_the_box_check_says_each_dimension_outside_in_physical_units_and_a_fixed
     varying[:, j] = torch.tensor([fixed, 0.2, 0.9])
     line = theta_warning(config, CNO_SPACE, varying, data="dataset d.h5", data_family="full")
     assert line is not None and line.startswith(
-        "θ of dataset d.h5 fall outside the box the NOA's θ embedding is scaled to (family mine's box, the source "
-        "run's, not the data's family full): noise_scale was fixed at 0.05 in training (its embedding input always 0) "
+        "θ of dataset d.h5 fall outside the box the NOA's θ embedding is scaled to (family mine's box (the family it was first "
+        "trained on), not the data's family full): noise_scale was fixed at 0.05 in training (its embedding input always 0) "
         "and here takes 0.0001 … 0.316 (its embedding reads -1.1 … 0.32)"
     )
     same = torch.full((2, CNO_SPACE.size), 0.5)
@@ -87,10 +87,10 @@ def test_a_fine_tune_onto_another_family_warns_at_its_start_and_its_start_line_n
     train({**args, "init_from": str(starter_runs["run"]), "max_steps": 1})
     warned = [line for line in train_log if line.startswith("Warning: θ of dataset")]
     assert len(warned) == 1  # once for the stage
-    assert "(family starter's box, the source run's, not the data's family full)" in warned[0]
+    assert "(family starter's box (the family it was first trained on), not the data's family full)" in warned[0]
     assert "weight_gain takes" in warned[0]
     header = next(line for line in train_log if line.startswith("noa train: finetune run"))
-    assert "θ scaled to family starter's box, the source run's, not the data's family full" in header
+    assert "θ scaled to family starter's box (the family it was first trained on), not the data's family full" in header
     train_log.clear()
     train(run_args(starter_runs["starter"], tmp_path / "again", epochs=1, bptt_window=4, max_steps=1))
     assert not [line for line in train_log if "fall outside" in line]  # its own family's data: nothing to say

@@ -25,9 +25,10 @@ UNIT_SLACK = 1e-5  # θ is stored as float32; a value this close to a box edge (
 LISTED_VALUES = 6  # distinct discrete values named before "…"
 
 
-def box_owner(config: UAFNOConfig, data_family: str | None = None) -> str:
+def box_owner(config: UAFNOConfig, data_family: str | None = None, data: str = "the data's") -> str:
     """Whose box the θ embedding is scaled to, in words: the family the config records, and
-    whether that is the data's (``data_family``) or another's (a fine-tune's source)."""
+    whether that is ``data``'s family (``data_family``) or another (the family a fine-tune's
+    source was first trained on)."""
     if config.theta_box is None:
         return "the whole parameter space (no family box)"
     name = config.theta_family
@@ -36,8 +37,8 @@ def box_owner(config: UAFNOConfig, data_family: str | None = None) -> str:
     if data_family is None:
         return f"family {name}'s box"
     if name == data_family:
-        return f"family {name}'s box, the data's family"
-    return f"family {name}'s box, the source run's, not the data's family {data_family}"
+        return f"family {name}'s box, {data} family"
+    return f"family {name}'s box (the family it was first trained on), not {data} family {data_family}"
 
 
 def outside_box(config: UAFNOConfig, space: ParameterSpace, thetas: np.ndarray | torch.Tensor) -> list[str]:

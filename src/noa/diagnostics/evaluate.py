@@ -384,7 +384,7 @@ def trained_on(ckpt: dict, checkpoint: str | Path, config: UAFNOConfig) -> dict[
         "dataset": None if path is None else str(path),
         "family": family,
         "grid": grid,
-        "theta_box": box_owner(config, family),
+        "theta_box": box_owner(config, family, "its training data's"),
     }
 
 
