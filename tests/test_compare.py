@@ -109,7 +109,10 @@ def test_names_label_the_runs_and_a_bad_names_or_class_list_is_refused(
         assert main([*argv, "--names", names]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
-    assert main([*argv, "--vqvae-class", f"{PCA_CLASS},-,-"]) == 2
+    # One class per run, noa for noa's own: both runs' own tokenizers (noa's) load as without the flag.
+    assert main([*argv[:-1], "--vqvae-class", "noa,noa", "--n-samples", "4"]) == 0
+    assert "| a | " in capsys.readouterr().out
+    assert main([*argv, "--vqvae-class", f"{PCA_CLASS},noa,noa"]) == 2
     err = capsys.readouterr().err
     assert "--vqvae-class gives 3 classes for 2 checkpoints; give one for every run, or one per run" in err
     assert main([*argv, "--vqvae-class", f"{PCA_CLASS},"]) == 2
@@ -118,9 +121,9 @@ def test_names_label_the_runs_and_a_bad_names_or_class_list_is_refused(
 
 def test_a_class_per_run_loads_each_runs_own_tokenizer_class() -> None:
     assert classes_per_run(None, 2) == [None, None] and classes_per_run(PCA_CLASS, 2) == [PCA_CLASS, PCA_CLASS]
-    assert classes_per_run([PCA_CLASS, "-"], 2) == [PCA_CLASS, None]  # - : noa's own tokenizer
-    assert classes_per_run(["-"], 3) == [None, None, None]
-    assert split_flag(f"{PCA_CLASS}, -") == [PCA_CLASS, "-"] and split_flag(None) is None
+    assert classes_per_run([PCA_CLASS, "noa"], 2) == [PCA_CLASS, None]  # noa: noa's own tokenizer
+    assert classes_per_run(["noa"], 3) == [None, None, None]
+    assert split_flag(f"{PCA_CLASS}, noa") == [PCA_CLASS, "noa"] and split_flag(None) is None
 
 
 def test_runs_scored_with_different_tokenizers_get_a_warning_and_a_tokenizer_column(

@@ -29,7 +29,7 @@ from noa.errors import NoaError
 from noa.tokenizer.io import CONFIG_FILE, WEIGHTS_FILE, directory_fingerprint, tokenizer_fingerprint
 
 ALL = "all operators"
-OWN_CLASS = "-"  # in a per-run --vqvae-class list: this run's tokenizer is noa's own
+OWN_CLASS = "noa"  # in a per-run --vqvae-class list: this run's tokenizer is noa's own (a class names MODULE:CLASS)
 FILES = ("compare.md", "summary.json", "error_vs_horizon.png")
 MARKERS = {"compare.md": b"# noa compare", "summary.json": b'"noa_compare"'}
 

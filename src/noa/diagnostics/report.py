@@ -578,7 +578,7 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str, *,
         help="the class that loads a tokenizer another program wrote, as MODULE_OR_FILE:CLASS (default: noa's own "
         "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint"
         + (
-            "; one for every run, or one per run in the checkpoints' order separated by commas, - for a run whose "
+            "; one for every run, or one per run in the checkpoints' order separated by commas, noa for a run whose "
             "tokenizer is noa's own"
             if runs
             else ""
