@@ -14,12 +14,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from noa.model.uafno import UAFNOConfig, box_tensors, embedding_input
 from noa.operators.space import Dimension, ParameterSpace
+
+if TYPE_CHECKING:
+    from noa.data.h5 import DatasetInfo
 
 UNIT_SLACK = 1e-5  # θ is stored as float32; a value this close to a box edge (unit coordinates) is on it
 LISTED_VALUES = 6  # distinct discrete values named before "…"
@@ -91,6 +95,20 @@ def theta_warning(
     )
 
 
+def dataset_warning(config: UAFNOConfig, info: DatasetInfo, rows: Sequence[int] | np.ndarray) -> str | None:
+    """:func:`theta_warning` of ``rows`` of the dataset ``info`` describes (train, diagnose and
+    compare call this); the θ are read only when the model has a box to leave."""
+    if config.theta_box is None:  # a model without a box reads every θ of the space
+        return None
+    return theta_warning(
+        config,
+        info.space,
+        dataset_thetas(info.path, rows),
+        data=f"dataset {info.path}",
+        data_family=info.operator_family.name,
+    )
+
+
 def grid_note(trained_grid: int | None, grid: int, *, data: str) -> str | None:
     """One line when ``data`` has another grid than the NOA was trained at (None when the same
     or unknown): legitimate for a neural operator, never silent."""
@@ -118,7 +136,8 @@ def dataset_thetas(path: str | Path, rows: Sequence[int] | np.ndarray) -> np.nda
     from noa.data import h5
 
     with h5.open_dataset(path) as f:
-        return np.asarray(f["parameters/params"][np.sort(np.asarray(rows, dtype=np.int64))])
+        every = f["parameters/params"][:]  # whole, then picked: h5py's point selection of many rows is slow
+    return np.asarray(every[np.asarray(rows, dtype=np.int64)])
 
 
 def _leaves(dim: Dimension, column: np.ndarray, lo: float, hi: float) -> bool:

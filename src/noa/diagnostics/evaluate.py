@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 import noa
-from noa.coverage import box_owner, dataset_thetas, grid_note, theta_warning
+from noa.coverage import box_owner, dataset_warning, grid_note
 from noa.data import h5
 from noa.data.loader import SampleSource, run_split, usable_rows
 from noa.diagnostics import alignment as guide
@@ -230,13 +230,7 @@ def evaluate(
     coverage = [
         line
         for line in (
-            theta_warning(
-                model.config,
-                info.space,
-                dataset_thetas(dataset, rows),
-                data=f"dataset {dataset}",
-                data_family=info.operator_family.name,
-            ),
+            dataset_warning(model.config, info, rows),
             grid_note(trained["grid"], info.grid, data=f"dataset {dataset}"),
         )
         if line

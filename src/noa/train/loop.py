@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from noa import distributed, outputs
-from noa.coverage import box_owner, dataset_thetas, theta_warning
+from noa.coverage import box_owner, dataset_warning
 from noa.data.loader import MIN_VAL_SAMPLES, EpochBatches, EpochBatchSampler, SampleSource, batch_loader
 from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
@@ -167,13 +167,7 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
             f"Warning: --teacher-forcing-steps {cfg.teacher_forcing_steps} does nothing with one window (--bptt-window "
             f"{cfg.bptt_window} >= --timesteps {cfg.timesteps}): the only window starts from the IC; use a smaller --bptt-window"
         )
-    box = theta_warning(
-        cfg.model,
-        run.data.info.space,
-        dataset_thetas(cfg.dataset, run.data.rows),
-        data=f"dataset {cfg.dataset}",
-        data_family=run.data.info.operator_family.name,
-    )
+    box = dataset_warning(cfg.model, run.data.info, run.data.rows)
     lines += [f"Warning: {box}"] if box else []
     n_val = len(run.data.split.val)
     if n_val < MIN_VAL_SAMPLES:
