@@ -67,8 +67,8 @@ def test_the_box_check_says_each_dimension_outside_in_physical_units_and_a_fixed
     varying[:, j] = torch.tensor([fixed, 0.2, 0.9])
     line = theta_warning(config, CNO_SPACE, varying, data="dataset d.h5", data_family="full")
     assert line is not None and line.startswith(
-        "θ of dataset d.h5 fall outside the box the NOA's θ embedding is scaled to (family mine's box (the family it was first "
-        "trained on), not the data's family full): noise_scale was fixed at 0.05 in training (its embedding input always 0) "
+        "θ of dataset d.h5 fall outside the box the NOA's θ embedding is scaled to (family mine's box, the family it was first "
+        "trained on, not the data's family full): noise_scale was fixed at 0.05 in training (its embedding input always 0) "
         "and here takes 0.0001 … 0.316 (its embedding reads -1.1 … 0.32)"
     )
     same = torch.full((2, CNO_SPACE.size), 0.5)
@@ -87,10 +87,10 @@ def test_a_fine_tune_onto_another_family_warns_at_its_start_and_its_start_line_n
     train({**args, "init_from": str(starter_runs["run"]), "max_steps": 1})
     warned = [line for line in train_log if line.startswith("Warning: θ of dataset")]
     assert len(warned) == 1  # once for the stage
-    assert "(family starter's box (the family it was first trained on), not the data's family full)" in warned[0]
+    assert "(family starter's box, the family it was first trained on, not the data's family full)" in warned[0]
     assert "weight_gain takes" in warned[0]
     header = next(line for line in train_log if line.startswith("noa train: finetune run"))
-    assert "θ scaled to family starter's box (the family it was first trained on), not the data's family full" in header
+    assert "θ scaled to family starter's box, the family it was first trained on, not the data's family full" in header
     train_log.clear()
     train(run_args(starter_runs["starter"], tmp_path / "again", epochs=1, bptt_window=4, max_steps=1))
     assert not [line for line in train_log if "fall outside" in line]  # its own family's data: nothing to say
@@ -108,8 +108,9 @@ def test_diagnose_names_the_family_trained_on_and_warns_of_theta_outside_its_box
     assert "Trained on: family starter at 16×16; θ embedding scaled to family starter's box" in result.text
     assert result.coverage and result.coverage[0].startswith("θ of dataset")
     assert f"WARNING: {result.coverage[0]}" in result.text
+    assert result.verdict.endswith("(WARNING: θ outside the NOA's box: it extrapolates there (see the warning above))")
     own = diagnose(starter_runs["run"], None, starter_runs["starter"], n_samples=2, log=quiet)
-    assert own.coverage == []
+    assert own.coverage == [] and "WARNING" not in own.verdict
 
 
 def test_compare_says_a_run_is_scored_at_another_grid_and_outside_its_box(

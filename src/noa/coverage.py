@@ -42,7 +42,7 @@ def box_owner(config: UAFNOConfig, data_family: str | None = None, data: str = "
         return f"family {name}'s box"
     if name == data_family:
         return f"family {name}'s box, {data} family"
-    return f"family {name}'s box (the family it was first trained on), not {data} family {data_family}"
+    return f"family {name}'s box, the family it was first trained on, not {data} family {data_family}"
 
 
 def outside_box(config: UAFNOConfig, space: ParameterSpace, thetas: np.ndarray | torch.Tensor) -> list[str]:

@@ -227,14 +227,9 @@ def evaluate(
     if data.non_finite:
         notes.append(f"{data.non_finite} of {len(rows)} NOA rollouts hold NaN/inf; metrics that touch them are NaN")
     trained = trained_on(ckpt, noa_checkpoint, model.config)
-    coverage = [
-        line
-        for line in (
-            dataset_warning(model.config, info, rows),
-            grid_note(trained["grid"], info.grid, data=f"dataset {dataset}"),
-        )
-        if line
-    ]
+    box_line = dataset_warning(model.config, info, rows)
+    grid_line = grid_note(trained["grid"], info.grid, data=f"dataset {dataset}")
+    coverage = [line for line in (box_line, grid_line) if line]
 
     run = run_summary(ckpt, info)
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
@@ -259,6 +254,8 @@ def evaluate(
     if tokenizer is not None and vqvae_path is not None:
         result.tokenizer_class = tokenizer.class_spec
     result.trained_on, result.coverage = trained, coverage
+    if box_line:
+        result.verdict += f" (WARNING: {OUTSIDE_BOX_SHORT})"
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
@@ -362,6 +359,9 @@ def _sibling_notes(checkpoint: Path, ckpt: dict) -> list[str]:
         f"{newer} is newer than this checkpoint: a later run wrote to {newer.parent} (noa train without --checkpoint-dir "
         f"writes to the first free sibling); pass --noa-checkpoint {newer} to diagnose it"
     ]
+
+
+OUTSIDE_BOX_SHORT = "θ outside the NOA's box: it extrapolates there (see the warning above)"
 
 
 def trained_on(ckpt: dict, checkpoint: str | Path, config: UAFNOConfig) -> dict[str, Any]:
