@@ -607,7 +607,8 @@ def quality(ratio: float, agreement: float, reference: float, persistence: float
     q = summarize(
         step_errors(noa, cno), torch.where(agree, 0, 1), cno_tokens, torch.where(same, 0, 1), categories=["summary"]
     )
-    assert q.overall_ratio == pytest.approx(ratio) and q.overall_persistence_ratio == pytest.approx(persistence)
+    assert q.overall_ratio == pytest.approx(ratio, rel=1e-4)  # float32 frames
+    assert q.overall_persistence_ratio == pytest.approx(persistence, rel=1e-4)
     assert q.token_agreement == pytest.approx(agreement) and q.token_agreement_reference == pytest.approx(reference)
     return q
 
@@ -657,6 +658,45 @@ def test_verdict_rule_each_criterion_can_decide_and_ties_are_named():
         rating.combine([rating.alignment_criterion(None, "no tokenizer")]).line
         == "UNASSESSED - no criterion could be evaluated"
     )
+
+
+def test_a_low_noise_family_is_rated_on_persistence_too_and_the_verdict_says_which_scale_limits():
+    # Little noise: the floor is 1/1600 of persistence's MSE. A NOA at 80x that floor has 0.05 of
+    # persistence's error (20x better than holding the IC): the floor's scale limits, not the model.
+    v = verdict_of(quality(80.0, 0.78, 0.80, persistence=1600.0))
+    rollout = next(c for c in v.criteria if c.name == "rollout error")
+    assert rollout.level == "GOOD" and v.level == "GOOD"
+    assert rollout.phrase == "rollouts are 0.05 of persistence's MSE (median operator), 80x a tiny noise floor"
+    assert (
+        "1/1.6e+03 of persistence's MSE" in rollout.detail and "on the floor alone it would be POOR" in rollout.detail
+    )
+    assert rollout.advice.startswith("the noise floor's scale limits, not the model")
+    # The same family, a NOA at half persistence's error: the model limits, on both scales.
+    weak = next(
+        c for c in verdict_of(quality(800.0, 0.78, 0.80, persistence=1600.0)).criteria if c.name == "rollout error"
+    )
+    assert weak.level == "POOR" and weak.advice.startswith("the model limits") and "--epochs" in weak.advice
+    # Persistence can lift the rating to GOOD at most: EXCELLENT needs the floor itself.
+    best = verdict_of(quality(30.0, 0.78, 0.80, persistence=3000.0), "EXCELLENT - L_latent provides strong alignment")
+    assert best.level == "GOOD" and best.decided_by == ["rollout error"]
+    # With an ordinary floor (persistence 10x it) the floor alone rates, and a far NOA is told the model limits.
+    usual = next(c for c in verdict_of(quality(3.9, 0.78, 0.80)).criteria if c.name == "rollout error")
+    assert usual.level == "POOR" and usual.advice.startswith("the model limits: its MSE is 3.90x the noise floor")
+    # Persistence within 2x the floor: the noise, not only the model, keeps a NOA from beating it.
+    flat = next(c for c in verdict_of(quality(1.3, 0.78, 0.80, persistence=1.4)).criteria if c.name == "rollout error")
+    assert flat.level == "POOR" and flat.advice.startswith("the noise limits, not only the model")
+
+
+def test_a_noiseless_cno_is_rated_on_persistence_alone():
+    x0 = torch.zeros(20, T + 1, 1, 4, 4)
+    cno = torch.stack([x0, x0], dim=1)  # two identical realizations: no noise floor
+    cno[:, :, 1:] += 1.0  # persistence MSE 1 at every step
+    q = summarize(step_errors(cno[:, 0] + 0.1, cno), None, None, None)  # the NOA 0.1 off: MSE 0.01
+    assert q.overall_ratio is None and q.median_operator_persistence == pytest.approx(0.01)
+    criterion = rating.rollout_criterion(q)
+    assert criterion.level == "GOOD" and "no noise floor (the CNO is noiseless here)" in criterion.detail
+    held = rating.rollout_criterion(summarize(step_errors(cno[:, 0, :1].expand_as(cno[:, 0]), cno), None, None, None))
+    assert held.level == "POOR" and held.phrase == "rollouts are no better than holding the initial condition"
 
 
 def test_the_report_explains_its_verdict(report):

@@ -236,7 +236,7 @@ def test_a_new_noa_scales_theta_to_its_datasets_family_and_a_fine_tune_keeps_tha
     train(run_args(data, tmp_path / "starter_run", epochs=1, bptt_window=4, warmup_steps=1))
     saved = load_checkpoint(tmp_path / "starter_run" / "best_model.pt")
     assert saved["config"]["theta_box"] == starter.unit_box()
-    assert "θ scaled to its family box" in caplog.text  # the start line says so
+    assert "θ scaled to family starter's box, the data's family" in caplog.text  # the start line says whose
     # A fine-tune on the full family's data keeps the model it starts from, box included.
     pretrained = str(tmp_path / "starter_run" / "best_model.pt")
     train(run_args(tiny_dataset, tmp_path / "tuned", epochs=1, bptt_window=4, init_from=pretrained, lr=1e-4))

@@ -335,7 +335,14 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     cmp.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="NOA checkpoint files (.pt), two or more")
     cmp.add_argument("--dataset", required=True, help="dataset .h5 to score every run on")
     cmp.add_argument("--out", required=True, help="directory for compare.md, summary.json and error_vs_horizon.png")
-    add_evaluation_arguments(cmp, "the dataset's T")
+    cmp.add_argument(
+        "--names",
+        default=None,
+        metavar="A,B,...",
+        help="labels of the runs in the tables, one per checkpoint in their order (default: the parts of the "
+        "checkpoints' paths that tell them apart)",
+    )
+    add_evaluation_arguments(cmp, "the dataset's T", runs=True)
     _threads_flag(cmp)
     cmp.set_defaults(handler=_compare)
 
@@ -344,14 +351,18 @@ def _compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from noa import outputs
-    from noa.diagnostics.compare import check_compare_dir, compare, format_comparison, write_comparison
+    from noa.diagnostics.compare import check_compare_dir, compare, format_comparison, split_flag, write_comparison
     from noa.diagnostics.report import evaluation_options
 
     options = evaluation_options(args)
+    options["vqvae_class"] = split_flag(args.vqvae_class)
+    names = split_flag(args.names)
     out = Path(args.out)
     with outputs.exclusive(out, "--out"):
         check_compare_dir(out)
-        result = compare(args.checkpoints, args.dataset, log=logging.getLogger("noa.compare").info, **options)
+        result = compare(
+            args.checkpoints, args.dataset, names=names, log=logging.getLogger("noa.compare").info, **options
+        )
         print(format_comparison(result), end="")
         print(f"Comparison written to {write_comparison(result, out)}")
     return 0

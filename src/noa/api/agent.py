@@ -8,6 +8,7 @@ code the trainer and ``noa diagnose`` use, and rolls it out with
 
 from __future__ import annotations
 
+import logging
 import numbers
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from typing import Any
 import torch
 
 from noa.api.inputs import Theta, paired
+from noa.coverage import theta_warning
 from noa.errors import NoaError
 from noa.model import UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE, ParameterSpace
 from noa.runtime import resolve_device
 from noa.train.checkpoint import API_FIX, build_model, load_checkpoint
 from noa.train.rollout import rollout_noa
+
+log = logging.getLogger("noa.api")
 
 
 class NeuralOperatorAgent:
@@ -49,6 +53,7 @@ class NeuralOperatorAgent:
         self.space = space
         self.training_args = dict(training_args or {})
         self.path = path
+        self._box_warned = False  # θ outside the model's box is said once per agent (noa.coverage)
 
     @property
     def config(self) -> UAFNOConfig:
@@ -77,8 +82,19 @@ class NeuralOperatorAgent:
         if isinstance(timesteps, bool) or not isinstance(timesteps, numbers.Integral) or timesteps < 1:
             raise NoaError(f"timesteps must be an integer >= 1, got {timesteps!r}")
         ics, rows = paired(ic, theta, self.space)
+        self._warn_outside_box(rows)
         frames, _ = rollout_noa(self.model, ics.to(self.device), rows.to(self.device), int(timesteps))
         return frames
+
+    def _warn_outside_box(self, rows: torch.Tensor) -> None:
+        """The first θ outside the box the NOA's embedding is scaled to is said on the logger
+        ``noa.api`` (a warning, so it shows without any logging set up); later calls stay quiet."""
+        if self._box_warned:
+            return
+        line = theta_warning(self.config, self.space, rows, data="this rollout")
+        if line:
+            self._box_warned = True
+            log.warning(f"Warning: {line}")
 
     def __repr__(self) -> str:
         cfg = self.config

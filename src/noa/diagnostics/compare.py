@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,15 @@ from typing import Any
 import numpy as np
 
 from noa import outputs
+from noa.coverage import trained_on_text
 from noa.data import h5
 from noa.diagnostics.evaluate import checkpoint_pool, choose_rows, evaluate, json_safe, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, summarize
 from noa.errors import NoaError
+from noa.tokenizer.io import CONFIG_FILE, WEIGHTS_FILE, directory_fingerprint, tokenizer_fingerprint
 
 ALL = "all operators"
+OWN_CLASS = "noa"  # in a per-run --vqvae-class list: this run's tokenizer is noa's own (a class names MODULE:CLASS)
 FILES = ("compare.md", "summary.json", "error_vs_horizon.png")
 MARKERS = {"compare.md": b"# noa compare", "summary.json": b'"noa_compare"'}
 
@@ -73,9 +76,12 @@ class Comparison:
     timesteps: int
     rows: list[int]
     notes: list[str]
-    runs: dict[str, dict[str, Any]]  # label -> checkpoint, tokenizer, rows it was scored on, its notes
+    runs: dict[str, dict[str, Any]]  # label -> checkpoint, tokenizer, what it was trained on, rows, its notes
     groups: dict[str, dict[str, RunFigures]]
     operators: dict[str, int]  # group -> operators in it
+    family: str = ""  # the dataset's operator family
+    grid: int = 0  # the dataset's grid
+    warnings: list[str] = field(default_factory=list)  # θ outside a run's box, another grid, other tokenizers
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(
@@ -84,7 +90,10 @@ class Comparison:
                 "dataset": self.dataset,
                 "timesteps": self.timesteps,
                 "rows": self.rows,
+                "family": self.family,
+                "grid": self.grid,
                 "notes": self.notes,
+                "warnings": self.warnings,
                 "runs": self.runs,
                 "horizons": report_horizons(self.timesteps),
                 "groups": {
@@ -96,34 +105,95 @@ class Comparison:
 
 
 def labels_of(checkpoints: Sequence[Path]) -> list[str]:
-    """Short, distinct names: the fewest trailing path parts that tell the checkpoints apart."""
-    for depth in range(1, max(len(p.parts) for p in checkpoints) + 1):
-        names = ["/".join(p.parts[-depth:]) for p in checkpoints]
+    """Short, distinct names: the path parts that tell the checkpoints apart (the leading and
+    trailing parts they all share left out: runs/a/best_model.pt and runs/b/best_model.pt are a
+    and b), else the fewest trailing parts that do."""
+    parts = [p.parts for p in checkpoints]
+    if len(set(parts)) < len(parts):
+        raise NoaError("the same checkpoint is given twice; name each run once")
+    shortest = min(len(p) for p in parts)
+    head = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
+    tail = next((i for i in range(shortest - head) if len({p[-1 - i] for p in parts}) > 1), shortest - head)
+    middles = ["/".join(p[head : len(p) - tail]) for p in parts]
+    if all(middles) and len(set(middles)) == len(middles):
+        return middles
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
         if len(set(names)) == len(names):
             return names
-    raise NoaError("the same checkpoint is given twice; name each run once")
+    raise NoaError("the same checkpoint is given twice; name each run once")  # unreachable: the paths differ
+
+
+def checked_names(names: Sequence[str], runs: int) -> list[str]:
+    """``--names``: one short, distinct label per run, usable in a table; NoaError otherwise."""
+    labels = [name.strip() for name in names]
+    if len(labels) != runs:
+        raise NoaError(
+            f"--names gives {len(labels)} name{'s' if len(labels) != 1 else ''} for {runs} checkpoints; "
+            "give one per checkpoint, in their order, separated by commas (e.g. --names "
+            + ",".join(f"run{i + 1}" for i in range(runs))
+            + ")"
+        )
+    bad = [name for name in labels if not name or "|" in name or "\n" in name]
+    if bad:
+        raise NoaError(f"--names: {', '.join(map(repr, bad))} cannot label a run (empty, or holds | or a line break)")
+    twice = sorted({name for name in labels if labels.count(name) > 1})
+    if twice:
+        raise NoaError(f"--names gives {', '.join(twice)} to more than one run; give each run its own name")
+    return labels
+
+
+def split_flag(value: str | None) -> list[str] | None:
+    """A comma-separated flag (--names, --vqvae-class) as its entries; None when not given."""
+    return None if value is None else [entry.strip() for entry in value.split(",")]
+
+
+def classes_per_run(vqvae_class: str | type | None | Sequence[str | type | None], runs: int) -> list:
+    """One tokenizer class per run (None: noa's own): ``vqvae_class`` itself for every run, or a
+    sequence of one per run, or of one for all, where OWN_CLASS stands for noa's own; NoaError on
+    a count mismatch or an empty entry."""
+    if vqvae_class is None or isinstance(vqvae_class, (str, type)):
+        return [vqvae_class] * runs
+    given = [None if entry == OWN_CLASS else entry for entry in vqvae_class]
+    if any(entry == "" for entry in given):
+        raise NoaError(
+            f"--vqvae-class has an empty entry; name a class as MODULE_OR_FILE:CLASS, or {OWN_CLASS} for a run "
+            "whose tokenizer is noa's own"
+        )
+    if len(given) == 1:
+        return given * runs
+    if len(given) != runs:
+        raise NoaError(
+            f"--vqvae-class gives {len(given)} classes for {runs} checkpoints; give one for every run, or one per "
+            f"run in the checkpoints' order separated by commas, with {OWN_CLASS} for a run whose tokenizer is noa's own"
+        )
+    return given
 
 
 def compare(
     checkpoints: Sequence[str | Path],
     dataset: str | Path,
     *,
+    names: Sequence[str] | None = None,
     n_samples: int = 100,
     timesteps: int | None = None,
     device: str = "cpu",
     seed: int = 0,
     batch_size: int = 8,
     no_tokens: bool = False,
-    vqvae_class: str | type | None = None,
+    vqvae_class: str | type | None | Sequence[str | type | None] = None,
     log: Callable[[str], None] = print,
 ) -> Comparison:
     """Evaluate every checkpoint on the same held-out rows of ``dataset`` at ``timesteps``
     (default: the dataset's T) and gather their figures per update rule and horizon.
-    ``vqvae_class`` loads runs' tokenizers of another class than noa's own (every run's the same)."""
+    ``names`` labels the runs (default: the parts of their paths that tell them apart).
+    ``vqvae_class`` loads runs' tokenizers of another class than noa's own: one for every run,
+    or a sequence of one per run (None for noa's own)."""
     paths = [Path(c) for c in checkpoints]
     if len(paths) < 2:
         raise NoaError("noa compare needs at least two checkpoints (noa diagnose reports on one)")
-    labels = labels_of([p.resolve() for p in paths])
+    labels = labels_of([p.resolve() for p in paths]) if names is None else checked_names(names, len(paths))
+    classes = classes_per_run(vqvae_class, len(paths))
     dataset = Path(dataset)
     with h5.open_dataset(dataset) as f:
         info = h5.read_info(f)
@@ -145,7 +215,8 @@ def compare(
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
     groups: dict[str, dict[str, RunFigures]] = {}
     runs: dict[str, dict[str, Any]] = {}
-    for label, path in zip(labels, paths):
+    warnings: list[str] = []
+    for label, path, tokenizer_class in zip(labels, paths, classes):
         log(f"Evaluating {label} on {len(rows)} rows at T={horizon}")
         ev = evaluate(
             path,
@@ -157,20 +228,57 @@ def compare(
             batch_size=batch_size,
             rows=rows,
             no_tokens=no_tokens,
-            vqvae_class=vqvae_class,
+            vqvae_class=tokenizer_class,
             t_source="--timesteps" if timesteps is not None else "the dataset's T, noa compare's default",
             log=lambda _line: None,
         )
         runs[label] = {
             "checkpoint": str(path),
             "tokenizer": ev.result.tokenizer,
+            "tokenizer_class": ev.result.tokenizer_class,
+            "trained_on": ev.result.trained_on,
             "rows": ev.result.rows,
             "notes": [n for n in ev.result.notes if not n.endswith("(not necessarily held out)")],
         }
+        warnings += [f"{label}: {line}" for line in [*ev.result.warnings, *ev.result.coverage]]
         for group, quality in _by_group(ev.data.errors, ev.data, ev.result.rollout.token_categories, rules).items():
             groups.setdefault(group, {})[label] = RunFigures.of(quality)
+    warnings += _tokenizers_warning(runs, groups[ALL])  # said with the tables (format_comparison), as diagnose does
     operators = {ALL: len(rows), **{rule: (rules or []).count(rule) for rule in sorted(set(rules or []))}}
-    return Comparison(str(dataset), horizon, [int(r) for r in rows], notes, runs, groups, operators)
+    family = info.operator_family.name
+    return Comparison(
+        str(dataset), horizon, [int(r) for r in rows], notes, runs, groups, operators, family, info.grid, warnings
+    )
+
+
+def _tokenizer_identity(run: dict[str, Any]) -> str:
+    """What tells two runs' tokenizers apart: the content of the directory (a copy is the same one)."""
+    path = Path(run["tokenizer"])
+    if run.get("tokenizer_class") is None and (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file():
+        return tokenizer_fingerprint(path)
+    return directory_fingerprint(path)
+
+
+def differing_tokenizers(runs: dict[str, dict[str, Any]], figures: dict[str, RunFigures]) -> bool:
+    """Whether the runs whose tokens were scored used more than one tokenizer."""
+    scored = [label for label, f in figures.items() if f.token_agreement is not None and runs[label]["tokenizer"]]
+    return len({_tokenizer_identity(runs[label]) for label in scored}) > 1
+
+
+def _tokenizers_warning(runs: dict[str, dict[str, Any]], figures: dict[str, RunFigures]) -> list[str]:
+    """The warning when runs' tokens were scored with different tokenizers: each agreement is
+    measured in its own tokenizer's codes, so only a run's figure against its own reference means anything."""
+    if not differing_tokenizers(runs, figures):
+        return []
+    said = ", ".join(
+        f"{label}: {100 * (f.token_reference or 0):.1f}% between two CNO realizations with {Path(runs[label]['tokenizer']).name}"
+        for label, f in figures.items()
+        if f.token_agreement is not None
+    )
+    return [
+        "the runs' tokens are scored each with its own tokenizer, so their token agreements are not comparable "
+        f"({said}); read each run's agreement against its own reference only (the tokenizer column says which)"
+    ]
 
 
 def _by_group(errors: StepErrors, data: Any, categories: list[str] | None, rules: list[str] | None) -> dict:
@@ -188,11 +296,17 @@ def _by_group(errors: StepErrors, data: Any, categories: list[str] | None, rules
 
 
 def format_comparison(c: Comparison) -> str:
-    """The printed comparison (also compare.md): per group, one table of the horizon steps."""
+    """The printed comparison (also compare.md): per group, one table of the horizon steps and
+    one of each run's summary figures (with each run's tokenizer when they differ)."""
     labels = list(c.runs)
-    lines = [f"# noa compare: {len(labels)} runs on {len(c.rows)} rows of {c.dataset}, T={c.timesteps}", ""]
-    lines += [f"- {label}: {run['checkpoint']} ({_tokens_said(run)})" for label, run in c.runs.items()]
-    lines += ["", *(f"note: {n}" for n in c.notes)]
+    dataset = f"{c.dataset} (family {c.family}, {c.grid}×{c.grid})" if c.family else c.dataset
+    lines = [f"# noa compare: {len(labels)} runs on {len(c.rows)} rows of {dataset}, T={c.timesteps}", ""]
+    lines += [
+        f"- {label}: {run['checkpoint']} (trained on {_trained_said(run)}; {_tokens_said(run)})"
+        for label, run in c.runs.items()
+    ]
+    lines += ["", *(f"WARNING: {w}" for w in c.warnings), *(f"note: {n}" for n in c.notes)]
+    by_tokenizer = differing_tokenizers(c.runs, c.groups[ALL])
     for group, by_run in c.groups.items():
         lines += ["", f"## {group} ({c.operators[group]} operator{'s' if c.operators[group] != 1 else ''})", ""]
         lines.append(
@@ -209,19 +323,42 @@ def format_comparison(c: Comparison) -> str:
             ratios = " | ".join(_num(by_run[x].floor_ratio[i]) for x in labels)
             vrmse = " | ".join(_num(by_run[x].vrmse_median[i], ".3f") for x in labels)
             lines.append(f"| {t} | {_num(first.persistence_ratio[i])} | {ratios} | {vrmse} |")
-        lines.append("")
-        for x in labels:
-            f = by_run[x]
-            tokens = (
-                f"{100 * f.token_agreement:.1f}% (two CNO realizations: {100 * (f.token_reference or 0):.1f}%)"
-                if f.token_agreement is not None
-                else "n/a"
-            )
-            lines.append(
-                f"- {x}: horizon-averaged MSE/floor {_num(f.overall_ratio)}, one-step skill {_num(f.one_step_skill, '.3f')}, "
-                f"token agreement (non-INITIAL) {tokens}"
-            )
+        lines += ["", *_summary_table(c, by_run, by_tokenizer)]
     return "\n".join(lines) + "\n"
+
+
+def _summary_table(c: Comparison, by_run: dict[str, RunFigures], by_tokenizer: bool) -> list[str]:
+    """Per run: horizon-averaged MSE / floor, one-step skill and the non-INITIAL token agreement
+    beside its own reference; a tokenizer column when the runs' tokenizers differ."""
+    head = [
+        "run",
+        "horizon-averaged MSE/floor",
+        "one-step skill",
+        "token agreement (non-INITIAL)",
+        "two CNO realizations",
+    ]
+    lines = [
+        "| " + " | ".join(head + (["tokenizer"] if by_tokenizer else [])) + " |",
+        "|---" * (len(head) + by_tokenizer) + "|",
+    ]
+    for label, f in by_run.items():
+        scored = f.token_agreement is not None
+        cells = [
+            label,
+            _num(f.overall_ratio),
+            _num(f.one_step_skill, ".3f"),
+            f"{100 * f.token_agreement:.1f}%" if f.token_agreement is not None else "n/a",
+            f"{100 * f.token_reference:.1f}%" if scored and f.token_reference is not None else "n/a",
+        ]
+        if by_tokenizer:
+            cells.append(c.runs[label]["tokenizer"] if scored else "n/a")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _trained_said(run: dict[str, Any]) -> str:
+    """The family and grid a run was trained on (from its recorded dataset) and whose θ box it reads."""
+    return trained_on_text(run["trained_on"]) if run.get("trained_on") else "?"
 
 
 def _tokens_said(run: dict[str, Any]) -> str:
@@ -243,17 +380,18 @@ def check_compare_dir(out_dir: Path) -> None:
     if foreign:
         raise NoaError(
             f"--out {out_dir} holds {', '.join(foreign)}, which noa compare did not write and would replace; "
-            "move them away or choose another --out"
+            f"move them away or choose another --out{outputs.UNMARKED_HINT if any(n.endswith('.png') for n in foreign) else ''}"
         )
 
 
 def _ours(path: Path) -> bool:
-    """Whether ``path`` is a file an earlier noa compare wrote."""
+    """Whether ``path`` is a file an earlier noa compare wrote: its text's heading or key, or a
+    figure's mark (a PNG any other program drew is not, whatever drew it)."""
     if not path.is_file():
         return False
-    data = path.read_bytes()
     if path.suffix == ".png":
-        return data.startswith(b"\x89PNG") and b"matplotlib" in data[:4096]
+        return outputs.png_marked(path)
+    data = path.read_bytes()
     return data.startswith(MARKERS[path.name]) if path.suffix == ".md" else MARKERS[path.name] in data
 
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 import noa
+from noa.coverage import box_owner, dataset_warning, grid_note
 from noa.data import h5
 from noa.data.loader import SampleSource, run_split, usable_rows
 from noa.diagnostics import alignment as guide
@@ -42,7 +43,7 @@ from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
 from noa.errors import NoaError
 from noa.features import compute_features
-from noa.model import UAFNO, LatentProjector
+from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.operators.replay import replay
 from noa.operators.space import ACTS_ONLY_UNDER, ParameterSpace
 from noa.run_family import newer_sibling_checkpoint
@@ -95,6 +96,8 @@ class DiagnosticsResult:
     text: str = ""
     warnings: list[str] = field(default_factory=list)  # said in the report's header (and its verdict)
     tokenizer_class: str | None = None  # the class that loaded the tokenizer (None: noa's own)
+    trained_on: dict[str, Any] = field(default_factory=dict)  # the run's family, grid and θ box (see trained_on)
+    coverage: list[str] = field(default_factory=list)  # θ outside the model's box, another grid (noa.coverage)
 
     @property
     def assessments(self) -> dict[str, str | None]:
@@ -226,6 +229,10 @@ def evaluate(
         source.close()
     if data.non_finite:
         notes.append(f"{data.non_finite} of {len(rows)} NOA rollouts hold NaN/inf; metrics that touch them are NaN")
+    trained = trained_on(ckpt, noa_checkpoint, model.config)
+    box_line = dataset_warning(model.config, info, rows)
+    grid_line = grid_note(trained["grid"], info.grid, data=f"dataset {dataset}")
+    coverage = [line for line in (box_line, grid_line) if line]
 
     run = run_summary(ckpt, info)
     rules = update_rules(dataset, info.space, [int(r) for r in rows])
@@ -249,6 +256,9 @@ def evaluate(
         result.verdict += f" (WARNING: {OTHER_TOKENIZER_SHORT})"
     if tokenizer is not None and vqvae_path is not None:
         result.tokenizer_class = tokenizer.class_spec
+    result.trained_on, result.coverage = trained, coverage
+    if box_line:
+        result.verdict += f" (WARNING: {OUTSIDE_BOX_SHORT})"
     labels = frame_labels(dataset, info, result.rows[: data.frames_cno.shape[0]])
     return Evaluation(result, data, times, ckpt.get("history") or {}, labels, training_curves_of(noa_checkpoint, ckpt))
 
@@ -354,6 +364,27 @@ def _sibling_notes(checkpoint: Path, ckpt: dict) -> list[str]:
         f"{newer} is newer than this checkpoint: a later run wrote to {newer.parent} (noa train without --checkpoint-dir "
         f"writes to the first free sibling); pass --noa-checkpoint {newer} to diagnose it"
     ]
+
+
+OUTSIDE_BOX_SHORT = "θ outside the NOA's box: it extrapolates there (see the warning above)"
+
+
+def trained_on(ckpt: dict, checkpoint: str | Path, config: UAFNOConfig) -> dict[str, Any]:
+    """What the run was trained on, as far as it can be told: the family and grid of its
+    recorded dataset (None each when that file is not there) and the family whose θ box its
+    embedding reads (a fine-tune keeps its source's)."""
+    path = recorded_path(ckpt, checkpoint, "dataset")
+    family, grid = None, None
+    if path is not None and path.is_file():
+        with h5.open_dataset(path) as f:
+            info = h5.read_info(f)
+        family, grid = info.operator_family.name, info.grid
+    return {
+        "dataset": None if path is None else str(path),
+        "family": family,
+        "grid": grid,
+        "theta_box": box_owner(config, family, "its training data's"),
+    }
 
 
 def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:

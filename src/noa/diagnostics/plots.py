@@ -38,8 +38,10 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    """The figure as a PNG written whole (a reader never sees half an image)."""
-    return outputs.write_atomic(path, lambda fh: fig.savefig(fh, dpi=DPI, format="png"))
+    """The figure as a PNG written whole (a reader never sees half an image), carrying noa's
+    mark (:func:`noa.outputs.png_metadata`): only a marked PNG is ever replaced by a later run."""
+    metadata = outputs.png_metadata(path.name)
+    return outputs.write_atomic(path, lambda fh: fig.savefig(fh, dpi=DPI, format="png", metadata=metadata))
 
 
 def training_figure(curves: TrainingCurves) -> Figure:

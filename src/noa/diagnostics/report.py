@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from noa import outputs
+from noa.coverage import trained_on_text
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
 from noa.diagnostics import verdict as rating
@@ -139,8 +140,10 @@ def format_report(r: DiagnosticsResult) -> str:
     family = r.run.get("data", {}).get("operator_family", {}).get("name")
     if family:
         lines.append(f"Family:     {family} (the dataset's operator family; `noa family show {r.dataset}` prints it)")
+    if r.trained_on:
+        lines.append(f"Trained on: {trained_on_text(r.trained_on)}")
     lines.append(f"Samples:    {r.n_samples} held-out, T={r.timesteps}")
-    lines += [f"WARNING: {warning}" for warning in r.warnings]
+    lines += [f"WARNING: {warning}" for warning in [*r.warnings, *r.coverage]]
     lines += [f"note: {note}" for note in r.notes]
     lines += ["", "1. VQ Reconstruction Quality", *_reconstruction_lines(r)]
     lines += ["", "2. Token Diversity", *_diversity_lines(r)]
@@ -215,6 +218,7 @@ def _verdict_lines(r: DiagnosticsResult) -> list[str]:
     lines = [f"  decided by: {decided} (the verdict is the lowest rating among these criteria)"]
     width = max(len(c.name) for c in v.criteria) + 1
     lines += [f"  {c.name + ':':<{width}} {c.detail}" for c in v.criteria]
+    lines += [f"  next ({c.name}): {c.advice}" for c in v.criteria if c.advice]
     return lines
 
 
@@ -345,12 +349,14 @@ REPORT_FILES = (
 
 
 def _written_by_noa(path: Path) -> bool:
+    """Whether ``path`` is a file an earlier noa diagnose wrote: its text's heading or key, or a
+    figure's mark (a PNG any other program drew is not, whatever drew it)."""
+    if path.suffix == ".png":
+        return outputs.png_marked(path)
     head = path.read_bytes()[:4096]
     if path.suffix == ".md":
         return head.startswith(b"# NOA diagnostics")
-    if path.suffix == ".json":
-        return b'"verdict_rule"' in path.read_bytes()
-    return head.startswith(b"\x89PNG") and b"matplotlib" in head
+    return b'"verdict_rule"' in path.read_bytes()
 
 
 def check_report_dir(out_dir: Path) -> None:
@@ -362,7 +368,7 @@ def check_report_dir(out_dir: Path) -> None:
     if foreign:
         raise NoaError(
             f"--out {out_dir} holds {', '.join(foreign)}, which noa diagnose did not write and would replace; "
-            "move them away or choose another --out"
+            f"move them away or choose another --out{outputs.UNMARKED_HINT if any(n.endswith('.png') for n in foreign) else ''}"
         )
 
 
@@ -434,6 +440,7 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
             f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}; "
             f"operator family {d.get('operator_family', {}).get('name', 'full')}",
         ),
+        ("trained on", trained_on_text(r.trained_on) if r.trained_on else "?"),
         ("tokenizer", f"`{_tokenizer_text(r)}`" if r.tokenizer else "none: token sections skipped"),
         ("objective", _objective(a)),
         (
@@ -551,8 +558,9 @@ def add_diagnose_arguments(parser: argparse.ArgumentParser) -> None:
     add_evaluation_arguments(parser, "the training run's T")
 
 
-def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) -> None:
-    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share."""
+def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str, *, runs: bool = False) -> None:
+    """How the rollouts are evaluated: the flags `noa diagnose` and `noa compare` share (``runs``:
+    several runs, whose --vqvae-class may be one per run)."""
     parser.add_argument("--n-samples", type=int, default=100, help="held-out samples to evaluate; default 100")
     parser.add_argument(
         "--timesteps",
@@ -568,7 +576,13 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser, default_t: str) ->
         "--vqvae-class",
         default=None,
         help="the class that loads a tokenizer another program wrote, as MODULE_OR_FILE:CLASS (default: noa's own "
-        "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint",
+        "tokenizer); a run trained with one needs the same class, which noa never takes from the checkpoint"
+        + (
+            "; one for every run, or one per run in the checkpoints' order separated by commas, noa for a run whose "
+            "tokenizer is noa's own"
+            if runs
+            else ""
+        ),
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
     parser.add_argument(

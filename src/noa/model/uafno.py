@@ -53,10 +53,17 @@ class UAFNOConfig:
     # [low, high] of each θ unit coordinate over the training family (OperatorFamily.unit_box);
     # None = the whole space, which is also what a checkpoint written before the box existed gets.
     theta_box: list[list[float]] | None = None
+    # The name of the family whose box theta_box is (a fine-tune keeps its source's, so this may not
+    # be the data's); None without a box, or in a checkpoint written before noa recorded it.
+    theta_family: str | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
+            if field.name == "theta_family":
+                if value is not None and not isinstance(value, str):
+                    raise NoaError(f"model config: theta_family must be a family name or null, got {value!r}")
+                continue
             if field.name == "theta_box":
                 if value is not None:
                     self.theta_box = _checked_box(value, self.param_dim)

@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from noa import distributed, outputs
+from noa.coverage import box_owner, dataset_warning
 from noa.data.loader import MIN_VAL_SAMPLES, EpochBatches, EpochBatchSampler, SampleSource, batch_loader
 from noa.errors import NoaError
 from noa.model import UAFNO, LatentProjector
@@ -174,6 +175,8 @@ def _start_warnings(run: Run, batches_per_epoch: int) -> list[str]:
             f"Warning: --teacher-forcing-steps {cfg.teacher_forcing_steps} does nothing with one window (--bptt-window "
             f"{cfg.bptt_window} >= --timesteps {cfg.timesteps}): the only window starts from the IC; use a smaller --bptt-window"
         )
+    box = dataset_warning(cfg.model, run.data.info, run.data.rows)
+    lines += [f"Warning: {box}"] if box else []
     n_val = len(run.data.split.val)
     if n_val < MIN_VAL_SAMPLES:
         lines.append(
@@ -305,7 +308,7 @@ class Trainer:
             f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
             f"U-AFNO {n_params / 1e6:.2f} M parameters"
-            f"{', θ scaled to its family box' if cfg.model.theta_box is not None else ''}; "
+            f"{f', θ scaled to {box_owner(cfg.model, run.data.info.operator_family.name)}' if cfg.model.theta_box is not None else ''}; "
             f"step: {run.execution.describe()}; threads {torch.get_num_threads()}"
             f"{f'; validation every {cfg.val_every} epochs and after the last' if cfg.val_every > 1 else ''}"
         )

@@ -259,11 +259,13 @@ def _resolve(
     tokenizer = _open_tokenizer(values, explicit, start)
     followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
+    box = _theta_box(info)
     model = UAFNOConfig(
         channels=info.channels,
         param_dim=info.space.size,
         update_rule=rule.to_dict() if rule else None,
-        theta_box=_theta_box(info),
+        theta_box=box,
+        theta_family=None if box is None else info.operator_family.name,
     )
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
