@@ -57,6 +57,7 @@ from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
+from noa.periodic import fourier_depthwise
 
 WORK = Path(__file__).resolve().parent / ".work"
 DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_policy")
@@ -114,19 +115,6 @@ def true_update(theta: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.
 
 
 # ----------------------------------------------------------------------------- candidates
-
-
-def fourier_depthwise(h: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Periodic depthwise correlation of ``h`` [B, H, N, N] with per-sample ``kernels``
-    [B, H, k, k], as a product in Fourier space (exact; a grouped conv2d with B·H groups has a
-    backward pass ~12x slower on a CPU)."""
-    n, k = h.shape[-1], kernels.shape[-1]
-    offsets = torch.arange(k, dtype=torch.float32, device=h.device) - k // 2
-    rows = torch.exp(2j * math.pi * torch.fft.fftfreq(n, device=h.device)[:, None] * offsets[None, :])
-    cols = torch.exp(2j * math.pi * torch.fft.rfftfreq(n, device=h.device)[:, None] * offsets[None, :])
-    rows, cols = rows.to(torch.complex64), cols.to(torch.complex64)
-    spectrum = torch.einsum("bhij,ui,vj->bhuv", kernels.to(torch.complex64), rows, cols)
-    return torch.fft.irfft2(torch.fft.rfft2(h) * spectrum, s=(n, n))
 
 
 class ThetaFeatures(nn.Module):
