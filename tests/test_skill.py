@@ -77,7 +77,8 @@ def test_the_bins_partition_each_rules_operators(full) -> None:
     gen = torch.Generator().manual_seed(0)
     sums = OperatorSkills.of(full, theta, torch.rand(n, generator=gen), 1.0 + torch.rand(n, generator=gen))
     table = sums.table(full, seed=0)
-    for rule, entry in table.items():
+    assert set(table) == {RESIDUAL, CONVEX}
+    for entry in table.values():
         total = entry["all"]["operators"]
         assert total == 40
         for kind in ("gain", "activation"):
