@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import long_curve  # noqa: E402  (a script folder, not a package)
+import long_curve_report  # noqa: E402
 from long_curve_report import RunCurve, equal_budget_table, fit_power, skill_at  # noqa: E402
 
 from noa.families import load_family  # noqa: E402
@@ -209,3 +210,16 @@ def test_a_lever_the_run_cannot_use_is_refused(
     err = capsys.readouterr().err
     assert said in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_report_shows_the_skill_on_o_of_each_runs_last_point(tmp_path: Path) -> None:
+    run(tmp_path / "run", 3, "--data", "fresh")
+    old = synthetic_run("old", 0.5, {10: 0.1})
+    runs = [long_curve_report.read_run(tmp_path / "run"), old]
+    long_curve_report.label_runs(runs)
+    lines = long_curve_report.skill_on_o_table(runs).splitlines()
+    residual = next(line for line in lines if "| residual | 3 | 3 |" in line)
+    entry = json.loads((tmp_path / "run" / long_curve.CURVE).read_text().splitlines()[-1])
+    median = entry["skill_on_o"]["held_out"]["residual"]["all"]["median"]
+    assert f"| {median:.3f} [" in residual
+    assert lines[-1].startswith("| old fresh | – |") and "made before it" in lines[-1]
