@@ -5,8 +5,9 @@ training rows are left out, whichever file they came from; see
 :func:`noa.diagnostics.evaluate.checkpoint_pool`), so a difference in the table is a
 difference of the models, not of the samples. The figures are diagnose's, per update rule and
 horizon step: MSE / noise floor, persistence / noise floor, VRMSE (median over samples), the
-one-step skill (1 - MSE / persistence MSE at step 1: 1 is exact, 0 no better than holding the
-IC) and the non-INITIAL token agreement where a run's tokenizer fits the horizon.
+one-step skill (:mod:`noa.diagnostics.skill`: against the CNO's noise-free step, so 1 is exact
+and 0 no better than holding the state; pooled, with the median over operators) and the
+non-INITIAL token agreement where a run's tokenizer fits the horizon.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from noa import outputs
 from noa.data import h5
 from noa.diagnostics.evaluate import checkpoint_pool, choose_rows, evaluate, json_safe, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, summarize
+from noa.diagnostics.skill import ALL as ALL_SKILL
+from noa.diagnostics.skill import ONE_STEP_DEFINITION
 from noa.errors import NoaError
 
 ALL = "all operators"
@@ -43,13 +46,14 @@ class RunFigures:
     persistence_ratio: list[float | None]  # persistence / noise floor per step
     vrmse_median: list[float]
     overall_ratio: float | None  # horizon-averaged MSE / noise floor
-    one_step_skill: float | None  # 1 - MSE / persistence MSE at step 1
+    one_step_skill: float | None  # noa.diagnostics.skill's one-step skill, pooled over the group's operators
+    one_step_skill_median: float | None  # the same, median over operators
     token_agreement: float | None  # non-INITIAL codebooks, NOA vs CNO realization 0
     token_reference: float | None  # the same for two CNO realizations
 
     @staticmethod
-    def of(q: RolloutQuality) -> RunFigures:
-        skill = None if q.persistence[0] <= 0 else 1.0 - q.mse[0] / q.persistence[0]
+    def of(q: RolloutQuality, one_step: dict[str, Any]) -> RunFigures:
+        """``one_step``: the group's entry of the diagnosis's one-step skill."""
         return RunFigures(
             steps=q.steps,
             mse=q.mse,
@@ -59,7 +63,8 @@ class RunFigures:
             persistence_ratio=q.persistence_ratio,
             vrmse_median=q.vrmse_median,
             overall_ratio=q.overall_ratio,
-            one_step_skill=skill,
+            one_step_skill=one_step["pooled"],
+            one_step_skill_median=one_step["median"],
             token_agreement=q.token_agreement_non_initial,
             token_reference=q.token_agreement_reference_non_initial,
         )
@@ -168,7 +173,8 @@ def compare(
             "notes": [n for n in ev.result.notes if not n.endswith("(not necessarily held out)")],
         }
         for group, quality in _by_group(ev.data.errors, ev.data, ev.result.rollout.token_categories, rules).items():
-            groups.setdefault(group, {})[label] = RunFigures.of(quality)
+            one_step = ev.result.one_step_skill[ALL_SKILL if group == ALL else group]
+            groups.setdefault(group, {})[label] = RunFigures.of(quality, one_step)
     operators = {ALL: len(rows), **{rule: (rules or []).count(rule) for rule in sorted(set(rules or []))}}
     return Comparison(str(dataset), horizon, [int(r) for r in rows], notes, runs, groups, operators)
 
@@ -218,9 +224,10 @@ def format_comparison(c: Comparison) -> str:
                 else "n/a"
             )
             lines.append(
-                f"- {x}: horizon-averaged MSE/floor {_num(f.overall_ratio)}, one-step skill {_num(f.one_step_skill, '.3f')}, "
-                f"token agreement (non-INITIAL) {tokens}"
+                f"- {x}: horizon-averaged MSE/floor {_num(f.overall_ratio)}, one-step skill {_num(f.one_step_skill, '.3f')} "
+                f"(median over operators {_num(f.one_step_skill_median, '.3f')}), token agreement (non-INITIAL) {tokens}"
             )
+    lines += ["", f"One-step skill = {ONE_STEP_DEFINITION}; on CNO states at steps 0, T/4, T/2, 3T/4."]
     return "\n".join(lines) + "\n"
 
 

@@ -33,9 +33,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from noa.diagnostics.held_out import StateSet, rules_of
+from noa.diagnostics.held_out import StateSet, rules_of, skill_steps
 from noa.families import OperatorFamily
 from noa.model.update_rule import UpdateRule
+from noa.operators.cno import apply_operator, build_operators
+from noa.operators.replay import noise_free_steps
+from noa.operators.space import CNO_SPACE, ParameterSpace
 
 RESAMPLES = 1000  # bootstrap resamples behind every interval
 LEVEL = 0.9  # the intervals' coverage
@@ -47,6 +50,8 @@ ONE_STEP_DEFINITION = (
 )
 
 Predictor = Callable[[Tensor, Tensor], Tensor]  # (x [B, C, H, W], θ [B, P]) -> f at unit scale
+Stepper = Callable[[Tensor, Tensor], Tensor]  # (x [B, C, H, W], θ [B, P]) -> the predicted next state
+ALL = "all"
 
 
 def unit_scale(next_state: Tensor, x: Tensor, theta: Tensor, rule: UpdateRule) -> Tensor:
@@ -172,6 +177,50 @@ def skill_on_o(
         references.append(r)
     sums = OperatorSkills.of(family, held_out.theta, torch.cat(errors), torch.cat(references))
     return sums.table(family, seed)
+
+
+def rollout_states(frames: Tensor, timesteps: int) -> Tensor:
+    """The states a one-step skill is measured on, from CNO frames ``[B, T+1, ...]``: steps 0, T/4,
+    T/2 and 3T/4 (each once)."""
+    return frames[:, sorted(set(skill_steps(timesteps)))]
+
+
+@torch.no_grad()
+def step_sums(
+    step: Stepper, theta: Tensor, states: Tensor, model_theta: Tensor | None = None, space: ParameterSpace = CNO_SPACE
+) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """Per operator, the sums of both skills of a stepping model on its states ``[B, S, C, H, W]``:
+    ``((one-step error, one-step reference), (on-O error, on-O reference))``. The CNO's noise-free
+    step and O_θ are computed here from θ (its replay); the model is fed ``model_theta`` (default
+    θ; an ablation may feed another) and read at unit scale with θ's update rule."""
+    rule = UpdateRule.from_space(space)
+    if rule is None:
+        raise ValueError("the skills need a parameter space with an update rule (update_policy, dt, alpha)")
+    b, s = states.shape[:2]
+    flat_theta = theta.repeat_interleave(s, 0)
+    fed = flat_theta if model_theta is None else model_theta.repeat_interleave(s, 0)
+    x = states.flatten(0, 1).float()
+    predicted = step(x, fed.to(x.device))
+    clean = noise_free_steps(theta, states, space).flatten(0, 1)
+    ops = build_operators(theta.cpu(), [0] * b, states.shape[2], states.shape[-1], x.device, space).repeat(s)
+    maps = apply_operator(ops, x)
+    f = unit_scale(predicted, x, flat_theta.to(x.device), rule)
+
+    def per_operator(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        return pair[0].view(b, s).sum(dim=1).cpu(), pair[1].view(b, s).sum(dim=1).cpu()
+
+    return per_operator(operator_sums(predicted, clean, x)), per_operator(operator_sums(f, maps))
+
+
+def by_rule(error: Tensor, reference: Tensor, rules: list[str] | None, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """:func:`summary` of every operator (``all``) and of each update rule's, intervals from ``seed``."""
+    rng = np.random.default_rng(seed)
+    e, r = error.double().numpy(), reference.double().numpy()
+    out = {ALL: summary(e, r, rng)}
+    for rule in sorted(set(rules or [])):
+        pick = np.array([x == rule for x in rules or []])
+        out[rule] = summary(e[pick], r[pick], rng)
+    return out
 
 
 def headline(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
