@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+import noa
 import noa.diagnostics.evaluate as evaluate_module
 from helpers import run_args
 from noa.diagnostics.compare import ALL, compare, format_comparison
@@ -26,6 +28,7 @@ class NoiseFreeCNO(nn.Module):
     def __init__(self, model: UAFNO) -> None:
         super().__init__()
         self.config = model.config
+        self.anchor = nn.Parameter(torch.zeros(()))  # where `noa.load`'s agent reads its device
 
     def forward(self, x: torch.Tensor, params: torch.Tensor, return_bottleneck: bool = False) -> torch.Tensor:
         assert not return_bottleneck  # runs without a tokenizer have no projector
@@ -77,3 +80,25 @@ def test_a_trained_runs_skill_is_the_diagnosiss_own(runs: list[Path], tiny_datas
     ev = evaluate(runs[0], None, tiny_dataset, rows=c.rows, log=lambda _: None)
     label = next(iter(c.runs))
     assert c.groups[ALL][label].one_step_skill == ev.result.one_step_skill[ALL_SKILL]["pooled"] < 1.0
+
+
+def test_fresh_skill_reports_both_skills_per_rule_and_a_perfect_step_scores_one(runs: list[Path]) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import fresh_skill  # a script folder, not a package
+
+    from noa.families import load_family
+
+    agent = noa.load(runs[0], device="cpu")
+    family = load_family("starter")
+    trained = fresh_skill.measure(agent, family, per_rule=3, grid=16, timesteps=8, seed=5)
+    assert set(trained) == {"residual", "convex"}
+    for m in trained.values():
+        assert m["operators"] == 3
+        for key in ("one_step", "skill_on_o"):
+            entry = m[key]["all"]
+            assert entry["operators"] == 3 and entry["median_90"][0] <= entry["median"] <= entry["median_90"][1]
+    agent.model = NoiseFreeCNO(agent.model)
+    perfect = fresh_skill.measure(agent, family, per_rule=3, grid=16, timesteps=8, seed=5)
+    for m in perfect.values():
+        for key in ("one_step", "skill_on_o"):
+            assert m[key]["all"]["median"] == pytest.approx(1.0, abs=1e-5), key
