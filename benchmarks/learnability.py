@@ -48,11 +48,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import OneStepSkill
 from torch import nn
 
 from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, rollouts, skill_steps
-from noa.diagnostics.skill import headline, markdown, skill_on_o
+from noa.diagnostics.skill import headline, markdown, operator_sums, pooled, skill_on_o
 from noa.errors import NoaError
 from noa.families import OperatorFamily, load_family
 from noa.families.difficulty import map_roughness
@@ -216,21 +215,37 @@ class UAFNOBranch(nn.Module):
 
 
 @torch.no_grad()
-def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
-    """One-step skill per update rule on states at steps 0, T/4, T/2, 3T/4."""
+def drift_sums(
+    model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per operator, over its states at steps 0, T/4, T/2, 3T/4: Σ|Δ̂ - Δ|² and Σ|Δ|², Δ the
+    noise-free CNO update and Δ̂ the model's (g through the rule): the shared one-step skill's sums
+    (:func:`noa.diagnostics.skill.operator_sums`) for a model of g."""
     t = states.shape[1]
-    picks = [0, t // 4, t // 2, 3 * t // 4]
-    skill = OneStepSkill()
+    picks = sorted(set(skill_steps(t)))
+    errors, references = [], []
     for s in range(0, theta.shape[0], 16):
         rows = slice(s, s + 16)
         x = states[rows][:, picks].flatten(0, 1)
         o = maps[rows][:, picks].flatten(0, 1)
         th = theta[rows].repeat_interleave(len(picks), 0)
-        r = RULE.residual(th)
         truth, guess = true_update(th, x, o), true_update(th, x, model(x, th))
-        for rule, pick in ((RESIDUAL, r), (CONVEX, ~r)):
-            skill.add([rule], guess[pick], truth[pick])
-    return {rule: round(value, 4) for rule, (value, _) in skill.pooled().items()}
+        shape = (-1, len(picks), *x.shape[1:])
+        e, r = operator_sums(guess.view(shape), truth.view(shape))
+        errors.append(e)
+        references.append(r)
+    return torch.cat(errors), torch.cat(references)
+
+
+def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
+    """The drift skill per update rule: one-step skill on Δ, pooled over the operators."""
+    error, reference = drift_sums(model, theta, states, maps)
+    residual = RULE.residual(theta).cpu()
+    out = {}
+    for rule, pick in ((RESIDUAL, residual), (CONVEX, ~residual)):
+        if pick.any():
+            out[rule] = round(pooled(error[pick].numpy(), reference[pick].numpy()), 4)
+    return dict(sorted(out.items()))
 
 
 def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:

@@ -72,7 +72,6 @@ import json
 import os
 import shlex
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -83,14 +82,13 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from common import OneStepSkill
-from learnability import RULE, HyperStack, UAFNOBranch, skill, true_update
+from learnability import RULE, HyperStack, UAFNOBranch, drift_sums, skill
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from noa.data.ics import make_ics
 from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, rollouts, skill_steps
-from noa.diagnostics.skill import headline, skill_on_o
+from noa.diagnostics.skill import headline, median, skill_on_o
 from noa.families import OperatorFamily, load_family
 from noa.interruption import Interruption
 from noa.model import UAFNO, UAFNOConfig
@@ -518,21 +516,17 @@ def timed_update(run: Run) -> None:
     run.loss_count += 1
 
 
-@torch.no_grad()
 def median_skill(model: nn.Module, theta: Tensor, states: Tensor, maps: Tensor) -> dict[str, float]:
-    """The median over operators of each one's own one-step skill, per rule, on the states
+    """The median over operators of each one's own drift skill, per rule, on the states
     :func:`learnability.skill` pools: the pooled figure listens most to the few operators with the
     largest updates (one held-out residual operator carried 28% of the pool's Σ|Δ|²)."""
-    t = states.shape[1]
-    picks = [0, t // 4, t // 2, 3 * t // 4]
-    own: dict[str, list[float]] = {}
-    for row in range(theta.shape[0]):
-        th = theta[row : row + 1].expand(len(picks), -1)
-        x, o = states[row, picks], maps[row, picks]
-        rule = RESIDUAL if bool(RULE.residual(th[:1])) else CONVEX
-        value = OneStepSkill().add([rule], true_update(th, x, model(x, th)), true_update(th, x, o))
-        own.setdefault(rule, []).append(value)
-    return {rule: round(statistics.median(values), 4) for rule, values in sorted(own.items())}
+    error, reference = drift_sums(model, theta, states, maps)
+    residual = RULE.residual(theta).cpu()
+    out = {}
+    for rule, pick in ((RESIDUAL, residual), (CONVEX, ~residual)):
+        if pick.any():
+            out[rule] = round(median(error[pick].numpy(), reference[pick].numpy()), 4)
+    return dict(sorted(out.items()))
 
 
 def evaluate(run: Run) -> None:

@@ -102,3 +102,25 @@ def test_fresh_skill_reports_both_skills_per_rule_and_a_perfect_step_scores_one(
     for m in perfect.values():
         for key in ("one_step", "skill_on_o"):
             assert m[key]["all"]["median"] == pytest.approx(1.0, abs=1e-5), key
+
+
+def test_quality_scores_the_evaluation_rows_as_diagnose_and_fresh_operators_per_rule(
+    runs: list[Path], tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import quality  # a script folder, not a package
+
+    from noa.families import load_family
+
+    monkeypatch.setitem(quality.DATA, "timesteps", 8)
+    monkeypatch.setitem(quality.DATA, "grid", 16)
+    full = load_family("full")
+    ev = evaluate(runs[0], None, tiny_dataset, n_samples=8, log=lambda _: None)
+    table = quality.one_step_skill(runs[0], ev.result.rows, tiny_dataset, "cpu", full)
+    for rule, entry in table.items():
+        assert entry["all"]["pooled"] == pytest.approx(ev.result.one_step_skill[rule]["pooled"], abs=1e-9)
+        assert sum(e["operators"] for e in entry["activation"].values()) == entry["all"]["operators"]
+    fresh = quality.fresh_skills(runs[0], full, 2, "cpu")
+    assert fresh["per_rule"] == 2
+    for key in ("one_step", "skill_on_o"):
+        assert {rule: e["all"]["operators"] for rule, e in fresh[key].items()} == {"residual": 2, "convex": 2}
