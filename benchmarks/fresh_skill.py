@@ -31,17 +31,14 @@ from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, rules_o
 from noa.diagnostics.skill import (
     ONE_STEP_SKILL,
     SKILL_ON_O,
-    OperatorSkills,
     format_interval,
     markdown,
     rollout_states,
-    step_sums,
+    step_tables,
 )
 from noa.families import OperatorFamily, load_family
 from noa.operators.replay import replay
 from noa.seeding import derive_seed
-
-CHUNK = 64  # operators whose skill states go through the model together
 
 
 def family_of_run(agent: noa.NeuralOperatorAgent, spec: str | None) -> OperatorFamily:
@@ -64,13 +61,7 @@ def measure(
     model = agent.model.cpu()
     noa_frames = agent.to("cpu").rollout(ics, theta, timesteps)
     states = rollout_states(cno, timesteps)
-    sums = [step_sums(model, theta[i : i + CHUNK], states[i : i + CHUNK]) for i in range(0, n, CHUNK)]
-    one_step, on_o = (
-        OperatorSkills.of(family, theta, *(torch.cat([s[which][part] for s in sums]) for part in (0, 1))).table(
-            family, seed
-        )
-        for which in (0, 1)
-    )
+    tables = step_tables(model, family, theta, states, seed)
     rules = rules_of(family, theta)
     out: dict[str, dict] = {}
     for rule in sorted(set(rules)):
@@ -82,8 +73,8 @@ def measure(
             "horizon_mse_noa": float(noa_mse),
             "horizon_mse_persistence": float(persistence),
             "noa_to_persistence": float(noa_mse / persistence),
-            "one_step": one_step[rule],
-            "skill_on_o": on_o[rule],
+            "one_step": tables["one_step"][rule],
+            "skill_on_o": tables["skill_on_o"][rule],
         }
     return out
 

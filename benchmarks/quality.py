@@ -53,7 +53,15 @@ from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate, held_out_rows, update_rules
 from noa.diagnostics.held_out import held_out_operators
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
-from noa.diagnostics.skill import ONE_STEP_SKILL, SKILL_ON_O, OperatorSkills, markdown, rollout_states, step_sums
+from noa.diagnostics.skill import (
+    ONE_STEP_SKILL,
+    SKILL_ON_O,
+    OperatorSkills,
+    markdown,
+    rollout_states,
+    step_sums,
+    step_tables,
+)
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
 from noa.operators.replay import replay
@@ -243,11 +251,7 @@ def fresh_skills(checkpoint: Path, family: OperatorFamily, per_rule: int, device
     and ``skill_on_o`` tables."""
     model, _ = build_model(load_checkpoint(checkpoint), device)
     held = held_out_operators(family, per_rule, FRESH_SEED, 3, DATA["grid"], DATA["timesteps"], device)
-    sums = [step_sums(model, held.theta[i : i + 32], held.states[i : i + 32]) for i in range(0, len(held.theta), 32)]
-    tables = {}
-    for name, which in (("one_step", 0), ("skill_on_o", 1)):
-        error, reference = (torch.cat([s[which][part] for s in sums]) for part in (0, 1))
-        tables[name] = OperatorSkills.of(family, held.theta, error, reference).table(family, seed=0)
+    tables = step_tables(model, family, held.theta, held.states)
     return {"per_rule": per_rule, **tables}
 
 

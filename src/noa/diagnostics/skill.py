@@ -212,6 +212,20 @@ def step_sums(
     return per_operator(operator_sums(predicted, clean, x)), per_operator(operator_sums(f, maps))
 
 
+def step_tables(
+    step: Stepper, family: OperatorFamily, theta: Tensor, states: Tensor, seed: int = 0, chunk: int = 32
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Both skills' tables (:meth:`OperatorSkills.table`) of a stepping model on operators θ
+    ``[N, P]`` and their states ``[N, S, C, H, W]``: ``one_step`` and ``skill_on_o``. The
+    operators go through :func:`step_sums` ``chunk`` at a time."""
+    sums = [step_sums(step, theta[i : i + chunk], states[i : i + chunk]) for i in range(0, theta.shape[0], chunk)]
+    tables = {}
+    for name, which in (("one_step", 0), ("skill_on_o", 1)):
+        error, reference = (torch.cat([s[which][part] for s in sums]) for part in (0, 1))
+        tables[name] = OperatorSkills.of(family, theta, error, reference).table(family, seed)
+    return tables
+
+
 def by_rule(error: Tensor, reference: Tensor, rules: list[str] | None, seed: int = 0) -> dict[str, dict[str, Any]]:
     """:func:`summary` of every operator (``all``) and of each update rule's, intervals from ``seed``."""
     rng = np.random.default_rng(seed)
