@@ -44,8 +44,10 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -237,14 +239,21 @@ def drift_sums(
     return torch.cat(errors), torch.cat(references)
 
 
-def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
-    """The drift skill per update rule: one-step skill on Δ, pooled over the operators."""
+def skill(
+    model: nn.Module,
+    theta: torch.Tensor,
+    states: torch.Tensor,
+    maps: torch.Tensor,
+    statistic: Callable[[np.ndarray, np.ndarray], float] = pooled,
+) -> dict[str, float]:
+    """The drift skill per update rule: one-step skill on Δ, pooled over the operators (or
+    another ``statistic`` of their sums, e.g. :func:`noa.diagnostics.skill.median`)."""
     error, reference = drift_sums(model, theta, states, maps)
     residual = RULE.residual(theta).cpu()
     out = {}
     for rule, pick in ((RESIDUAL, residual), (CONVEX, ~residual)):
         if pick.any():
-            out[rule] = round(pooled(error[pick].numpy(), reference[pick].numpy()), 4)
+            out[rule] = round(statistic(error[pick].numpy(), reference[pick].numpy()), 4)
     return dict(sorted(out.items()))
 
 

@@ -82,7 +82,7 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from learnability import RULE, HyperStack, UAFNOBranch, drift_sums, skill
+from learnability import HyperStack, UAFNOBranch, skill
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -94,7 +94,6 @@ from noa.interruption import Interruption
 from noa.model import UAFNO, UAFNOConfig
 from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
 from noa.model.uafno import HEAD_INIT_SCALE, FiLM
-from noa.model.update_rule import CONVEX, RESIDUAL
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
@@ -520,13 +519,7 @@ def median_skill(model: nn.Module, theta: Tensor, states: Tensor, maps: Tensor) 
     """The median over operators of each one's own drift skill, per rule, on the states
     :func:`learnability.skill` pools: the pooled figure listens most to the few operators with the
     largest updates (one held-out residual operator carried 28% of the pool's Σ|Δ|²)."""
-    error, reference = drift_sums(model, theta, states, maps)
-    residual = RULE.residual(theta).cpu()
-    out = {}
-    for rule, pick in ((RESIDUAL, residual), (CONVEX, ~residual)):
-        if pick.any():
-            out[rule] = round(median(error[pick].numpy(), reference[pick].numpy()), 4)
-    return dict(sorted(out.items()))
+    return skill(model, theta, states, maps, statistic=median)
 
 
 def evaluate(run: Run) -> None:

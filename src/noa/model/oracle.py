@@ -23,7 +23,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from noa.operators.family import BIAS_STD, MAX_CHANNELS, MAX_KERNEL, MAX_LAYERS, N_BASIS, TENSORS, family_tensors
+from noa.operators.family import (
+    BIAS_STD,
+    MAX_CHANNELS,
+    MAX_KERNEL,
+    MAX_LAYERS,
+    N_BASIS,
+    TENSORS,
+    family_tensors,
+    tensor_shapes,
+)
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, ParameterSpace
 from noa.periodic import fourier_depthwise
 from noa.seeding import generator
@@ -47,19 +56,6 @@ class OracleConfig:
     def __post_init__(self) -> None:
         if self.banks < FAMILY_BANKS:
             raise ValueError(f"the oracle needs at least the family's {FAMILY_BANKS} banks; got {self.banks}")
-
-
-def _bank_shapes(channels: int) -> dict[str, tuple[int, ...]]:
-    ch, layers, k = MAX_CHANNELS, MAX_LAYERS, MAX_KERNEL
-    return {
-        "w_in": (ch, channels),
-        "b_in": (ch,),
-        "depthwise": (layers, ch, k, k),
-        "pointwise": (layers, ch, ch),
-        "b_hidden": (layers, ch),
-        "w_out": (channels, ch),
-        "b_out": (channels,),
-    }
 
 
 @dataclass
@@ -117,7 +113,7 @@ class OracleStudent(nn.Module):
         self.config, self.space = config, space
         gen = generator(config.seed, "oracle-student-banks")
         banks = {}
-        for name, shape in _bank_shapes(config.channels).items():
+        for name, shape in tensor_shapes(config.channels).items():
             value = torch.randn(config.banks, *shape, generator=gen)
             if config.near_zero_output and name in OUTPUT_TENSORS:
                 value = value * OUTPUT_INIT_SCALE
