@@ -99,10 +99,10 @@ def held_out_theta(
     args: argparse.Namespace, anchor: torch.Tensor, fixed: dict[str, object], family: OperatorFamily | None
 ) -> torch.Tensor:
     """The held-out θ: on the family rung ``--per-rule`` operators of each update rule (the
-    family's, or the whole space's; pins applied after), else 2 × ``--per-rule`` rows that share
-    what the rung holds fixed with the training pool's first row."""
+    family's, or the whole space's; pins applied after), else ``--n-test`` rows that share what
+    the rung holds fixed with the training pool's first row."""
     if args.rung != "family":
-        return draw_theta(2 * args.per_rule, args.seed + 1, args.rung, anchor, fixed, family)
+        return draw_theta(args.n_test or 48, args.seed + 1, args.rung, anchor, fixed, family)
     theta = balanced_theta(family or load_family("full"), args.per_rule, args.seed + 1)
     for name, value in fixed.items():
         theta[:, CNO_SPACE.position(name)] = CNO_SPACE.dims[CNO_SPACE.position(name)].unit(value)
@@ -319,11 +319,12 @@ def main() -> None:
     p.add_argument(
         "--n-train", type=int, default=512, help="operators in the training pool (rung one: initial conditions)"
     )
+    p.add_argument("--per-rule", type=int, default=192, help="held-out operators of each update rule (the family rung)")
     p.add_argument(
-        "--per-rule",
+        "--n-test",
         type=int,
-        default=192,
-        help="held-out operators of each update rule (rungs one and combo: 2x this many rows)",
+        default=None,
+        help="held-out rows of rungs one and combo (default 48; one: initial conditions)",
     )
     p.add_argument("--timesteps", type=int, default=32, help="rollout steps whose states are learned from")
     p.add_argument("--grid", type=int, default=32)
@@ -347,6 +348,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     fixed = parse_pins(p, args)
+    if args.rung == "family" and args.n_test is not None:
+        p.error(
+            "--n-test is for rungs one and combo; the family rung holds out --per-rule operators of each update rule"
+        )
     if args.theta_box and not (args.family and args.model == "uafno"):
         p.error("--theta-box needs --family (the box is the family's) and --model uafno")
     started = time.perf_counter()
