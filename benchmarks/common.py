@@ -1,14 +1,13 @@
-"""Pieces shared by the benchmarks: the training ones' common flags and shared dataset, and the one-step skill."""
+"""Pieces shared by the benchmarks: the training ones' common flags and shared dataset (the skills are
+the library's: :mod:`noa.diagnostics.skill`)."""
 
 from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
 
 from noa.data.generate import GenerateConfig, generate
 
@@ -72,27 +71,6 @@ def epoch_summaries(prefix: str = "") -> Iterator[None]:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
-
-
-class OneStepSkill:
-    """The one-step skill, pooled per key: 1 - Σ|NOA update - CNO update|² / Σ|CNO update|²
-    (1 = the map is learned; 0 = no better than persistence, i.e. no update; below 0 = worse).
-    One definition for learnability.py and quality.py, so their figures mean the same thing."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, list[float]] = {}  # key -> [Σ error, Σ |CNO update|², additions]
-
-    def add(self, keys: Iterable[str], noa_update: torch.Tensor, cno_update: torch.Tensor) -> float:
-        """Add the states of one addition (an operator, a batch of one rule) to each key; their own skill."""
-        err, ref = float((noa_update - cno_update).pow(2).sum()), float(cno_update.pow(2).sum())
-        for key in keys:
-            acc = self.sums.setdefault(key, [0.0, 0.0, 0.0])
-            acc[0], acc[1], acc[2] = acc[0] + err, acc[1] + ref, acc[2] + 1
-        return 1.0 - err / ref if ref > 0 else float("nan")
-
-    def pooled(self) -> dict[str, tuple[float, int]]:
-        """key -> (pooled skill, additions), for the keys with any CNO update."""
-        return {key: (1.0 - err / ref, int(n)) for key, (err, ref, n) in sorted(self.sums.items()) if ref > 0}
 
 
 def cell(value: float | None, spec: str = ".5g") -> str:

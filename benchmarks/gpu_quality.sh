@@ -31,7 +31,7 @@ if [[ "$SMOKE" == 1 ]]; then
     trap 'rm -r "$SCRATCH"' EXIT
     RUN="$SCRATCH/run"
     NAME=gpu_quality_smoke.json
-    FLAGS=(--device cpu --threads 1 --grid 16 --timesteps 4 --n-test 4 --batch-size 4 --updates 3)
+    FLAGS=(--device cpu --threads 1 --grid 16 --timesteps 4 --n-test 4 --skill-per-rule 4 --batch-size 4 --updates 3)
     LIMIT=120
 else
     RUN=${RUN_DIR:-/tmp/noa-gpu-quality-$MODEL}

@@ -22,9 +22,12 @@ Candidates (``--model``):
   basis tensors, channel / tap / layer gates and an activation mixture, all generated from θ;
   periodic depthwise convolutions done in Fourier space), the "weight-space conditioning" lever.
 
-Reported on held-out and on training operators: the one-step skill per update rule,
-1 - Σ|Δ̂ - Δ|² / Σ|Δ|² over states at steps 0, T/4, T/2, 3T/4 (Δ the noise-free CNO update;
-1 = the map is learned, 0 = persistence), and each rule's share of the plain-MSE loss on Δ
+Reported: the **skill on O** (:mod:`noa.diagnostics.skill`) on the held-out operators
+(``--per-rule`` of each update rule on the family rung): 1 − Σ‖g − O_θ(x)‖² / Σ‖O_θ(x)‖² per
+operator over states at steps 0, T/4, T/2, 3T/4, median over operators and pooled with 90%
+intervals, binned by gain third and activation; beside it the *drift skill* on held-out and
+training operators per update rule, 1 - Σ|Δ̂ - Δ|² / Σ|Δ|² pooled over the same states (Δ the
+noise-free CNO update; 1 = the map is learned, 0 = persistence), and each rule's share of the plain-MSE loss on Δ
 over the training pool (which operators a plain L_traj listens to). Before training, a
 training-free measure of how rough the map is (:func:`sensitivity`: finite-difference gain of O
 under a 1e-3 perturbation, share of O(x)'s spectral energy above wavenumber grid/4). ``--fix
@@ -41,22 +44,23 @@ import argparse
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from common import OneStepSkill
 from torch import nn
 
-from noa.data.ics import IC_FAMILIES, make_ics
+from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, rollouts, skill_steps
+from noa.diagnostics.skill import headline, markdown, operator_sums, pooled, skill_on_o
 from noa.errors import NoaError
 from noa.families import OperatorFamily, load_family
 from noa.families.difficulty import map_roughness
 from noa.model import UAFNO, UAFNOConfig
 from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
-from noa.operators.cno import apply_operator, build_operators
-from noa.operators.replay import replay
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
+from noa.periodic import fourier_depthwise
 
 WORK = Path(__file__).resolve().parent / ".work"
 DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_policy")
@@ -87,19 +91,22 @@ def draw_theta(
 def make_pool(theta: torch.Tensor, seed: int, grid: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """States of CNO realization 0 at steps 0..T-1 ``[N, T, C, H, W]`` and O_θ on them."""
     n = theta.shape[0]
-    seeds = [seed * 1_000_003 + i for i in range(n)]
-    ics, _ = make_ics([IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)], seeds, 3, grid)
-    states, maps = [], []
-    for s in range(0, n, 32):
-        rows = slice(s, min(s + 32, n))
-        x = replay(theta[rows], ics[rows], seeds[rows], timesteps)[:, 0, :timesteps]
-        b = x.shape[0]
-        ops = build_operators(theta[rows], seeds[rows], 3, grid).repeat(timesteps)
-        with torch.no_grad():
-            o = apply_operator(ops, x.reshape(b * timesteps, 3, grid, grid))
-        states.append(x)
-        maps.append(o.reshape(x.shape))
-    return torch.cat(states), torch.cat(maps)
+    pool = rollouts(theta, [seed * 1_000_003 + i for i in range(n)], cycled_ic_families(n), 3, grid, timesteps)
+    return pool.states, pool.maps
+
+
+def held_out_theta(
+    args: argparse.Namespace, anchor: torch.Tensor, fixed: dict[str, object], family: OperatorFamily | None
+) -> torch.Tensor:
+    """The held-out θ: on the family rung ``--per-rule`` operators of each update rule (the
+    family's, or the whole space's; pins applied after), else ``--n-test`` rows that share what
+    the rung holds fixed with the training pool's first row."""
+    if args.rung != "family":
+        return draw_theta(args.n_test or 48, args.seed + 1, args.rung, anchor, fixed, family)
+    theta = balanced_theta(family or load_family("full"), args.per_rule, args.seed + 1)
+    for name, value in fixed.items():
+        theta[:, CNO_SPACE.position(name)] = CNO_SPACE.dims[CNO_SPACE.position(name)].unit(value)
+    return theta
 
 
 RULE = UpdateRule.from_space(CNO_SPACE)
@@ -114,19 +121,6 @@ def true_update(theta: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.
 
 
 # ----------------------------------------------------------------------------- candidates
-
-
-def fourier_depthwise(h: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Periodic depthwise correlation of ``h`` [B, H, N, N] with per-sample ``kernels``
-    [B, H, k, k], as a product in Fourier space (exact; a grouped conv2d with B·H groups has a
-    backward pass ~12x slower on a CPU)."""
-    n, k = h.shape[-1], kernels.shape[-1]
-    offsets = torch.arange(k, dtype=torch.float32, device=h.device) - k // 2
-    rows = torch.exp(2j * math.pi * torch.fft.fftfreq(n, device=h.device)[:, None] * offsets[None, :])
-    cols = torch.exp(2j * math.pi * torch.fft.rfftfreq(n, device=h.device)[:, None] * offsets[None, :])
-    rows, cols = rows.to(torch.complex64), cols.to(torch.complex64)
-    spectrum = torch.einsum("bhij,ui,vj->bhuv", kernels.to(torch.complex64), rows, cols)
-    return torch.fft.irfft2(torch.fft.rfft2(h) * spectrum, s=(n, n))
 
 
 class ThetaFeatures(nn.Module):
@@ -223,21 +217,44 @@ class UAFNOBranch(nn.Module):
 
 
 @torch.no_grad()
-def skill(model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
-    """One-step skill per update rule on states at steps 0, T/4, T/2, 3T/4."""
+def drift_sums(
+    model: nn.Module, theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per operator, over its states at steps 0, T/4, T/2, 3T/4: Σ|Δ̂ - Δ|² and Σ|Δ|², Δ the
+    noise-free CNO update and Δ̂ the model's (g through the rule): the shared one-step skill's sums
+    (:func:`noa.diagnostics.skill.operator_sums`) for a model of g."""
     t = states.shape[1]
-    picks = [0, t // 4, t // 2, 3 * t // 4]
-    skill = OneStepSkill()
+    picks = sorted(set(skill_steps(t)))
+    errors, references = [], []
     for s in range(0, theta.shape[0], 16):
         rows = slice(s, s + 16)
         x = states[rows][:, picks].flatten(0, 1)
         o = maps[rows][:, picks].flatten(0, 1)
         th = theta[rows].repeat_interleave(len(picks), 0)
-        r = RULE.residual(th)
         truth, guess = true_update(th, x, o), true_update(th, x, model(x, th))
-        for rule, pick in ((RESIDUAL, r), (CONVEX, ~r)):
-            skill.add([rule], guess[pick], truth[pick])
-    return {rule: round(value, 4) for rule, (value, _) in skill.pooled().items()}
+        shape = (-1, len(picks), *x.shape[1:])
+        e, r = operator_sums(guess.view(shape), truth.view(shape))
+        errors.append(e)
+        references.append(r)
+    return torch.cat(errors), torch.cat(references)
+
+
+def skill(
+    model: nn.Module,
+    theta: torch.Tensor,
+    states: torch.Tensor,
+    maps: torch.Tensor,
+    statistic: Callable[[np.ndarray, np.ndarray], float] = pooled,
+) -> dict[str, float]:
+    """The drift skill per update rule: one-step skill on Δ, pooled over the operators (or
+    another ``statistic`` of their sums, e.g. :func:`noa.diagnostics.skill.median`)."""
+    error, reference = drift_sums(model, theta, states, maps)
+    residual = RULE.residual(theta).cpu()
+    out = {}
+    for rule, pick in ((RESIDUAL, residual), (CONVEX, ~residual)):
+        if pick.any():
+            out[rule] = round(statistic(error[pick].numpy(), reference[pick].numpy()), 4)
+    return dict(sorted(out.items()))
 
 
 def loss_share(theta: torch.Tensor, states: torch.Tensor, maps: torch.Tensor) -> dict[str, float]:
@@ -302,7 +319,13 @@ def main() -> None:
     p.add_argument(
         "--n-train", type=int, default=512, help="operators in the training pool (rung one: initial conditions)"
     )
-    p.add_argument("--n-test", type=int, default=48, help="held-out operators (rung one: initial conditions)")
+    p.add_argument("--per-rule", type=int, default=192, help="held-out operators of each update rule (the family rung)")
+    p.add_argument(
+        "--n-test",
+        type=int,
+        default=None,
+        help="held-out rows of rungs one and combo (default 48; one: initial conditions)",
+    )
     p.add_argument("--timesteps", type=int, default=32, help="rollout steps whose states are learned from")
     p.add_argument("--grid", type=int, default=32)
     p.add_argument("--minutes", type=float, default=5.0, help="training wall time")
@@ -325,16 +348,30 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     fixed = parse_pins(p, args)
+    if args.rung == "family" and args.n_test is not None:
+        p.error(
+            "--n-test is for rungs one and combo; the family rung holds out --per-rule operators of each update rule"
+        )
     if args.theta_box and not (args.family and args.model == "uafno"):
         p.error("--theta-box needs --family (the box is the family's) and --model uafno")
     started = time.perf_counter()
     family = load_family(args.family) if args.family else None
     theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed, family)
-    held_out = draw_theta(args.n_test, args.seed + 1, args.rung, theta[0], fixed, family)
+    held_out = held_out_theta(args, theta[0], fixed, family)
     states, maps = make_pool(theta, args.seed, args.grid, args.timesteps)
-    test_states, test_maps = make_pool(held_out, args.seed + 1, args.grid, 32)
+    test = rollouts(
+        held_out,
+        [(args.seed + 1) * 1_000_003 + i for i in range(len(held_out))],
+        cycled_ic_families(len(held_out)),
+        3,
+        args.grid,
+        32,
+    ).picked(skill_steps(32))
+    test_states, test_maps = test.states, test.maps
+    bins = family or load_family("full")
     print(
-        f"pool: {args.n_train} x {args.timesteps} training states, {args.n_test} held out; {time.perf_counter() - started:.0f} s",
+        f"pool: {args.n_train} x {args.timesteps} training states, {len(held_out)} held out; "
+        f"{time.perf_counter() - started:.0f} s",
         flush=True,
     )
     print(f"θ[0]: {CNO_SPACE.decode(theta[0])}", flush=True)
@@ -364,18 +401,22 @@ def main() -> None:
                     "updates": updates,
                     "held_out": skill(model, held_out, test_states, test_maps),
                     "training": skill(model, theta[:48], states[:48], maps[:48]),
+                    "skill_on_o": headline(skill_on_o(model, test, bins, seed=args.seed)),
                 }
             )
             model.train()
             print(json.dumps(curve[-1]), flush=True)
             next_report += 60 * args.minutes / 5
     model.eval()
+    on_o = skill_on_o(model, test, bins, seed=args.seed)
     final = {
         "updates": updates,
         "held_out": skill(model, held_out, test_states, test_maps),
         "training": skill(model, theta[:48], states[:48], maps[:48]),
+        "skill_on_o": on_o,
     }
-    print(json.dumps(final), flush=True)
+    print(json.dumps({k: v for k, v in final.items() if k != "skill_on_o"}), flush=True)
+    print("\n".join(markdown(on_o)), flush=True)
     print(f"loss share of plain MSE on Δ over the training pool: {share}")
     summary = {
         "args": vars(args),

@@ -14,9 +14,15 @@ lives in its own folder (``--out``) and survives being stopped:
   resumed run equals an uninterrupted one bit for bit on the same device and thread count
   (``tests/test_long_curve.py``); other settings against an existing folder are refused.
 
-Held-out skill (``--n-test`` = 48 θ of the family, fixed by the seed) and training skill (the
+Two skills are measured (:mod:`noa.diagnostics.skill` defines both). The headline is the **skill
+on O**: 1 − Σ‖g − O_θ(x)‖² / Σ‖O_θ(x)‖² per operator on ``--skill-per-rule`` (192) held-out
+operators of each update rule (θ from their own seed, noise-free targets), as the median over
+operators and pooled, each with a bootstrap 90% interval, binned by gain third and activation
+(``skill_on_o`` in each curve point; its training figure is on the training operators below).
+Beside it, labelled *drift skill*, the ladder's earlier figure: held-out skill on the update Δ
+(``--n-test`` = 48 θ of the family, fixed by the seed) and training skill (the
 pool's first 48 operators; with fresh data, the 48 operators of the stream's first batches) per
-update rule are measured at 10, 20, 30, 50, 100, 200, …, 1k, 2k, 3k, 5k, 10k, … updates (and where an
+update rule, both measured at 10, 20, 30, 50, 100, 200, …, 1k, 2k, 3k, 5k, 10k, … updates (and where an
 invocation ends at its target or its ``--minutes`` cap) and appended to ``curve.jsonl`` with the
 training wall seconds (evaluation excluded), split into making batches and updating. Held-out
 states are the CNO's at steps 0, T/4, T/2, 3T/4 of the training horizon T (the ladder's held-out
@@ -33,6 +39,11 @@ Candidates (``--model``; each prints its parameter count):
 * ``uafno``: the ladder's UAFNOBranch, the NOA's U-AFNO at the quickstart's widths (0.26 M);
 * ``uafno4x``: the same with base_channels 32 (about 4× the parameters, 1.0 M);
 * ``hyper``: the ladder's θ-generated depthwise-separable stack (0.25 M);
+* ``oracle``: the CNO's own computation with learnable banks (:mod:`noa.model.oracle`), the
+  ceiling: how much of the family a perfectly shaped model learns per update. Its levers:
+  ``--lr``, ``--near-zero-output`` (output banks start at 1e-2, f ≈ 0), ``--oracle-banks K``
+  (K > 4 over-parameterises the family's four banks) and, for any candidate on fresh data,
+  ``--gain-curriculum UPDATES`` (gains start in the family's low third and widen to its range);
 * ``uafno-local``: the change for rough maps, ``uafno`` plus a full-resolution local path of
   four ConvNeXt-style blocks (periodic 7×7 depthwise conv, GroupNorm, FiLM from θ, 1×1 MLP;
   0.34 M in all). Not
@@ -61,7 +72,6 @@ import json
 import os
 import shlex
 import signal
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -72,17 +82,18 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from common import OneStepSkill
-from learnability import RULE, HyperStack, UAFNOBranch, skill, true_update
+from learnability import HyperStack, UAFNOBranch, skill
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from noa.data.ics import IC_FAMILIES, make_ics
+from noa.data.ics import make_ics
+from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, rollouts, skill_steps
+from noa.diagnostics.skill import headline, median, skill_on_o
 from noa.families import OperatorFamily, load_family
 from noa.interruption import Interruption
 from noa.model import UAFNO, UAFNOConfig
+from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
 from noa.model.uafno import HEAD_INIT_SCALE, FiLM
-from noa.model.update_rule import CONVEX, RESIDUAL
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
@@ -90,13 +101,16 @@ from noa.periodic import periodic_pad
 from noa.seeding import derive_seed, generator
 from noa.torchfile import load_pt
 
-MODELS = ("uafno", "uafno4x", "hyper", "uafno-local")
+MODELS = ("uafno", "uafno4x", "hyper", "uafno-local", "oracle")
 CHANNELS = 3
-CHUNK = 32  # operators replayed together when making a pool
 CHECKPOINT, CURVE, RUN, SUMMARY = "checkpoint.pt", "curve.jsonl", "run.json", "summary.json"
 POOL = "pool.pt"  # the pool and held-out states of a --data pool run, so a resume skips the replay
+SKILL_SET = "skill_set.pt"  # the skill-on-O held-out operators, so a resume skips their replay
 # The settings a run's numbers depend on; the rest (target, caps, threads) may change on resume.
 IDENTITY = ("model", "data", "family", "seed", "n_train", "timesteps", "n_test", "grid", "batch_size", "lr", "device")
+# Settings added later, recorded only where they differ from these defaults, so the runs made
+# before them keep their identity (and resume).
+LATER_IDENTITY = {"skill_per_rule": 192, "oracle_banks": FAMILY_BANKS, "near_zero_output": False, "gain_curriculum": 0}
 
 
 # ----------------------------------------------------------------------------- candidates
@@ -159,8 +173,11 @@ class LocalUAFNO(nn.Module):
         return self.uafno(x, theta) + self.head(h)
 
 
-def build_model(name: str, seed: int) -> nn.Module:
-    """The candidate, initialised from ``seed`` (a benchmark may seed the global RNG for this)."""
+def build_model(name: str, seed: int, banks: int = FAMILY_BANKS, near_zero_output: bool = False) -> nn.Module:
+    """The candidate, initialised from ``seed`` (a benchmark may seed the global RNG for this);
+    ``banks`` and ``near_zero_output`` are the oracle's levers."""
+    if name == "oracle":
+        return OracleStudent(OracleConfig(CHANNELS, banks, near_zero_output, seed))
     torch.manual_seed(seed)
     builders = {"uafno": UAFNOBranch, "uafno4x": WideUAFNOBranch, "hyper": HyperStack, "uafno-local": LocalUAFNO}
     return builders[name]()
@@ -182,45 +199,13 @@ class Batch:
     target: Tensor
 
 
-@dataclass
-class StateSet:
-    """θ ``[N, P]``, CNO states at steps 0..T-1 ``[N, T, C, H, W]`` and O_θ on them."""
-
-    theta: Tensor
-    states: Tensor
-    maps: Tensor
-
-    def head(self, n: int) -> StateSet:
-        return StateSet(self.theta[:n], self.states[:n], self.maps[:n])
-
-
 def ladder_ic_seeds(seed: int, n: int) -> list[int]:
     """The ladder's initial-condition (and noise) seeds of a pool drawn with ``seed``."""
     return [seed * 1_000_003 + i for i in range(n)]
 
 
-def cycled_ic_families(n: int) -> list[str]:
-    """The ladder's initial-condition families: row i gets family i mod 5."""
-    return [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)]
-
-
-@torch.no_grad()
-def rollouts(
-    theta: Tensor, ic_seeds: list[int], ic_families: list[str], grid: int, timesteps: int, device: torch.device
-) -> StateSet:
-    """States of one CNO realization per row at steps 0..T-1 and O_θ on them, made on ``device``
-    in chunks of 32 operators (the initial conditions are drawn on the host and moved)."""
-    states, maps, n = [], [], theta.shape[0]
-    for start in range(0, n, CHUNK):
-        rows = slice(start, min(start + CHUNK, n))
-        ics, _ = make_ics(ic_families[rows], ic_seeds[rows], CHANNELS, grid)
-        x = replay(theta[rows], ics, ic_seeds[rows], timesteps, device=device)[:, 0, :timesteps]
-        ops = build_operators(theta[rows], ic_seeds[rows], CHANNELS, grid, device).repeat(timesteps)
-        states.append(x)
-        maps.append(apply_operator(ops, x.flatten(0, 1)).view_as(x))
-        if n > 8 * CHUNK and (start // CHUNK) % 16 == 15:
-            print(f"    {rows.stop} / {n} operators replayed", flush=True)
-    return StateSet(theta.to(device), torch.cat(states), torch.cat(maps))
+def progress(line: str) -> None:
+    print(line, flush=True)
 
 
 def training_pool(
@@ -228,7 +213,7 @@ def training_pool(
 ) -> StateSet:
     """The ladder's training pool (its family rung with ``--family``): n θ, T states each."""
     theta = torch.from_numpy(family.draw(n, seed))
-    return rollouts(theta, ladder_ic_seeds(seed, n), cycled_ic_families(n), grid, timesteps, device)
+    return rollouts(theta, ladder_ic_seeds(seed, n), cycled_ic_families(n), CHANNELS, grid, timesteps, device, progress)
 
 
 def held_out_set(
@@ -263,9 +248,25 @@ class FreshRows:
     steps: Tensor
 
 
-def fresh_rows(family: OperatorFamily, seed: int, k: int, size: int, timesteps: int) -> FreshRows:
-    """Batch k's draws, each from a generator seeded by (seed, k): reproducible and resumable."""
+def gain_curriculum(family: OperatorFamily, theta: Tensor, k: int, ramp: int) -> Tensor:
+    """θ with its weight_gain narrowed to the low end of the family's range at update k: the gain's
+    unit coordinate u in the family's box [lo, hi] becomes lo + (u − lo)·w, w growing linearly from
+    1/3 (the low third) at update 0 to 1 (the whole range) at update ``ramp``; 0 = no curriculum."""
+    if ramp <= 0:
+        return theta
+    width = min(1.0, 1 / 3 + (2 / 3) * k / ramp)
+    position = family.space.position("weight_gain")
+    lo = family.unit_box()[position][0]
+    out = theta.clone()
+    out[:, position] = lo + (theta[:, position] - lo) * width
+    return out
+
+
+def fresh_rows(family: OperatorFamily, seed: int, k: int, size: int, timesteps: int, curriculum: int = 0) -> FreshRows:
+    """Batch k's draws, each from a generator seeded by (seed, k): reproducible and resumable;
+    ``curriculum`` > 0 narrows the gains of the first updates (:func:`gain_curriculum`)."""
     theta = torch.from_numpy(family.draw(size, derive_seed(seed, "long-curve-theta", k)))
+    theta = gain_curriculum(family, theta, k, curriculum)
     ic_seeds = [derive_seed(seed, "long-curve-ic", k, i) for i in range(size)]
     steps = torch.randint(0, timesteps, (size,), generator=generator(seed, "long-curve-step", k))
     return FreshRows(theta, ic_seeds, cycled_ic_families(size), steps)
@@ -274,15 +275,24 @@ def fresh_rows(family: OperatorFamily, seed: int, k: int, size: int, timesteps: 
 class FreshSource:
     """Every batch new operators and new initial conditions, replayed to each row's step."""
 
-    def __init__(self, family: OperatorFamily, seed: int, size: int, grid: int, timesteps: int, device: torch.device):
+    def __init__(
+        self,
+        family: OperatorFamily,
+        seed: int,
+        size: int,
+        grid: int,
+        timesteps: int,
+        device: torch.device,
+        curriculum: int = 0,
+    ):
         self.family, self.seed, self.size, self.grid, self.timesteps = family, seed, size, grid, timesteps
-        self.device = device
+        self.device, self.curriculum = device, curriculum
 
     @torch.no_grad()
     def batch(self, k: int) -> Batch:
         """One replay of the batch's operators to its largest step (frames are kept, not recomputed
         per row), each row's state picked at its own step, and O_θ applied once to the picks."""
-        rows = fresh_rows(self.family, self.seed, k, self.size, self.timesteps)
+        rows = fresh_rows(self.family, self.seed, k, self.size, self.timesteps, self.curriculum)
         ics, _ = make_ics(rows.ic_families, rows.ic_seeds, CHANNELS, self.grid)
         last = max(1, int(rows.steps.max()))  # replay needs at least one step
         frames = replay(rows.theta, ics, rows.ic_seeds, last, device=self.device)[:, 0]
@@ -293,11 +303,14 @@ class FreshSource:
     def seen(self, n: int) -> StateSet:
         """The first n operators of the stream with the initial conditions they were trained on,
         at steps 0..T-1 (the training skill's set)."""
-        draws = [fresh_rows(self.family, self.seed, k, self.size, self.timesteps) for k in range(-(-n // self.size))]
+        draws = [
+            fresh_rows(self.family, self.seed, k, self.size, self.timesteps, self.curriculum)
+            for k in range(-(-n // self.size))
+        ]
         theta = torch.cat([d.theta for d in draws])[:n]
         seeds = [s for d in draws for s in d.ic_seeds][:n]
         families = [f for d in draws for f in d.ic_families][:n]
-        return rollouts(theta, seeds, families, self.grid, self.timesteps, self.device)
+        return rollouts(theta, seeds, families, CHANNELS, self.grid, self.timesteps, self.device)
 
 
 Source = PoolSource | FreshSource
@@ -327,6 +340,9 @@ def fail(message: str) -> NoReturn:
 def identity(args: argparse.Namespace, family: OperatorFamily) -> dict[str, Any]:
     """The settings a run's numbers depend on, as plain JSON data (the family by definition too)."""
     settings = {name: getattr(args, name) for name in IDENTITY}
+    settings |= {
+        name: getattr(args, name) for name, default in LATER_IDENTITY.items() if getattr(args, name) != default
+    }
     if args.data == "fresh":
         settings["n_train"] = None  # no pool: its size does not matter
     settings["family_definition"] = family.as_dict()
@@ -466,6 +482,8 @@ class Run:
     source: Source
     held_out: StateSet
     training: StateSet
+    skill_set: StateSet  # the skill-on-O held-out operators (--skill-per-rule of each rule)
+    family: OperatorFamily
     progress: Progress
     device: torch.device
     loss_sum: Tensor | None = None  # since the last curve point, on the device (no per-update sync)
@@ -497,21 +515,11 @@ def timed_update(run: Run) -> None:
     run.loss_count += 1
 
 
-@torch.no_grad()
 def median_skill(model: nn.Module, theta: Tensor, states: Tensor, maps: Tensor) -> dict[str, float]:
-    """The median over operators of each one's own one-step skill, per rule, on the states
+    """The median over operators of each one's own drift skill, per rule, on the states
     :func:`learnability.skill` pools: the pooled figure listens most to the few operators with the
     largest updates (one held-out residual operator carried 28% of the pool's Σ|Δ|²)."""
-    t = states.shape[1]
-    picks = [0, t // 4, t // 2, 3 * t // 4]
-    own: dict[str, list[float]] = {}
-    for row in range(theta.shape[0]):
-        th = theta[row : row + 1].expand(len(picks), -1)
-        x, o = states[row, picks], maps[row, picks]
-        rule = RESIDUAL if bool(RULE.residual(th[:1])) else CONVEX
-        value = OneStepSkill().add([rule], true_update(th, x, model(x, th)), true_update(th, x, o))
-        own.setdefault(rule, []).append(value)
-    return {rule: round(statistics.median(values), 4) for rule, values in sorted(own.items())}
+    return skill(model, theta, states, maps, statistic=median)
 
 
 def evaluate(run: Run) -> None:
@@ -524,6 +532,11 @@ def evaluate(run: Run) -> None:
     medians = {
         "held_out": median_skill(run.model, run.held_out.theta, run.held_out.states, run.held_out.maps),
         "training": median_skill(run.model, run.training.theta, run.training.states, run.training.maps),
+    }
+    seen = run.training.picked(skill_steps(run.training.states.shape[1]))
+    on_o = {
+        "held_out": skill_on_o(run.model, run.skill_set, run.family, seed=run.args.seed),
+        "training": headline(skill_on_o(run.model, seen, run.family, seed=run.args.seed)),
     }
     run.model.train()
     spent = time.perf_counter() - started
@@ -538,12 +551,14 @@ def evaluate(run: Run) -> None:
         "held_out": held_out,
         "training": training,
         "median_over_operators": medians,
+        "skill_on_o": on_o,
     }
     run.loss_sum, run.loss_count = None, 0
     p.curve.append(entry)
     with open(run.out / CURVE, "a") as fh:
         fh.write(json.dumps(entry) + "\n")
-    print(json.dumps(entry), flush=True)
+    print(json.dumps({k: v for k, v in entry.items() if k != "skill_on_o"}), flush=True)
+    print(f"    skill on O, held out: {json.dumps(headline(on_o['held_out']))}", flush=True)
     run.save()
 
 
@@ -625,12 +640,38 @@ def make_run(args: argparse.Namespace, family: OperatorFamily, settings: dict, d
         source, training = PoolSource(pool, args.seed, args.batch_size), pool.head(args.n_test)
     else:
         held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
-        source = FreshSource(family, args.seed, args.batch_size, args.grid, args.timesteps, device)
+        source = FreshSource(
+            family, args.seed, args.batch_size, args.grid, args.timesteps, device, args.gain_curriculum
+        )
         training = source.seen(args.n_test)
+    skill_set = skill_on_o_set(args, family, device)
     print(f"data ({args.data}): {time.perf_counter() - started:.0f} s", flush=True)
-    model = build_model(args.model, args.seed).to(device)
+    model = build_model(args.model, args.seed, args.oracle_banks, args.near_zero_output).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    return Run(args, Path(args.out), settings, model, optimizer, source, held_out, training, Progress(), device)
+    return Run(
+        args,
+        Path(args.out),
+        settings,
+        model,
+        optimizer,
+        source,
+        held_out,
+        training,
+        skill_set,
+        family,
+        Progress(),
+        device,
+    )
+
+
+def skill_on_o_set(args: argparse.Namespace, family: OperatorFamily, device: torch.device) -> StateSet:
+    """The skill-on-O held-out operators (``--skill-per-rule`` of each rule, θ from their own seed,
+    states at steps 0, T/4, T/2, 3T/4), read back from the run's folder where it was made before."""
+    cached = Path(args.out) / SKILL_SET
+    if cached.exists():  # written by this run (check_out_dir checked the folder is it)
+        return StateSet(**torch.load(cached, map_location=device, weights_only=True))
+    seed = derive_seed(args.seed, "long-curve-skill-on-o")
+    return held_out_operators(family, args.skill_per_rule, seed, CHANNELS, args.grid, args.timesteps, device, progress)
 
 
 def start_or_resume(run: Run, command: str) -> dict[str, Any]:
@@ -653,13 +694,16 @@ def start_or_resume(run: Run, command: str) -> dict[str, Any]:
     return meta
 
 
-def save_pool(out: Path, held_out: StateSet, pool: StateSet) -> None:
-    """The replayed states, kept beside the checkpoint: a 4096-operator pool takes ~8 minutes of
-    one CPU thread to replay, and every resume would pay it again."""
-    sets = [{name: getattr(s, name).cpu() for name in ("theta", "states", "maps")} for s in (held_out, pool)]
-    tmp = out / (POOL + ".tmp")
+def save_sets(out: Path, name: str, sets: dict[str, Any] | list[dict[str, Any]]) -> None:
+    """Replayed states kept beside the checkpoint (written to a temporary file, then renamed): a
+    4096-operator pool takes ~8 minutes of one CPU thread to replay, and every resume would pay it again."""
+    tmp = out / (name + ".tmp")
     torch.save(sets, tmp)
-    os.replace(tmp, out / POOL)
+    os.replace(tmp, out / name)
+
+
+def tensors_of(s: StateSet) -> dict[str, Tensor]:
+    return {name: getattr(s, name).cpu() for name in ("theta", "states", "maps")}
 
 
 def train_parser() -> argparse.ArgumentParser:
@@ -679,10 +723,39 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW, constant")
+    p.add_argument(
+        "--skill-per-rule",
+        type=int,
+        default=LATER_IDENTITY["skill_per_rule"],
+        help="held-out operators of each update rule for the skill on O",
+    )
+    p.add_argument(
+        "--oracle-banks", type=int, default=FAMILY_BANKS, help="oracle: learnable banks K (>= the family's 4)"
+    )
+    p.add_argument("--near-zero-output", action="store_true", help="oracle: output banks start near 0 (f ≈ 0)")
+    p.add_argument(
+        "--gain-curriculum",
+        type=int,
+        default=0,
+        metavar="UPDATES",
+        help="fresh data: gains start in the family's low third and widen to its range over UPDATES (0: off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
+
+
+def check_levers(args: argparse.Namespace) -> None:
+    """Refuse a lever the run's model or data cannot use, rather than ignore it."""
+    if args.model != "oracle" and (args.oracle_banks != FAMILY_BANKS or args.near_zero_output):
+        fail("--oracle-banks and --near-zero-output are the oracle's levers; use them with --model oracle")
+    if args.oracle_banks < FAMILY_BANKS:
+        fail(f"--oracle-banks {args.oracle_banks}: the oracle needs at least the family's {FAMILY_BANKS} banks")
+    if args.gain_curriculum and args.data != "fresh":
+        fail("--gain-curriculum draws each batch's θ anew: use it with --data fresh")
+    if args.gain_curriculum < 0 or args.skill_per_rule < 1:
+        fail("--gain-curriculum must be >= 0 and --skill-per-rule >= 1")
 
 
 def run_training(argv: list[str]) -> None:
@@ -693,6 +766,7 @@ def run_training(argv: list[str]) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         fail(f"--device {args.device}: torch sees no CUDA device here")
     device = torch.device(args.device)
+    check_levers(args)
     family = load_family(args.family)
     settings = identity(args, family)
     out = Path(args.out)
@@ -704,7 +778,9 @@ def run_training(argv: list[str]) -> None:
             run = make_run(args, family, settings, device)
             meta = start_or_resume(run, command)
             if isinstance(run.source, PoolSource) and not (out / POOL).exists():
-                save_pool(out, run.held_out, run.source.pool)
+                save_sets(out, POOL, [tensors_of(run.held_out), tensors_of(run.source.pool)])
+            if not (out / SKILL_SET).exists():
+                save_sets(out, SKILL_SET, tensors_of(run.skill_set))
     except KeyboardInterrupt:
         print(f"stopped by {interruption.signum.name} while making the data; no update was lost", file=sys.stderr)
         raise SystemExit(0) from None

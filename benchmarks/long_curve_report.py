@@ -1,6 +1,12 @@
 """The report of ``long_curve.py`` runs: held-out skill against updates, and what reaching 0.5
 or 0.8 would cost if the curve keeps its trend.
 
+Two measures (:mod:`noa.diagnostics.skill`): the **skill on O** table (each run's last point with
+it: median over operators and pooled, each with its bootstrap 90% interval, the median per gain
+third, on ``--skill-per-rule`` held-out operators of each rule) and the ladder's **drift skill**
+(skill on the update Δ, pooled over 48 held-out operators), on which the fit, the equal-budget
+table and the plot still run: every curve point has it, including the runs made before the skill on O.
+
 Per run and update rule, 1 − skill = a·u^(−b) is fitted by least squares in log space over the
 curve points with u ≥ ``--min-updates`` (300: the first hundreds of updates are the fast start,
 not the trend). The updates needed for a skill s are u = (a / (1 − s))^(1/b); its 1σ range comes
@@ -31,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from noa.diagnostics.skill import format_interval
+
 ASSUMED_H100_FLOPS = 20e12  # achieved fp32/TF32 rate assumed for small convolutions (peak fp32 67 TFLOP/s)
 H100_FLOOR_S = 0.004  # ~500 kernel launches of forward, backward and AdamW at ~8 µs each
 TARGETS = (0.5, 0.8)
@@ -60,6 +68,11 @@ class RunCurve:
         wall seconds, evaluation excluded)."""
         points = [(e[x], e[split][rule]) for e in self.curve if rule in e[split]]
         return np.array([u for u, _ in points], dtype=float), np.array([s for _, s in points], dtype=float)
+
+    def last_on_o(self) -> dict[str, Any] | None:
+        """The last curve point that has the skill-on-O table (None for runs made before it)."""
+        with_table = [e for e in self.curve if "skill_on_o" in e]
+        return with_table[-1] if with_table else None
 
     def cpu_seconds_per_update(self) -> float:
         last = self.curve[-1]
@@ -166,7 +179,7 @@ def target_cells(run: RunCurve, rule: str, fit: PowerFit | None, target: float, 
 def table(runs: list[RunCurve], min_updates: float, measured_gpu: float | None) -> str:
     """The extrapolation table, as markdown for benchmarks/README.md, with its note."""
     head = (
-        "| run | rule | updates | held-out skill | median operator, held out (training) | fit points | b ± 1σ |"
+        "| run | rule | updates | held-out drift skill | median operator, held out (training) | fit points | b ± 1σ |"
         + "".join(f" updates to {t} (1σ) | hours CPU / H100 |" for t in TARGETS)
         + "\n|---|---|---:|---:|---:|---:|---:|"
         + "---:|---:|" * len(TARGETS)
@@ -188,6 +201,34 @@ def table(runs: list[RunCurve], min_updates: float, measured_gpu: float | None) 
                 + cells
             )
     return "\n".join([head, *rows, "", note(runs, measured_gpu)])
+
+
+def skill_on_o_table(runs: list[RunCurve]) -> str:
+    """Each run's last skill-on-O point: per rule, median over operators [90%], pooled [90%],
+    the training operators' median, and the held-out median per gain third."""
+    head = (
+        "| run | rule | updates | held-out operators | skill on O: median [90%] | pooled [90%] | training median |"
+        " gain low / mid / high (median) |\n|---|---|---:|---:|---:|---:|---:|---:|"
+    )
+    rows = []
+    for run in runs:
+        entry = run.last_on_o()
+        if entry is None:
+            rows.append(f"| {run.label} | – | – | – | no skill-on-O point (a run made before it) | – | – | – |")
+            continue
+        held, training = entry["skill_on_o"]["held_out"], entry["skill_on_o"]["training"]
+        for rule in sorted(held, reverse=True):
+            all_ = held[rule]["all"]
+            gains = " / ".join(
+                f"{held[rule]['gain'][g]['median']:.3f}" if g in held[rule]["gain"] else "–"
+                for g in ("gain low", "gain mid", "gain high")
+            )
+            train = training.get(rule, {}).get("median")
+            rows.append(
+                f"| {run.label} | {rule} | {entry['updates']} | {all_['operators']} | {format_interval(all_, 'median')} | "
+                f"{format_interval(all_, 'pooled')} | {'–' if train is None else f'{train:.3f}'} | {gains} |"
+            )
+    return "\n".join([head, *rows])
 
 
 def skill_at(run: RunCurve, rule: str, x: str, at: float) -> float | None:
@@ -271,7 +312,7 @@ def plot(runs: list[RunCurve], out: Path, min_updates: float) -> None:
                 ax.plot(seconds / 3600, skills, "o-", color=f"C{i}", label=run.label)
         ax.set_xscale("log")
         ax.set_xlabel("training wall hours (evaluation excluded)")
-        ax.set_ylabel("held-out one-step skill")
+        ax.set_ylabel("held-out drift skill (skill on Δ)")
         ax.set_title(f"{rule} operators, at equal wall time")
         ax.grid(True, which="both", alpha=0.3)
     for ax, rule in zip(axes[0], rules):
@@ -288,7 +329,7 @@ def plot(runs: list[RunCurve], out: Path, min_updates: float) -> None:
                 ax.plot(u, 1 - np.exp(fit.c[0] + fit.c[1] * np.log(u)), ":", color=colour)
         ax.set_xscale("log")
         ax.set_xlabel("updates")
-        ax.set_ylabel("one-step skill (solid: held-out θ, dashed: training θ)")
+        ax.set_ylabel("drift skill on Δ (solid: held-out θ, dashed: training θ)")
         ax.set_title(f"{rule} operators")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
@@ -318,6 +359,8 @@ def report_main(argv: list[str]) -> None:
     if not runs:
         p.error("no run has a curve point yet")
     label_runs(runs)
+    print(skill_on_o_table(runs))
+    print()
     print(table(runs, args.min_updates, args.h100_s_per_update))
     print()
     print(equal_budget_table(runs, args.at_updates, args.at_hours))

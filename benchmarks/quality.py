@@ -16,7 +16,10 @@ A fixed recipe that a 2-core CPU finishes in under 45 minutes:
    (held-out θ that neither the NOA nor the tokenizer read), three times: the NOA, the NOA fed
    θ = 0 (the θ-zeroed ablation) and, from the same pass, persistence (x_t = IC); then the CNO
    itself as the prediction (another realization; the mean of 8 others), and per update rule
-   the NOA against persistence and its one-step skill.
+   the NOA against persistence and its one-step skill;
+5. the skill on O and the one-step skill (:mod:`noa.diagnostics.skill`) on ``--fresh-per-rule``
+   (192) fresh operators of each update rule: median over operators and pooled, with 90%
+   intervals and bins by gain third and activation.
 
 Reported: MSE / noise floor at steps 1, T/4, T/2, T and averaged over the horizon (mean MSE /
 mean floor), overall and per update rule, with the median over operators of each one's own
@@ -43,17 +46,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from common import OneStepSkill
 
 from noa.api.tokens import load_tokenizer
 from noa.data.generate import GenerateConfig, generate
 from noa.data.loader import SampleSource
 from noa.diagnostics.evaluate import evaluate, held_out_rows, update_rules
+from noa.diagnostics.held_out import held_out_operators
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, step_errors, summarize
+from noa.diagnostics.skill import (
+    ONE_STEP_SKILL,
+    SKILL_ON_O,
+    OperatorSkills,
+    markdown,
+    rollout_states,
+    step_sums,
+    step_tables,
+)
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
-from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
-from noa.operators.replay import noise_free_steps, replay
+from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
 from noa.train.checkpoint import build_model, load_checkpoint
@@ -61,6 +72,7 @@ from noa.train.checkpoint import build_model, load_checkpoint
 WORK = Path(__file__).resolve().parent / ".work"
 DATA = dict(n_samples=2000, grid=32, timesteps=32, seed=0)
 TARGET_RATIO, TARGET_AGREEMENT, TARGET_SKILL = 2.0, 0.75, 0.8
+FRESH_SEED = 424242  # the fresh operators' θ and IC seed: no dataset here is generated with it
 
 
 def ensure_dataset(family: OperatorFamily) -> Path:
@@ -215,37 +227,32 @@ def by_update_policy(q: RolloutQuality, errors: StepErrors, rules: list[str] | N
 
 
 @torch.no_grad()
-def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str) -> dict:
-    """Has the NOA learned each operator's map? On states of CNO realization 0 at steps 0, T/4,
-    T/2 and 3T/4: 1 - |NOA update - CNO update|² / |CNO update|², the CNO update taken without
-    noise (its conditional mean). 1 = the map is learned; 0 = no better than persistence (no
-    update); below 0 = worse. Pooled over the operators of each update rule (operators with large
-    updates weigh more), with the median over operators of each one's own skill beside it, and
-    pooled per activation and per weight_gain band (``by_kind``; both rules together)."""
+def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str, family: OperatorFamily) -> dict:
+    """Has the NOA learned each operator's step? The shared one-step skill
+    (:mod:`noa.diagnostics.skill`: against the CNO's noise-free step, on states of CNO realization
+    0 at steps 0, T/4, T/2 and 3T/4) on the evaluation rows, per update rule with bins by gain third
+    and activation: the table this benchmark has reported as its "one-step skill" (a skill on the
+    update Δ, weighted by dt² on residual operators)."""
     model, _ = build_model(load_checkpoint(checkpoint), device)
-    rule_of = UpdateRule.from_space(CNO_SPACE)
-    assert rule_of is not None  # the CNO space declares its update rule
-    t = DATA["timesteps"]
-    states = [0, t // 4, t // 2, 3 * t // 4]
-    skill = OneStepSkill()
-    own: dict[str, list[float]] = {}
+    theta, errors, references = [], [], []
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
-        x = cno_frames[:, 0, states]
-        cno = noise_free_steps(batch["params"], x) - x
-        residual = rule_of.residual(batch["params"]).tolist()
-        for i, theta in enumerate(batch["params"]):
-            noa = model(x[i], theta[None].expand(len(states), -1).to(device)) - x[i]
-            hp = CNO_SPACE.decode(theta.tolist())  # the operator's kind (not its rule): activation, gain
-            rule, gain = RESIDUAL if residual[i] else CONVEX, hp["weight_gain"]
-            band = "gain < 1.17" if gain < 7 / 6 else "gain 1.17-1.83" if gain < 11 / 6 else "gain >= 1.83"
-            own.setdefault(rule, []).append(
-                skill.add((rule, f"{rule} {hp['activation']}", f"{rule} {band}"), noa, cno[i])
-            )
-    pooled = skill.pooled()
-    return {
-        rule: {"pooled": pooled[rule][0], "median_operator": float(torch.tensor(skills).median())}
-        for rule, skills in sorted(own.items())
-    } | {"by_kind": {key: value for key, value in pooled.items() if key not in own}}
+        (error, reference), _ = step_sums(model, batch["params"], rollout_states(cno_frames[:, 0], DATA["timesteps"]))
+        theta.append(batch["params"])
+        errors.append(error)
+        references.append(reference)
+    sums = OperatorSkills.of(family, torch.cat(theta), torch.cat(errors), torch.cat(references))
+    return sums.table(family, seed=0)
+
+
+@torch.no_grad()
+def fresh_skills(checkpoint: Path, family: OperatorFamily, per_rule: int, device: str) -> dict:
+    """Both shared skills on ``per_rule`` fresh operators of each update rule (θ from a seed no
+    dataset here uses, one IC each, noise-free targets), at the recipe's grid and T: ``one_step``
+    and ``skill_on_o`` tables."""
+    model, _ = build_model(load_checkpoint(checkpoint), device)
+    held = held_out_operators(family, per_rule, FRESH_SEED, 3, DATA["grid"], DATA["timesteps"], device)
+    tables = step_tables(model, family, held.theta, held.states)
+    return {"per_rule": per_rule, **tables}
 
 
 def _row(q: RolloutQuality, horizons: list[int]) -> dict:
@@ -304,11 +311,19 @@ def measure(checkpoint: Path, tokenizer: Path, dataset: Path, args: argparse.Nam
             out["by_policy"] = by_update_policy(
                 q, evaluation.data.errors, update_rules(dataset, CNO_SPACE, result.rows)
             )
-            skills = one_step_skill(checkpoint, result.rows, dataset, args.device)
-            out["one_step_skill_by_kind"] = skills.pop("by_kind")
-            for policy, skill in skills.items():
-                out["by_policy"].setdefault(policy, {})["one_step_skill"] = skill["pooled"]
-                out["by_policy"][policy]["median_operator_one_step_skill"] = skill["median_operator"]
+            family = load_family(args.family)
+            skills = one_step_skill(checkpoint, result.rows, dataset, args.device, family)
+            out["one_step_skill_by_kind"] = {
+                f"{policy} {label}": (entry["pooled"], entry["operators"])
+                for policy, table in skills.items()
+                for kind in ("activation", "gain")
+                for label, entry in table[kind].items()
+            }
+            for policy, table in skills.items():
+                out["by_policy"].setdefault(policy, {})["one_step_skill"] = table["all"]["pooled"]
+                out["by_policy"][policy]["median_operator_one_step_skill"] = table["all"]["median"]
+            if args.fresh_per_rule:
+                out["fresh"] = fresh_skills(checkpoint, family, args.fresh_per_rule, args.device)
             out.update(cno_predictors(result.rows, tokenizer, dataset, args.mean_of, args.device))
             out["persistence"] = {
                 "ratio_at": _at(q.persistence_ratio, horizons),
@@ -396,6 +411,11 @@ def print_table(m: dict) -> None:
         print("\n| operators | count | one-step skill (pooled) |\n|---|---:|---:|")
         for key, (value, count) in m["one_step_skill_by_kind"].items():
             print(f"| {key} | {count} | {_num(value)} |")
+    if m.get("fresh"):
+        per_rule = m["fresh"]["per_rule"]
+        for name, key in ((SKILL_ON_O, "skill_on_o"), (ONE_STEP_SKILL, "one_step")):
+            print(f"\n{name} on {per_rule} fresh operators of each update rule (noise-free targets):")
+            print("\n".join(markdown(m["fresh"][key], name)))
     for line in target_lines(m):
         print(line)
 
@@ -464,6 +484,12 @@ def main() -> None:
         "--mean-of", type=int, default=8, help="CNO realizations averaged into the best-deterministic-predictor row"
     )
     p.add_argument("--family", default="full", help="the operator family (file or shipped name); default full")
+    p.add_argument(
+        "--fresh-per-rule",
+        type=int,
+        default=192,
+        help="fresh operators of each update rule for the skill on O (0: skip it)",
+    )
     p.add_argument("--tag", default="baseline", help="names the run directory and the JSON summary")
     p.add_argument(
         "--eval-only", default=None, metavar="FILE", help="only evaluate this checkpoint of the run (e.g. epoch_1.pt)"

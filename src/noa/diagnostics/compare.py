@@ -5,8 +5,9 @@ training rows are left out, whichever file they came from; see
 :func:`noa.diagnostics.evaluate.checkpoint_pool`), so a difference in the table is a
 difference of the models, not of the samples. The figures are diagnose's, per update rule and
 horizon step: MSE / noise floor, persistence / noise floor, VRMSE (median over samples), the
-one-step skill (1 - MSE / persistence MSE at step 1: 1 is exact, 0 no better than holding the
-IC) and the non-INITIAL token agreement where a run's tokenizer fits the horizon.
+one-step skill (:mod:`noa.diagnostics.skill`: against the CNO's noise-free step, so 1 is exact
+and 0 no better than holding the state; pooled, with the median over operators) and the
+non-INITIAL token agreement where a run's tokenizer fits the horizon.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from noa.coverage import trained_on_text
 from noa.data import h5
 from noa.diagnostics.evaluate import checkpoint_pool, choose_rows, evaluate, json_safe, update_rules
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_horizons, summarize
+from noa.diagnostics.skill import ALL as ALL_SKILL
+from noa.diagnostics.skill import ONE_STEP_DEFINITION
 from noa.errors import NoaError
 from noa.tokenizer.io import CONFIG_FILE, WEIGHTS_FILE, directory_fingerprint, tokenizer_fingerprint
 
@@ -46,13 +49,14 @@ class RunFigures:
     persistence_ratio: list[float | None]  # persistence / noise floor per step
     vrmse_median: list[float]
     overall_ratio: float | None  # horizon-averaged MSE / noise floor
-    one_step_skill: float | None  # 1 - MSE / persistence MSE at step 1
+    one_step_skill: float | None  # noa.diagnostics.skill's one-step skill, pooled over the group's operators
+    one_step_skill_median: float | None  # the same, median over operators
     token_agreement: float | None  # non-INITIAL codebooks, NOA vs CNO realization 0
     token_reference: float | None  # the same for two CNO realizations
 
     @staticmethod
-    def of(q: RolloutQuality) -> RunFigures:
-        skill = None if q.persistence[0] <= 0 else 1.0 - q.mse[0] / q.persistence[0]
+    def of(q: RolloutQuality, one_step: dict[str, Any]) -> RunFigures:
+        """``one_step``: the group's entry of the diagnosis's one-step skill."""
         return RunFigures(
             steps=q.steps,
             mse=q.mse,
@@ -62,7 +66,8 @@ class RunFigures:
             persistence_ratio=q.persistence_ratio,
             vrmse_median=q.vrmse_median,
             overall_ratio=q.overall_ratio,
-            one_step_skill=skill,
+            one_step_skill=one_step["pooled"],
+            one_step_skill_median=one_step["median"],
             token_agreement=q.token_agreement_non_initial,
             token_reference=q.token_agreement_reference_non_initial,
         )
@@ -242,7 +247,8 @@ def compare(
         }
         warnings += [f"{label}: {line}" for line in [*ev.result.warnings, *ev.result.coverage]]
         for group, quality in _by_group(ev.data.errors, ev.data, ev.result.rollout.token_categories, rules).items():
-            groups.setdefault(group, {})[label] = RunFigures.of(quality)
+            one_step = ev.result.one_step_skill[ALL_SKILL if group == ALL else group]
+            groups.setdefault(group, {})[label] = RunFigures.of(quality, one_step)
     warnings += _tokenizers_warning(runs, groups[ALL])  # said with the tables (format_comparison), as diagnose does
     operators = {ALL: len(rows), **{rule: (rules or []).count(rule) for rule in sorted(set(rules or []))}}
     family = info.operator_family.name
@@ -324,6 +330,7 @@ def format_comparison(c: Comparison) -> str:
             vrmse = " | ".join(_num(by_run[x].vrmse_median[i], ".3f") for x in labels)
             lines.append(f"| {t} | {_num(first.persistence_ratio[i])} | {ratios} | {vrmse} |")
         lines += ["", *_summary_table(c, by_run, by_tokenizer)]
+    lines += ["", f"One-step skill = {ONE_STEP_DEFINITION}; on CNO states at steps 0, T/4, T/2, 3T/4."]
     return "\n".join(lines) + "\n"
 
 
@@ -333,7 +340,8 @@ def _summary_table(c: Comparison, by_run: dict[str, RunFigures], by_tokenizer: b
     head = [
         "run",
         "horizon-averaged MSE/floor",
-        "one-step skill",
+        "one-step skill (pooled)",
+        "one-step skill (median operator)",
         "token agreement (non-INITIAL)",
         "two CNO realizations",
     ]
@@ -347,6 +355,7 @@ def _summary_table(c: Comparison, by_run: dict[str, RunFigures], by_tokenizer: b
             label,
             _num(f.overall_ratio),
             _num(f.one_step_skill, ".3f"),
+            _num(f.one_step_skill_median, ".3f"),
             f"{100 * f.token_agreement:.1f}%" if f.token_agreement is not None else "n/a",
             f"{100 * f.token_reference:.1f}%" if scored and f.token_reference is not None else "n/a",
         ]

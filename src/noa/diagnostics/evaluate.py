@@ -41,6 +41,7 @@ from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
+from noa.diagnostics.skill import by_rule, rollout_states, step_sums
 from noa.errors import NoaError
 from noa.features import compute_features
 from noa.model import UAFNO, LatentProjector, UAFNOConfig
@@ -98,6 +99,9 @@ class DiagnosticsResult:
     tokenizer_class: str | None = None  # the class that loaded the tokenizer (None: noa's own)
     trained_on: dict[str, Any] = field(default_factory=dict)  # the run's family, grid and θ box (see trained_on)
     coverage: list[str] = field(default_factory=list)  # θ outside the model's box, another grid (noa.coverage)
+    # The one-step skill (noa.diagnostics.skill) per group ("all" and each update rule): pooled,
+    # median over operators, their 90% intervals; on CNO states at steps 0, T/4, T/2, 3T/4.
+    one_step_skill: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def assessments(self) -> dict[str, str | None]:
@@ -132,6 +136,8 @@ class _Collected:
     frames_cno: torch.Tensor  # [S, K, H, W] channel 0 at the plotted times
     frames_noa: torch.Tensor
     non_finite: int  # NOA rollouts with NaN/inf
+    one_step_error: torch.Tensor  # [N] Σ‖NOA step − CNO noise-free step‖² over the sample's skill states
+    one_step_reference: torch.Tensor  # [N] Σ‖CNO noise-free step − state‖² (persistence's error)
 
 
 @dataclass
@@ -681,6 +687,11 @@ def _evaluate(
             for name, value in _tokenized(tokenizer, noa, cno, persistence).items():
                 parts[name].append(value)
         parts["errors"].append(step_errors(noa, cno, other))
+        (one_step_error, one_step_reference), _ = step_sums(
+            model, params, rollout_states(cno[:, 0], timesteps), noa_params
+        )
+        parts["one_step_error"].append(one_step_error)
+        parts["one_step_reference"].append(one_step_reference)
         parts["non_finite"].append(int((~torch.isfinite(noa.flatten(1))).any(dim=1).sum()))
         if projected is not None:
             parts["projected"].append(projected[:, steps].mean(dim=1).cpu())
@@ -702,6 +713,8 @@ def _evaluate(
         frames_cno=torch.cat(parts["frames_cno"]),
         frames_noa=torch.cat(parts["frames_noa"]),
         non_finite=sum(parts["non_finite"]),
+        one_step_error=torch.cat(parts["one_step_error"]),
+        one_step_reference=torch.cat(parts["one_step_reference"]),
     )
 
 
@@ -782,6 +795,7 @@ def _result(
         verdict_detail=detail,
         rollout=rollout,
         cno_reconstruction=cno_reconstruction,
+        one_step_skill=by_rule(data.one_step_error, data.one_step_reference, rules),
         **sections,
     )
 

@@ -21,6 +21,7 @@ from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves
 from noa.diagnostics.evaluate import SKIP_REASON, DiagnosticsResult, _Collected, evaluate
 from noa.diagnostics.rollout_quality import INITIAL, VRMSE_INFLATED, RolloutQuality
+from noa.diagnostics.skill import ONE_STEP_DEFINITION
 from noa.errors import NoaError
 from noa.runtime import resolve_device
 
@@ -281,8 +282,23 @@ def _rollout_lines(r: DiagnosticsResult) -> list[str]:
         f"{_ratio(q.median_operator_ratio)} (led by operators whose nearly noise-free CNO has a tiny floor, "
         "so often far above the overall MSE/floor, which weights operators by their MSE)",
         *_rule_lines(q),
+        *_one_step_lines(r),
     ]
     return lines + _token_lines(r)
+
+
+def _one_step_lines(r: DiagnosticsResult) -> list[str]:
+    """The one-step skill (noa.diagnostics.skill) of every operator and of each update rule."""
+    if not r.one_step_skill:
+        return []
+    cells = [
+        f"{group} {_num(e['pooled'], '.3f')} (median over operators {_num(e['median'], '.3f')}, {e['operators']} operators)"
+        for group, e in r.one_step_skill.items()
+    ]
+    return [
+        f"One-step skill = {ONE_STEP_DEFINITION}; on CNO states at steps 0, T/4, T/2, 3T/4:",
+        "  " + "; ".join(cells),
+    ]
 
 
 def _rule_lines(q: RolloutQuality) -> list[str]:

@@ -62,7 +62,8 @@ class FamilyDefinition:
 FAMILY = FamilyDefinition()
 
 
-def _shapes(channels: int) -> dict[str, tuple[int, ...]]:
+def tensor_shapes(channels: int) -> dict[str, tuple[int, ...]]:
+    """Each family tensor's shape at the family's largest sizes, for C = ``channels`` fields."""
     ch, layers, k = MAX_CHANNELS, MAX_LAYERS, MAX_KERNEL
     return {
         "w_in": (ch, channels),
@@ -85,7 +86,10 @@ def family_tensors(channels: int, seed: int = FAMILY.seed) -> tuple[dict[str, to
     for j in range(1 + N_BASIS):
         gen = generator(seed, "cno-family", channels, j)
         out.append(
-            {name: torch.randn(*shape, generator=gen, dtype=torch.float32) for name, shape in _shapes(channels).items()}
+            {
+                name: torch.randn(*shape, generator=gen, dtype=torch.float32)
+                for name, shape in tensor_shapes(channels).items()
+            }
         )
     return tuple(out)
 
