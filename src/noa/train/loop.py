@@ -287,7 +287,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info(
-            f"noa train: {run.start.kind} run on {self.device}"
+            f"noa train: {run.start.kind} run{f' (preset {cfg.preset})' if cfg.preset else ''} on {self.device}"
             f"{f' x {self.ranks.world_size} ranks' if self.ranks.distributed else ''}; "
             f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
