@@ -262,7 +262,9 @@ def _tokenizer_settings_flags(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         metavar="NAME",
-        help=help_text(TOKENIZER_PRESETS, "Flags given override its values; metrics.json records its name"),
+        help=help_text(
+            TOKENIZER_PRESETS, "Flags given override its values; metrics.json records its name (default: none)"
+        ),
     )
     for key, (kind, text) in _TOKENIZER_SETTINGS.items():
         parser.add_argument(

@@ -22,7 +22,6 @@ from noa.tokenizer.io import check_output_dir, save_tokenizer
 from noa.tokenizer.model import FAMILIES, TokenizerConfig
 from noa.tokenizer.train import evaluate_tokenizer, train_tokenizer
 
-
 # What `noa vqvae train` trains with where neither a flag nor a --preset says otherwise: the
 # production tokenizer's sizes (the "guide" preset names the same values).
 DEFAULTS: dict[str, Any] = dict(

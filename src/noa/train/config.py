@@ -23,7 +23,8 @@ import yaml
 
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
-from noa.presets import TRAIN_PRESETS, help_text
+from noa.presets import TRAIN_PRESETS
+from noa.presets import help_text as preset_help
 from noa.train.execution import PRECISIONS
 
 # Flags that are views of the nested model config.
@@ -310,7 +311,7 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "preset": (
         str,
         True,
-        help_text(
+        preset_help(
             TRAIN_PRESETS,
             "Flags given and a --config file override its values; what a checkpoint records (a resume's run, a "
             "fine-tune's architecture and objective) wins over it. The run records its name",

@@ -180,7 +180,8 @@ def _lr_line(run: Run, batches_per_epoch: int) -> str:
     cfg = run.config
     total = cfg.epochs * batches_per_epoch
     if "warmup_steps" not in run.followed:
-        why = "--warmup-steps" if run.start.kind != "resume" else "kept by the resume"
+        given = "--warmup-steps" + (f" or --preset {cfg.preset}" if cfg.preset else "")
+        why = given if run.start.kind != "resume" else "kept by the resume"
     elif cfg.warmup_steps < GUIDE_WARMUP:
         why = f"default: a tenth of this run's {total} batches, the guide's {GUIDE_WARMUP} being too long for it; --warmup-steps sets it"
     else:
