@@ -204,7 +204,7 @@ def _stages(
     )
     log(describe(paths["dataset"]))
 
-    stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
+    stage(f"2/5  Tokenizer (--preset {PRESET}): categorical hierarchical VQ-VAE on the dataset's features")
     metrics = _tokenizer_done(paths["tokenizer"])
     if metrics is None:
 
@@ -245,7 +245,8 @@ def _stages(
     ]
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2
     stage(
-        f"3/5  NOA training (a one-step phase, then L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches"
+        f"3/5  NOA training (--preset {PRESET}: a one-step phase, then L_traj + λc·L_commit + λl·L_latent), "
+        f"stopping after {stop_at} batches"
     )
     if not checkpoints_in(paths["checkpoints"]):  # "overwrite": a first batch cut short may have left metrics.jsonl
         train({**args, "max_steps": stop_at, "overwrite": True})
