@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import TINY_MODEL
+from helpers import REPO, TINY_MODEL
 from noa import presets, quickstart
 from noa.cli import main
 from noa.errors import NoaError
+from noa.families import load_family
 from noa.train.checkpoint import load_checkpoint
 from noa.train.config import PER_RUN
 from noa.train.loop import train
@@ -171,3 +172,11 @@ def test_the_quickstart_trains_with_the_presets_it_always_had() -> None:
     assert quickstart.TOKENIZER == dict(
         epochs=25, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128, val_split=0.1
     )
+
+
+def test_the_user_guides_example_family_is_starters_kind_at_other_ranges() -> None:
+    """docs/user-guide.md trains examples/my_family.yaml with the presets: it must stay a family
+    file `noa data generate --family` reads, restricting what `starter` restricts."""
+    mine, starter = load_family(str(REPO / "examples" / "my_family.yaml")), load_family("starter")
+    assert mine.name == "my-family" and mine.as_dict()["dimensions"].keys() == starter.as_dict()["dimensions"].keys()
+    assert mine.as_dict() != starter.as_dict()
