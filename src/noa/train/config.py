@@ -313,8 +313,8 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
         True,
         preset_help(
             TRAIN_PRESETS,
-            "Flags given and a --config file override its values; what a checkpoint records (a resume's run, a "
-            "fine-tune's architecture and objective) wins over it. The run records its name",
+            "Flags given and a --config file override its values, and what a resume or a fine-tune inherits from "
+            "its checkpoint wins over it. The run records its name",
         ),
     ),
 }
