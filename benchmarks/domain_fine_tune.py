@@ -19,6 +19,7 @@ general NOA as it is and against a NOA trained from scratch on the domain data.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import time
@@ -45,7 +46,10 @@ MODEL = dict(base_channels=16, encoder_levels=2, modes=8, afno_blocks=2)
 
 
 def dataset(family: OperatorFamily, n: int, seed: int, grid: int, timesteps: int) -> Path:
-    path = WORK / f"{family.name}_n{n}_g{grid}_t{timesteps}_s{seed}.h5"
+    """The family's dataset, generated once and cached under its content: an edited --domain
+    file that keeps its name is another family, and gets its own file."""
+    content = hashlib.blake2b(family.to_json().encode(), digest_size=6).hexdigest()
+    path = WORK / f"{family.name}_{content}_n{n}_g{grid}_t{timesteps}_s{seed}.h5"
     if not path.exists():
         config = GenerateConfig(n_samples=n, grid=grid, timesteps=timesteps, seed=seed, store_trajectories=True,
                                 features=False, family=family.as_dict())  # fmt: skip

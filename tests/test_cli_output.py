@@ -183,8 +183,14 @@ def _doc_rows() -> list[tuple[tuple[str, ...], str, str]]:
 
 
 def _code_default(command: tuple[str, ...], flag: str) -> object:
-    """The default the code uses: the parser's, or for `noa train` the TrainConfig's (its flags default to None)."""
+    """The default the code uses: the parser's, or for `noa train` the TrainConfig's and for `noa vqvae train`'s
+    settings a --preset sets the tokenizer job's (those flags default to None)."""
     key = flag[2:].replace("-", "_")
+    if command == ("vqvae", "train"):
+        from noa.tokenizer.job import DEFAULTS
+
+        if key in DEFAULTS:
+            return DEFAULTS[key]
     if command == ("train",):
         from noa.train.config import DATA_DEFAULTS, TrainConfig
 

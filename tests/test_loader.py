@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import h5py
 
 from noa.data.generate import GenerateConfig, generate
 from noa.data.h5 import read_rows
-from noa.data.loader import EpochBatchSampler, SampleSource, split_rows, usable_rows
+from noa.data.loader import EpochBatches, EpochBatchSampler, SampleSource, batch_loader, split_rows, usable_rows
 from noa.errors import NoaError
 
 
@@ -95,3 +96,21 @@ def test_batch_larger_than_train_split_is_refused() -> None:
 def test_validation_order_is_fixed_and_keeps_the_tail() -> None:
     s = EpochBatchSampler(7, 3, seed=0, shuffle=False, drop_last=False)
     assert list(s.batches(0)) == [[0, 1, 2], [3, 4, 5], [6]] == list(s.batches(9))
+
+
+class _SourceThatSaysWhichProcessRead(SampleSource):
+    def get_batch(self, positions):  # noqa: ANN001, ANN201
+        return {**super().get_batch(positions), "pid": torch.tensor([os.getpid()])}
+
+
+def test_loader_workers_start_once_and_serve_every_epoch(dataset: Path) -> None:
+    """`--num-workers N`: the worker processes (each with its HDF5 handle) start with the first
+    epoch and read every later one; no epoch pays for starting a process and reopening the file."""
+    source = _SourceThatSaysWhichProcessRead(dataset, usable_rows(dataset, None))
+    batches = EpochBatches(EpochBatchSampler(len(source), 4, seed=0))
+    loader = batch_loader(source, batches, num_workers=1, pin_memory=False)
+    readers = []
+    for epoch in range(3):
+        batches.set_epoch(epoch, start_batch=1 if epoch == 2 else 0)  # a resumed epoch too
+        readers += [int(batch["pid"]) for batch in loader]
+    assert len(readers) == 3 + 3 + 2 and len(set(readers)) == 1 and readers[0] != os.getpid()

@@ -226,14 +226,7 @@ def _add_vqvae(sub: argparse._SubParsersAction) -> None:
     )
     tr.add_argument("--dataset", required=True, help="dataset with features (see `noa data features`)")
     tr.add_argument("--out", required=True, help="checkpoint directory to create")
-    tr.add_argument("--epochs", type=int, default=100, help="training epochs (AdamW with cosine decay)")
-    tr.add_argument("--batch-size", type=int, default=128, help="samples per batch")
-    tr.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
-    tr.add_argument("--levels", type=int, default=12, help="residual quantization levels per category")
-    tr.add_argument("--codebook-size", type=int, default=64, help="codes per codebook")
-    tr.add_argument("--latent-dim", type=int, default=16, help="latent width per category and level")
-    tr.add_argument("--hidden", type=int, default=256, help="encoder/decoder width")
-    tr.add_argument("--val-split", type=float, default=0.1, help="fraction of samples held out for the metrics")
+    _tokenizer_settings_flags(tr)
     tr.add_argument("--n-samples", type=int, default=None, help="use the first N valid samples (default: all)")
     tr.add_argument("--seed", type=int, default=0, help="seed of the split, the data order and the initialisation")
     tr.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present); default auto")
@@ -246,24 +239,54 @@ def _add_vqvae(sub: argparse._SubParsersAction) -> None:
     info.set_defaults(handler=_vqvae_info)
 
 
+# The tokenizer's settings a --preset sets: (type, help); their defaults are noa.tokenizer.job.DEFAULTS.
+_TOKENIZER_SETTINGS: dict[str, tuple[type, str]] = {
+    "epochs": (int, "training epochs (AdamW with cosine decay)"),
+    "batch_size": (int, "samples per batch"),
+    "lr": (float, "peak learning rate"),
+    "levels": (int, "residual quantization levels per category"),
+    "codebook_size": (int, "codes per codebook"),
+    "latent_dim": (int, "latent width per category and level"),
+    "hidden": (int, "encoder/decoder width"),
+    "val_split": (float, "fraction of samples held out for the metrics"),
+}
+
+
+def _tokenizer_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """The settings --preset fills in, with no argparse default: a flag given overrides the preset."""
+    from noa.presets import TOKENIZER_PRESETS, help_text
+    from noa.tokenizer.job import DEFAULTS
+
+    parser.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME",
+        help=help_text(
+            TOKENIZER_PRESETS, "Flags given override its values; metrics.json records its name (default: none)"
+        ),
+    )
+    for key, (kind, text) in _TOKENIZER_SETTINGS.items():
+        parser.add_argument(
+            "--" + key.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{text} (default: {DEFAULTS[key]}, or the preset's)",
+        )
+
+
 def _vqvae_train(args: argparse.Namespace) -> None:
     from noa.runtime import resolve_device
     from noa.tokenizer import tokenizer_info
-    from noa.tokenizer.job import train_tokenizer_on_dataset
+    from noa.tokenizer.job import tokenizer_settings, train_tokenizer_on_dataset
 
+    settings = tokenizer_settings(args.preset, {key: getattr(args, key) for key in _TOKENIZER_SETTINGS})
     train_tokenizer_on_dataset(
         args.dataset,
         args.out,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        levels=args.levels,
-        codebook_size=args.codebook_size,
-        latent_dim=args.latent_dim,
-        hidden=args.hidden,
+        **settings,
+        preset=args.preset,
         seed=args.seed,
         device=resolve_device(args.device),
-        val_split=args.val_split,
         n_samples=args.n_samples,
         overwrite=args.overwrite,
         progress=_bars(args),

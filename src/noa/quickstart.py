@@ -28,45 +28,24 @@ from noa.errors import NoaError
 from noa.families import load_family
 from noa.interruption import Interruption
 from noa.outputs import check_writable
+from noa.presets import tokenizer_preset, train_preset
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
 # Its operators come from the shipped `starter` family (`noa family show starter`), sized so
 # that these minutes learn it; the full family needs far more updates (benchmarks/README.md).
 FAMILY = "starter"
 DATA: dict[str, Any] = dict(n_samples=1024, grid=32, timesteps=16, seed=0, store_trajectories=True)
-TOKENIZER: dict[str, Any] = dict(
-    epochs=25, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128
-)
-# Many operators, few states of each: the states of one rollout are much alike, so the one-step
-# phase draws one state per operator and batch (--one-step-states 1) and sees every operator
-# once per epoch; it takes all but the last ROLLOUT_BATCHES, the rollouts under L_total the rest.
-# A validation costs about a quarter of an epoch here, so every 6th epoch and the last validate;
-# one loader process reads the next batch on the second core while this one trains.
-ROLLOUT_BATCHES = 4
-NOA: dict[str, Any] = dict(
-    n_samples=960,
-    val_split=0.05,
-    epochs=17,
-    val_every=6,
-    num_workers=1,
-    batch_size=16,
-    lr=2e-3,
-    bptt_window=8,
-    timesteps=16,
-    warmup_steps=20,
-    one_step_states=1,
-    base_channels=16,
-    encoder_levels=2,
-    modes=8,
-    afno_blocks=2,
-    projector_hidden=64,
-    lambda_commit=0.5,
-    enable_latent_loss=True,
-    lambda_latent=0.5,
-    latent_sample_steps=3,
-    save_every=20,
-    log_every=10,
-)
+# The tokenizer and the NOA train with the presets named "quickstart" (noa.presets: the one
+# definition `--preset quickstart` uses too); what is the quickstart's own is the data they
+# read: NOA below holds it, and any other flag there overrides the preset's, as a flag would.
+PRESET = "quickstart"
+TOKENIZER: dict[str, Any] = dict(tokenizer_preset(PRESET).values)
+NOA: dict[str, Any] = dict(n_samples=960, timesteps=16)
+
+
+def noa_settings() -> dict[str, Any]:
+    """The NOA's training settings: the preset's values under the quickstart's own."""
+    return {**train_preset(PRESET).values, **NOA}
 
 
 # Marks a directory as a quickstart's (and with which seed), so a rerun continues only its own.
@@ -139,7 +118,7 @@ def _tokenizer_done(path: Path) -> dict[str, Any] | None:
 
 def _training_finished(checkpoints: Path) -> Path | None:
     """The last epoch's checkpoint when training has run to its end, else None."""
-    last = checkpoints / f"epoch_{NOA['epochs']}.pt"
+    last = checkpoints / f"epoch_{noa_settings()['epochs']}.pt"
     return last if last.is_file() else None
 
 
@@ -225,7 +204,7 @@ def _stages(
     )
     log(describe(paths["dataset"]))
 
-    stage("2/5  Tokenizer: categorical hierarchical VQ-VAE on the dataset's features")
+    stage(f"2/5  Tokenizer (--preset {PRESET}): categorical hierarchical VQ-VAE on the dataset's features")
     metrics = _tokenizer_done(paths["tokenizer"])
     if metrics is None:
 
@@ -238,9 +217,9 @@ def _stages(
             paths["tokenizer"],
             seed=seed,
             device=device,
-            val_split=0.1,
             log=every_20th_epoch,
             progress=False,
+            preset=PRESET,
             **TOKENIZER,
         )
     else:
@@ -252,6 +231,7 @@ def _stages(
     )
 
     args = {
+        "preset": PRESET,
         **NOA,
         "dataset": str(paths["dataset"]),
         "vqvae_path": str(paths["tokenizer"]),
@@ -259,12 +239,14 @@ def _stages(
         "seed": seed,
         "device": device,
     }
-    batches_per_epoch = (NOA["n_samples"] - round(NOA["n_samples"] * NOA["val_split"])) // NOA["batch_size"]
-    total = batches_per_epoch * NOA["epochs"]
-    args["one_step_steps"] = max(total // 2, total - ROLLOUT_BATCHES)
+    settings = noa_settings()
+    batches_per_epoch = (settings["n_samples"] - round(settings["n_samples"] * settings["val_split"])) // settings[
+        "batch_size"
+    ]
     stop_at = batches_per_epoch + batches_per_epoch // 2  # mid-epoch 2
     stage(
-        f"3/5  NOA training (a one-step phase, then L_traj + λc·L_commit + λl·L_latent), stopping after {stop_at} batches"
+        f"3/5  NOA training (--preset {PRESET}: a one-step phase, then L_traj + λc·L_commit + λl·L_latent), "
+        f"stopping after {stop_at} batches"
     )
     if not checkpoints_in(paths["checkpoints"]):  # "overwrite": a first batch cut short may have left metrics.jsonl
         train({**args, "max_steps": stop_at, "overwrite": True})

@@ -11,14 +11,30 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from noa import outputs
 from noa.data import h5
 from noa.data.loader import MIN_VAL_SAMPLES, split_rows, usable_rows
 from noa.errors import NoaError
+from noa.presets import tokenizer_preset
 from noa.tokenizer.io import check_output_dir, save_tokenizer
 from noa.tokenizer.model import FAMILIES, TokenizerConfig
 from noa.tokenizer.train import evaluate_tokenizer, train_tokenizer
+
+# What `noa vqvae train` trains with where neither a flag nor a --preset says otherwise: the
+# production tokenizer's sizes (the "guide" preset names the same values).
+DEFAULTS: dict[str, Any] = dict(
+    epochs=100, batch_size=128, lr=3e-3, levels=12, codebook_size=64, latent_dim=16, hidden=256, val_split=0.1
+)
+
+
+def tokenizer_settings(preset: str | None, given: dict[str, Any]) -> dict[str, Any]:
+    """The training settings of `noa vqvae train`: the defaults < the ``preset``'s values < the
+    flags ``given`` (None = not given)."""
+    values = {**DEFAULTS, **(tokenizer_preset(preset).values if preset else {})}
+    values.update({key: value for key, value in given.items() if value is not None})
+    return values
 
 
 def train_tokenizer_on_dataset(
@@ -39,9 +55,13 @@ def train_tokenizer_on_dataset(
     overwrite: bool = False,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    preset: str | None = None,
 ) -> dict:
-    """Train, evaluate on the held-out split and write the tokenizer directory; returns metrics."""
+    """Train, evaluate on the held-out split and write the tokenizer directory; returns metrics
+    (which record the ``preset`` the settings came from, if any)."""
     out = Path(out)
+    if preset is not None:
+        tokenizer_preset(preset)  # a name the record can be trusted with
     if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise NoaError(
             f"--epochs and --batch-size must be >= 1 and --lr a finite positive number; got {epochs}, {batch_size}, {lr}"
@@ -67,6 +87,7 @@ def train_tokenizer_on_dataset(
             overwrite=overwrite,
             log=log,
             progress=progress,
+            preset=preset,
         )
 
 
@@ -88,6 +109,7 @@ def _train_and_save(
     overwrite: bool,
     log: Callable[[str], None],
     progress: bool,
+    preset: str | None,
 ) -> dict:
     rows = usable_rows(dataset, n_samples)
     split = split_rows(rows, val_split, seed)
@@ -110,7 +132,8 @@ def _train_and_save(
         hidden=hidden,
     )
     _check_memory(config, len(split.train) + len(split.val), batch_size)
-    log(f"Training tokenizer on {len(split.train)} samples (validation {len(split.val)}) of {dataset}")
+    with_preset = f" (preset {preset})" if preset else ""
+    log(f"Training tokenizer{with_preset} on {len(split.train)} samples (validation {len(split.val)}) of {dataset}")
     for line in _start_warnings(len(split.train), len(split.val), codebook_size):
         log(line)
     start = time.perf_counter()
@@ -133,6 +156,7 @@ def _train_and_save(
     metrics["train_seconds"] = time.perf_counter() - start
     metrics["dataset"] = str(dataset)
     metrics["dataset_fingerprint"] = h5.fingerprint(dataset)
+    metrics["preset"] = preset
     save_tokenizer(model, out, history, metrics, overwrite=overwrite)
     return metrics
 

@@ -2,8 +2,8 @@
 
 ``TrainConfig`` is what a run is: the training settings plus the model's architecture nested as
 a :class:`~noa.model.UAFNOConfig` (one source of truth; the flags ``--base-channels`` and
-friends are views of it). Values come, lowest precedence first, from the defaults, the
-checkpoint's ``args`` (a resume inherits the run's settings so the guide's short resume
+friends are views of it). Values come, lowest precedence first, from the defaults, a
+``--preset`` (:mod:`noa.presets`; never applied to a resume), the checkpoint's ``args`` (a resume inherits the run's settings so the guide's short resume
 commands work; a fine-tune inherits the objective, not the data or budget), a ``--config`` file
 (YAML or JSON whose keys are flag names) and the command line. :func:`resolve_flags` is the
 only place that order is decided.
@@ -23,6 +23,8 @@ import yaml
 
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
+from noa.presets import TRAIN_PRESETS
+from noa.presets import help_text as preset_help
 from noa.train.execution import PRECISIONS
 
 # Flags that are views of the nested model config.
@@ -66,6 +68,7 @@ LEGACY_ARGS = {"one_step_steps": 0, "rule_head": False}
 # Flags a fine-tune does not inherit from the pretrained run: they describe that run's data,
 # budget and output, not the model or its objective. (T follows the new data: see settle.py.)
 NOT_INHERITED_BY_FINETUNE = (
+    "preset",
     "dataset",
     "n_samples",
     "timesteps",
@@ -150,6 +153,7 @@ class TrainConfig:
     max_steps: int | None = None
     overwrite: bool = False
     new_ok: bool = False
+    preset: str | None = None  # the --preset the run started from (noa.presets), recorded for the record
     model: UAFNOConfig = field(default_factory=UAFNOConfig)
 
     def flags(self) -> dict[str, Any]:
@@ -304,6 +308,15 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
         "with --resume auto: start a new run in a --checkpoint-dir that does not exist even when a run of a close "
         "name is beside it (without it, that is refused as a likely typo: 'did you mean …?')",
     ),
+    "preset": (
+        str,
+        True,
+        preset_help(
+            TRAIN_PRESETS,
+            "Flags given and a --config file override its values, and what a resume or a fine-tune inherits from "
+            "its checkpoint wins over it. The run records its name",
+        ),
+    ),
 }
 assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
 
@@ -343,6 +356,7 @@ _NONE_MEANS = {
     "init_from": "none",
     "max_steps": "no limit",
     "one_step_states": "all T",
+    "preset": "none",
 }
 
 
@@ -403,9 +417,12 @@ def requested_flags(cli: dict[str, Any], file_values: dict[str, Any]) -> dict[st
     return {**file_values, **{k: v for k, v in cli.items() if v is not None and k in _FLAGS}}
 
 
-def resolve_flags(explicit: dict[str, Any], inherited: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults < checkpoint ``inherited`` args (less per-run flags) < ``explicit`` flags."""
+def resolve_flags(
+    explicit: dict[str, Any], inherited: dict[str, Any] | None, preset: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Defaults < a ``preset``'s values < checkpoint ``inherited`` args (less per-run flags) < ``explicit`` flags."""
     values = dict(_DEFAULTS)
+    values.update(preset or {})
     if inherited:
         values.update({k: v for k, v in inherited.items() if k in _FLAGS and k not in PER_RUN})
     values.update(explicit)

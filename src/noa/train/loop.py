@@ -191,7 +191,8 @@ def _lr_line(run: Run, batches_per_epoch: int) -> str:
     cfg = run.config
     total = cfg.epochs * batches_per_epoch
     if "warmup_steps" not in run.followed:
-        why = "--warmup-steps" if run.start.kind != "resume" else "kept by the resume"
+        given = "--warmup-steps" + (f" or --preset {cfg.preset}" if cfg.preset else "")
+        why = given if run.start.kind != "resume" else "kept by the resume"
     elif cfg.warmup_steps < GUIDE_WARMUP:
         why = f"default: a tenth of this run's {total} batches, the guide's {GUIDE_WARMUP} being too long for it; --warmup-steps sets it"
     else:
@@ -303,7 +304,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         n_params = sum(p.numel() for p in self.model.parameters())
         log.info(
-            f"noa train: {run.start.kind} run on {self.device}"
+            f"noa train: {run.start.kind} run{f' (preset {cfg.preset})' if cfg.preset else ''} on {self.device}"
             f"{f' x {self.ranks.world_size} ranks' if self.ranks.distributed else ''}; "
             f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "

@@ -25,6 +25,7 @@ from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
 from noa.model.update_rule import UpdateRule
+from noa.presets import Preset, train_preset
 from noa.run_family import checkpoints_in, close_run, free_sibling
 from noa.runtime import resolve_device
 from noa.tokenizer.frozen import FrozenTokenizer, open_tokenizer
@@ -253,11 +254,14 @@ def _resolve(
         inherited = {**kept, **flags_module.FINETUNE_DEFAULTS}
     else:
         inherited = None
-    values = flags_module.resolve_flags(explicit, inherited)
+    preset = _preset(explicit, start)
+    values = flags_module.resolve_flags(explicit, inherited, dict(preset.values) if preset else None)
     if start.kind == "finetune":  # recorded however the fine-tune was asked for, from any working directory
         values["init_from"] = os.path.abspath(start.file)
+    if preset is not None:
+        _check_preset_needs(preset, values, explicit)
     tokenizer = _open_tokenizer(values, explicit, start)
-    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer)
+    followed = _follow_the_data(values, explicit, inherited or {}, info, batches_per_epoch, tokenizer, preset)
     rule = UpdateRule.from_space(info.space) if values["rule_head"] else None
     box = _theta_box(info)
     model = UAFNOConfig(
@@ -297,6 +301,35 @@ def _resolve(
     return cfg, followed, tokenizer
 
 
+def _preset(explicit: dict[str, Any], start: StartingPoint) -> Preset | None:
+    """The --preset this start applies (None: none given, or a resume, which keeps its run's
+    settings: there a preset other than the one the run recorded is refused)."""
+    if not explicit.get("preset"):
+        return None
+    preset = train_preset(explicit["preset"])
+    if start.kind != "resume":
+        return preset
+    recorded = (start.saved.get("args") or {}).get("preset")
+    if recorded != preset.name:
+        ran = f"--preset {recorded}" if recorded else "no preset"
+        raise NoaError(
+            f"--preset {preset.name}: {start.file.name}'s run started with {ran}, and a resume keeps the settings its "
+            "run recorded; drop --preset to continue the run, or fine-tune from its weights with --init-from CHECKPOINT "
+            "and a new --checkpoint-dir (the preset then sets what the fine-tune does not keep)"
+        )
+    return None
+
+
+def _check_preset_needs(preset: Preset, values: dict[str, Any], explicit: dict[str, Any]) -> None:
+    """A preset that turns L_latent on needs a tokenizer: said in the preset's terms, since the
+    user never typed --enable-latent-loss."""
+    if values["enable_latent_loss"] and not values.get("vqvae_path") and "enable_latent_loss" not in explicit:
+        raise NoaError(
+            f"--preset {preset.name} trains with L_commit and L_latent, which need a tokenizer: pass --vqvae-path DIR "
+            f"(e.g. one from `noa vqvae train --preset {preset.name}`), or --no-enable-latent-loss for L_traj alone"
+        )
+
+
 def _open_tokenizer(values: dict[str, Any], explicit: dict[str, Any], start: StartingPoint) -> FrozenTokenizer | None:
     """The run's tokenizer, loaded by the class the user named (none: noa's own). A resume, or a
     fine-tune that keeps its checkpoint's tokenizer, must name the class the checkpoint records."""
@@ -333,13 +366,17 @@ def _follow_the_data(
     info: h5.DatasetInfo,
     batches_per_epoch: Callable[[dict[str, Any]], int],
     tokenizer: FrozenTokenizer | None,
+    preset: Preset | None = None,
 ) -> tuple[str, ...]:
     """Every default that follows the data (config.DATA_DEFAULTS), here alone, when neither
     given nor inherited: T is the tokenizer's (which must match) with one, else the dataset's;
     a window longer than T becomes T; the one-step phase is the run's first half; the warmup is
     the guide's 500 batches, or a tenth of a shorter run (500 in a 40-batch run would keep the
-    LR below the peak asked for). Returns the keys that followed."""
-    followed = [k for k in ("timesteps", "warmup_steps") if k not in explicit and k not in inherited]
+    LR below the peak asked for). A ``preset``'s values count as given, but for the window,
+    which shrinks to a shorter T as the default's does, and its one-step rule applies. Returns
+    the keys that followed."""
+    given = {**(preset.values if preset else {}), **explicit}
+    followed = [k for k in ("timesteps", "warmup_steps") if k not in given and k not in inherited]
     if "timesteps" not in explicit and "timesteps" not in inherited:
         if tokenizer is not None:
             values["timesteps"] = tokenizer.timesteps
@@ -348,7 +385,9 @@ def _follow_the_data(
     if "bptt_window" not in explicit and values["bptt_window"] > values["timesteps"]:
         values["bptt_window"] = values["timesteps"]
     if values.get("one_step_steps") is None:
-        values["one_step_steps"] = values["epochs"] * batches_per_epoch(values) // 2
+        total = values["epochs"] * batches_per_epoch(values)
+        asked = preset.one_step_steps(total) if preset else None
+        values["one_step_steps"] = total // 2 if asked is None else asked
     if "warmup_steps" in followed:
         values["warmup_steps"] = min(flags_module.GUIDE_WARMUP, values["epochs"] * batches_per_epoch(values) // 10)
     return tuple(followed)
