@@ -133,7 +133,7 @@ def test_runs_scored_with_different_tokenizers_get_a_warning_and_a_tokenizer_col
     shutil.copytree(tiny_tokenizer, other)
     (other / "metrics.json").write_text("{}")  # not what the tokenizer's codes depend on: the same tokenizer
     figures = {
-        label: RunFigures([1], [1.0], [1.0], [2.0], [1.0], [2.0], [0.5], 1.0, 0.5, agree, reference)
+        label: RunFigures([1], [1.0], [1.0], [2.0], [1.0], [2.0], [0.5], 1.0, 0.5, 0.5, agree, reference)
         for label, agree, reference in (("a", 0.30, 0.899), ("b", 0.20, 0.471), ("c", None, None))
     }
     runs = {
@@ -152,12 +152,13 @@ def test_runs_scored_with_different_tokenizers_get_a_warning_and_a_tokenizer_col
     text = format_comparison(c)
     assert f"WARNING: {warning[0]}" in text
     assert (
-        "| run | horizon-averaged MSE/floor | one-step skill | token agreement (non-INITIAL) | two CNO realizations | tokenizer |"
-        in text
+        "| run | horizon-averaged MSE/floor | one-step skill (pooled) | one-step skill (median operator) "
+        "| token agreement (non-INITIAL) | two CNO realizations | tokenizer |" in text
     )
-    assert f"| a | 1.00 | 0.500 | 30.0% | 89.9% | {tiny_tokenizer} |" in text
+    assert f"| a | 1.00 | 0.500 | 0.500 | 30.0% | 89.9% | {tiny_tokenizer} |" in text
     assert (
-        f"| b | 1.00 | 0.500 | 20.0% | 47.1% | {other} |" in text and "| c | 1.00 | 0.500 | n/a | n/a | n/a |" in text
+        f"| b | 1.00 | 0.500 | 0.500 | 20.0% | 47.1% | {other} |" in text
+        and "| c | 1.00 | 0.500 | 0.500 | n/a | n/a | n/a |" in text
     )
     one = Comparison("d.h5", 1, [0], [], {k: runs[k] for k in "ac"}, {ALL: {k: figures[k] for k in "ac"}}, {ALL: 1})
     assert "tokenizer |" not in format_comparison(one)  # one tokenizer: no column, no warning

@@ -71,7 +71,9 @@ def test_compare_scores_the_cnos_noise_free_step_one(runs: list[Path], tiny_data
         for figures in by_run.values():
             assert figures.one_step_skill == pytest.approx(1.0, abs=1e-6)
             assert figures.one_step_skill_median == pytest.approx(1.0, abs=1e-6)
-    assert "one-step skill 1.000 (median over operators 1.000)" in format_comparison(c)
+    text = format_comparison(c)
+    assert "| one-step skill (pooled) | one-step skill (median operator) |" in text
+    assert all(f"| {label} | " in text and " | 1.000 | 1.000 | " in text for label in c.runs)
 
 
 def test_a_trained_runs_skill_is_the_diagnosiss_own(runs: list[Path], tiny_dataset: Path) -> None:
