@@ -124,6 +124,18 @@ class UAFNOConfig:
     def uses_generated(self) -> bool:
         return self.backbone != "uafno"
 
+    @property
+    def backbone_label(self) -> str:
+        """How a run's header names the model: its paths and the generated stack's shape."""
+        if not self.uses_generated:
+            return "U-AFNO"
+        shape = self.generated_shape()
+        stack = (
+            f"θ-generated stack ({shape.channels} channels, {shape.layers} layers, "
+            f"{shape.kernel}x{shape.kernel}, {shape.banks} banks)"
+        )
+        return stack if not self.uses_uafno else f"U-AFNO + {stack}"
+
     def generated_shape(self) -> GeneratedShape:
         """The generated stack's shape, with the whole CNO space's largest where a size is None."""
         largest = largest_shape(CNO_SPACE, [[0.0, 1.0]] * CNO_SPACE.size)

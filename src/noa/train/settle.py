@@ -22,6 +22,7 @@ from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
+from noa.model.generated import discrete_dimensions, largest_shape
 from noa.model.update_rule import UpdateRule
 from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
@@ -238,6 +239,9 @@ def _resolve(
         param_dim=info.space.size,
         update_rule=rule.to_dict() if rule else None,
         theta_box=_theta_box(info),
+        # The generated stack (when --backbone asks for it) holds the family's largest operator
+        # and reads its discrete dimensions as one-hot codes; flags override the sizes.
+        **(_generated_sizes(info) if values["backbone"] != "uafno" else {}),
     )
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
@@ -295,6 +299,12 @@ def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
     return None if all(pair == [0.0, 1.0] for pair in box) else box
 
 
+def _generated_sizes(info: h5.DatasetInfo) -> dict[str, Any]:
+    """The generated stack's shape fields of a new model, from the dataset's family and space."""
+    shape = largest_shape(info.space, info.operator_family.unit_box())
+    return {f"generated_{k}": v for k, v in shape.items()} | {"theta_discrete": discrete_dimensions(info.space)}
+
+
 def _follow_the_data(
     values: dict[str, Any],
     explicit: dict[str, Any],
@@ -333,11 +343,7 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
             return flag_name(key) if value else f"--no-{flag_name(key)[2:]}"
         return f"{flag_name(key)} {value}"
 
-    kept = [
-        shown(k)
-        for k in (*flags_module.OBJECTIVE, *ARCHITECTURE)
-        if k not in explicit and not (k == "vqvae_path" and flat[k] is None)
-    ]
+    kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and flat[k] is not None]
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
     line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
