@@ -4,6 +4,10 @@ written before it existed computing exactly what they did."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -234,3 +238,51 @@ def test_noa_load_diagnose_and_compare_read_a_hybrid_checkpoint(
         "cpu",
     ]
     assert main(argv) == 0 and (tmp_path / "cmp" / "summary.json").exists()
+
+
+# ----------------------------------------------------------------------------- slow: torchrun, torch.compile
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_generated_stack_as_one_rank_does(tiny_dataset: Path, tmp_path: Path) -> None:
+    # The generated stack alone: no GroupNorm, so no bias whose true gradient is 0 (see
+    # test_distributed._close); every weight within half an Adam step of one rank's.
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(run_args(tiny_dataset, one, backbone="generated", **GEN))
+    flags = []
+    for key, value in run_args(tiny_dataset, two, backbone="generated", batch_size=2, **GEN).items():
+        flags += ["--" + key.replace("_", "-"), str(value)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "noa"]
+    done = subprocess.run(
+        [*cmd, "train", *flags], capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "global batch 4 (2 per rank)" in done.stdout
+    a, b = load_checkpoint(one / "epoch_2.pt"), load_checkpoint(two / "epoch_2.pt")
+    assert b["config"]["backbone"] == "generated"
+    for key in a["model_state_dict"]:
+        torch.testing.assert_close(a["model_state_dict"][key], b["model_state_dict"][key], rtol=0, atol=5e-4, msg=key)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
+)
+def test_the_compiled_hybrid_step_agrees_with_eager_on_a_cpu() -> None:
+    torch.manual_seed(0)
+    model = UAFNO(UAFNOConfig(**SMALL, backbone="hybrid", **GEN, theta_discrete=discrete_dimensions(CNO_SPACE)))
+    x, p = _inputs()
+
+    def loss_and_grads(step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad()
+        out, bottleneck = step(x, p, True)
+        loss = out.pow(2).mean() + bottleneck.pow(2).mean()
+        loss.backward()
+        return loss.detach(), {k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None}
+
+    ref_loss, ref_grads = loss_and_grads(model)
+    loss, grads = loss_and_grads(torch.compile(model))
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=0)
+    assert grads.keys() == ref_grads.keys() and any(k.startswith("generated.") for k in grads)
+    for key in grads:
+        torch.testing.assert_close(grads[key], ref_grads[key], rtol=1e-3, atol=1e-6, msg=key)

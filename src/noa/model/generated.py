@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -122,8 +123,13 @@ class GeneratedStack(nn.Module):
 
     def codes(self, params: Tensor) -> Tensor:
         """One-hot codes ``[B, Σ options]`` of the discrete dimensions (empty without any)."""
+        # A comparison with the option indices, not F.one_hot: no value check, so no host sync
+        # (CUDA graphs), and the same arithmetic on every device.
         parts = [
-            F.one_hot((params[:, i].clamp(0.0, 1.0) * n).floor().clamp(max=n - 1).long(), n).to(params.dtype)
+            (
+                (params[:, i, None].clamp(0.0, 1.0) * n).floor().clamp(max=n - 1)
+                == torch.arange(n, device=params.device)
+            ).to(params.dtype)
             for i, n in self.discrete
         ]
         return torch.cat(parts, dim=1) if parts else params.new_zeros(params.shape[0], 0)
@@ -192,3 +198,10 @@ def discrete_dimensions(space: ParameterSpace) -> list[list[int]]:
         elif dim.kind == "int":
             out.append([i, int(dim.high) - int(dim.low) + 1])
     return out
+
+
+def family_fields(space: ParameterSpace, box: list[list[float]]) -> dict[str, Any]:
+    """The model-config fields of a generated stack for the operators in ``box``: its sizes
+    (:func:`largest_shape`) and the dimensions it reads one-hot (:func:`discrete_dimensions`)."""
+    shape = largest_shape(space, box)
+    return {f"generated_{k}": v for k, v in shape.items()} | {"theta_discrete": discrete_dimensions(space)}

@@ -22,7 +22,7 @@ from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
-from noa.model.generated import discrete_dimensions, largest_shape
+from noa.model.generated import family_fields
 from noa.model.update_rule import UpdateRule
 from noa.run_family import checkpoints_in, close_run
 from noa.runtime import resolve_device
@@ -241,7 +241,7 @@ def _resolve(
         theta_box=_theta_box(info),
         # The generated stack (when --backbone asks for it) holds the family's largest operator
         # and reads its discrete dimensions as one-hot codes; flags override the sizes.
-        **(_generated_sizes(info) if values["backbone"] != "uafno" else {}),
+        **(family_fields(info.space, info.operator_family.unit_box()) if values["backbone"] != "uafno" else {}),
     )
     if start.checkpoint is not None and "config" in start.checkpoint:
         model = UAFNOConfig.from_dict(start.checkpoint["config"])
@@ -297,12 +297,6 @@ def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
     None for the whole space (nothing to rescale)."""
     box = info.operator_family.unit_box()
     return None if all(pair == [0.0, 1.0] for pair in box) else box
-
-
-def _generated_sizes(info: h5.DatasetInfo) -> dict[str, Any]:
-    """The generated stack's shape fields of a new model, from the dataset's family and space."""
-    shape = largest_shape(info.space, info.operator_family.unit_box())
-    return {f"generated_{k}": v for k, v in shape.items()} | {"theta_discrete": discrete_dimensions(info.space)}
 
 
 def _follow_the_data(
