@@ -268,15 +268,17 @@ def test_two_ranks_train_the_generated_stack_as_one_rank_does(tiny_dataset: Path
 @pytest.mark.skipif(
     shutil.which("c++") is None and shutil.which("g++") is None, reason="torch.compile on a CPU needs a C++ compiler"
 )
-def test_the_compiled_hybrid_step_agrees_with_eager_on_a_cpu() -> None:
+def test_the_compiled_generated_step_agrees_with_eager_on_a_cpu() -> None:
+    # The stack alone: the U-AFNO's compiled step is test_execution's (with it, compiling took 7 minutes).
     torch.manual_seed(0)
-    model = UAFNO(UAFNOConfig(**SMALL, backbone="hybrid", **GEN, theta_discrete=discrete_dimensions(CNO_SPACE)))
+    model = UAFNO(UAFNOConfig(**SMALL, backbone="generated", **GEN, theta_discrete=discrete_dimensions(CNO_SPACE)))
     x, p = _inputs()
 
     def loss_and_grads(step) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model.zero_grad()
         out, bottleneck = step(x, p, True)
-        loss = out.pow(2).mean() + bottleneck.pow(2).mean()
+        assert bottleneck.shape == (2, 0, 1, 1)  # the stack alone has no bottleneck
+        loss = out.pow(2).mean()
         loss.backward()
         return loss.detach(), {k: v.grad.clone() for k, v in model.named_parameters() if v.grad is not None}
 
