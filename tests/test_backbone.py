@@ -216,6 +216,7 @@ def test_noa_load_diagnose_and_compare_read_a_hybrid_checkpoint(
 ) -> None:
     best = hybrid / "best_model.pt"
     agent = noa.load(best, device="cpu")
+    assert "U-AFNO + θ-generated stack (8 channels, 2 layers, 3x3, 2 banks)" in repr(agent)
     model, _ = build_model(load_checkpoint(best))
     x, p = _inputs(1)
     frames = agent.rollout(x, p, timesteps=2)
@@ -224,6 +225,7 @@ def test_noa_load_diagnose_and_compare_read_a_hybrid_checkpoint(
     torch.testing.assert_close(frames[:, -1], expected, rtol=0, atol=0)
     result = diagnose(best, tiny_tokenizer, None, n_samples=4, out_dir=tmp_path / "diag", log=lambda _: None)
     assert result.alignment is not None and result.rollout.overall_mse > 0  # the projector reads the bottleneck
+    assert "1 AFNO blocks; --backbone hybrid" in (tmp_path / "diag" / "report.md").read_text()
     other = tmp_path / "uafno"
     train(run_args(tiny_dataset, other, epochs=1))
     argv = [
