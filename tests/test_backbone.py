@@ -179,6 +179,45 @@ def test_a_fine_tune_keeps_the_backbone_and_another_backbone_is_refused_in_one_l
     assert not (tmp_path / "other").exists()
 
 
+def test_a_fine_tune_adds_the_generated_stack_beside_a_trained_uafno(
+    tiny_dataset: Path, tmp_path: Path, train_log: list[str]
+) -> None:
+    pretrained = tmp_path / "uafno"
+    train(run_args(tiny_dataset, pretrained, epochs=1))
+    source = load_checkpoint(pretrained / "epoch_1.pt")
+    # One batch at a negligible learning rate: the fine-tune's weights are where it started.
+    flags = dict(epochs=1, lr=1e-12, max_steps=1, checkpoint_dir=str(tmp_path / "ft"), device="cpu")
+    train(
+        {
+            "init_from": str(pretrained / "epoch_1.pt"),
+            "dataset": str(tiny_dataset),
+            "backbone": "hybrid",
+            **GEN,
+            **flags,
+        }
+    )
+    assert any("the θ-generated stack beside them starts near zero" in line for line in train_log)
+    tuned = load_checkpoint(tmp_path / "ft" / "step_1.pt")
+    assert tuned["config"]["backbone"] == "hybrid" and tuned["config"]["generated_channels"] == 8
+    for key, value in source["model_state_dict"].items():
+        torch.testing.assert_close(tuned["model_state_dict"][key], value, rtol=0, atol=1e-9, msg=key)
+    (uafno, _), (hybrid, _) = build_model(source), build_model(tuned)
+    x, p = _inputs()
+    with torch.no_grad():
+        f_u, f_h = uafno(x, p) - x, hybrid(x, p) - x
+    assert 0 < (f_h - f_u).abs().max() < 0.1 * f_u.abs().max()  # the stack is there, and starts near zero
+    with pytest.raises(NoaError, match="--backbone: checkpoint uafno, asked generated"):
+        train(
+            {
+                "init_from": str(pretrained / "epoch_1.pt"),
+                "dataset": str(tiny_dataset),
+                "backbone": "generated",
+                "checkpoint_dir": str(tmp_path / "refused"),
+                "device": "cpu",
+            }
+        )
+
+
 def test_the_generated_stack_alone_trains_and_refuses_l_latent_in_one_line(
     tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -27,17 +27,8 @@ from noa.model.uafno import BACKBONES
 from noa.train.execution import PRECISIONS
 
 # Flags that are views of the nested model config.
-ARCHITECTURE = (
-    "base_channels",
-    "encoder_levels",
-    "modes",
-    "afno_blocks",
-    "backbone",
-    "generated_channels",
-    "generated_layers",
-    "generated_kernel",
-    "generated_banks",
-)
+GENERATED_SIZES = ("generated_channels", "generated_layers", "generated_kernel", "generated_banks")
+ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks", "backbone", *GENERATED_SIZES)
 # Flags about this invocation, never inherited from a checkpoint.
 # How fast the step runs is about this machine, not the run (precision is inherited: a resume
 # is exact within one precision).

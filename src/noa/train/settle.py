@@ -31,7 +31,7 @@ from noa.tokenizer.user_class import absolute, class_problem
 from noa.train import config as flags_module
 from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint
-from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
+from noa.train.config import ARCHITECTURE, GENERATED_SIZES, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
 from noa.train.fit import check_fit, origin
 
@@ -244,7 +244,7 @@ def _resolve(
         **(family_fields(info.space, info.operator_family.unit_box()) if values["backbone"] != "uafno" else {}),
     )
     if start.checkpoint is not None and "config" in start.checkpoint:
-        model = UAFNOConfig.from_dict(start.checkpoint["config"])
+        model = _beside_a_trained_uafno(UAFNOConfig.from_dict(start.checkpoint["config"]), start, explicit, info)
         values["rule_head"] = model.update_rule is not None
         clash = [
             f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}"
@@ -297,6 +297,18 @@ def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
     None for the whole space (nothing to rescale)."""
     box = info.operator_family.unit_box()
     return None if all(pair == [0.0, 1.0] for pair in box) else box
+
+
+def _beside_a_trained_uafno(
+    model: UAFNOConfig, start: StartingPoint, explicit: dict[str, Any], info: h5.DatasetInfo
+) -> UAFNOConfig:
+    """A fine-tune of a U-AFNO that asks ``--backbone hybrid`` adds the θ-generated stack beside
+    the trained U-AFNO (its output starts near zero, so the hybrid starts as the U-AFNO),
+    sized from the new data's family unless flags size it; any other change is a clash."""
+    if start.kind != "finetune" or model.backbone != "uafno" or explicit.get("backbone") != "hybrid":
+        return model
+    sizes = {k: explicit[k] for k in GENERATED_SIZES if k in explicit}
+    return replace(model, **{**family_fields(info.space, info.operator_family.unit_box()), **sizes}, backbone="hybrid")
 
 
 def _follow_the_data(
