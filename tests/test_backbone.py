@@ -100,6 +100,8 @@ def test_the_generated_stack_is_sized_from_the_family_and_reads_discrete_dimensi
     assert codes[1] == 1 and codes[4 + 49 + 2] == 1 and codes[4 + 49 + 3 + 3] == 1  # 3 layers, kernel 7, sin
     with pytest.raises(NoaError, match="generated_kernel must be odd"):
         UAFNOConfig(**SMALL, backbone="hybrid", generated_kernel=4)
+    with pytest.raises(NoaError, match="theta_discrete must be"):
+        UAFNOConfig(**SMALL, theta_discrete=[[CNO_SPACE.size, 2]])  # no such θ dimension
     with pytest.raises(NoaError, match="backbone must be one of uafno, hybrid, generated"):
         UAFNOConfig(**SMALL, backbone="hyper")
 

@@ -78,7 +78,7 @@ class GeneratedStack(nn.Module):
         self.embed = nn.Sequential(
             nn.Linear(param_dim + code_dim, EMBED_DIM), nn.GELU(), nn.Linear(EMBED_DIM, EMBED_DIM), nn.GELU()
         )
-        # Every per-θ coefficient, by name: how many, and how its raw value becomes what it is.
+        # Every per-θ coefficient, by name, and how many (forward says what each becomes).
         self.sizes = {
             "lift": banks,
             "lift_bias": banks,

@@ -161,16 +161,20 @@ class UAFNOConfig:
         return cls(**d)
 
 
-def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
-    """``box`` as param_dim [low, high] pairs with 0 <= low <= high <= 1, or a NoaError."""
-    pairs = box if isinstance(box, (list, tuple)) else []
-    ok = len(pairs) == param_dim and all(
+def _is_pairs(value: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether ``value`` is a list of two-element lists of numbers of ``kinds`` (never bools)."""
+    return isinstance(value, (list, tuple)) and all(
         isinstance(pair, (list, tuple))
         and len(pair) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
-        and 0.0 <= pair[0] <= pair[1] <= 1.0
-        for pair in pairs
+        and all(isinstance(v, kinds) and not isinstance(v, bool) for v in pair)
+        for pair in value
     )
+
+
+def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
+    """``box`` as param_dim [low, high] pairs with 0 <= low <= high <= 1, or a NoaError."""
+    pairs = box if _is_pairs(box, (int, float)) else []
+    ok = len(pairs) == param_dim and all(0.0 <= low <= high <= 1.0 for low, high in pairs)
     if not ok:
         raise NoaError(
             f"model config: theta_box must be {param_dim} [low, high] pairs with 0 <= low <= high <= 1 "
@@ -181,14 +185,7 @@ def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
 
 def _checked_discrete(pairs: Any, param_dim: int) -> list[list[int]]:
     """``pairs`` as [θ index, options] with 0 <= index < param_dim and options >= 2, or a NoaError."""
-    ok = isinstance(pairs, (list, tuple)) and all(
-        isinstance(pair, (list, tuple))
-        and len(pair) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
-        and 0 <= pair[0] < param_dim
-        and pair[1] >= 2
-        for pair in pairs
-    )
+    ok = _is_pairs(pairs, (int,)) and all(0 <= index < param_dim and options >= 2 for index, options in pairs)
     if not ok:
         raise NoaError(
             f"model config: theta_discrete must be [index, options] pairs with 0 <= index < {param_dim} and "
