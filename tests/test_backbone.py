@@ -224,7 +224,8 @@ def test_the_generated_stack_alone_trains_and_refuses_l_latent_in_one_line(
     tiny_dataset: Path, tiny_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     ck = tmp_path / "gen"
-    train(run_args(tiny_dataset, ck, epochs=1, backbone="generated", **GEN))
+    # 4 encoder levels would leave the U-AFNO a 1x1 bottleneck on the 16x16 grid: the stack alone never halves it.
+    train(run_args(tiny_dataset, ck, epochs=1, backbone="generated", **{**GEN, "encoder_levels": 4}))
     saved = load_checkpoint(ck / "epoch_1.pt")
     assert saved["config"]["backbone"] == "generated"
     assert not any(k.startswith(("stem.", "afno.", "head.")) for k in saved["model_state_dict"])
@@ -232,6 +233,8 @@ def test_the_generated_stack_alone_trains_and_refuses_l_latent_in_one_line(
     x, p = _inputs()
     with torch.no_grad():
         assert torch.isfinite(model(x, p)).all()
+    report = diagnose(ck / "best_model.pt", None, None, n_samples=4, out_dir=tmp_path / "diag", log=lambda _: None)
+    assert report.rollout.overall_mse > 0  # diagnose takes the grid the U-AFNO alone could not
     argv = [
         "train",
         "--dataset",
