@@ -20,7 +20,14 @@ Candidates (``--model``):
   branch f(x, θ) is read as g;
 * ``hyper``: a θ-generated depthwise-separable stack (weights = θ-dependent mixtures of learned
   basis tensors, channel / tap / layer gates and an activation mixture, all generated from θ;
-  periodic depthwise convolutions done in Fourier space), the "weight-space conditioning" lever.
+  periodic depthwise convolutions done in Fourier space), the "weight-space conditioning" lever;
+* ``hybrid``, ``generated``: the product's θ-generated stack (:mod:`noa.model.generated`, what
+  ``noa train --backbone`` builds) beside the U-AFNO above or alone, sized from ``--family``'s
+  largest operator (the whole space's without one) and reading θ's discrete dimensions one-hot.
+
+``--updates N`` stops every candidate after N updates (equal updates) instead of ``--minutes``
+(equal wall time); the summary states the seconds per update either way (updates alone,
+without the skill evaluations).
 
 Reported: the **skill on O** (:mod:`noa.diagnostics.skill`) on the held-out operators
 (``--per-rule`` of each update rule on the family rung): 1 − Σ‖g − O_θ(x)‖² / Σ‖O_θ(x)‖² per
@@ -36,6 +43,7 @@ NAME=VALUE`` pins any θ dimension, in physical units, on every row.
     python benchmarks/learnability.py --rung one --model hyper --minutes 3
     python benchmarks/learnability.py --rung family --model uafno --n-train 1024 --minutes 10
     python benchmarks/learnability.py --rung one --model uafno --fix weight_gain=2.5 --fix n_layers=5
+    python benchmarks/learnability.py --family starter --model hybrid --theta-box --updates 300
 """
 
 from __future__ import annotations
@@ -55,9 +63,10 @@ from torch import nn
 from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, rollouts, skill_steps
 from noa.diagnostics.skill import headline, markdown, operator_sums, pooled, skill_on_o
 from noa.errors import NoaError
-from noa.families import OperatorFamily, load_family
+from noa.families import FULL, OperatorFamily, load_family
 from noa.families.difficulty import map_roughness
 from noa.model import UAFNO, UAFNOConfig
+from noa.model.generated import family_fields
 from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
 from noa.periodic import fourier_depthwise
@@ -200,13 +209,27 @@ class HyperStack(nn.Module):
 
 
 class UAFNOBranch(nn.Module):
-    """The NOA's U-AFNO at the quickstart's widths; g = its residual branch f(x, θ). With
+    """The NOA at the quickstart's U-AFNO widths; g = its residual branch f(x, θ). With
     ``theta_box`` (``--theta-box``: the family's, as `noa train` sets it) the θ embedding reads
-    θ rescaled to the family's box; without it, the whole space's unit coordinates."""
+    θ rescaled to the family's box; without it, the whole space's unit coordinates. ``backbone``
+    and ``generated`` (the stack's sizes and one-hot dimensions) are `noa train`'s model fields."""
 
-    def __init__(self, theta_box: list[list[float]] | None = None) -> None:
+    def __init__(
+        self,
+        theta_box: list[list[float]] | None = None,
+        backbone: str = "uafno",
+        generated: dict[str, object] | None = None,
+    ) -> None:
         super().__init__()
-        config = UAFNOConfig(base_channels=16, encoder_levels=2, modes=8, afno_blocks=2, theta_box=theta_box)
+        config = UAFNOConfig(
+            base_channels=16,
+            encoder_levels=2,
+            modes=8,
+            afno_blocks=2,
+            theta_box=theta_box,
+            backbone=backbone,
+            **(generated or {}),
+        )
         self.net = UAFNO(config)
 
     def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
@@ -310,11 +333,14 @@ def parse_pins(p: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rung", choices=("one", "combo", "family"), default="family")
-    p.add_argument("--model", choices=("hyper", "uafno"), default="hyper")
+    p.add_argument("--model", choices=("hyper", "uafno", "hybrid", "generated"), default="hyper")
     p.add_argument(
         "--theta-box",
         action="store_true",
-        help="uafno: the θ embedding reads θ rescaled to --family's box, as `noa train` does",
+        help="uafno, hybrid, generated: the θ embedding reads θ rescaled to --family's box, as `noa train` does",
+    )
+    p.add_argument(
+        "--updates", type=int, default=None, help="stop after N updates (equal updates) instead of --minutes"
     )
     p.add_argument(
         "--n-train", type=int, default=512, help="operators in the training pool (rung one: initial conditions)"
@@ -352,8 +378,10 @@ def main() -> None:
         p.error(
             "--n-test is for rungs one and combo; the family rung holds out --per-rule operators of each update rule"
         )
-    if args.theta_box and not (args.family and args.model == "uafno"):
-        p.error("--theta-box needs --family (the box is the family's) and --model uafno")
+    if args.theta_box and not (args.family and args.model != "hyper"):
+        p.error("--theta-box needs --family (the box is the family's) and --model uafno, hybrid or generated")
+    if args.updates is not None and args.updates < 1:
+        p.error(f"--updates must be >= 1; got {args.updates}")
     started = time.perf_counter()
     family = load_family(args.family) if args.family else None
     theta = draw_theta(args.n_train, args.seed, args.rung, None, fixed, family)
@@ -380,12 +408,24 @@ def main() -> None:
     share = loss_share(theta, states, maps)
     torch.manual_seed(args.seed)  # the candidate's initialisation (a benchmark, not library code)
     box = family.unit_box() if family is not None and args.theta_box else None
-    model = HyperStack() if args.model == "hyper" else UAFNOBranch(box)
+    model = (
+        HyperStack()
+        if args.model == "hyper"
+        else UAFNOBranch(box, args.model, family_fields(CNO_SPACE, (family or FULL).unit_box()))
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     draw = torch.Generator().manual_seed(args.seed + 2)
     curve, updates, t0 = [], 0, time.perf_counter()
+    update_seconds = 0.0  # in updates alone, without the skill evaluations
     next_report = 0.0
-    while (elapsed := time.perf_counter() - t0) < 60 * args.minutes:
+    budget = args.updates if args.updates is not None else 60 * args.minutes  # in updates or in seconds
+
+    def spent() -> float:
+        return updates if args.updates is not None else time.perf_counter() - t0
+
+    while spent() < budget:
+        elapsed = time.perf_counter() - t0
+        started_update = time.perf_counter()
         rows = torch.randint(0, states.shape[0], (args.batch_size,), generator=draw)
         steps = torch.randint(0, states.shape[1], (args.batch_size,), generator=draw)
         loss = F.mse_loss(model(states[rows, steps], theta[rows]), maps[rows, steps])
@@ -393,7 +433,8 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         updates += 1
-        if elapsed >= next_report:
+        update_seconds += time.perf_counter() - started_update
+        if spent() >= next_report:
             model.eval()
             curve.append(
                 {
@@ -406,11 +447,14 @@ def main() -> None:
             )
             model.train()
             print(json.dumps(curve[-1]), flush=True)
-            next_report += 60 * args.minutes / 5
+            next_report += budget / 5
+    train_seconds = time.perf_counter() - t0
     model.eval()
     on_o = skill_on_o(model, test, bins, seed=args.seed)
     final = {
         "updates": updates,
+        "seconds": round(train_seconds),
+        "seconds_per_update": round(update_seconds / max(updates, 1), 4),
         "held_out": skill(model, held_out, test_states, test_maps),
         "training": skill(model, theta[:48], states[:48], maps[:48]),
         "skill_on_o": on_o,

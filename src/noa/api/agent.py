@@ -100,7 +100,7 @@ class NeuralOperatorAgent:
         cfg = self.config
         return (
             f"NeuralOperatorAgent({self.path or 'in memory'}: channels {cfg.channels}, θ dims {cfg.param_dim}, "
-            f"base {cfg.base_channels}, levels {cfg.encoder_levels}, on {self.device})"
+            f"{cfg.backbone_label}, base {cfg.base_channels}, levels {cfg.encoder_levels}, on {self.device})"
         )
 
 

@@ -461,7 +461,7 @@ def check_fit(
     if cfg.param_dim != info.space.size:
         problems.append(f"operator parameters: {ck} takes {cfg.param_dim}, {ds} has {info.space.size}")
     factor = 2**cfg.encoder_levels
-    if info.grid % factor or info.grid // factor < 2:
+    if cfg.uses_uafno and (info.grid % factor or info.grid // factor < 2):  # the generated stack takes any grid
         problems.append(
             f"grid: {ck} needs a multiple of {factor} of at least {2 * factor} ({cfg.encoder_levels} encoder levels), "
             f"{ds} has {info.grid}"

@@ -469,7 +469,9 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
         (
             "U-AFNO",
             f"base {a.get('base_channels', '?')}, {a.get('encoder_levels', '?')} levels, "
-            f"{a.get('modes', '?')} modes, {a.get('afno_blocks', '?')} AFNO blocks",
+            f"{a.get('modes', '?')} modes, {a.get('afno_blocks', '?')} AFNO blocks"
+            # A run from before --backbone trained the U-AFNO alone.
+            + ("" if a.get("backbone", "uafno") == "uafno" else f"; --backbone {a['backbone']}"),
         ),
         ("evaluated", f"{r.n_samples} held-out samples, T = {r.timesteps}"),
         ("verdict", r.verdict),

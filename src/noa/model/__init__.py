@@ -1,4 +1,5 @@
-"""The NOA backbone (θ-conditioned U-AFNO) and the latent projector used for L_latent."""
+"""The NOA backbone (θ-conditioned U-AFNO, a θ-generated stack beside or instead of it) and the
+latent projector used for L_latent."""
 
 from noa.model.afno import AFNOBlock
 from noa.model.projector import LatentProjector

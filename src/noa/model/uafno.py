@@ -12,6 +12,10 @@ reads θ rescaled so that the training family's box spans [-1, 1] in every dimen
 coordinates, which an embedding learns to tell apart only slowly. θ outside the box still reads
 (beyond ±1), so every NOA takes every family's θ.
 
+Beside the U-AFNO (``backbone`` "hybrid") or instead of it ("generated") a θ-generated stack
+(:mod:`noa.model.generated`) adds its own f: full-resolution convolutions whose weights θ mixes
+from learned banks, which FiLM cannot express. Either way the rule head sees one f.
+
 Fields live on a torus, so every convolution pads circularly. Normalisation is per sample
 (GroupNorm / LayerNorm), so a sample's output never depends on its batch neighbours.
 """
@@ -27,12 +31,14 @@ from torch import Tensor, nn
 
 from noa.errors import NoaError
 from noa.model.afno import AFNOBlock
+from noa.model.generated import GeneratedShape, GeneratedStack, largest_shape
 from noa.model.update_rule import UpdateRule
 from noa.operators.space import CNO_SPACE
 from noa.periodic import PeriodicConv2d
 
 FILM_INIT_SCALE = 0.1  # FiLM starts near (scale 1, shift 0) yet already depends on θ
 HEAD_INIT_SCALE = 1e-2  # f starts near 0: the identity map, or α·x for a convex rule
+BACKBONES = ("uafno", "hybrid", "generated")
 
 
 @dataclass
@@ -56,6 +62,19 @@ class UAFNOConfig:
     # The name of the family whose box theta_box is (a fine-tune keeps its source's, so this may not
     # be the data's); None without a box, or in a checkpoint written before noa recorded it.
     theta_family: str | None = None
+    # Which paths compute f (BACKBONES): the U-AFNO alone, a θ-generated stack beside it
+    # (f = f_generated + f_uafno) or the generated stack alone; a checkpoint written before the
+    # generated stack existed gets "uafno" and computes what it always did.
+    backbone: str = "uafno"
+    # The generated stack's upper bounds (noa.model.generated); None = the whole CNO space's
+    # largest operator. Training sets them from the dataset's family.
+    generated_channels: int | None = None
+    generated_layers: int | None = None
+    generated_kernel: int | None = None
+    generated_banks: int = 8
+    # [θ index, options] of the dimensions the generated stack reads as one-hot codes
+    # (generated.discrete_dimensions of the dataset's space); None = none.
+    theta_discrete: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -68,6 +87,16 @@ class UAFNOConfig:
                 if value is not None:
                     self.theta_box = _checked_box(value, self.param_dim)
                 continue
+            if field.name == "backbone":
+                if value not in BACKBONES:
+                    raise NoaError(f"model config: backbone must be one of {', '.join(BACKBONES)}, got {value!r}")
+                continue
+            if field.name == "theta_discrete":
+                if value is not None:
+                    self.theta_discrete = _checked_discrete(value, self.param_dim)
+                continue
+            if field.name in ("generated_channels", "generated_layers", "generated_kernel") and value is None:
+                continue
             if field.name == "update_rule":
                 if value is not None:
                     UpdateRule.from_dict(value)
@@ -79,6 +108,10 @@ class UAFNOConfig:
             minimum = 0 if field.name == "afno_blocks" else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise NoaError(f"model config: {field.name} must be an integer >= {minimum}, got {value!r}")
+        if self.generated_kernel is not None and self.generated_kernel % 2 == 0:
+            raise NoaError(
+                f"model config: generated_kernel must be odd (a centred k×k kernel), got {self.generated_kernel}"
+            )
         if self.bottleneck_channels % self.afno_num_blocks:
             raise NoaError(
                 f"model config: the bottleneck has {self.bottleneck_channels} channels "
@@ -89,6 +122,36 @@ class UAFNOConfig:
     @property
     def bottleneck_channels(self) -> int:
         return self.base_channels * 2**self.encoder_levels
+
+    @property
+    def uses_uafno(self) -> bool:
+        return self.backbone != "generated"
+
+    @property
+    def uses_generated(self) -> bool:
+        return self.backbone != "uafno"
+
+    @property
+    def backbone_label(self) -> str:
+        """How a run's header names the model: its paths and the generated stack's shape."""
+        if not self.uses_generated:
+            return "U-AFNO"
+        shape = self.generated_shape()
+        stack = (
+            f"θ-generated stack ({shape.channels} channels, {shape.layers} layers, "
+            f"{shape.kernel}x{shape.kernel}, {shape.banks} banks)"
+        )
+        return stack if not self.uses_uafno else f"U-AFNO + {stack}"
+
+    def generated_shape(self) -> GeneratedShape:
+        """The generated stack's shape, with the whole CNO space's largest where a size is None."""
+        largest = largest_shape(CNO_SPACE, [[0.0, 1.0]] * CNO_SPACE.size)
+        return GeneratedShape(
+            channels=self.generated_channels or largest["channels"],
+            layers=self.generated_layers or largest["layers"],
+            kernel=self.generated_kernel or largest["kernel"],
+            banks=self.generated_banks,
+        )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -105,22 +168,37 @@ class UAFNOConfig:
         return cls(**d)
 
 
-def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
-    """``box`` as param_dim [low, high] pairs with 0 <= low <= high <= 1, or a NoaError."""
-    pairs = box if isinstance(box, (list, tuple)) else []
-    ok = len(pairs) == param_dim and all(
+def _is_pairs(value: Any, kinds: tuple[type, ...]) -> bool:
+    """Whether ``value`` is a list of two-element lists of numbers of ``kinds`` (never bools)."""
+    return isinstance(value, (list, tuple)) and all(
         isinstance(pair, (list, tuple))
         and len(pair) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
-        and 0.0 <= pair[0] <= pair[1] <= 1.0
-        for pair in pairs
+        and all(isinstance(v, kinds) and not isinstance(v, bool) for v in pair)
+        for pair in value
     )
+
+
+def _checked_box(box: Any, param_dim: int) -> list[list[float]]:
+    """``box`` as param_dim [low, high] pairs with 0 <= low <= high <= 1, or a NoaError."""
+    pairs = box if _is_pairs(box, (int, float)) else []
+    ok = len(pairs) == param_dim and all(0.0 <= low <= high <= 1.0 for low, high in pairs)
     if not ok:
         raise NoaError(
             f"model config: theta_box must be {param_dim} [low, high] pairs with 0 <= low <= high <= 1 "
             f"(θ's unit coordinates over the training family), got {box!r}"
         )
     return [[float(low), float(high)] for low, high in pairs]
+
+
+def _checked_discrete(pairs: Any, param_dim: int) -> list[list[int]]:
+    """``pairs`` as [θ index, options] with 0 <= index < param_dim and options >= 2, or a NoaError."""
+    ok = _is_pairs(pairs, (int,)) and all(0 <= index < param_dim and options >= 2 for index, options in pairs)
+    if not ok:
+        raise NoaError(
+            f"model config: theta_discrete must be [index, options] pairs with 0 <= index < {param_dim} and "
+            f"options >= 2 (θ's discrete dimensions), got {pairs!r}"
+        )
+    return [[int(i), int(n)] for i, n in pairs]
 
 
 def embedding_input(params: Tensor, low: Tensor, span: Tensor) -> Tensor:
@@ -141,7 +219,10 @@ def box_tensors(config: UAFNOConfig) -> tuple[Tensor, Tensor]:
 
 
 def check_grid(config: UAFNOConfig, grid: int) -> None:
-    """Fail clearly unless ``grid`` survives ``encoder_levels`` halvings with at least 2 cells."""
+    """Fail clearly unless ``grid`` survives ``encoder_levels`` halvings with at least 2 cells
+    (any grid serves a model without the U-AFNO: the generated stack never halves it)."""
+    if not config.uses_uafno:
+        return
     factor = 2**config.encoder_levels
     if grid % factor:
         raise NoaError(
@@ -196,7 +277,10 @@ class ConvBlock(nn.Module):
 
 
 class UAFNO(nn.Module):
-    """θ-conditioned U-AFNO; ``forward(x, params) = keep·x + scale·f(x, params)`` (see the module)."""
+    """The NOA: ``forward(x, params) = keep·x + scale·f(x, params)`` (see the module), with f from
+    the U-AFNO, the θ-generated stack (:mod:`noa.model.generated`) or their sum, as
+    ``config.backbone`` says. The U-AFNO's modules keep their names whatever sits beside them,
+    so a checkpoint of the U-AFNO alone loads as it always did."""
 
     theta_low: Tensor
     theta_span: Tensor
@@ -204,14 +288,24 @@ class UAFNO(nn.Module):
     def __init__(self, config: UAFNOConfig) -> None:
         super().__init__()
         self.config = config
-        self.bottleneck_channels = config.bottleneck_channels
         self.rule = UpdateRule.from_dict(config.update_rule) if config.update_rule is not None else None
-        widths = [config.base_channels * 2**level for level in range(config.encoder_levels + 1)]
-        embed_dim = 4 * config.base_channels
         low, span = box_tensors(config)
         # Not in the state dict: they follow from the config, which the checkpoint stores.
         self.register_buffer("theta_low", low, persistent=False)
         self.register_buffer("theta_span", span, persistent=False)
+        # No bottleneck without the U-AFNO: L_latent is refused for such a model (train.config).
+        self.bottleneck_channels = config.bottleneck_channels if config.uses_uafno else 0
+        if config.uses_uafno:
+            self._build_uafno(config)
+        self.generated = (
+            GeneratedStack(config.channels, config.param_dim, config.generated_shape(), config.theta_discrete or [])
+            if config.uses_generated
+            else None
+        )
+
+    def _build_uafno(self, config: UAFNOConfig) -> None:
+        widths = [config.base_channels * 2**level for level in range(config.encoder_levels + 1)]
+        embed_dim = 4 * config.base_channels
         self.embed = nn.Sequential(
             nn.Linear(config.param_dim, embed_dim),
             nn.GELU(),
@@ -246,7 +340,9 @@ class UAFNO(nn.Module):
 
     @property
     def layers(self) -> list[str]:
-        """Names accepted by :meth:`get_intermediate_features`, shallow to deep."""
+        """Names accepted by :meth:`get_intermediate_features`, shallow to deep (none without the U-AFNO)."""
+        if not self.config.uses_uafno:
+            return []
         return [f"encoder_{i}" for i in range(self.config.encoder_levels + 1)] + ["bottleneck"]
 
     def forward(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -254,17 +350,29 @@ class UAFNO(nn.Module):
         return self.step(x, params, return_bottleneck)
 
     def step(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """One step; with ``return_bottleneck`` also the bottleneck map of this same pass."""
+        """One step; with ``return_bottleneck`` also the bottleneck map of this same pass (without
+        the U-AFNO, an empty ``[B, 0, 1, 1]`` map: there is none to read)."""
         self._check_inputs(x, params)
-        emb = self.embed(embedding_input(params, self.theta_low, self.theta_span))
+        scaled = embedding_input(params, self.theta_low, self.theta_span)
+        if self.config.uses_uafno:
+            g, bottleneck = self._uafno(x, scaled)
+        else:
+            bottleneck = x.new_zeros(x.shape[0], 0, 1, 1)
+        if self.generated is not None:
+            generated = self.generated(x, scaled, params)
+            g = generated if not self.config.uses_uafno else g + generated
+        out = x + g if self.rule is None else self.rule.apply(x, g, params)
+        return (out, bottleneck) if return_bottleneck else out
+
+    def _uafno(self, x: Tensor, scaled: Tensor) -> tuple[Tensor, Tensor]:
+        """The U-AFNO's f and its bottleneck."""
+        emb = self.embed(scaled)
         skips = self._encode(x, emb)
         bottleneck = self._bottleneck(skips[-1], emb)
         h = bottleneck
         for up, block, skip in zip(self.up, self.decoder, reversed(skips[:-1])):
             h = block(torch.cat([up(h), skip], dim=1), emb)
-        g = self.head(h)
-        out = x + g if self.rule is None else self.rule.apply(x, g, params)
-        return (out, bottleneck) if return_bottleneck else out
+        return self.head(h), bottleneck
 
     def get_intermediate_features(
         self, state: Tensor, layer: str = "bottleneck", params: Tensor | None = None
@@ -272,6 +380,10 @@ class UAFNO(nn.Module):
         """The named feature map for ``state`` under ``params``; runs only the layers it needs."""
         if params is None:
             raise NoaError("get_intermediate_features needs params=θ ([B, param_dim]): the U-AFNO is θ-conditioned")
+        if not self.config.uses_uafno:
+            raise NoaError(
+                "this NOA has no U-AFNO (backbone 'generated'), so no encoder or bottleneck features to return"
+            )
         if layer not in self.layers:
             raise NoaError(f"unknown layer {layer!r}; valid layers are {', '.join(self.layers)}")
         self._check_inputs(state, params)

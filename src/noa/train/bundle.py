@@ -187,12 +187,26 @@ class TrainingState:
         log.info("  ✓ Fresh optimizer, LR schedule (with warmup) and epoch count")
 
     def load_weights(self, ckpt: dict[str, Any]) -> bool:
-        """Model and (when both sides have one) projector weights; True if the projector loaded."""
+        """Model and (when both sides have one) projector weights; True if the projector loaded.
+        A generated stack the checkpoint lacks (a fine-tune that adds it beside a trained U-AFNO)
+        keeps its initialization; every other weight must be there."""
+        weights = ckpt["model_state_dict"]
+        fresh_stack = (
+            self.model.generated is not None
+            and (ckpt.get("config") or {}).get("backbone", "uafno") == "uafno"
+            and not any(k.startswith("generated.") for k in weights)
+        )
         try:
-            self.model.load_state_dict(ckpt["model_state_dict"])
+            loaded = self.model.load_state_dict(weights, strict=not fresh_stack)
         except RuntimeError as err:
             raise NoaError(f"the checkpoint's model weights do not fit its config: {str(err).splitlines()[0]}") from err
-        log.info("  ✓ Loaded model weights")
+        absent = [k for k in loaded.missing_keys if not k.startswith("generated.")] + loaded.unexpected_keys
+        if absent:
+            raise NoaError(f"the checkpoint's model weights do not fit its config: {', '.join(absent[:5])} differ")
+        if fresh_stack:
+            log.info("  ✓ Loaded model weights; the θ-generated stack beside them starts near zero (fresh)")
+        else:
+            log.info("  ✓ Loaded model weights")
         align = ckpt.get("alignment_state")
         if self.projector is None or not align:
             return False

@@ -23,12 +23,14 @@ import yaml
 
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
+from noa.model.uafno import BACKBONES
 from noa.presets import TRAIN_PRESETS
 from noa.presets import help_text as preset_help
 from noa.train.execution import PRECISIONS
 
 # Flags that are views of the nested model config.
-ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks")
+GENERATED_SIZES = ("generated_channels", "generated_layers", "generated_kernel", "generated_banks")
+ARCHITECTURE = ("base_channels", "encoder_levels", "modes", "afno_blocks", "backbone", *GENERATED_SIZES)
 # Flags about this invocation, never inherited from a checkpoint.
 # How fast the step runs is about this machine, not the run (precision is inherited: a resume
 # is exact within one precision).
@@ -164,10 +166,11 @@ class TrainConfig:
 
     @classmethod
     def from_flags(cls, values: dict[str, Any], model: UAFNOConfig | None = None) -> TrainConfig:
-        """A config from flag values; the architecture flags go into ``model``."""
+        """A config from flag values; the architecture flags go into ``model`` (one left at
+        None keeps ``model``'s value: the generated stack's sizes follow the dataset's family)."""
         own = {k: v for k, v in values.items() if k not in ARCHITECTURE}
         base = model or UAFNOConfig()
-        arch = {k: values[k] for k in ARCHITECTURE if k in values}
+        arch = {k: values[k] for k in ARCHITECTURE if values.get(k) is not None}
         return cls(**own, model=replace(base, **arch))
 
 
@@ -257,6 +260,17 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
     "encoder_levels": (int, False, "U-Net encoder levels"),
     "modes": (int, False, "Fourier modes kept in the AFNO blocks"),
     "afno_blocks": (int, False, "AFNO blocks at the bottleneck"),
+    "backbone": (
+        str,
+        False,
+        "what computes the NOA's f: uafno (the θ-conditioned U-AFNO), hybrid (a θ-generated full-resolution conv "
+        "stack, weights mixed per θ from learned banks, added to the U-AFNO's f) or generated (that stack alone: no "
+        "bottleneck, so no L_latent)",
+    ),
+    "generated_channels": (int, True, "hidden channels of the generated stack (hybrid, generated)"),
+    "generated_layers": (int, True, "conv layers of the generated stack (hybrid, generated)"),
+    "generated_kernel": (int, True, "depthwise kernel width of the generated stack, odd (hybrid, generated)"),
+    "generated_banks": (int, False, "weight banks the generated stack mixes per θ (hybrid, generated)"),
     "projector_hidden": (int, False, "hidden width of the latent projector"),
     "val_split": (float, False, "fraction of samples held out for validation"),
     "seed": (int, False, "seed of the split, data order and initialisation"),
@@ -321,7 +335,7 @@ _FLAGS: dict[str, tuple[type, bool, str]] = {
 assert set(_FLAGS) == set(_DEFAULTS), "every TrainConfig field needs a flag declaration"
 
 
-_CHOICES = {"lr_schedule": ("cosine", "constant"), "precision": PRECISIONS}
+_CHOICES = {"lr_schedule": ("cosine", "constant"), "precision": PRECISIONS, "backbone": BACKBONES}
 
 
 def flag_name(key: str) -> str:
@@ -357,6 +371,9 @@ _NONE_MEANS = {
     "max_steps": "no limit",
     "one_step_states": "all T",
     "preset": "none",
+    "generated_channels": "the dataset family's largest",
+    "generated_layers": "the dataset family's largest",
+    "generated_kernel": "the dataset family's largest",
 }
 
 
@@ -455,6 +472,11 @@ def validate(cfg: TrainConfig) -> None:
         (
             not cfg.enable_latent_loss or cfg.vqvae_path is not None,
             "--enable-latent-loss needs --vqvae-path (L_latent aligns with the tokenizer's latents)",
+        ),
+        (
+            not cfg.enable_latent_loss or cfg.model.uses_uafno,
+            "--enable-latent-loss reads the U-AFNO's bottleneck, which --backbone generated does not have; "
+            "use --backbone hybrid (the generated stack beside the U-AFNO) or --no-enable-latent-loss",
         ),
         (cfg.lambda_commit >= 0 and cfg.lambda_latent >= 0, "--lambda-commit and --lambda-latent must be >= 0"),
         (cfg.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {cfg.warmup_steps}"),

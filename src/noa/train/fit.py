@@ -52,7 +52,7 @@ def check_fit(
         fits = compatibility_problems(tokenizer, timesteps=None, channels=info.channels, grid=info.grid, source=ds)
         problems += [p.replace("tokenizer has", f"{tk} was trained on", 1) for p in fits]
     factor = 2**cfg.model.encoder_levels
-    if info.grid % factor or info.grid // factor < 2:
+    if cfg.model.uses_uafno and (info.grid % factor or info.grid // factor < 2):  # the generated stack takes any grid
         problems.append(
             f"grid: the model's {cfg.model.encoder_levels} encoder levels need a multiple of {factor} of at least "
             f"{2 * factor}, {ds} has {info.grid}"

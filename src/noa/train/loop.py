@@ -308,7 +308,7 @@ class Trainer:
             f"{f' x {self.ranks.world_size} ranks' if self.ranks.distributed else ''}; "
             f"global batch {run.global_batch} ({cfg.batch_size} per rank); {self.batches_per_epoch} batches per epoch; "
             f"{len(run.data.split.train)} train / {len(run.data.split.val)} validation samples; "
-            f"U-AFNO {n_params / 1e6:.2f} M parameters"
+            f"{cfg.model.backbone_label} {n_params / 1e6:.2f} M parameters"
             f"{f', θ scaled to {box_owner(cfg.model, run.data.info.operator_family.name)}' if cfg.model.theta_box is not None else ''}; "
             f"step: {run.execution.describe()}; threads {torch.get_num_threads()}"
             f"{f'; validation every {cfg.val_every} epochs and after the last' if cfg.val_every > 1 else ''}"

@@ -24,6 +24,7 @@ from noa.data.loader import Split, split_rows, usable_rows_of
 from noa.distributed import Ranks, rank_device
 from noa.errors import NoaError
 from noa.model import UAFNOConfig
+from noa.model.generated import family_fields
 from noa.model.update_rule import UpdateRule
 from noa.presets import Preset, train_preset
 from noa.run_family import checkpoints_in, close_run, free_sibling
@@ -33,7 +34,7 @@ from noa.tokenizer.user_class import absolute, class_problem
 from noa.train import config as flags_module
 from noa.train import rundir
 from noa.train.checkpoint import find_latest, load_checkpoint, recorded_path
-from noa.train.config import ARCHITECTURE, TrainConfig, flag_name
+from noa.train.config import ARCHITECTURE, GENERATED_SIZES, TrainConfig, flag_name
 from noa.train.execution import Execution, resolve_execution
 from noa.train.fit import check_fit, origin
 
@@ -270,9 +271,12 @@ def _resolve(
         update_rule=rule.to_dict() if rule else None,
         theta_box=box,
         theta_family=None if box is None else info.operator_family.name,
+        # The generated stack (when --backbone asks for it) holds the family's largest operator
+        # and reads its discrete dimensions as one-hot codes; flags override the sizes.
+        **(family_fields(info.space, info.operator_family.unit_box()) if values["backbone"] != "uafno" else {}),
     )
     if start.checkpoint is not None and "config" in start.checkpoint:
-        model = UAFNOConfig.from_dict(start.checkpoint["config"])
+        model = _beside_a_trained_uafno(UAFNOConfig.from_dict(start.checkpoint["config"]), start, explicit, info)
         values["rule_head"] = model.update_rule is not None
         clash = [
             f"{flag_name(k)}: checkpoint {getattr(model, k)}, asked {explicit[k]}"
@@ -359,6 +363,18 @@ def _theta_box(info: h5.DatasetInfo) -> list[list[float]] | None:
     return None if all(pair == [0.0, 1.0] for pair in box) else box
 
 
+def _beside_a_trained_uafno(
+    model: UAFNOConfig, start: StartingPoint, explicit: dict[str, Any], info: h5.DatasetInfo
+) -> UAFNOConfig:
+    """A fine-tune of a U-AFNO that asks ``--backbone hybrid`` adds the θ-generated stack beside
+    the trained U-AFNO (its output starts near zero, so the hybrid starts as the U-AFNO),
+    sized from the new data's family unless flags size it; any other change is a clash."""
+    if start.kind != "finetune" or model.backbone != "uafno" or explicit.get("backbone") != "hybrid":
+        return model
+    sizes = {k: explicit[k] for k in GENERATED_SIZES if k in explicit}
+    return replace(model, **{**family_fields(info.space, info.operator_family.unit_box()), **sizes}, backbone="hybrid")
+
+
 def _follow_the_data(
     values: dict[str, Any],
     explicit: dict[str, Any],
@@ -412,11 +428,7 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
             return flag_name(key) if value else f"--no-{flag_name(key)[2:]}"
         return f"{flag_name(key)} {value}"
 
-    kept = [
-        shown(k)
-        for k in (*flags_module.OBJECTIVE, *ARCHITECTURE)
-        if k not in explicit and not (k == "vqvae_path" and flat[k] is None)
-    ]
+    kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and flat[k] is not None]
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
     line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
