@@ -44,6 +44,9 @@ Candidates (``--model``; each prints its parameter count):
   ``--lr``, ``--near-zero-output`` (output banks start at 1e-2, f ≈ 0), ``--oracle-banks K``
   (K > 4 over-parameterises the family's four banks) and, for any candidate on fresh data,
   ``--gain-curriculum UPDATES`` (gains start in the family's low third and widen to its range);
+* ``hybrid``: ``noa train --backbone hybrid`` at ``uafno``'s widths: the θ-generated stack
+  (:mod:`noa.model.generated`, sized for the whole space's largest operator: 64 channels,
+  5 layers, 7×7) beside the U-AFNO, f = f_generated + f_uafno;
 * ``uafno-local``: the change for rough maps, ``uafno`` plus a full-resolution local path of
   four ConvNeXt-style blocks (periodic 7×7 depthwise conv, GroupNorm, FiLM from θ, 1×1 MLP;
   0.34 M in all). Not
@@ -89,9 +92,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from noa.data.ics import make_ics
 from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, rollouts, skill_steps
 from noa.diagnostics.skill import headline, median, skill_on_o
-from noa.families import OperatorFamily, load_family
+from noa.families import FULL, OperatorFamily, load_family
 from noa.interruption import Interruption
 from noa.model import UAFNO, UAFNOConfig
+from noa.model.generated import family_fields
 from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
 from noa.model.uafno import HEAD_INIT_SCALE, FiLM
 from noa.operators.cno import apply_operator, build_operators
@@ -101,7 +105,7 @@ from noa.periodic import periodic_pad
 from noa.seeding import derive_seed, generator
 from noa.torchfile import load_pt
 
-MODELS = ("uafno", "uafno4x", "hyper", "uafno-local", "oracle")
+MODELS = ("uafno", "uafno4x", "hyper", "uafno-local", "oracle", "hybrid")
 CHANNELS = 3
 CHECKPOINT, CURVE, RUN, SUMMARY = "checkpoint.pt", "curve.jsonl", "run.json", "summary.json"
 POOL = "pool.pt"  # the pool and held-out states of a --data pool run, so a resume skips the replay
@@ -179,6 +183,8 @@ def build_model(name: str, seed: int, banks: int = FAMILY_BANKS, near_zero_outpu
     if name == "oracle":
         return OracleStudent(OracleConfig(CHANNELS, banks, near_zero_output, seed))
     torch.manual_seed(seed)
+    if name == "hybrid":  # noa train --backbone hybrid at the quickstart's U-AFNO widths, sized for the whole space
+        return UAFNOBranch(None, "hybrid", family_fields(CNO_SPACE, FULL.unit_box()))
     builders = {"uafno": UAFNOBranch, "uafno4x": WideUAFNOBranch, "hyper": HyperStack, "uafno-local": LocalUAFNO}
     return builders[name]()
 
