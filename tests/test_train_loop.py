@@ -142,6 +142,11 @@ def test_early_stopping_counts_validations_under_val_every(
         ({"n_samples": 500}, "more than the 40 valid samples"),
         ({"base_channels": 8, "encoder_levels": 5}, "the model's 5 encoder levels need a multiple of 32"),
         ({"val_every": 0}, "--val-every must be >= 1"),
+        ({"backbone": "hypernet"}, "hypernet"),
+        ({"backbone": "hybrid", "generated_channels": 0}, "generated_channels must be an integer >= 1, got 0"),
+        ({"backbone": "hybrid", "generated_kernel": 4}, "generated_kernel must be odd"),
+        ({"backbone": "hybrid", "generated_banks": -2}, "generated_banks must be an integer >= 1, got -2"),
+        ({"preset": "quikstart"}, r"unknown --preset 'quikstart' \(did you mean quickstart\?\)"),
     ],
 )
 def test_bad_flags_fail_before_any_work(tiny_dataset: Path, tmp_path: Path, overrides: dict, message: str) -> None:
