@@ -237,6 +237,7 @@ def test_a_report_directory_has_one_writer_and_its_files_are_replaced_whole(
 def test_a_fine_tunes_held_out_rows_leave_out_the_rows_every_run_it_descends_from_trained_on(
     physics_only: Path, tiny_dataset: Path, tmp_path: Path
 ) -> None:
+    from noa.api.samples import training_split
     from noa.data.generate import GenerateConfig, generate
     from noa.data.loader import run_split
     from noa.diagnostics.evaluate import checkpoint_pool
@@ -266,6 +267,11 @@ def test_a_fine_tunes_held_out_rows_leave_out_the_rows_every_run_it_descends_fro
     assert f"{source}, which it descends from by fine-tuning: 2 validation samples of the training run" in result.text
     rows, _ = checkpoint_pool(once / "step_1.pt", tiny_dataset)  # what noa compare scores
     assert not set(rows.tolist()) & pretrained and len(rows) == 26
+    reseeded = load_checkpoint(twice / "step_2.pt")  # split by another seed, its own rows are not its source's
+    reseeded["args"]["seed"] = 3
+    save_atomic(reseeded, twice / "reseeded.pt")
+    split = training_split(twice / "reseeded.pt", tiny_dataset)  # what the Python API calls held out
+    assert set(split.train.tolist()) != pretrained and not set(split.held_out.tolist()) & pretrained
 
     # Both ways of starting a fine-tune record where it came from; the resume kept it.
     recorded = [load_checkpoint(p) for p in (once / "step_1.pt", twice / "step_1.pt", twice / "step_2.pt")]

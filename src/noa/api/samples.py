@@ -16,6 +16,7 @@ import torch
 
 from noa.data import h5
 from noa.data.loader import run_split, usable_rows
+from noa.diagnostics.evaluate import lineage_pool
 from noa.errors import NoaError
 from noa.train.checkpoint import load_checkpoint, recorded_path
 
@@ -55,17 +56,16 @@ def read_sample(dataset: str | Path, row: int) -> Sample:
 
 @dataclass(frozen=True)
 class TrainingSplit:
-    """The rows of its dataset a run trained and validated on, and the valid rows it never used."""
+    """The rows of its dataset a run trained and validated on, the valid rows it never used, and
+    the rows its weights never trained on."""
 
     dataset: Path
     train: np.ndarray
     validation: np.ndarray
     unused: np.ndarray  # valid rows beyond the run's --n-samples
-
-    @property
-    def held_out(self) -> np.ndarray:
-        """Rows the NOA's weights never trained on: validation and unused rows, sorted."""
-        return np.union1d(self.validation, self.unused)
+    # Validation and unused rows, sorted, less any row a run it was fine-tuned from trained on
+    # (the rows `noa diagnose` scores; noa.train.lineage follows the chain).
+    held_out: np.ndarray
 
 
 def training_split(checkpoint: str | Path, dataset: str | Path | None = None) -> TrainingSplit:
@@ -79,4 +79,5 @@ def training_split(checkpoint: str | Path, dataset: str | Path | None = None) ->
         raise NoaError(f"checkpoint {checkpoint} records no dataset; pass dataset= the file it was trained on")
     split = run_split(path, ckpt.get("args") or {})
     unused = np.setdiff1d(usable_rows(path, None), np.union1d(split.train, split.val))
-    return TrainingSplit(dataset=path, train=split.train, validation=split.val, unused=unused)
+    held_out, _ = lineage_pool(path, ckpt, checkpoint, same_data=True)
+    return TrainingSplit(dataset=path, train=split.train, validation=split.val, unused=unused, held_out=held_out)
