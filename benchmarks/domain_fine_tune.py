@@ -10,8 +10,9 @@ general NOA as it is and against a NOA trained from scratch on the domain data.
 3. from the general run's best model, a fine-tune on the domain data (``--init-from``,
    ``--lr`` / 10, ``--domain-epochs``); from scratch, the same recipe and number of updates
    on the domain data;
-4. each of the three judged on ``--operators`` fresh θ of the domain family
-   (``fresh_skill.py``: one-step skill and horizon-mean MSE against persistence, per rule).
+4. each of the three judged on ``--per-rule`` fresh θ of each update rule of the domain family
+   (``fresh_skill.py``: the one-step skill, pooled and over the median operator, and the
+   horizon-mean MSE against persistence, per rule).
 
     python benchmarks/domain_fine_tune.py --threads 1
 """
@@ -83,7 +84,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--one-step-states", type=int, default=1, help="as noa train's (the quickstart's recipe: 1)")
-    p.add_argument("--operators", type=int, default=96, help="fresh domain θ judged")
+    p.add_argument("--per-rule", type=int, default=96, help="fresh domain θ judged, of each update rule")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args()
     if args.threads:
@@ -108,13 +109,20 @@ def main() -> None:
         rows[name] = {
             "updates": steps,
             "seconds": round(seconds),
-            "skill": measure(agent, domain_family, args.operators, args.grid, args.timesteps, seed=7919),
+            "skill": measure(agent, domain_family, args.per_rule, args.grid, args.timesteps, seed=7919),
         }
-    print(f"\nDomain family {domain_family.name}, {args.operators} fresh θ; general family {general_family.name}")
-    print("| NOA | updates on its data | one-step skill per rule | NOA / persistence horizon MSE per rule |")
+    print(
+        f"\nDomain family {domain_family.name}, {args.per_rule} fresh θ per rule; general family {general_family.name}"
+    )
+    print(
+        "| NOA | updates on its data | one-step skill per rule (pooled / median operator) | NOA / persistence horizon MSE per rule |"
+    )
     print("|---|---:|---|---|")
     for name, row in rows.items():
-        skills = ", ".join(f"{rule} {m['one_step_skill']:.3f}" for rule, m in row["skill"].items())
+        skills = ", ".join(
+            f"{rule} {m['one_step']['all']['pooled']:.3f} / {m['one_step']['all']['median']:.3f}"
+            for rule, m in row["skill"].items()
+        )
         ratios = ", ".join(f"{rule} {m['noa_to_persistence']:.3f}" for rule, m in row["skill"].items())
         print(f"| {name} | {row['updates']} ({row['seconds']} s) | {skills} | {ratios} |")
     (WORK / "summary.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")

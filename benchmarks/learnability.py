@@ -247,7 +247,7 @@ def drift_sums(
     noise-free CNO update and Δ̂ the model's (g through the rule): the shared one-step skill's sums
     (:func:`noa.diagnostics.skill.operator_sums`) for a model of g."""
     t = states.shape[1]
-    picks = sorted(set(skill_steps(t)))
+    picks = skill_steps(t)
     errors, references = [], []
     for s in range(0, theta.shape[0], 16):
         rows = slice(s, s + 16)

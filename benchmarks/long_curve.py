@@ -639,7 +639,8 @@ def make_run(args: argparse.Namespace, family: OperatorFamily, settings: dict, d
     source: Source
     if args.data == "pool":
         if cached.exists():  # written by this run (check_out_dir checked the folder is it)
-            held_out, pool = (StateSet(**sets) for sets in torch.load(cached, map_location=device, weights_only=True))
+            cached_sets = load_pt(cached, "long_curve pool cache", f"remove {cached} to replay it anew", device)
+            held_out, pool = (StateSet(**sets) for sets in cached_sets)
         else:
             held_out = held_out_set(family, args.seed, args.n_test, args.grid, args.timesteps, device)
             pool = training_pool(family, args.seed, args.n_train, args.grid, args.timesteps, device)
@@ -675,7 +676,7 @@ def skill_on_o_set(args: argparse.Namespace, family: OperatorFamily, device: tor
     states at steps 0, T/4, T/2, 3T/4), read back from the run's folder where it was made before."""
     cached = Path(args.out) / SKILL_SET
     if cached.exists():  # written by this run (check_out_dir checked the folder is it)
-        return StateSet(**torch.load(cached, map_location=device, weights_only=True))
+        return StateSet(**load_pt(cached, "long_curve skill-set cache", f"remove {cached} to replay it anew", device))
     seed = derive_seed(args.seed, "long-curve-skill-on-o")
     return held_out_operators(family, args.skill_per_rule, seed, CHANNELS, args.grid, args.timesteps, device, progress)
 

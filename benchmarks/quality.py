@@ -58,8 +58,8 @@ from noa.diagnostics.skill import (
     SKILL_ON_O,
     OperatorSkills,
     markdown,
+    one_step_sums,
     rollout_states,
-    step_sums,
     step_tables,
 )
 from noa.errors import NoaError
@@ -236,7 +236,9 @@ def one_step_skill(checkpoint: Path, rows: list[int], dataset: Path, device: str
     model, _ = build_model(load_checkpoint(checkpoint), device)
     theta, errors, references = [], [], []
     for batch, cno_frames in _replayed_batches(dataset, rows, 1, device):
-        (error, reference), _ = step_sums(model, batch["params"], rollout_states(cno_frames[:, 0], DATA["timesteps"]))
+        error, reference = one_step_sums(
+            model, batch["params"], rollout_states(cno_frames[:, 0], DATA["timesteps"]), space=family.space
+        )
         theta.append(batch["params"])
         errors.append(error)
         references.append(reference)

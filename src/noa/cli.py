@@ -277,13 +277,12 @@ def _tokenizer_settings_flags(parser: argparse.ArgumentParser) -> None:
 def _vqvae_train(args: argparse.Namespace) -> None:
     from noa.runtime import resolve_device
     from noa.tokenizer import tokenizer_info
-    from noa.tokenizer.job import tokenizer_settings, train_tokenizer_on_dataset
+    from noa.tokenizer.job import train_tokenizer_on_dataset
 
-    settings = tokenizer_settings(args.preset, {key: getattr(args, key) for key in _TOKENIZER_SETTINGS})
     train_tokenizer_on_dataset(
         args.dataset,
         args.out,
-        **settings,
+        **{key: getattr(args, key) for key in _TOKENIZER_SETTINGS},
         preset=args.preset,
         seed=args.seed,
         device=resolve_device(args.device),

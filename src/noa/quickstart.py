@@ -28,7 +28,7 @@ from noa.errors import NoaError
 from noa.families import load_family
 from noa.interruption import Interruption
 from noa.outputs import check_writable
-from noa.presets import tokenizer_preset, train_preset
+from noa.presets import train_preset
 
 # The embedded default: small enough for a 2-core CPU, large enough to learn something.
 # Its operators come from the shipped `starter` family (`noa family show starter`), sized so
@@ -39,7 +39,6 @@ DATA: dict[str, Any] = dict(n_samples=1024, grid=32, timesteps=16, seed=0, store
 # definition `--preset quickstart` uses too); what is the quickstart's own is the data they
 # read: NOA below holds it, and any other flag there overrides the preset's, as a flag would.
 PRESET = "quickstart"
-TOKENIZER: dict[str, Any] = dict(tokenizer_preset(PRESET).values)
 NOA: dict[str, Any] = dict(n_samples=960, timesteps=16)
 
 
@@ -220,7 +219,6 @@ def _stages(
             log=every_20th_epoch,
             progress=False,
             preset=PRESET,
-            **TOKENIZER,
         )
     else:
         log(f"{paths['tokenizer']} is complete; kept")

@@ -16,7 +16,6 @@ import torch
 
 from noa.data import h5
 from noa.data.loader import run_split, usable_rows
-from noa.diagnostics.evaluate import lineage_pool
 from noa.errors import NoaError
 from noa.train.checkpoint import load_checkpoint, recorded_path
 
@@ -79,5 +78,7 @@ def training_split(checkpoint: str | Path, dataset: str | Path | None = None) ->
         raise NoaError(f"checkpoint {checkpoint} records no dataset; pass dataset= the file it was trained on")
     split = run_split(path, ckpt.get("args") or {})
     unused = np.setdiff1d(usable_rows(path, None), np.union1d(split.train, split.val))
-    held_out, _ = lineage_pool(path, ckpt, checkpoint, same_data=True)
+    from noa.diagnostics.evaluate import lineage_pool  # here: reading a sample needs no plotting library
+
+    held_out, _ = lineage_pool(path, ckpt, checkpoint, same_data=True, empty_ok=True)
     return TrainingSplit(dataset=path, train=split.train, validation=split.val, unused=unused, held_out=held_out)

@@ -41,7 +41,7 @@ from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
 from noa.diagnostics.curves import TrainingCurves, training_curves_of
 from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, step_errors, summarize
-from noa.diagnostics.skill import by_rule, rollout_states, step_sums
+from noa.diagnostics.skill import by_rule, one_step_sums, rollout_states
 from noa.errors import NoaError
 from noa.features import compute_features
 from noa.model import UAFNO, LatentProjector, UAFNOConfig
@@ -573,11 +573,17 @@ def checkpoint_pool(checkpoint: str | Path, dataset: str | Path) -> tuple[np.nda
     return lineage_pool(dataset, ckpt, checkpoint, same_data)
 
 
-def lineage_pool(dataset: Path, ckpt: dict, checkpoint: str | Path, same_data: bool) -> tuple[np.ndarray, str]:
+def lineage_pool(
+    dataset: Path, ckpt: dict, checkpoint: str | Path, same_data: bool, empty_ok: bool = False
+) -> tuple[np.ndarray, str]:
     """The rows of ``dataset`` held out from the run that wrote ``checkpoint`` and from every run
     it descends from by fine-tuning (:mod:`noa.train.lineage`): a fine-tune's weights learned its
-    source's training rows too. Where a source cannot be read, the pool says so."""
-    pool, origin = held_out_pool(dataset, ckpt.get("args") or {}, same_data, recorded_path(ckpt, checkpoint, "dataset"))
+    source's training rows too. Where a source cannot be read, the pool says so. NoaError when
+    no row is left, unless ``empty_ok`` (the Python API's split, which may hold none)."""
+    trained_on = recorded_path(ckpt, checkpoint, "dataset")
+    pool, origin, none_left = _one_runs_pool(dataset, ckpt.get("args") or {}, same_data, trained_on)
+    if not len(pool) and not empty_ok:
+        raise NoaError(f"no held-out samples: {none_left}")
     chain = ancestry(ckpt, checkpoint)
     if not chain.runs and chain.unknown is None:
         return pool, origin
@@ -590,7 +596,7 @@ def lineage_pool(dataset: Path, ckpt: dict, checkpoint: str | Path, same_data: b
         )
         pool = np.intersect1d(pool, theirs)
         parts.append(f"{path}, which it descends from by fine-tuning: {their_origin}")
-    if not len(pool):
+    if not len(pool) and not empty_ok:
         raise NoaError(
             f"no held-out samples: every valid sample of {dataset} is a training sample of this run or of a run it "
             f"was fine-tuned from ({'; '.join(parts)}); diagnose it on data generated with another --seed"
@@ -687,7 +693,7 @@ def _evaluate(
             for name, value in _tokenized(tokenizer, noa, cno, persistence).items():
                 parts[name].append(value)
         parts["errors"].append(step_errors(noa, cno, other))
-        (one_step_error, one_step_reference), _ = step_sums(
+        one_step_error, one_step_reference = one_step_sums(
             model, params, rollout_states(cno[:, 0], timesteps), noa_params
         )
         parts["one_step_error"].append(one_step_error)

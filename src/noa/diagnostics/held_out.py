@@ -42,8 +42,9 @@ class StateSet:
 
 
 def skill_steps(timesteps: int) -> list[int]:
-    """The states a skill is measured on: steps 0, T/4, T/2 and 3T/4 of a T-step rollout."""
-    return [0, timesteps // 4, timesteps // 2, 3 * timesteps // 4]
+    """The states a skill is measured on: steps 0, T/4, T/2 and 3T/4 of a T-step rollout, each
+    once (for T < 4 some coincide)."""
+    return sorted({0, timesteps // 4, timesteps // 2, 3 * timesteps // 4})
 
 
 def cycled_ic_families(n: int) -> list[str]:

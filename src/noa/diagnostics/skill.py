@@ -44,7 +44,6 @@ RESAMPLES = 1000  # bootstrap resamples behind every interval
 LEVEL = 0.9  # the intervals' coverage
 SKILL_ON_O = "skill on O"
 ONE_STEP_SKILL = "one-step skill"
-SKILL_ON_O_DEFINITION = "1 − Σ‖f − O_θ(x)‖² / Σ‖O_θ(x)‖² per operator, f at unit scale, O_θ noise-free"
 ONE_STEP_DEFINITION = (
     "1 − Σ‖x̂′ − E[x′|x]‖² / Σ‖E[x′|x] − x‖², E[x′|x] the CNO's noise-free step (1 exact, 0 persistence)"
 )
@@ -112,7 +111,9 @@ def gain_thirds(family: OperatorFamily) -> list[float]:
 
 
 def gain_bin(gain: float, edges: list[float]) -> str:
-    """``low``, ``mid`` or ``high`` third of the family's gain range."""
+    """``low``, ``mid`` or ``high`` third of the family's gain range (``fixed`` where it has none)."""
+    if edges[0] == edges[1]:
+        return "gain fixed"
     return "gain low" if gain < edges[0] else "gain mid" if gain < edges[1] else "gain high"
 
 
@@ -181,8 +182,19 @@ def skill_on_o(
 
 def rollout_states(frames: Tensor, timesteps: int) -> Tensor:
     """The states a one-step skill is measured on, from CNO frames ``[B, T+1, ...]``: steps 0, T/4,
-    T/2 and 3T/4 (each once)."""
-    return frames[:, sorted(set(skill_steps(timesteps)))]
+    T/2 and 3T/4 (:func:`skill_steps`)."""
+    return frames[:, skill_steps(timesteps)]
+
+
+@torch.no_grad()
+def one_step_sums(
+    step: Stepper, theta: Tensor, states: Tensor, model_theta: Tensor | None = None, space: ParameterSpace = CNO_SPACE
+) -> tuple[Tensor, Tensor]:
+    """Per operator, the one-step skill's sums of a stepping model on its states ``[B, S, C, H, W]``
+    (:func:`step_sums` without the skill on O, for callers that report only this one)."""
+    predicted, x, _ = _stepped(step, theta, states, model_theta)
+    clean = noise_free_steps(theta, states, space).flatten(0, 1)
+    return _per_operator(operator_sums(predicted, clean, x), states.shape[1])
 
 
 @torch.no_grad()
@@ -197,19 +209,26 @@ def step_sums(
     if rule is None:
         raise ValueError("the skills need a parameter space with an update rule (update_policy, dt, alpha)")
     b, s = states.shape[:2]
-    flat_theta = theta.repeat_interleave(s, 0)
-    fed = flat_theta if model_theta is None else model_theta.repeat_interleave(s, 0)
-    x = states.flatten(0, 1).float()
-    predicted = step(x, fed.to(x.device))
+    predicted, x, flat_theta = _stepped(step, theta, states, model_theta)
     clean = noise_free_steps(theta, states, space).flatten(0, 1)
     ops = build_operators(theta.cpu(), [0] * b, states.shape[2], states.shape[-1], x.device, space).repeat(s)
     maps = apply_operator(ops, x)
     f = unit_scale(predicted, x, flat_theta.to(x.device), rule)
+    return _per_operator(operator_sums(predicted, clean, x), s), _per_operator(operator_sums(f, maps), s)
 
-    def per_operator(pair: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        return pair[0].view(b, s).sum(dim=1).cpu(), pair[1].view(b, s).sum(dim=1).cpu()
 
-    return per_operator(operator_sums(predicted, clean, x)), per_operator(operator_sums(f, maps))
+def _stepped(step: Stepper, theta: Tensor, states: Tensor, model_theta: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """The model's step from every state (flattened to ``[B·S, C, H, W]``), the states, and θ per state."""
+    s = states.shape[1]
+    flat_theta = theta.repeat_interleave(s, 0)
+    fed = flat_theta if model_theta is None else model_theta.repeat_interleave(s, 0)
+    x = states.flatten(0, 1).float()
+    return step(x, fed.to(x.device)), x, flat_theta
+
+
+def _per_operator(pair: tuple[Tensor, Tensor], states: int) -> tuple[Tensor, Tensor]:
+    """Sums over each operator's ``states`` consecutive rows, on the host."""
+    return pair[0].view(-1, states).sum(dim=1).cpu(), pair[1].view(-1, states).sum(dim=1).cpu()
 
 
 def step_tables(
@@ -218,7 +237,10 @@ def step_tables(
     """Both skills' tables (:meth:`OperatorSkills.table`) of a stepping model on operators θ
     ``[N, P]`` and their states ``[N, S, C, H, W]``: ``one_step`` and ``skill_on_o``. The
     operators go through :func:`step_sums` ``chunk`` at a time."""
-    sums = [step_sums(step, theta[i : i + chunk], states[i : i + chunk]) for i in range(0, theta.shape[0], chunk)]
+    sums = [
+        step_sums(step, theta[i : i + chunk], states[i : i + chunk], space=family.space)
+        for i in range(0, theta.shape[0], chunk)
+    ]
     tables = {}
     for name, which in (("one_step", 0), ("skill_on_o", 1)):
         error, reference = (torch.cat([s[which][part] for s in sums]) for part in (0, 1))

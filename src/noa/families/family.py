@@ -139,12 +139,6 @@ class OperatorFamily:
         if unknown:
             raise ValueError(f"family {self.name!r} restricts unknown dimensions {unknown}")
 
-    @property
-    def varying(self) -> list[Dimension]:
-        """The dimensions the family's operators differ in (everything but the fixed and inert ones)."""
-        rules = self.rules()
-        return [d for d in self.space.dims if not isinstance(rules.get(d.name), Fixed)]
-
     def inert(self) -> dict[str, str]:
         """Each dimension that acts on none of the family's operators, with why: ``dt`` where every
         operator is convex, ``alpha`` where every one is residual (ACTS_ONLY_UNDER)."""

@@ -41,16 +41,16 @@ def train_tokenizer_on_dataset(
     dataset: str | Path,
     out: str | Path,
     *,
-    epochs: int = 100,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    levels: int = 12,
-    codebook_size: int = 64,
-    latent_dim: int = 16,
-    hidden: int = 256,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    levels: int | None = None,
+    codebook_size: int | None = None,
+    latent_dim: int | None = None,
+    hidden: int | None = None,
     seed: int = 0,
     device: str = "cpu",
-    val_split: float = 0.1,
+    val_split: float | None = None,
     n_samples: int | None = None,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
@@ -58,10 +58,21 @@ def train_tokenizer_on_dataset(
     preset: str | None = None,
 ) -> dict:
     """Train, evaluate on the held-out split and write the tokenizer directory; returns metrics
-    (which record the ``preset`` the settings came from, if any)."""
+    (which record the ``preset`` the settings came from, if any). A setting left None takes the
+    ``preset``'s value, else :data:`DEFAULTS`' (:func:`tokenizer_settings`)."""
     out = Path(out)
-    if preset is not None:
-        tokenizer_preset(preset)  # a name the record can be trusted with
+    given = dict(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        levels=levels,
+        codebook_size=codebook_size,
+        latent_dim=latent_dim,
+        hidden=hidden,
+        val_split=val_split,
+    )
+    settings = tokenizer_settings(preset, given)
+    epochs, batch_size, lr, val_split = (settings[k] for k in ("epochs", "batch_size", "lr", "val_split"))
     if epochs < 1 or batch_size < 1 or not (math.isfinite(lr) and lr > 0):
         raise NoaError(
             f"--epochs and --batch-size must be >= 1 and --lr a finite positive number; got {epochs}, {batch_size}, {lr}"
@@ -73,16 +84,9 @@ def train_tokenizer_on_dataset(
         return _train_and_save(
             dataset,
             out,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            levels=levels,
-            codebook_size=codebook_size,
-            latent_dim=latent_dim,
-            hidden=hidden,
+            **settings,
             seed=seed,
             device=device,
-            val_split=val_split,
             n_samples=n_samples,
             overwrite=overwrite,
             log=log,

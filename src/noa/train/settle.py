@@ -428,7 +428,12 @@ def _kept_by_finetune(cfg: TrainConfig, start: StartingPoint, explicit: dict[str
             return flag_name(key) if value else f"--no-{flag_name(key)[2:]}"
         return f"{flag_name(key)} {value}"
 
-    kept = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k not in explicit and flat[k] is not None]
+    unused = GENERATED_SIZES if not cfg.model.uses_generated else ()  # a U-AFNO alone has no generated stack
+    kept = [
+        shown(k)
+        for k in (*flags_module.OBJECTIVE, *ARCHITECTURE)
+        if k not in explicit and flat[k] is not None and k not in unused
+    ]
     changed = [shown(k) for k in (*flags_module.OBJECTIVE, *ARCHITECTURE) if k in explicit]
     losses = "L_traj" + (" + L_commit" if cfg.vqvae_path else "") + (" + L_latent" if cfg.enable_latent_loss else "")
     line = f"The fine-tune keeps {start.file.name}'s objective and architecture unless flags change them: {losses}; kept: {', '.join(kept)}"
