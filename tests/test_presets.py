@@ -17,6 +17,7 @@ from noa.families import load_family
 from noa.train.checkpoint import load_checkpoint
 from noa.train.config import PER_RUN
 from noa.train.loop import train
+from noa.tokenizer.job import tokenizer_settings, train_tokenizer_on_dataset
 from noa.train.settle import settle
 
 QUICKSTART = presets.train_preset("quickstart")
@@ -139,6 +140,14 @@ def test_vqvae_train_takes_a_preset_under_its_flags_and_records_it(
     assert (config["levels"], config["codebook_size"], config["latent_dim"], config["hidden"]) == (4, 16, 8, 16)
     assert json.loads((out / "metrics.json").read_text())["preset"] == "quickstart"
     assert "Training tokenizer (preset quickstart) on 36 samples" in capsys.readouterr().out
+    # From Python the preset applies the same way: what is left out comes from it.
+    metrics = train_tokenizer_on_dataset(
+        tiny_dataset, tmp_path / "api", preset="quickstart", epochs=1, hidden=16, log=lambda _: None, progress=False
+    )
+    config = json.loads((tmp_path / "api" / "config.json").read_text())["config"]
+    assert (config["levels"], config["codebook_size"], config["hidden"]) == (4, 16, 16) and metrics[
+        "preset"
+    ] == "quickstart"
 
 
 def test_the_quickstart_trains_with_the_presets_it_always_had() -> None:
@@ -169,7 +178,7 @@ def test_the_quickstart_trains_with_the_presets_it_always_had() -> None:
         log_every=10,
     )
     assert QUICKSTART.one_step_steps((960 - 48) // 16 * 17) == 965
-    assert quickstart.TOKENIZER == dict(
+    assert tokenizer_settings(quickstart.PRESET, {}) == dict(
         epochs=25, batch_size=64, lr=3e-3, levels=4, codebook_size=16, latent_dim=8, hidden=128, val_split=0.1
     )
 

@@ -39,6 +39,7 @@ DATA: dict[str, Any] = dict(n_samples=1024, grid=32, timesteps=16, seed=0, store
 # definition `--preset quickstart` uses too); what is the quickstart's own is the data they
 # read: NOA below holds it, and any other flag there overrides the preset's, as a flag would.
 PRESET = "quickstart"
+TOKENIZER: dict[str, Any] = {}  # flags over the tokenizer preset's (none: it trains the preset as it is)
 NOA: dict[str, Any] = dict(n_samples=960, timesteps=16)
 
 
@@ -219,6 +220,7 @@ def _stages(
             log=every_20th_epoch,
             progress=False,
             preset=PRESET,
+            **TOKENIZER,
         )
     else:
         log(f"{paths['tokenizer']} is complete; kept")
