@@ -90,7 +90,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from noa.data.ics import make_ics
-from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, rollouts, skill_steps
+from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, ic_seeds, rollouts, skill_steps
 from noa.diagnostics.skill import headline, median, skill_on_o
 from noa.families import FULL, OperatorFamily, load_family
 from noa.interruption import Interruption
@@ -205,11 +205,6 @@ class Batch:
     target: Tensor
 
 
-def ladder_ic_seeds(seed: int, n: int) -> list[int]:
-    """The ladder's initial-condition (and noise) seeds of a pool drawn with ``seed``."""
-    return [seed * 1_000_003 + i for i in range(n)]
-
-
 def progress(line: str) -> None:
     print(line, flush=True)
 
@@ -219,7 +214,7 @@ def training_pool(
 ) -> StateSet:
     """The ladder's training pool (its family rung with ``--family``): n θ, T states each."""
     theta = torch.from_numpy(family.draw(n, seed))
-    return rollouts(theta, ladder_ic_seeds(seed, n), cycled_ic_families(n), CHANNELS, grid, timesteps, device, progress)
+    return rollouts(theta, ic_seeds(seed, n), cycled_ic_families(n), CHANNELS, grid, timesteps, device, progress)
 
 
 def held_out_set(

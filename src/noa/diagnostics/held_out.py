@@ -47,6 +47,12 @@ def skill_steps(timesteps: int) -> list[int]:
     return sorted({0, timesteps // 4, timesteps // 2, 3 * timesteps // 4})
 
 
+def ic_seeds(seed: int, n: int) -> list[int]:
+    """The initial-condition (and noise) seeds of n operators drawn with ``seed``: the ladder's rule,
+    shared by every benchmark so that the same seed means the same states."""
+    return [seed * 1_000_003 + i for i in range(n)]
+
+
 def cycled_ic_families(n: int) -> list[str]:
     """Row i gets initial-condition family i mod 5."""
     return [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)]
@@ -120,6 +126,5 @@ def held_out_operators(
     T-step rollout and O_θ on them. The IC (and noise) seeds come from ``seed`` alone."""
     theta = balanced_theta(family, per_rule, seed)
     n = theta.shape[0]
-    ic_seeds = [seed * 1_000_003 + i for i in range(n)]
-    full = rollouts(theta, ic_seeds, cycled_ic_families(n), channels, grid, timesteps, device, log)
+    full = rollouts(theta, ic_seeds(seed, n), cycled_ic_families(n), channels, grid, timesteps, device, log)
     return full.picked(skill_steps(timesteps))
