@@ -9,6 +9,7 @@
 #
 #   bash benchmarks/gpu_quality.sh                       # on the GPU machine, from the repository root
 #   MODEL=uafno-local MINUTES=5 bash benchmarks/gpu_quality.sh
+#   MODEL=oracle LR=1e-2 bash benchmarks/gpu_quality.sh      # LR: long_curve's --lr (default its 1e-3)
 #   bash benchmarks/gpu_quality.sh --smoke               # or SMOKE=1: seconds on a CPU, the plumbing only
 #
 # For machines that cannot reach a package index: wheels of the pure-Python dependencies in
@@ -36,7 +37,7 @@ if [[ "$SMOKE" == 1 ]]; then
 else
     RUN=${RUN_DIR:-/tmp/noa-gpu-quality-$MODEL}
     NAME=gpu_quality.json
-    FLAGS=(--device cuda --threads 4 --updates "${UPDATES:-1000000}" --minutes "${MINUTES:-7.5}")
+    FLAGS=(--device cuda --threads 4 --updates "${UPDATES:-1000000}" --minutes "${MINUTES:-7.5}" ${LR:+--lr "$LR"})
     LIMIT=${LIMIT_S:-540}
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 fi

@@ -64,6 +64,7 @@ from noa.diagnostics.skill import (
 )
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
+from noa.model.uafno import BACKBONES
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -130,6 +131,7 @@ def train_noa(dataset: Path, tokenizer: Path, args: argparse.Namespace, run_dir:
         encoder_levels=args.encoder_levels,
         modes=args.modes,
         afno_blocks=args.afno_blocks,
+        backbone=args.backbone,
         projector_hidden=128,
         lambda_commit=0.5,
         enable_latent_loss=True,
@@ -469,6 +471,12 @@ def main() -> None:
     p.add_argument("--encoder-levels", type=int, default=2)
     p.add_argument("--modes", type=int, default=8)
     p.add_argument("--afno-blocks", type=int, default=2)
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        default="uafno",
+        help="noa train's --backbone: the U-AFNO, the θ-generated stack beside it (hybrid) or the stack alone",
+    )
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
     p.add_argument(
         "--teacher-forcing-steps", type=int, default=0, help="batches whose windows start from the CNO's states"

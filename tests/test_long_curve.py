@@ -68,8 +68,8 @@ def test_sigterm_finishes_the_update_saves_and_resumes_exactly(
 ) -> None:
     plain = long_curve.timed_update
 
-    def signalled_after_two(r: long_curve.Run) -> None:
-        plain(r)
+    def signalled_after_two(r: long_curve.Run, batches: long_curve.Source | long_curve.Prefetched) -> None:
+        plain(r, batches)
         if r.progress.updates == 2:
             signal.raise_signal(signal.SIGTERM)
 
@@ -82,6 +82,25 @@ def test_sigterm_finishes_the_update_saves_and_resumes_exactly(
     run(tmp_path / "split", 5)
     run(tmp_path / "whole", 5)
     assert_same_run(tmp_path / "split", tmp_path / "whole")
+
+
+def test_a_prefetched_run_is_the_same_run(tmp_path: Path) -> None:
+    """Batches made ahead in a worker process are the source's own: a prefetched run, stopped and
+    extended, equals the plain one bit for bit, and a cap between the two stops the worker cleanly."""
+    run(tmp_path / "prefetched", 3, "--data", "fresh", "--prefetch", "2")
+    run(tmp_path / "prefetched", 6, "--data", "fresh", "--prefetch", "3")
+    run(tmp_path / "plain", 6, "--data", "fresh")
+    assert_same_run(tmp_path / "prefetched", tmp_path / "plain")
+    summary = json.loads((tmp_path / "prefetched" / long_curve.SUMMARY).read_text())
+    assert summary["this_invocation"]["prefetch"] == 3
+
+
+def test_prefetched_batches_arrive_in_order() -> None:
+    source = long_curve.FreshSource(load_family("full"), 0, 2, 16, 4, torch.device("cpu"))
+    ahead = long_curve.Prefetched(source, 5, 8, 2)
+    assert torch.equal(ahead.batch(5).x, source.batch(5).x)
+    with pytest.raises(RuntimeError, match="asked for 7, next is 6"):
+        ahead.batch(7)
 
 
 def test_fresh_batches_are_a_function_of_seed_and_update() -> None:
@@ -199,6 +218,7 @@ def test_the_gain_curriculum_starts_low_and_widens_to_the_family() -> None:
         (["--near-zero-output"], "use them with --model oracle"),
         (["--model", "oracle", "--oracle-banks", "3"], "at least the family's 4 banks"),
         (["--gain-curriculum", "10"], "use it with --data fresh"),
+        (["--prefetch", "2", "--device", "meta"], "use it with --device cpu"),
     ],
 )
 def test_a_lever_the_run_cannot_use_is_refused(

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from noa.operators.space import ParameterSpace
-from noa.periodic import periodic_pad
+from noa.periodic import fourier_depthwise
 
 # Generic nonlinearities the activation mixture chooses among (a softmax over them per θ).
 ACTIVATIONS: tuple[tuple[str, Callable[[Tensor], Tensor]], ...] = (
@@ -150,11 +150,9 @@ class GeneratedStack(nn.Module):
         w_in = torch.einsum("bk,kci->bci", raw["lift"], self.w_in) * scale[:, 0, None, None]
         h = torch.bmm(w_in, x.reshape(b, c, height * width)) + (raw["lift_bias"] @ self.b_in)[:, :, None]
         h = h * channel_gate
-        pad = k // 2
         for layer in range(layers):
             kernels = torch.einsum("bk,kcij->bcij", per_layer["depthwise"][:, layer], self.depthwise[layer]) * taps
-            padded = periodic_pad(h.reshape(1, b * ch, height, width), pad, pad)
-            spatial = F.conv2d(padded, kernels.reshape(b * ch, 1, k, k), groups=b * ch).reshape(b, ch, -1)
+            spatial = fourier_depthwise(h.reshape(b, ch, height, width), kernels).reshape(b, ch, -1)
             mixing = torch.einsum("bk,kcd->bcd", per_layer["pointwise"][:, layer], self.pointwise[layer])
             bias = per_layer["bias"][:, layer] @ self.b_hidden[layer]
             m = torch.bmm(mixing * scale[:, layer + 1, None, None], spatial) + bias[:, :, None]
