@@ -101,7 +101,7 @@ from noa.families import FULL, OperatorFamily, load_family
 from noa.interruption import Interruption
 from noa.model.candidates import HyperStack, LocalUAFNO, UAFNOBranch, WideUAFNOBranch
 from noa.model.generated import family_fields
-from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
+from noa.model.oracle import GENERATOR_BANKS, OracleConfig, OracleStudent
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
@@ -117,13 +117,18 @@ SKILL_SET = "skill_set.pt"  # the skill-on-O held-out operators, so a resume ski
 IDENTITY = ("model", "data", "family", "seed", "n_train", "timesteps", "n_test", "grid", "batch_size", "lr", "device")
 # Settings added later, recorded only where they differ from these defaults, so the runs made
 # before them keep their identity (and resume).
-LATER_IDENTITY = {"skill_per_rule": 192, "oracle_banks": FAMILY_BANKS, "near_zero_output": False, "gain_curriculum": 0}
+LATER_IDENTITY = {
+    "skill_per_rule": 192,
+    "oracle_banks": GENERATOR_BANKS,
+    "near_zero_output": False,
+    "gain_curriculum": 0,
+}
 
 
 # ----------------------------------------------------------------------------- candidates
 
 
-def build_model(name: str, seed: int, banks: int = FAMILY_BANKS, near_zero_output: bool = False) -> nn.Module:
+def build_model(name: str, seed: int, banks: int = GENERATOR_BANKS, near_zero_output: bool = False) -> nn.Module:
     """The candidate, initialised from ``seed`` (a benchmark may seed the global RNG for this);
     ``banks`` and ``near_zero_output`` are the oracle's levers."""
     if name == "oracle":
@@ -717,7 +722,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="held-out operators of each update rule for the skill on O",
     )
     p.add_argument(
-        "--oracle-banks", type=int, default=FAMILY_BANKS, help="oracle: learnable banks K (>= the family's 4)"
+        "--oracle-banks", type=int, default=GENERATOR_BANKS, help="oracle: learnable banks K (>= the generator's 4)"
     )
     p.add_argument("--near-zero-output", action="store_true", help="oracle: output banks start near 0 (f ≈ 0)")
     p.add_argument(
@@ -742,10 +747,10 @@ def train_parser() -> argparse.ArgumentParser:
 
 def check_levers(args: argparse.Namespace) -> None:
     """Refuse a lever the run's model or data cannot use, rather than ignore it."""
-    if args.model != "oracle" and (args.oracle_banks != FAMILY_BANKS or args.near_zero_output):
+    if args.model != "oracle" and (args.oracle_banks != GENERATOR_BANKS or args.near_zero_output):
         fail("--oracle-banks and --near-zero-output are the oracle's levers; use them with --model oracle")
-    if args.oracle_banks < FAMILY_BANKS:
-        fail(f"--oracle-banks {args.oracle_banks}: the oracle needs at least the family's {FAMILY_BANKS} banks")
+    if args.oracle_banks < GENERATOR_BANKS:
+        fail(f"--oracle-banks {args.oracle_banks}: the oracle needs at least the generator's {GENERATOR_BANKS} banks")
     if args.gain_curriculum and args.data != "fresh":
         fail("--gain-curriculum draws each batch's θ anew: use it with --data fresh")
     if args.prefetch and args.device != "cpu":
