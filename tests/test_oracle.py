@@ -66,6 +66,6 @@ def test_a_few_updates_move_the_student_towards_the_family(full, held) -> None:
     assert student.mixing.grad is not None and student.banks["depthwise"].grad is not None
 
 
-def test_fewer_banks_than_the_family_are_refused() -> None:
-    with pytest.raises(ValueError, match="at least the family's 4 banks"):
+def test_fewer_banks_than_the_generator_has_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least the generator's 4 banks"):
         OracleConfig(banks=3)
