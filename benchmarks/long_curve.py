@@ -33,7 +33,7 @@ states, made once per invocation (minutes on a CPU). ``fresh`` draws every batch
 family and 32 initial conditions (seeded by the run's seed and the update index), the CNO
 replayed once to the batch's largest step and each row's state taken at its own random step in
 [0, T), with its noise-free target O_θ(x); the replay's cost is logged apart from the update's.
-The replay costs about as much as a θ-generated model's update (it is the family's own network),
+The replay costs about as much as a θ-generated model's update (it is the CNO's own network),
 so ``--prefetch DEPTH`` makes batches ahead in one worker process at the run's thread count: the
 same batches, the same run bit for bit, with the replay on another core beside the updates (what
 is then logged as making batches is the wait for them).
@@ -47,7 +47,7 @@ Candidates (``--model``; each prints its parameter count; the research ones are
 * ``oracle``: the CNO's own computation with learnable banks (:mod:`noa.model.oracle`), the
   ceiling: how much of the family a perfectly shaped model learns per update. Its levers:
   ``--lr``, ``--near-zero-output`` (output banks start at 1e-2, f ≈ 0), ``--oracle-banks K``
-  (K > 4 over-parameterises the family's four banks) and, for any candidate on fresh data,
+  (K > 4 over-parameterises the generator's four banks) and, for any candidate on fresh data,
   ``--gain-curriculum UPDATES`` (gains start in the family's low third and widen to its range);
 * ``hybrid``: ``noa train --backbone hybrid`` at ``uafno``'s widths: the θ-generated stack
   (:mod:`noa.model.generated`, sized for the whole space's largest operator: 64 channels,

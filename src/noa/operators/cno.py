@@ -1,4 +1,4 @@
-"""The stochastic convolutional operator (CNO) family.
+"""The stochastic convolutional operators (CNO): one operator per θ.
 
 One operator, for one θ, maps a field x ∈ R^{C×H×W} (periodic grid) to
 
@@ -15,7 +15,7 @@ A step is
 where ξ is unit-variance Gaussian noise smoothed over ``noise_correlation`` of the domain and
 drawn from a counter-based stream keyed by the sample's noise seed (:mod:`noa.operators.noise`):
 the noise is the only thing about a rollout that θ and the IC do not fix. ``tanh`` bounds O, so
-no operator of the family can blow up faster than linearly in time.
+no CNO operator can blow up faster than linearly in time.
 
 Batching heterogeneous operators: each operator is embedded in a padded shape that depends on
 itself alone: hidden channels rounded up to a multiple of ``CHANNEL_BUCKET`` (16, 32, 48 or
