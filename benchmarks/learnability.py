@@ -14,7 +14,7 @@ Rungs (``--rung``):
   continuous coordinates (noise, gain, dt/α, weight-space mix) varying; held out = new θ;
 * ``family``: every dimension varying; held out = new θ.
 
-Candidates (``--model``):
+Candidates (``--model``; the research ones are :mod:`noa.model.candidates`):
 
 * ``uafno``: the NOA's U-AFNO (FiLM conditioning) at the quickstart's widths; its residual
   branch f(x, θ) is read as g;
@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -65,15 +64,13 @@ from noa.diagnostics.skill import headline, markdown, operator_sums, pooled, ski
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
 from noa.families.difficulty import map_roughness
-from noa.model import UAFNO, UAFNOConfig
+from noa.model.candidates import HyperStack, UAFNOBranch
 from noa.model.generated import family_fields
 from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES
-from noa.periodic import fourier_depthwise
 
 WORK = Path(__file__).resolve().parent / ".work"
 DISCRETE = ("n_layers", "base_channels", "kernel_size", "activation", "update_policy")
-BASIS_ACTIVATIONS = (torch.tanh, F.gelu, F.silu, torch.sin, torch.relu)
 
 
 def draw_theta(
@@ -127,113 +124,6 @@ def true_update(theta: torch.Tensor, x: torch.Tensor, o: torch.Tensor) -> torch.
     rule read from θ as the model's rule head reads it (:meth:`UpdateRule.coefficients`)."""
     keep, scale = RULE.coefficients(theta)
     return (keep - 1) * x + scale * o
-
-
-# ----------------------------------------------------------------------------- candidates
-
-
-class ThetaFeatures(nn.Module):
-    """Unit θ -> one-hot for choices and ints with few values, centred raw values otherwise."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sizes = [
-            len(d.choices)
-            if d.kind == "choice"
-            else int(d.high - d.low + 1)
-            if d.kind == "int" and d.high - d.low < 8
-            else 0
-            for d in CNO_SPACE.dims
-        ]
-        self.dim = sum(max(n, 1) for n in self.sizes)
-
-    def forward(self, theta: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for i, n in enumerate(self.sizes):
-            u = theta[:, i]
-            parts.append(F.one_hot((u * n).floor().clamp(0, n - 1).long(), n).float() if n else (2 * u - 1)[:, None])
-        return torch.cat(parts, dim=1)
-
-
-class HyperStack(nn.Module):
-    """g(x, θ): a depthwise-separable CNN whose every weight is generated from θ."""
-
-    def __init__(
-        self, channels: int = 3, hidden: int = 64, layers: int = 5, kernel: int = 7, n_basis: int = 4, embed: int = 128
-    ) -> None:
-        super().__init__()
-        self.hidden, self.layers, self.kernel, self.n_basis = hidden, layers, kernel, n_basis
-        self.features = ThetaFeatures()
-        self.embed = nn.Sequential(nn.Linear(self.features.dim, embed), nn.GELU(), nn.Linear(embed, embed), nn.GELU())
-        k2, acts = kernel * kernel, len(BASIS_ACTIVATIONS)
-        self.w_in = nn.Parameter(torch.randn(n_basis, hidden, channels) / math.sqrt(channels))
-        self.b_in = nn.Parameter(torch.zeros(n_basis, hidden))
-        self.depthwise = nn.Parameter(torch.randn(layers, n_basis, hidden, k2) / kernel)
-        self.pointwise = nn.Parameter(torch.randn(layers, n_basis, hidden, hidden) / math.sqrt(hidden))
-        self.bias = nn.Parameter(torch.zeros(layers, n_basis, hidden))
-        self.w_out = nn.Parameter(torch.randn(n_basis, channels, hidden) / math.sqrt(hidden))
-        self.b_out = nn.Parameter(torch.zeros(n_basis, channels))
-        self.mix = nn.Linear(embed, n_basis * (2 + 2 * layers))  # basis coefficients per tensor
-        self.gates = nn.Linear(embed, layers * (hidden + k2 + acts + 1))
-        with torch.no_grad():  # start at basis 0, ungated, an even activation mixture
-            self.mix.weight.mul_(0.1)
-            self.mix.bias.zero_()
-            self.mix.bias.view(-1, n_basis)[:, 0] = 1.0
-            self.gates.weight.mul_(0.1)
-            self.gates.bias.zero_()
-
-    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        b, c, n, _ = x.shape
-        hid, layers, k = self.hidden, self.layers, self.kernel
-        e = self.embed(self.features(theta))
-        a = self.mix(e).view(b, 2 + 2 * layers, self.n_basis)
-        channel_gate, tap_gate, act_mix, layer_gate = (
-            self.gates(e).view(b, layers, -1).split([hid, k * k, len(BASIS_ACTIVATIONS), 1], dim=2)
-        )
-        channel_gate, tap_gate = 2 * torch.sigmoid(channel_gate), 1 + tap_gate
-        act_mix, layer_gate = torch.softmax(act_mix, dim=-1), torch.sigmoid(layer_gate + 2.0)
-        h = torch.bmm(torch.einsum("bk,khc->bhc", a[:, 0], self.w_in), x.reshape(b, c, n * n))
-        h = (h + torch.einsum("bk,kh->bh", a[:, 0], self.b_in)[:, :, None]).reshape(b, hid, n, n)
-        for layer in range(layers):
-            kernels = (
-                torch.einsum("bk,khq->bhq", a[:, 1 + 2 * layer], self.depthwise[layer]) * tap_gate[:, layer, None, :]
-            )
-            spatial = fourier_depthwise(h, kernels.reshape(b, hid, k, k)).reshape(b, hid, n * n)
-            m = torch.bmm(torch.einsum("bk,kij->bij", a[:, 2 + 2 * layer], self.pointwise[layer]), spatial)
-            m = m + torch.einsum("bk,kh->bh", a[:, 2 + 2 * layer], self.bias[layer])[:, :, None]
-            new = sum(act_mix[:, layer, j, None, None] * f(m) for j, f in enumerate(BASIS_ACTIVATIONS))
-            gate = layer_gate[:, layer, :, None, None]
-            h = gate * (new * channel_gate[:, layer, :, None]).reshape(b, hid, n, n) + (1 - gate) * h
-        out = torch.bmm(torch.einsum("bk,kch->bch", a[:, -1], self.w_out), h.reshape(b, hid, n * n))
-        return torch.tanh(out + torch.einsum("bk,kc->bc", a[:, -1], self.b_out)[:, :, None]).reshape(b, c, n, n)
-
-
-class UAFNOBranch(nn.Module):
-    """The NOA at the quickstart's U-AFNO widths; g = its residual branch f(x, θ). With
-    ``theta_box`` (``--theta-box``: the family's, as `noa train` sets it) the θ embedding reads
-    θ rescaled to the family's box; without it, the whole space's unit coordinates. ``backbone``
-    and ``generated`` (the stack's sizes and one-hot dimensions) are `noa train`'s model fields."""
-
-    def __init__(
-        self,
-        theta_box: list[list[float]] | None = None,
-        backbone: str = "uafno",
-        generated: dict[str, object] | None = None,
-    ) -> None:
-        super().__init__()
-        config = UAFNOConfig(
-            base_channels=16,
-            encoder_levels=2,
-            modes=8,
-            afno_blocks=2,
-            theta_box=theta_box,
-            backbone=backbone,
-            **(generated or {}),
-        )
-        self.net = UAFNO(config)
-
-    def forward(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        return self.net(x, theta) - x
 
 
 # ----------------------------------------------------------------------------- measures

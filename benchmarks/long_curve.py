@@ -33,12 +33,13 @@ states, made once per invocation (minutes on a CPU). ``fresh`` draws every batch
 family and 32 initial conditions (seeded by the run's seed and the update index), the CNO
 replayed once to the batch's largest step and each row's state taken at its own random step in
 [0, T), with its noise-free target O_θ(x); the replay's cost is logged apart from the update's.
-The replay costs about as much as a θ-generated model's update (it is the family's own network),
+The replay costs about as much as a θ-generated model's update (it is the CNO's own network),
 so ``--prefetch DEPTH`` makes batches ahead in one worker process at the run's thread count: the
 same batches, the same run bit for bit, with the replay on another core beside the updates (what
 is then logged as making batches is the wait for them).
 
-Candidates (``--model``; each prints its parameter count):
+Candidates (``--model``; each prints its parameter count; the research ones are
+:mod:`noa.model.candidates`):
 
 * ``uafno``: the ladder's UAFNOBranch, the NOA's U-AFNO at the quickstart's widths (0.26 M);
 * ``uafno4x``: the same with base_channels 32 (about 4× the parameters, 1.0 M);
@@ -46,7 +47,7 @@ Candidates (``--model``; each prints its parameter count):
 * ``oracle``: the CNO's own computation with learnable banks (:mod:`noa.model.oracle`), the
   ceiling: how much of the family a perfectly shaped model learns per update. Its levers:
   ``--lr``, ``--near-zero-output`` (output banks start at 1e-2, f ≈ 0), ``--oracle-banks K``
-  (K > 4 over-parameterises the family's four banks) and, for any candidate on fresh data,
+  (K > 4 over-parameterises the generator's four banks) and, for any candidate on fresh data,
   ``--gain-curriculum UPDATES`` (gains start in the family's low third and widen to its range);
 * ``hybrid``: ``noa train --backbone hybrid`` at ``uafno``'s widths: the θ-generated stack
   (:mod:`noa.model.generated`, sized for the whole space's largest operator: 64 channels,
@@ -89,7 +90,7 @@ from typing import Any, NoReturn
 
 import torch
 import torch.nn.functional as F
-from learnability import HyperStack, UAFNOBranch, skill
+from learnability import skill
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -98,14 +99,12 @@ from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_oper
 from noa.diagnostics.skill import headline, median, skill_on_o
 from noa.families import FULL, OperatorFamily, load_family
 from noa.interruption import Interruption
-from noa.model import UAFNO, UAFNOConfig
+from noa.model.candidates import HyperStack, LocalUAFNO, UAFNOBranch, WideUAFNOBranch
 from noa.model.generated import family_fields
-from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
-from noa.model.uafno import HEAD_INIT_SCALE, FiLM
+from noa.model.oracle import GENERATOR_BANKS, OracleConfig, OracleStudent
 from noa.operators.cno import apply_operator, build_operators
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
-from noa.periodic import periodic_pad
 from noa.seeding import derive_seed, generator
 from noa.torchfile import load_pt
 
@@ -118,70 +117,18 @@ SKILL_SET = "skill_set.pt"  # the skill-on-O held-out operators, so a resume ski
 IDENTITY = ("model", "data", "family", "seed", "n_train", "timesteps", "n_test", "grid", "batch_size", "lr", "device")
 # Settings added later, recorded only where they differ from these defaults, so the runs made
 # before them keep their identity (and resume).
-LATER_IDENTITY = {"skill_per_rule": 192, "oracle_banks": FAMILY_BANKS, "near_zero_output": False, "gain_curriculum": 0}
+LATER_IDENTITY = {
+    "skill_per_rule": 192,
+    "oracle_banks": GENERATOR_BANKS,
+    "near_zero_output": False,
+    "gain_curriculum": 0,
+}
 
 
 # ----------------------------------------------------------------------------- candidates
 
 
-class WideUAFNOBranch(nn.Module):
-    """``uafno`` at base_channels 32: every convolution 4× the weights, the same depth and modes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = UAFNO(UAFNOConfig(base_channels=32, encoder_levels=2, modes=8, afno_blocks=2))
-
-    def forward(self, x: Tensor, theta: Tensor) -> Tensor:
-        return self.net(x, theta) - x
-
-
-class LocalBlock(nn.Module):
-    """ConvNeXt-style, at full resolution: periodic k×k depthwise conv, GroupNorm, FiLM from θ,
-    1×1 expansion, GELU, 1×1 projection, residual: the CNO's own layer shape, θ-modulated."""
-
-    def __init__(self, width: int, embed_dim: int, kernel: int, ratio: int = 2) -> None:
-        super().__init__()
-        self.pad = kernel // 2
-        self.depthwise = nn.Conv2d(width, width, kernel, groups=width)
-        self.norm = nn.GroupNorm(1, width)
-        self.film = FiLM(embed_dim, width)
-        self.expand = nn.Conv2d(width, ratio * width, 1)
-        self.project = nn.Conv2d(ratio * width, width, 1)
-
-    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
-        scale, shift = self.film(emb)
-        z = self.norm(self.depthwise(periodic_pad(h, self.pad, self.pad)))
-        z = z * scale[:, :, None, None] + shift[:, :, None, None]
-        return h + self.project(F.gelu(self.expand(z)))
-
-
-class LocalUAFNO(nn.Module):
-    """g = f_U-AFNO(x, θ) + head(blocks(lift(x))): the quickstart U-AFNO plus a full-resolution
-    local path; its head starts near 0, so training starts from the U-AFNO alone."""
-
-    def __init__(self, width: int = 32, blocks: int = 4, kernel: int = 7) -> None:
-        super().__init__()
-        self.uafno = UAFNOBranch()
-        embed_dim = 4 * width
-        self.embed = nn.Sequential(
-            nn.Linear(CNO_SPACE.size, embed_dim), nn.GELU(), nn.Linear(embed_dim, embed_dim), nn.GELU()
-        )
-        self.lift = nn.Conv2d(CHANNELS, width, 1)
-        self.blocks = nn.ModuleList(LocalBlock(width, embed_dim, kernel) for _ in range(blocks))
-        self.head = nn.Conv2d(width, CHANNELS, 1)
-        with torch.no_grad():
-            self.head.weight.mul_(HEAD_INIT_SCALE)
-            self.head.bias.zero_()
-
-    def forward(self, x: Tensor, theta: Tensor) -> Tensor:
-        emb = self.embed(2.0 * theta - 1.0)
-        h = self.lift(x)
-        for block in self.blocks:
-            h = block(h, emb)
-        return self.uafno(x, theta) + self.head(h)
-
-
-def build_model(name: str, seed: int, banks: int = FAMILY_BANKS, near_zero_output: bool = False) -> nn.Module:
+def build_model(name: str, seed: int, banks: int = GENERATOR_BANKS, near_zero_output: bool = False) -> nn.Module:
     """The candidate, initialised from ``seed`` (a benchmark may seed the global RNG for this);
     ``banks`` and ``near_zero_output`` are the oracle's levers."""
     if name == "oracle":
@@ -775,7 +722,7 @@ def train_parser() -> argparse.ArgumentParser:
         help="held-out operators of each update rule for the skill on O",
     )
     p.add_argument(
-        "--oracle-banks", type=int, default=FAMILY_BANKS, help="oracle: learnable banks K (>= the family's 4)"
+        "--oracle-banks", type=int, default=GENERATOR_BANKS, help="oracle: learnable banks K (>= the generator's 4)"
     )
     p.add_argument("--near-zero-output", action="store_true", help="oracle: output banks start near 0 (f ≈ 0)")
     p.add_argument(
@@ -800,10 +747,10 @@ def train_parser() -> argparse.ArgumentParser:
 
 def check_levers(args: argparse.Namespace) -> None:
     """Refuse a lever the run's model or data cannot use, rather than ignore it."""
-    if args.model != "oracle" and (args.oracle_banks != FAMILY_BANKS or args.near_zero_output):
+    if args.model != "oracle" and (args.oracle_banks != GENERATOR_BANKS or args.near_zero_output):
         fail("--oracle-banks and --near-zero-output are the oracle's levers; use them with --model oracle")
-    if args.oracle_banks < FAMILY_BANKS:
-        fail(f"--oracle-banks {args.oracle_banks}: the oracle needs at least the family's {FAMILY_BANKS} banks")
+    if args.oracle_banks < GENERATOR_BANKS:
+        fail(f"--oracle-banks {args.oracle_banks}: the oracle needs at least the generator's {GENERATOR_BANKS} banks")
     if args.gain_curriculum and args.data != "fresh":
         fail("--gain-curriculum draws each batch's θ anew: use it with --data fresh")
     if args.prefetch and args.device != "cpu":

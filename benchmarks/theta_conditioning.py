@@ -24,30 +24,13 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
+from common import WORK, cell, ensure_dataset, epoch_summaries, training_parser
 
 from noa.data import h5
 from noa.data.loader import split_rows, usable_rows
-from noa.model import UAFNO
+from noa.model.candidates import ThetaBlind
 from noa.train.loop import Trainer
 from noa.train.settle import settle
-
-from common import WORK, cell, ensure_dataset, epoch_summaries, training_parser
-
-
-class ThetaBlind(nn.Module):
-    """The wrapped U-AFNO with θ replaced by zeros in every call (same parameters)."""
-
-    def __init__(self, model: UAFNO) -> None:
-        super().__init__()
-        self.model = model
-        self.bottleneck_channels = model.bottleneck_channels
-
-    def forward(self, x: Tensor, params: Tensor) -> Tensor:
-        return self.model(x, torch.zeros_like(params))
-
-    def step(self, x: Tensor, params: Tensor, return_bottleneck: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        return self.model.step(x, torch.zeros_like(params), return_bottleneck=return_bottleneck)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

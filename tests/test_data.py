@@ -202,11 +202,11 @@ def test_a_file_of_another_family_is_refused(tmp_path: Path, dataset: Path) -> N
 
 
 def test_the_file_records_the_family_it_was_made_with(dataset: Path) -> None:
-    from noa.operators.family import FAMILY
+    from noa.operators.weights import BANKS
 
     with open_dataset(dataset) as f:
         family = json.loads(f.attrs["cno_family"])
-    assert family == json.loads(FAMILY.to_json())
+    assert family == json.loads(BANKS.to_json())
     assert {"name", "version", "seed"} <= set(family)
     assert str(family["seed"]) in describe(dataset)
 

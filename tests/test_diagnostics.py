@@ -905,7 +905,7 @@ def test_a_newer_checkpoint_in_a_sibling_run_directory_is_named(setup, tmp_path)
     import os
     import shutil
 
-    from noa.run_family import sibling_runs
+    from noa.run_siblings import sibling_runs
 
     # The guide's blocks pasted in order: checkpoints/noa holds an older run, so noa train wrote
     # to checkpoints/noa-2; diagnosing checkpoints/noa/best_model.pt names the newer one.
@@ -958,7 +958,7 @@ def test_a_fine_tune_in_a_sibling_directory_is_not_called_a_newer_checkpoint(set
 
 
 def test_diagnostics_does_not_import_the_training_run_directory_logic() -> None:
-    """The sibling-run question diagnose asks lives in noa.run_family, beside no training code."""
+    """The sibling-run question diagnose asks lives in noa.run_siblings, beside no training code."""
     import subprocess
     import sys
 

@@ -216,7 +216,7 @@ def test_the_gain_curriculum_starts_low_and_widens_to_the_family() -> None:
     ("extra", "said"),
     [
         (["--near-zero-output"], "use them with --model oracle"),
-        (["--model", "oracle", "--oracle-banks", "3"], "at least the family's 4 banks"),
+        (["--model", "oracle", "--oracle-banks", "3"], "at least the generator's 4 banks"),
         (["--gain-curriculum", "10"], "use it with --data fresh"),
         (["--prefetch", "2", "--device", "meta"], "use it with --device cpu"),
     ],

@@ -10,10 +10,10 @@ import torch
 
 from noa.errors import NoaError
 from noa.operators.cno import apply_operator, build_operators
-from noa.operators.family import operator_weights
 from noa.operators.noise import CounterNormal, mix32
 from noa.operators.replay import DIVERGENCE_BOUND, replay, rollout_status
 from noa.operators.space import CNO_SPACE, Dimension, ParameterSpace
+from noa.operators.weights import operator_weights
 
 GRID, STEPS = 16, 6
 

@@ -1,4 +1,4 @@
-"""The oracle student (noa.model.oracle): with the family's banks it is the family, in every bin."""
+"""The oracle student (noa.model.oracle): with the generator's banks it is the CNO, in every bin."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 from noa.diagnostics.held_out import held_out_operators
 from noa.diagnostics.skill import skill_on_o
 from noa.families import load_family
-from noa.model.oracle import FAMILY_BANKS, OracleConfig, OracleStudent
+from noa.model.oracle import GENERATOR_BANKS, OracleConfig, OracleStudent
 from noa.operators.space import ACTIVATIONS
 
 
@@ -22,10 +22,10 @@ def held(full):
     return held_out_operators(full, 16, seed=3, channels=3, grid=16, timesteps=8)
 
 
-@pytest.mark.parametrize("banks", [FAMILY_BANKS, FAMILY_BANKS + 2])
+@pytest.mark.parametrize("banks", [GENERATOR_BANKS, GENERATOR_BANKS + 2])
 def test_the_true_banks_score_one_in_every_gain_and_activation_bin(full, held, banks: int) -> None:
     student = OracleStudent(OracleConfig(banks=banks, near_zero_output=True))
-    student.load_family_banks()
+    student.load_generator_banks()
     table = skill_on_o(student, held, full, seed=0)
     seen_activations: set[str] = set()
     for rule, entry in table.items():
@@ -66,6 +66,6 @@ def test_a_few_updates_move_the_student_towards_the_family(full, held) -> None:
     assert student.mixing.grad is not None and student.banks["depthwise"].grad is not None
 
 
-def test_fewer_banks_than_the_family_are_refused() -> None:
-    with pytest.raises(ValueError, match="at least the family's 4 banks"):
+def test_fewer_banks_than_the_generator_has_are_refused() -> None:
+    with pytest.raises(ValueError, match="at least the generator's 4 banks"):
         OracleConfig(banks=3)

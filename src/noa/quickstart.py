@@ -187,7 +187,7 @@ def _stages(
 ) -> float:
     """The five stages, each skipped when its outputs show it done; returns the best val loss."""
     from noa.diagnostics.report import diagnose
-    from noa.run_family import checkpoints_in
+    from noa.run_siblings import checkpoints_in
     from noa.tokenizer.job import train_tokenizer_on_dataset
     from noa.train.checkpoint import load_checkpoint
     from noa.train.loop import train

@@ -30,8 +30,8 @@ from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
 from noa.interruption import Interruption
 from noa.model import UAFNOConfig
-from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE
+from noa.operators.weights import BANKS
 from noa.seeding import derive_seed
 
 MAX_GRID = 512
@@ -90,7 +90,7 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
             timesteps=t,
             realizations=m,
             parameter_space=CNO_SPACE.to_json(),
-            cno_family=FAMILY.to_json(),
+            cno_family=BANKS.to_json(),
             operator_family=family.to_json(),
             ic_families=json.dumps(cfg.ic_families),
             amplitude_levels=json.dumps(list(AMPLITUDE_LEVELS)),

@@ -41,8 +41,8 @@ import torch
 
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
-from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE, ParameterSpace
+from noa.operators.weights import BANKS
 
 FORMAT = "noa-dataset"
 FORMAT_VERSION = 2
@@ -241,9 +241,9 @@ def check_family(f: h5py.File) -> None:
         declared = json.loads(stored)
     except json.JSONDecodeError as err:
         raise NoaError(f"dataset {p}: its 'cno_family' attribute is not valid JSON ({err}); regenerate it") from err
-    if declared != json.loads(FAMILY.to_json()):
+    if declared != json.loads(BANKS.to_json()):
         raise NoaError(
-            f"dataset {p} was made with CNO family {declared}, but this noa replays {json.loads(FAMILY.to_json())}; "
+            f"dataset {p} was made with CNO family {declared}, but this noa replays {json.loads(BANKS.to_json())}; "
             "regenerate it with this noa's `noa data generate` (or use the noa version that made it)"
         )
     if "parameter_space" in f.attrs and ParameterSpace.from_json(f.attrs["parameter_space"]) != CNO_SPACE:

@@ -47,7 +47,7 @@ from noa.features import compute_features
 from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.operators.replay import replay
 from noa.operators.space import ACTS_ONLY_UNDER, ParameterSpace
-from noa.run_family import newer_sibling_checkpoint
+from noa.run_siblings import newer_sibling_checkpoint
 from noa.seeding import derive_seed, generator
 from noa.tokenizer import FrozenTokenizer, open_tokenizer
 from noa.tokenizer.user_class import class_problem, spec_of

@@ -16,7 +16,7 @@ Per θ, gates in (0, 1) choose channels (γ, after the lift and after every laye
 (multiplying D_l) and layers (λ_l = 0 keeps h as it is), and a softmax mixes the activations.
 All of it comes from one embedding of θ: its box-rescaled unit coordinates (as the U-AFNO's
 embedding reads them) beside one-hot codes of the dimensions ``discrete`` names, which a gate can
-turn into an exact choice. Nothing here knows how any family builds its operators: the banks
+turn into an exact choice. Nothing here knows how any generator builds its operators: the banks
 start random and the shape (channels, layers, kernel) is only an upper bound.
 
 The output starts near zero (small projection banks), so a branch added beside a trained or

@@ -1,17 +1,18 @@
 """The oracle student: the CNO's own computation with learnable banks. A research ceiling.
 
-The CNO family is one set of tensors (:mod:`noa.operators.family`): four banks T_0..T_3, mixed
+Every CNO operator is cut from one set of weight banks (:mod:`noa.operators.weights`): T_0..T_3, mixed
 by θ's weight-space coordinates c as ``(T_0 + Σ_j c_j·T_j) / sqrt(1 + |c|²)``, truncated to the
 operator's channels, layers and central k×k taps, scaled by the gain (weights, not biases), run
 with one of five activations and a tanh output (:mod:`noa.operators.cno`). This model keeps all
 of that structure, read from θ exactly, and learns only the tensors: K banks (K ≥ 4; more is an
 over-parameterisation) mixed by ``M·(1, c) / sqrt(1 + |c|²)`` with a learnable K×4 matrix M.
-With the family's own banks loaded (:meth:`OracleStudent.load_family_banks`) it computes O_θ(x)
-itself, so its skill on O is 1; trained from scratch it says how much of the family a perfectly
-shaped model learns per update, the ceiling every product model is measured against.
+With the generator's own banks loaded (:meth:`OracleStudent.load_generator_banks`) it computes
+O_θ(x) itself, so its skill on O is 1; trained from scratch it says how much of the CNO's
+operators a perfectly shaped model learns per update, the ceiling every product model is
+measured against.
 
 It uses the generator's structure and truncation rules, which a product model must not (it
-would be tied to this one family): it is measured by the benchmarks and never offered by
+would be tied to this one generator): it is measured by the benchmarks and never offered by
 ``noa train``. Its output is f = O_θ(x) at unit scale, what a rule head turns into a step.
 """
 
@@ -23,21 +24,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from noa.operators.family import (
+from noa.operators.space import ACTIVATIONS, CNO_SPACE, ParameterSpace
+from noa.operators.weights import (
     BIAS_STD,
     MAX_CHANNELS,
     MAX_KERNEL,
     MAX_LAYERS,
     N_BASIS,
     TENSORS,
-    family_tensors,
+    bank_tensors,
     tensor_shapes,
 )
-from noa.operators.space import ACTIVATIONS, CNO_SPACE, ParameterSpace
 from noa.periodic import fourier_depthwise
 from noa.seeding import generator
 
-FAMILY_BANKS = 1 + N_BASIS
+GENERATOR_BANKS = 1 + N_BASIS  # the CNO generator's banks T_0..T_3
 OUTPUT_INIT_SCALE = 1e-2  # a near-zero output's banks start at this fraction of a unit normal
 ACTIVATION_FNS = (torch.tanh, F.gelu, F.silu, torch.sin, torch.relu)  # in ACTIVATIONS' order
 OUTPUT_TENSORS = ("w_out", "b_out")
@@ -49,13 +50,13 @@ class OracleConfig:
     output banks at 1e-2 of their scale (f ≈ 0 at the start), ``seed`` draws the initial banks."""
 
     channels: int = 3
-    banks: int = FAMILY_BANKS
+    banks: int = GENERATOR_BANKS
     near_zero_output: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.banks < FAMILY_BANKS:
-            raise ValueError(f"the oracle needs at least the family's {FAMILY_BANKS} banks; got {self.banks}")
+        if self.banks < GENERATOR_BANKS:
+            raise ValueError(f"the oracle needs at least the generator's {GENERATOR_BANKS} banks; got {self.banks}")
 
 
 @dataclass
@@ -106,7 +107,7 @@ def read_structure(theta: Tensor, channels: int, space: ParameterSpace = CNO_SPA
 
 
 class OracleStudent(nn.Module):
-    """f(x, θ) = O_θ(x) computed from K learnable banks with the family's structure."""
+    """f(x, θ) = O_θ(x) computed from K learnable banks with the CNO generator's structure."""
 
     def __init__(self, config: OracleConfig, space: ParameterSpace = CNO_SPACE) -> None:
         super().__init__()
@@ -119,26 +120,26 @@ class OracleStudent(nn.Module):
                 value = value * OUTPUT_INIT_SCALE
             banks[name] = nn.Parameter(value)
         self.banks = nn.ParameterDict(banks)
-        mixing = torch.zeros(config.banks, FAMILY_BANKS)
-        mixing[:FAMILY_BANKS] = torch.eye(FAMILY_BANKS)
-        if config.banks > FAMILY_BANKS:  # extra banks start as small random mixtures of the inputs
-            mixing[FAMILY_BANKS:] = 0.1 * torch.randn(config.banks - FAMILY_BANKS, FAMILY_BANKS, generator=gen)
+        mixing = torch.zeros(config.banks, GENERATOR_BANKS)
+        mixing[:GENERATOR_BANKS] = torch.eye(GENERATOR_BANKS)
+        if config.banks > GENERATOR_BANKS:  # extra banks start as small random mixtures of the inputs
+            mixing[GENERATOR_BANKS:] = 0.1 * torch.randn(config.banks - GENERATOR_BANKS, GENERATOR_BANKS, generator=gen)
         self.mixing = nn.Parameter(mixing)
 
     @torch.no_grad()
-    def load_family_banks(self) -> None:
-        """Banks 0..3 set to the family's own tensors, the rest and their mixing to zero: the
-        student then computes the family's O_θ exactly (up to float rounding)."""
-        true = family_tensors(self.config.channels)
+    def load_generator_banks(self) -> None:
+        """Banks 0..3 set to the generator's own banks, the rest and their mixing to zero: the
+        student then computes the CNO's O_θ exactly (up to float rounding)."""
+        true = bank_tensors(self.config.channels)
         for name in TENSORS:
             self.banks[name].zero_()
             for j, tensors in enumerate(true):
                 self.banks[name][j] = tensors[name]
         self.mixing.zero_()
-        self.mixing[:FAMILY_BANKS] = torch.eye(FAMILY_BANKS)
+        self.mixing[:GENERATOR_BANKS] = torch.eye(GENERATOR_BANKS)
 
     def mixed(self, s: Structure) -> dict[str, Tensor]:
-        """Each tensor of each row's operator, truncated and scaled as the family does."""
+        """Each tensor of each row's operator, truncated and scaled as the generator does."""
         coef = s.mix_input @ self.mixing.T  # [B, K]
         m = {name: torch.einsum("bk,k...->b...", coef, bank) for name, bank in self.banks.items()}
         cm = s.channel_mask

@@ -46,7 +46,7 @@ class UAFNOConfig:
     """Architecture of a :class:`UAFNO`; plain data, stored in checkpoints as a dict."""
 
     channels: int = 3
-    param_dim: int = CNO_SPACE.size  # θ of the CNO family; training sets it from the dataset
+    param_dim: int = CNO_SPACE.size  # θ of the CNO's parameter space; training sets it from the dataset
     base_channels: int = 32
     encoder_levels: int = 3
     modes: int = 16

@@ -1,4 +1,4 @@
-"""The family's declared update rule, applied by the NOA's output head.
+"""The parameter space's declared update rule, applied by the NOA's output head.
 
 A CNO step is ``x' = x + dt·O(x)`` (residual) or ``x' = α·x + (1-α)·O(x)`` (convex), with the
 rule, dt and α read from θ. Both are ``x' = keep·x + scale·g`` with (keep, scale) = (1, dt) or

@@ -1,4 +1,4 @@
-"""The stochastic convolutional operator (CNO) family.
+"""The stochastic convolutional operators (CNO): one operator per θ.
 
 One operator, for one θ, maps a field x ∈ R^{C×H×W} (periodic grid) to
 
@@ -7,7 +7,7 @@ One operator, for one θ, maps a field x ∈ R^{C×H×W} (periodic grid) to
 
 with 1×1 lift/projection (W_in, W_out), depthwise circular k×k convolutions D_i and pointwise
 mixing P_i (a depthwise-separable CNN). Its weights are a deterministic, smooth function of θ
-alone: truncations and combinations of one set of family tensors (:mod:`noa.operators.family`).
+alone: truncations and combinations of one set of weight banks (:mod:`noa.operators.weights`).
 A step is
 
     residual:  x' = x + dt·O(x) + σ·ξ        convex:  x' = α·x + (1-α)·O(x) + σ·ξ
@@ -15,7 +15,7 @@ A step is
 where ξ is unit-variance Gaussian noise smoothed over ``noise_correlation`` of the domain and
 drawn from a counter-based stream keyed by the sample's noise seed (:mod:`noa.operators.noise`):
 the noise is the only thing about a rollout that θ and the IC do not fix. ``tanh`` bounds O, so
-no operator of the family can blow up faster than linearly in time.
+no CNO operator can blow up faster than linearly in time.
 
 Batching heterogeneous operators: each operator is embedded in a padded shape that depends on
 itself alone: hidden channels rounded up to a multiple of ``CHANNEL_BUCKET`` (16, 32, 48 or
@@ -38,8 +38,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from noa.operators.family import MAX_LAYERS, operator_weights
 from noa.operators.space import ACTIVATIONS, CNO_SPACE, UPDATE_POLICIES, ParameterSpace
+from noa.operators.weights import MAX_LAYERS, operator_weights
 from noa.periodic import periodic_pad
 from noa.seeding import derive_seed
 

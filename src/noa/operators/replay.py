@@ -1,7 +1,7 @@
 """Deterministic batched replay of CNO rollouts: the ground truth, recomputed on demand.
 
 A rollout is a pure function of (θ row, initial condition, noise seed, T, M): the operator
-(weights, update rule, noise law) is a function of θ alone (:mod:`noa.operators.family`), the
+(weights, update rule, noise law) is a function of θ alone (:mod:`noa.operators.weights`), the
 noise comes from a counter-based stream keyed by (noise seed, realization, step, element), and
 every operator runs in a padded shape that depends on itself alone (:mod:`noa.operators.cno`).
 So a dataset only needs to store those inputs, and any sample's trajectory can be rebuilt at

@@ -216,6 +216,8 @@ CNO_SPACE = ParameterSpace(
             2.5,
             description="gain of the lift, mixing and projection weights (dynamics strength)",
         ),
+        # "family basis tensor j" is basis bank T_j of noa.operators.weights. The words stay: every
+        # dataset records the space, descriptions included, and is refused when it differs.
         Dimension(
             "weight_mix_1", "float", -1.0, 1.0, description="weight-space coordinate along family basis tensor 1"
         ),
@@ -227,7 +229,7 @@ CNO_SPACE = ParameterSpace(
         ),
     )
 )
-"""θ ∈ [0, 1]^13: the operator is a function of θ alone (see :mod:`noa.operators.family`);
+"""θ ∈ [0, 1]^13: the operator is a function of θ alone (see :mod:`noa.operators.weights`);
 nothing else about an operator is random except its noise. Not every dimension acts on every
 operator: ``update_policy`` picks which of ``dt`` (residual) and ``alpha`` (convex) is used, and
 the other one is inert, so two θ that differ only in the inert one define the same operator."""

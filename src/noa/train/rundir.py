@@ -18,7 +18,7 @@ from typing import Any
 
 from noa import outputs
 from noa.errors import NoaError
-from noa.run_family import checkpoints_in, free_sibling, holds_run
+from noa.run_siblings import checkpoints_in, free_sibling, holds_run
 from noa.train.checkpoint import step_from_name
 
 log = logging.getLogger("noa.train")

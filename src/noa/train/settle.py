@@ -27,7 +27,7 @@ from noa.model import UAFNOConfig
 from noa.model.generated import family_fields
 from noa.model.update_rule import UpdateRule
 from noa.presets import Preset, train_preset
-from noa.run_family import checkpoints_in, close_run, free_sibling
+from noa.run_siblings import checkpoints_in, close_run, free_sibling
 from noa.runtime import resolve_device
 from noa.tokenizer.frozen import FrozenTokenizer, open_tokenizer
 from noa.tokenizer.user_class import absolute, class_problem

@@ -1,14 +1,15 @@
-"""The CNO family's weights: one set of family tensors from which θ alone picks an operator.
+"""The CNO generator's weight banks: one set of tensors from which θ alone picks an operator's weights.
 
 The guide's NOA sees ``(IC, θ)``, so θ must identify the operator. Every operator's weights
-are therefore cut from one set of *family tensors*, drawn once from the family seed at the
-family's largest shape (``MAX_CHANNELS`` hidden channels, ``MAX_LAYERS`` blocks, ``MAX_KERNEL``
-taps), in ``1 + N_BASIS`` independent copies (a base and a basis):
+are therefore cut from one set of *weight banks*, drawn once from the banks' seed at the
+largest operator shape of the whole parameter space (``MAX_CHANNELS`` hidden channels,
+``MAX_LAYERS`` blocks, ``MAX_KERNEL`` taps), in ``1 + N_BASIS`` independent copies (a base
+bank T_0 and basis banks T_1..T_N):
 
 - continuous weight-space coordinates c = (weight_mix_1..N) of θ combine them,
   ``T(c) = (T_0 + Σ_j c_j·T_j) / sqrt(1 + Σ_j c_j²)``: a smooth function of c whose entries keep
-  unit variance at every c, so every point of the family is a typical random network and
-  opposite corners (c_j = ±1) are uncorrelated operators;
+  unit variance at every c, so every operator is a typical random network and opposite corners
+  (c_j = ±1) are uncorrelated operators;
 - the discrete dimensions are *truncations* of the combined tensors: an operator with
   ``base_channels`` = c uses the first c hidden channels, ``n_layers`` = L the first L blocks and
   ``kernel_size`` = k the central k×k taps. Smaller operators are nested in larger ones, so
@@ -39,13 +40,14 @@ MAX_CHANNELS = 64
 MAX_KERNEL = 7
 N_BASIS = 3
 BIAS_STD = 0.1
-# The order in which family tensors are drawn; changing it changes the family (bump VERSION).
+# The order in which the bank tensors are drawn; changing it changes every operator (bump the version).
 TENSORS = ("w_in", "b_in", "depthwise", "pointwise", "b_hidden", "w_out", "b_out")
 
 
 @dataclass(frozen=True)
-class FamilyDefinition:
-    """What a dataset records so that its replay can be checked to be this code's family."""
+class WeightBanks:
+    """The banks' definition, which a dataset records (its ``cno_family`` attribute, as JSON with
+    these field names) so that its replay can be checked to use this code's banks."""
 
     name: str = "nested-cno"
     version: int = 2
@@ -59,11 +61,11 @@ class FamilyDefinition:
         return json.dumps(asdict(self), sort_keys=True)
 
 
-FAMILY = FamilyDefinition()
+BANKS = WeightBanks()
 
 
 def tensor_shapes(channels: int) -> dict[str, tuple[int, ...]]:
-    """Each family tensor's shape at the family's largest sizes, for C = ``channels`` fields."""
+    """Each bank tensor's shape at the largest operator sizes, for C = ``channels`` fields."""
     ch, layers, k = MAX_CHANNELS, MAX_LAYERS, MAX_KERNEL
     return {
         "w_in": (ch, channels),
@@ -77,14 +79,14 @@ def tensor_shapes(channels: int) -> dict[str, tuple[int, ...]]:
 
 
 @lru_cache(maxsize=8)
-def family_tensors(channels: int, seed: int = FAMILY.seed) -> tuple[dict[str, torch.Tensor], ...]:
-    """The base and basis tensors (unit normals, CPU, float32) for C = ``channels`` fields.
+def bank_tensors(channels: int, seed: int = BANKS.seed) -> tuple[dict[str, torch.Tensor], ...]:
+    """The banks T_0..T_N (unit normals, CPU, float32) for C = ``channels`` fields.
 
-    Cached: they are a constant of the family. Callers must not modify them in place.
+    Cached: they are a constant of the code. Callers must not modify them in place.
     """
     out = []
     for j in range(1 + N_BASIS):
-        gen = generator(seed, "cno-family", channels, j)
+        gen = generator(seed, "cno-family", channels, j)  # the key the banks were drawn with: keep it
         out.append(
             {
                 name: torch.randn(*shape, generator=gen, dtype=torch.float32)
@@ -101,7 +103,7 @@ def mix_coordinates(hp: dict[str, Any]) -> list[float]:
 
 def operator_weights(hp: dict[str, Any], channels: int) -> dict[str, torch.Tensor]:
     """The weights of the operator with decoded θ ``hp``, at its own sizes (CPU, float32)."""
-    tensors = family_tensors(channels)
+    tensors = bank_tensors(channels)
     coords = mix_coordinates(hp)
     norm = (1.0 + sum(c * c for c in coords)) ** 0.5
     mixed: dict[str, torch.Tensor] = {}

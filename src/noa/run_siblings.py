@@ -1,4 +1,4 @@
-"""Run directories and their families: what holds a run, and the ``NAME-N`` siblings a fresh
+"""Run directories and their siblings: what holds a run, and the ``NAME-N`` directories a fresh
 run moves to when ``NAME`` is taken.
 
 Both ``noa train`` (which directory to write) and ``noa diagnose`` (is there a newer run beside
@@ -43,18 +43,18 @@ SIBLING_NAME = re.compile(r"^(?P<base>.+)-(?P<n>\d+)$")
 
 
 def sibling_runs(directory: Path) -> list[Path]:
-    """The other run directories of ``directory``'s family: ``NAME`` and ``NAME-N`` beside it
-    (``NAME`` being ``directory``'s name without a ``-N`` suffix), those that hold a run."""
-    base = _family_name(directory.name)
-    family = [directory.with_name(base), *directory.parent.glob(f"{glob.escape(base)}-*")]
+    """``directory``'s siblings: ``NAME`` and ``NAME-N`` beside it (``NAME`` being
+    ``directory``'s name without a ``-N`` suffix), those that hold a run, ``directory`` left out."""
+    base = _sibling_base(directory.name)
+    named = [directory.with_name(base), *directory.parent.glob(f"{glob.escape(base)}-*")]
     return sorted(
         p
-        for p in family
-        if _family_name(p.name) == base and p.is_dir() and p.resolve() != directory.resolve() and holds_run(p)
+        for p in named
+        if _sibling_base(p.name) == base and p.is_dir() and p.resolve() != directory.resolve() and holds_run(p)
     )
 
 
-def _family_name(name: str) -> str:
+def _sibling_base(name: str) -> str:
     """``NAME`` of a run directory named ``NAME`` or ``NAME-N`` (N >= 2, as :func:`free_sibling` names them)."""
     match = SIBLING_NAME.match(name)
     return match["base"] if match and int(match["n"]) >= 2 else name
@@ -82,14 +82,14 @@ def newer_sibling_checkpoint(checkpoint: Path, same_run: Callable[[Path], bool])
 def close_run(directory: Path) -> Path | None:
     """A directory beside ``directory`` that holds a run and whose name is close to its name
     (``checkpoints/run1`` for a typo'd ``checkpoints/rn1``), else None. ``NAME-N`` siblings
-    are ``directory``'s own family, not typos of it."""
+    are ``directory``'s own siblings, not typos of it."""
     parent = directory.parent
     if not parent.is_dir():
         return None
     runs = {
         p.name: p
         for p in parent.iterdir()
-        if p.is_dir() and _family_name(p.name) != _family_name(directory.name) and holds_run(p)
+        if p.is_dir() and _sibling_base(p.name) != _sibling_base(directory.name) and holds_run(p)
     }
     close = difflib.get_close_matches(directory.name, sorted(runs), n=1, cutoff=0.8)
     return runs[close[0]] if close else None
