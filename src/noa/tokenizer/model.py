@@ -28,6 +28,8 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from noa.errors import NoaError
+from noa.tokenizer.directory import CONFIG_FILE, WEIGHTS_FILE, config_data, existing_dir
+from noa.torchfile import load_pt
 
 # vector_quantize_pytorch logs (through loguru) "k-means init received N vectors for a codebook of
 # M - duplicates will be sampled" once per codebook at its first batch: an expected event of small
@@ -155,6 +157,15 @@ class TokenizerConfig:
         values["feature_dims"] = dict(dims)
         values["feature_names"] = {k: [str(n) for n in v] for k, v in names.items()}
         return cls(**values)
+
+
+def load_config(path: str | Path) -> TokenizerConfig:
+    """The config of the tokenizer directory ``path`` (no weights are read)."""
+    data = config_data(path)
+    try:
+        return TokenizerConfig.from_dict(data)
+    except NoaError as err:
+        raise NoaError(f"{Path(path) / CONFIG_FILE}: {err}") from err
 
 
 @contextmanager
@@ -306,15 +317,32 @@ class CategoricalVQVAE(nn.Module):
 
     @classmethod
     def load(cls, directory: Path) -> CategoricalVQVAE:
-        """The tokenizer `noa vqvae train` wrote to ``directory``, frozen, on the CPU."""
-        from noa.tokenizer.io import load_tokenizer
-
-        return load_tokenizer(directory)
+        """The tokenizer `noa vqvae train` wrote to ``directory``, frozen (eval mode, no parameter
+        requires grad), on the CPU."""
+        path = existing_dir(directory)
+        config = load_config(path)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise NoaError(
+                f"{weights} is missing; {path} is not a complete tokenizer directory (retrain or copy it again)"
+            )
+        state = load_pt(weights, "tokenizer weights", "retrain the tokenizer or copy its directory again")
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise NoaError(f"{weights} does not hold a tokenizer state dict; retrain or copy it again")
+        # Building the model draws default initial weights from torch's RNG; keep that away from the caller's.
+        with isolated_global_rng(0, "cpu"):
+            model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise NoaError(f"{weights} does not fit {path / CONFIG_FILE}: {err}") from err
+        if not bool(model.normalization_set):
+            raise NoaError(f"{weights} has no normalization statistics; retrain the tokenizer")
+        model.requires_grad_(False)
+        return model.eval()
 
     def reconstruction_mse(self, features: Mapping[str, Tensor]) -> dict[str, float]:
-        """Normalized reconstruction MSE per category and "total" (see :func:`noa.tokenizer.train.reconstruction_mse`)."""
-        from noa.tokenizer.train import reconstruction_mse
-
+        """Normalized reconstruction MSE per category and "total" (see :func:`reconstruction_mse`)."""
         return reconstruction_mse(self, features)
 
     @property
@@ -439,3 +467,53 @@ def _nearest(vq: VectorQuantize, z: Tensor) -> tuple[Tensor, Tensor]:
     distances = z.detach().pow(2).sum(dim=1, keepdim=True) - 2.0 * z.detach() @ codebook.T + codebook.pow(2).sum(dim=1)
     indices = distances.argmin(dim=1)
     return codebook[indices], indices
+
+
+# ---- evaluation passes (reconstruction_mse here; the training loop's metrics use them too) ----
+
+
+@contextmanager
+def evaluating(model: CategoricalVQVAE) -> Iterator[None]:
+    """Eval mode and no grad for a block, restoring the caller's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def batches(features: Mapping[str, Tensor], batch_size: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
+    """Consecutive slices of ``batch_size`` samples of every category, moved to ``device``."""
+    n = features[FAMILIES[0]].shape[0]
+    for start in range(0, n, batch_size):
+        yield {f: features[f][start : start + batch_size].to(device) for f in FAMILIES}
+
+
+def model_device(model: CategoricalVQVAE) -> torch.device:
+    """Where the model's tensors live (its normalization flag is one of its buffers)."""
+    return model.normalization_set.device
+
+
+def reconstruction_mse(
+    model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024
+) -> dict[str, float]:
+    """Normalized reconstruction MSE of decode(quantize(encode(x))) per category and "total".
+
+    Each category's value is the mean over all its normalized values. "total" is the mean
+    over every normalized value of all categories together, so each category weighs by its
+    number of values per sample (temporal: (T+1) x D_t, usually the largest).
+    """
+    sse = {f: 0.0 for f in FAMILIES}
+    count = {f: 0 for f in FAMILIES}
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
+            z_q, _ = model.quantize(model.encode(batch))
+            recon, normed = model.decode(z_q), model.normalize(batch)
+            for f in FAMILIES:
+                sse[f] += float((recon[f].double() - normed[f].double()).pow(2).sum())
+                count[f] += normed[f].numel()
+    result = {f: sse[f] / max(count[f], 1) for f in FAMILIES}
+    result["total"] = sum(sse.values()) / max(sum(count.values()), 1)
+    return result

@@ -8,8 +8,7 @@ derived seeds, and each epoch's data order comes from a generator seeded by (see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,17 @@ from tqdm import tqdm
 
 from noa.errors import NoaError
 from noa.seeding import derive_seed, generator
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng, quiet_kmeans_init
+from noa.tokenizer.model import (
+    FAMILIES,
+    CategoricalVQVAE,
+    TokenizerConfig,
+    batches,
+    evaluating,
+    isolated_global_rng,
+    model_device,
+    quiet_kmeans_init,
+    reconstruction_mse,
+)
 
 # k-means initialisation sees at most this many training samples (all of them when fewer).
 KMEANS_INIT_SAMPLES = 8192
@@ -124,67 +133,22 @@ def _init_codebooks(model: CategoricalVQVAE, train: Mapping[str, Tensor], seed: 
         model({f: train[f][subset.to(device)] for f in FAMILIES})
 
 
-@contextmanager
-def _evaluating(model: CategoricalVQVAE) -> Iterator[None]:
-    """Eval mode and no grad for a block, restoring the caller's mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _batches(features: Mapping[str, Tensor], batch_size: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
-    n = features[FAMILIES[0]].shape[0]
-    for start in range(0, n, batch_size):
-        yield {f: features[f][start : start + batch_size].to(device) for f in FAMILIES}
-
-
-def _device(model: CategoricalVQVAE) -> torch.device:
-    return model.normalization_set.device
-
-
 def _mean_loss(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int) -> float:
     """The training loss formula in eval mode, averaged over samples."""
     total, n = 0.0, 0
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
             size = batch[FAMILIES[0]].shape[0]
             total += _loss(model, batch).item() * size
             n += size
     return total / n
 
 
-def reconstruction_mse(
-    model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024
-) -> dict[str, float]:
-    """Normalized reconstruction MSE of decode(quantize(encode(x))) per category and "total".
-
-    Each category's value is the mean over all its normalized values. "total" is the mean
-    over every normalized value of all categories together, so each category weighs by its
-    number of values per sample (temporal: (T+1) x D_t, usually the largest).
-    """
-    sse = {f: 0.0 for f in FAMILIES}
-    count = {f: 0 for f in FAMILIES}
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
-            z_q, _ = model.quantize(model.encode(batch))
-            recon, normed = model.decode(z_q), model.normalize(batch)
-            for f in FAMILIES:
-                sse[f] += float((recon[f].double() - normed[f].double()).pow(2).sum())
-                count[f] += normed[f].numel()
-    result = {f: sse[f] / max(count[f], 1) for f in FAMILIES}
-    result["total"] = sum(sse.values()) / max(sum(count.values()), 1)
-    return result
-
-
 def codebook_stats(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024) -> list[dict]:
     """Per codebook (category-major, level-minor): codes used on ``features``, utilization, perplexity."""
     counts = [torch.zeros(size, dtype=torch.long) for size in model.codebook_sizes]
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
             _, indices = model.quantize(model.encode(batch))
             for c, idx in zip(counts, indices):
                 c += torch.bincount(idx.cpu(), minlength=c.numel())
