@@ -33,6 +33,7 @@ from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
 from noa.train.checkpoint import load_checkpoint
 from noa.errors import NoaError
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE
 
@@ -114,7 +115,7 @@ def setup(tmp_path_factory):
     )
     with h5py.File(dataset, "r") as f:
         names = h5.feature_names(f)
-        features = {family: torch.from_numpy(f["features"][family][:]) for family in h5.FEATURE_FAMILIES}
+        features = {category: torch.from_numpy(f["features"][category][:]) for category in FEATURE_CATEGORIES}
     config = tokenizer_api.TokenizerConfig(
         feature_dims={k: len(v) for k, v in names.items()},
         feature_names=names,

@@ -28,6 +28,7 @@ from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_famil
 from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.interruption import Interruption
 from noa.model import UAFNOConfig
 from noa.operators.family import FAMILY
@@ -127,10 +128,10 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
 def create_feature_datasets(f: h5py.File, names: dict[str, list[str]], n: int, timesteps: int) -> None:
     """The /features group, empty, with column names and a per-sample done flag."""
     group = f.require_group("features")
-    for fam in h5.FEATURE_FAMILIES:
-        shape = (n, timesteps + 1, len(names[fam])) if fam == "temporal" else (n, len(names[fam]))
-        ds = group.create_dataset(fam, shape, dtype="f4", chunks=(1, *shape[1:]))
-        ds.attrs["names"] = json.dumps(names[fam])
+    for category in FEATURE_CATEGORIES:
+        shape = (n, timesteps + 1, len(names[category])) if category == "temporal" else (n, len(names[category]))
+        ds = group.create_dataset(category, shape, dtype="f4", chunks=(1, *shape[1:]))
+        ds.attrs["names"] = json.dumps(names[category])
     group.create_dataset("done", data=np.zeros(n, dtype=bool))
 
 
@@ -144,8 +145,8 @@ def _write(f: h5py.File, result: Result) -> None:
     if result.trajectories is not None:
         f["trajectories"][rows] = result.trajectories
     if result.features is not None:
-        for fam in h5.FEATURE_FAMILIES:
-            f["features"][fam][rows] = result.features[fam]
+        for category in FEATURE_CATEGORIES:
+            f["features"][category][rows] = result.features[category]
     if result.replayed:
         f["metadata/valid"][rows] = result.valid
         f["metadata/max_abs"][rows] = result.max_abs
@@ -472,8 +473,8 @@ def add_features(
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
             same_names = all(
-                fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam]
-                for fam in h5.FEATURE_FAMILIES
+                category in f["features"] and json.loads(f["features"][category].attrs["names"]) == names[category]
+                for category in FEATURE_CATEGORIES
             )
             if not same_names and not overwrite:
                 raise NoaError(

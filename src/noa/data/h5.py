@@ -17,6 +17,7 @@ Layout (format ``noa-dataset`` version 2)::
     /metadata/max_abs      [N] float32 largest |x| over the rollout
     /trajectories          [N, M, T+1, C, H, W] float32   optional cache of the replay
     /features/{initial,summary,temporal}   attrs: names (JSON); /features/done [N] bool
+                           (one group per feature category, noa.features.FEATURE_CATEGORIES)
 
 Everything a replay needs (θ, IC, noise seed, T, M, the family definition) is in the file, so
 trajectories are a cache, never the only copy of the truth.
@@ -41,6 +42,7 @@ import torch
 
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.operators.family import FAMILY
 from noa.operators.space import CNO_SPACE, ParameterSpace
 
@@ -58,7 +60,6 @@ REQUIRED = (
     "metadata/valid",
     "metadata/max_abs",
 )
-FEATURE_FAMILIES = ("initial", "summary", "temporal")
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
             config=config,
             complete=bool(f.attrs["complete"]),
             has_trajectories="trajectories" in f,
-            has_features="features" in f and all(fam in f["features"] for fam in FEATURE_FAMILIES),
+            has_features="features" in f and all(category in f["features"] for category in FEATURE_CATEGORIES),
             family=str(f.attrs["cno_family"]),
             operator_family=recorded_family(f),
         )
@@ -276,9 +277,9 @@ def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
 
 def feature_names(f: h5py.File) -> dict[str, list[str]]:
     """Names of the stored feature columns per family."""
-    if "features" not in f or not all(fam in f["features"] for fam in FEATURE_FAMILIES):
+    if "features" not in f or not all(category in f["features"] for category in FEATURE_CATEGORIES):
         raise NoaError(f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`")
-    return {fam: json.loads(f["features"][fam].attrs["names"]) for fam in FEATURE_FAMILIES}
+    return {category: json.loads(f["features"][category].attrs["names"]) for category in FEATURE_CATEGORIES}
 
 
 def fingerprint(path: str | Path) -> str:
@@ -321,16 +322,16 @@ def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, torch.Tensor]:
             f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`"
         )
     out = {}
-    for fam in FEATURE_FAMILIES:
-        if f["features"][fam].dtype.kind != "f":
+    for category in FEATURE_CATEGORIES:
+        if f["features"][category].dtype.kind != "f":
             raise NoaError(
-                f"dataset {f.filename}: /features/{fam} has dtype {f['features'][fam].dtype}, expected floating point; recompute with `noa data features --overwrite`"
+                f"dataset {f.filename}: /features/{category} has dtype {f['features'][category].dtype}, expected floating point; recompute with `noa data features --overwrite`"
             )
-        values = read_rows(f["features"][fam], rows)
+        values = read_rows(f["features"][category], rows)
         if not np.isfinite(values).all():
             bad = rows[int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0][0])]
             raise NoaError(
-                f"dataset {f.filename}: /features/{fam} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`"
+                f"dataset {f.filename}: /features/{category} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`"
             )
-        out[fam] = torch.from_numpy(values)
+        out[category] = torch.from_numpy(values)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from noa.data import h5
+from noa.features.registry import FEATURE_CATEGORIES
 
 
 def describe(path: str | Path) -> str:
@@ -21,7 +22,11 @@ def describe(path: str | Path) -> str:
         families = Counter(info.ic_families[i] for i in f["metadata/ic_family"][:])
         amplitudes = Counter(info.amplitude_levels[i] for i in f["metadata/ic_amplitude"][:])
         features_done = int(f["features/done"][:].sum()) if "features" in f and "done" in f["features"] else 0
-        feature_dims = {fam: f["features"][fam].shape[-1] for fam in h5.FEATURE_FAMILIES} if info.has_features else {}
+        feature_dims = (
+            {category: f["features"][category].shape[-1] for category in FEATURE_CATEGORIES}
+            if info.has_features
+            else {}
+        )
     n = info.n_samples
     lines = [
         f"Dataset {info.path}",

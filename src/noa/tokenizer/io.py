@@ -30,7 +30,7 @@ from noa.tokenizer.directory import (
     existing_dir,
     read_json,
 )
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, load_config
+from noa.tokenizer.model import FEATURE_CATEGORIES, CategoricalVQVAE, load_config
 from noa.tokenizer.protocol import Fits
 
 
@@ -142,15 +142,15 @@ def tokenizer_info(path: str | Path) -> str:
     path = existing_dir(path)
     cfg = load_config(path)
     weights = path / WEIGHTS_FILE
-    n_entries = len(FAMILIES) * cfg.levels
+    n_entries = len(FEATURE_CATEGORIES) * cfg.levels
     lines = [
         f"tokenizer {path}",
         f"  weights: {'present' if weights.is_file() else 'MISSING'} ({WEIGHTS_FILE})",
         "  features: "
-        + ", ".join(f"{f} {cfg.feature_dims[f]}" for f in FAMILIES)
+        + ", ".join(f"{f} {cfg.feature_dims[f]}" for f in FEATURE_CATEGORIES)
         + f" (temporal over {cfg.timesteps + 1} frames)",
         f"  rollouts: timesteps {cfg.timesteps}, channels {cfg.channels}, grid {cfg.grid}",
-        f"  codebooks: {len(FAMILIES)} categories x {cfg.levels} levels x {cfg.codebook_size} codes, "
+        f"  codebooks: {len(FEATURE_CATEGORIES)} categories x {cfg.levels} levels x {cfg.codebook_size} codes, "
         f"latent {cfg.latent_dim} per level (total latent_dim {n_entries * cfg.latent_dim}), hidden {cfg.hidden}",
         f"  quantizer: commitment {cfg.commitment_weight}, EMA decay {cfg.ema_decay}, "
         f"dead-code threshold {cfg.dead_code_threshold}, k-means iters {cfg.kmeans_iters}",
@@ -161,7 +161,7 @@ def tokenizer_info(path: str | Path) -> str:
         lines.append(f"validation metrics ({metrics.get('n_samples', '?')} samples):")
         lines.append(
             f"  recon MSE (normalized): total {mse.get('total', float('nan')):.4f}  "
-            + "  ".join(f"{f} {mse.get(f, float('nan')):.4f}" for f in FAMILIES)
+            + "  ".join(f"{f} {mse.get(f, float('nan')):.4f}" for f in FEATURE_CATEGORIES)
         )
         for cb in metrics.get("codebooks", []):
             lines.append(

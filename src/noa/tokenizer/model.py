@@ -1,6 +1,6 @@
 """The frozen behavioural tokenizer: a categorical, hierarchical VQ-VAE over rollout features.
 
-Each feature family ("category") has its own encoder, ``levels`` residual quantizers and a
+Each feature category (INITIAL, SUMMARY, TEMPORAL) has its own encoder, ``levels`` residual quantizers and a
 decoder. Level 0 quantizes the encoder output; level l quantizes what levels < l left over,
 so the codes of one category refine each other from coarse to fine. Normalization lives
 inside the model (buffers fitted on the training split), so callers always pass raw
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from noa.errors import NoaError
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.tokenizer.directory import CONFIG_FILE, WEIGHTS_FILE, config_data, existing_dir
 from noa.torchfile import load_pt
 
@@ -64,8 +65,6 @@ def dead_code_arguments(threshold: float, codebook_size: int) -> dict[str, float
         return {"threshold_ema_dead_code": threshold}
     return {"dead_code_threshold_ratio": threshold if threshold < 1 else threshold / codebook_size}
 
-
-FAMILIES = ("initial", "summary", "temporal")
 
 # A train-split std below this (absolute + relative to the mean) marks a feature as constant:
 # normalizing by it would turn float round-off (and any NOA deviation) into huge values.
@@ -104,18 +103,18 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if set(self.feature_dims) != set(FAMILIES) or set(self.feature_names) != set(FAMILIES):
+        if set(self.feature_dims) != set(FEATURE_CATEGORIES) or set(self.feature_names) != set(FEATURE_CATEGORIES):
             problems.append(
-                f"feature_dims and feature_names need exactly the families {list(FAMILIES)}, "
+                f"feature_dims and feature_names need exactly the categories {list(FEATURE_CATEGORIES)}, "
                 f"got {sorted(self.feature_dims)} and {sorted(self.feature_names)}"
             )
         else:
-            for family in FAMILIES:
-                names, dim = self.feature_names[family], self.feature_dims[family]
+            for category in FEATURE_CATEGORIES:
+                names, dim = self.feature_names[category], self.feature_dims[category]
                 if not isinstance(dim, int) or dim < 1 or len(names) != dim:
-                    problems.append(f"{family}: feature_dims says {dim} but {len(names)} names are given")
+                    problems.append(f"{category}: feature_dims says {dim} but {len(names)} names are given")
                 elif len(set(names)) != len(names):
-                    problems.append(f"{family}: feature names repeat")
+                    problems.append(f"{category}: feature names repeat")
         integers = ("timesteps", "channels", "grid", "latent_dim", "levels", "codebook_size", "hidden", "kmeans_iters")
         for name in integers:
             value = getattr(self, name)
@@ -152,7 +151,7 @@ class TokenizerConfig:
             and isinstance(names, Mapping)
             and all(isinstance(v, list) for v in names.values())
         ):
-            raise NoaError("tokenizer config: feature_dims must map family -> int and feature_names family -> list")
+            raise NoaError("tokenizer config: feature_dims must map category -> int and feature_names category -> list")
         values = dict(d)
         values["feature_dims"] = dict(dims)
         values["feature_names"] = {k: [str(n) for n in v] for k, v in names.items()}
@@ -229,13 +228,13 @@ class TemporalDecoder(nn.Module):
 
 
 class CategoricalVQVAE(nn.Module):
-    """Per-family encoders, residual codebooks and decoders, with normalization built in."""
+    """Per-category encoders, residual codebooks and decoders, with normalization built in."""
 
     normalization_set: Tensor  # a buffer: whether fit_normalization has run
 
-    def levels_of(self, family: str) -> nn.ModuleList:
-        """The residual quantizers of ``family``, level by level (typed: ModuleDict items are plain Modules)."""
-        return cast(nn.ModuleList, self.quantizers[family])
+    def levels_of(self, category: str) -> nn.ModuleList:
+        """The residual quantizers of ``category``, level by level (typed: ModuleDict items are plain Modules)."""
+        return cast(nn.ModuleList, self.quantizers[category])
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
@@ -258,7 +257,7 @@ class CategoricalVQVAE(nn.Module):
         )
         self.quantizers = nn.ModuleDict(
             {
-                family: nn.ModuleList(
+                category: nn.ModuleList(
                     VectorQuantize(
                         dim=latent,
                         codebook_size=config.codebook_size,
@@ -272,12 +271,12 @@ class CategoricalVQVAE(nn.Module):
                     )
                     for _ in range(config.levels)
                 )
-                for family in FAMILIES
+                for category in FEATURE_CATEGORIES
             }
         )
-        for family in FAMILIES:
-            self.register_buffer(f"mean_{family}", torch.zeros(dims[family]))
-            self.register_buffer(f"std_{family}", torch.ones(dims[family]))
+        for category in FEATURE_CATEGORIES:
+            self.register_buffer(f"mean_{category}", torch.zeros(dims[category]))
+            self.register_buffer(f"std_{category}", torch.ones(dims[category]))
         self.register_buffer("normalization_set", torch.tensor(False))
 
     # ---- sizes -------------------------------------------------------------------------
@@ -285,7 +284,7 @@ class CategoricalVQVAE(nn.Module):
     @property
     def entries(self) -> list[tuple[str, int]]:
         """(category, level) of each encode/quantize entry, category-major."""
-        return [(family, level) for family in FAMILIES for level in range(self.config.levels)]
+        return [(category, level) for category in FEATURE_CATEGORIES for level in range(self.config.levels)]
 
     @property
     def latent_dim(self) -> int:
@@ -300,7 +299,7 @@ class CategoricalVQVAE(nn.Module):
 
     @property
     def feature_names(self) -> dict[str, list[str]]:
-        """The feature columns it was trained on, per family (all of them, in registry order)."""
+        """The feature columns it was trained on, per category (all of them, in registry order)."""
         return self.config.feature_names
 
     @property
@@ -349,7 +348,7 @@ class CategoricalVQVAE(nn.Module):
     def category_slices(self) -> dict[str, slice]:
         """Where each category's levels sit in the concatenation of the encode outputs."""
         width = self.config.levels * self.config.latent_dim
-        return {family: slice(i * width, (i + 1) * width) for i, family in enumerate(FAMILIES)}
+        return {category: slice(i * width, (i + 1) * width) for i, category in enumerate(FEATURE_CATEGORIES)}
 
     # ---- normalization -----------------------------------------------------------------
 
@@ -357,14 +356,14 @@ class CategoricalVQVAE(nn.Module):
     def set_normalization(self, train_features: Mapping[str, Tensor]) -> None:
         """Fit per-feature mean/std on the training split (temporal: over samples and time)."""
         self._check_features(train_features)
-        for family in FAMILIES:
-            x = train_features[family].double()
+        for category in FEATURE_CATEGORIES:
+            x = train_features[category].double()
             x = x.reshape(-1, x.shape[-1])
             mean = x.mean(dim=0)
             std = x.std(dim=0, unbiased=False)
             std = torch.maximum(std, STD_FLOOR_ABS + STD_FLOOR_REL * mean.abs())
-            getattr(self, f"mean_{family}").copy_(mean)
-            getattr(self, f"std_{family}").copy_(std)
+            getattr(self, f"mean_{category}").copy_(mean)
+            getattr(self, f"std_{category}").copy_(std)
         self.normalization_set.fill_(True)
 
     def normalize(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -372,15 +371,15 @@ class CategoricalVQVAE(nn.Module):
         if not bool(self.normalization_set):
             raise RuntimeError("normalization statistics are not set: call set_normalization first")
         return {
-            family: (features[family] - getattr(self, f"mean_{family}")) / getattr(self, f"std_{family}")
-            for family in FAMILIES
+            category: (features[category] - getattr(self, f"mean_{category}")) / getattr(self, f"std_{category}")
+            for category in FEATURE_CATEGORIES
         }
 
     def _check_features(self, features: Mapping[str, Tensor]) -> None:
         """Shapes must match the config exactly: never silently truncate or broadcast."""
-        missing = [f for f in FAMILIES if f not in features]
+        missing = [f for f in FEATURE_CATEGORIES if f not in features]
         if missing:
-            raise NoaError(f"features lack the families {missing}; the tokenizer needs {list(FAMILIES)}")
+            raise NoaError(f"features lack the categories {missing}; the tokenizer needs {list(FEATURE_CATEGORIES)}")
         frames = self.config.timesteps + 1
         expected = {
             "initial": (self.config.feature_dims["initial"],),
@@ -388,12 +387,12 @@ class CategoricalVQVAE(nn.Module):
             "temporal": (frames, self.config.feature_dims["temporal"]),
         }
         n = features["initial"].shape[0]
-        for family in FAMILIES:
-            shape = tuple(features[family].shape)
-            if shape[1:] != expected[family] or shape[0] != n:
+        for category in FEATURE_CATEGORIES:
+            shape = tuple(features[category].shape)
+            if shape[1:] != expected[category] or shape[0] != n:
                 raise NoaError(
-                    f"{family} features have shape {list(shape)}, the tokenizer expects "
-                    f"[{n}, {', '.join(map(str, expected[family]))}] (same N for every family)"
+                    f"{category} features have shape {list(shape)}, the tokenizer expects "
+                    f"[{n}, {', '.join(map(str, expected[category]))}] (same N for every category)"
                 )
 
     # ---- encode / quantize / decode -----------------------------------------------------
@@ -407,9 +406,9 @@ class CategoricalVQVAE(nn.Module):
         """
         normed = self.normalize(features)
         latents = []
-        for family in FAMILIES:
-            residual = self.encoders[family](normed[family])
-            for vq in self.levels_of(family):
+        for category in FEATURE_CATEGORIES:
+            residual = self.encoders[category](normed[category])
+            for vq in self.levels_of(category):
                 latents.append(residual)
                 codes, _ = _nearest(vq, residual)
                 residual = residual - codes.detach()
@@ -420,8 +419,8 @@ class CategoricalVQVAE(nn.Module):
         if len(latents) != len(self.entries):
             raise ValueError(f"expected {len(self.entries)} latents (one per category and level), got {len(latents)}")
         quantized, indices = [], []
-        for (family, level), z in zip(self.entries, latents):
-            codes, idx = _nearest(self.levels_of(family)[level], z)
+        for (category, level), z in zip(self.entries, latents):
+            codes, idx = _nearest(self.levels_of(category)[level], z)
             quantized.append(codes)
             indices.append(idx)
         return quantized, indices
@@ -432,8 +431,8 @@ class CategoricalVQVAE(nn.Module):
             raise ValueError(f"expected {len(self.entries)} code tensors, got {len(z_q)}")
         levels = self.config.levels
         return {
-            family: self.decoders[family](torch.stack(z_q[i * levels : (i + 1) * levels]).sum(dim=0))
-            for i, family in enumerate(FAMILIES)
+            category: self.decoders[category](torch.stack(z_q[i * levels : (i + 1) * levels]).sum(dim=0))
+            for i, category in enumerate(FEATURE_CATEGORIES)
         }
 
     def forward(self, features: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor], Tensor]:
@@ -450,9 +449,9 @@ class CategoricalVQVAE(nn.Module):
             return self.decode(z_q), indices, self.config.commitment_weight * commit
         normed = self.normalize(features)
         z_q, indices, losses = [], [], []
-        for family in FAMILIES:
-            residual = self.encoders[family](normed[family])
-            for vq in self.levels_of(family):
+        for category in FEATURE_CATEGORIES:
+            residual = self.encoders[category](normed[category])
+            for vq in self.levels_of(category):
                 quantized, idx, loss = vq(residual)
                 z_q.append(quantized)
                 indices.append(idx)
@@ -486,9 +485,9 @@ def evaluating(model: CategoricalVQVAE) -> Iterator[None]:
 
 def batches(features: Mapping[str, Tensor], batch_size: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
     """Consecutive slices of ``batch_size`` samples of every category, moved to ``device``."""
-    n = features[FAMILIES[0]].shape[0]
+    n = features[FEATURE_CATEGORIES[0]].shape[0]
     for start in range(0, n, batch_size):
-        yield {f: features[f][start : start + batch_size].to(device) for f in FAMILIES}
+        yield {f: features[f][start : start + batch_size].to(device) for f in FEATURE_CATEGORIES}
 
 
 def model_device(model: CategoricalVQVAE) -> torch.device:
@@ -505,15 +504,15 @@ def reconstruction_mse(
     over every normalized value of all categories together, so each category weighs by its
     number of values per sample (temporal: (T+1) x D_t, usually the largest).
     """
-    sse = {f: 0.0 for f in FAMILIES}
-    count = {f: 0 for f in FAMILIES}
+    sse = {f: 0.0 for f in FEATURE_CATEGORIES}
+    count = {f: 0 for f in FEATURE_CATEGORIES}
     with evaluating(model):
         for batch in batches(features, batch_size, model_device(model)):
             z_q, _ = model.quantize(model.encode(batch))
             recon, normed = model.decode(z_q), model.normalize(batch)
-            for f in FAMILIES:
+            for f in FEATURE_CATEGORIES:
                 sse[f] += float((recon[f].double() - normed[f].double()).pow(2).sum())
                 count[f] += normed[f].numel()
-    result = {f: sse[f] / max(count[f], 1) for f in FAMILIES}
+    result = {f: sse[f] / max(count[f], 1) for f in FEATURE_CATEGORIES}
     result["total"] = sum(sse.values()) / max(sum(count.values()), 1)
     return result
