@@ -5,10 +5,10 @@ Layout (format ``noa-dataset`` version 2)::
     /                      attrs: format, format_version, complete, config (JSON), grid,
                                   channels, timesteps, realizations, parameter_space (JSON),
                                   cno_family (JSON: name, version, family seed, sizes),
-                                  ic_families (JSON), amplitude_levels (JSON), noa_version
+                                  ic_families (JSON: the IC kinds), amplitude_levels (JSON), noa_version
     /parameters/params     [N, P] float32   θ in unit coordinates      attrs: names (JSON)
     /inputs/fields         [N, C, H, W] float32 initial conditions
-    /metadata/ic_family    [N] int16   index into ic_families
+    /metadata/ic_family    [N] int16   index into ic_families (the sample's IC kind)
     /metadata/ic_amplitude [N] int16   index into amplitude_levels
     /metadata/ic_length_scale [N] float32
     /metadata/ic_seed, noise_seed [N] int64   the noise seed keys the CNO's noise stream only
@@ -40,6 +40,7 @@ import h5py
 import numpy as np
 import torch
 
+from noa.data.ics import IC_KIND_KEY, IC_KINDS_KEY
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
 from noa.features.registry import FEATURE_CATEGORIES
@@ -51,7 +52,7 @@ FORMAT_VERSION = 2
 REQUIRED = (
     "parameters/params",
     "inputs/fields",
-    "metadata/ic_family",
+    f"metadata/{IC_KIND_KEY}",
     "metadata/ic_amplitude",
     "metadata/ic_length_scale",
     "metadata/ic_seed",
@@ -73,7 +74,7 @@ class DatasetInfo:
     timesteps: int
     realizations: int
     space: ParameterSpace
-    ic_families: tuple[str, ...]
+    ic_kinds: tuple[str, ...]  # the IC kinds the samples cycle through (recorded as IC_KINDS_KEY)
     amplitude_levels: tuple[str, ...]
     config: dict[str, Any]
     complete: bool
@@ -148,7 +149,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
             timesteps=int(f.attrs["timesteps"]),
             realizations=int(f.attrs["realizations"]),
             space=space,
-            ic_families=tuple(json.loads(f.attrs["ic_families"])),
+            ic_kinds=tuple(json.loads(f.attrs[IC_KINDS_KEY])),
             amplitude_levels=tuple(json.loads(f.attrs["amplitude_levels"])),
             config=config,
             complete=bool(f.attrs["complete"]),
@@ -166,7 +167,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
         **{
             f"metadata/{k}": (n,)
             for k in (
-                "ic_family",
+                IC_KIND_KEY,
                 "ic_amplitude",
                 "ic_length_scale",
                 "ic_seed",
@@ -202,7 +203,7 @@ _DTYPE_KINDS = {
     "trajectories": "f",
     "ic_length_scale": "f",
     "max_abs": "f",
-    "ic_family": "iu",
+    IC_KIND_KEY: "iu",
     "ic_amplitude": "iu",
     "ic_seed": "iu",
     "noise_seed": "iu",
