@@ -729,13 +729,13 @@ def test_report_md_opens_with_the_run_and_labels_frames_with_theta(setup, report
     )  # save_checkpoint records no --lambda-commit: unknown, not guessed
     assert md.index("## Run") < md.index("## Report") < md.index("## Training flags")
     assert "| `--val-split` | 0.25 |" in md
-    # Frame rows: θ in physical units (the parameter space's decode), IC family, channel.
-    with h5py.File(setup["dataset"], "r") as f:
+    # Frame rows: θ in physical units (the parameter space's decode), IC kind, channel.
+    with h5py.File(setup["dataset"], "r") as f:  # the file records the IC kinds under their former name
         theta = f["parameters/params"][result.rows[0]]
-        family = json.loads(f.attrs["ic_families"])[int(f["metadata/ic_family"][result.rows[0]])]
+        kind = json.loads(f.attrs["ic_families"])[int(f["metadata/ic_family"][result.rows[0]])]
     decoded = CNO_SPACE.decode(theta)
     row = next(line for line in md if line.startswith(f"- row {result.rows[0]}: "))
-    assert f"IC {family}, channel 0" in row and f"n_layers={decoded['n_layers']}" in row
+    assert f"IC {kind}, channel 0" in row and f"n_layers={decoded['n_layers']}" in row
     assert f"activation={decoded['activation']}" in row and f"noise_scale={decoded['noise_scale']:.3g}" in row
 
 

@@ -149,7 +149,7 @@ class Evaluation:
     data: _Collected
     times: list[int]  # the rollout steps shown in the frames figure
     history: dict  # the checkpoint's training history
-    frame_labels: list[str]  # per plotted operator: row, IC family, channel, θ in physical units
+    frame_labels: list[str]  # per plotted operator: row, IC kind, channel, θ in physical units
     curves: TrainingCurves | None  # per-batch (metrics.jsonl) or per-epoch training curves
 
 
