@@ -27,7 +27,7 @@ import torch
 import noa
 from noa.data import h5
 from noa.data.ics import make_ics
-from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, rules_of
+from noa.diagnostics.held_out import balanced_theta, cycled_ic_kinds, rules_of
 from noa.diagnostics.skill import (
     ONE_STEP_SKILL,
     SKILL_ON_O,
@@ -56,7 +56,7 @@ def measure(
     theta = balanced_theta(family, per_rule, seed)
     n = theta.shape[0]
     seeds = [derive_seed(seed, "fresh-skill", i) for i in range(n)]
-    ics, _ = make_ics(cycled_ic_families(n), seeds, agent.config.channels, grid)
+    ics, _ = make_ics(cycled_ic_kinds(n), seeds, agent.config.channels, grid)
     cno = replay(theta, ics, seeds, timesteps)[:, 0]
     model = agent.model.cpu()
     noa_frames = agent.to("cpu").rollout(ics, theta, timesteps)

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noa.diagnostics.held_out import balanced_theta, cycled_ic_families, ic_seeds, rollouts, skill_steps
+from noa.diagnostics.held_out import balanced_theta, cycled_ic_kinds, ic_seeds, rollouts, skill_steps
 from noa.diagnostics.skill import headline, markdown, operator_sums, pooled, skill_on_o
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
@@ -97,7 +97,7 @@ def draw_theta(
 def make_pool(theta: torch.Tensor, seed: int, grid: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
     """States of CNO realization 0 at steps 0..T-1 ``[N, T, C, H, W]`` and O_θ on them."""
     n = theta.shape[0]
-    pool = rollouts(theta, ic_seeds(seed, n), cycled_ic_families(n), 3, grid, timesteps)
+    pool = rollouts(theta, ic_seeds(seed, n), cycled_ic_kinds(n), 3, grid, timesteps)
     return pool.states, pool.maps
 
 
@@ -280,7 +280,7 @@ def main() -> None:
     test = rollouts(
         held_out,
         ic_seeds(args.seed + 1, len(held_out)),
-        cycled_ic_families(len(held_out)),
+        cycled_ic_kinds(len(held_out)),
         3,
         args.grid,
         32,

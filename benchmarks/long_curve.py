@@ -95,7 +95,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from noa.data.ics import make_ics
-from noa.diagnostics.held_out import StateSet, cycled_ic_families, held_out_operators, ic_seeds, rollouts, skill_steps
+from noa.diagnostics.held_out import StateSet, cycled_ic_kinds, held_out_operators, ic_seeds, rollouts, skill_steps
 from noa.diagnostics.skill import headline, median, skill_on_o
 from noa.families import FULL, OperatorFamily, load_family
 from noa.interruption import Interruption
@@ -165,7 +165,7 @@ def training_pool(
 ) -> StateSet:
     """The ladder's training pool (its family rung with ``--family``): n θ, T states each."""
     theta = torch.from_numpy(family.draw(n, seed))
-    return rollouts(theta, ic_seeds(seed, n), cycled_ic_families(n), CHANNELS, grid, timesteps, device, progress)
+    return rollouts(theta, ic_seeds(seed, n), cycled_ic_kinds(n), CHANNELS, grid, timesteps, device, progress)
 
 
 def held_out_set(
@@ -192,11 +192,11 @@ class PoolSource:
 
 @dataclass
 class FreshRows:
-    """What fresh batch k is made of: θ, initial-condition (and noise) seeds and families, steps."""
+    """What fresh batch k is made of: θ, initial-condition (and noise) seeds and kinds, steps."""
 
     theta: Tensor
     ic_seeds: list[int]
-    ic_families: list[str]
+    ic_kinds: list[str]
     steps: Tensor
 
 
@@ -221,7 +221,7 @@ def fresh_rows(family: OperatorFamily, seed: int, k: int, size: int, timesteps: 
     theta = gain_curriculum(family, theta, k, curriculum)
     ic_seeds = [derive_seed(seed, "long-curve-ic", k, i) for i in range(size)]
     steps = torch.randint(0, timesteps, (size,), generator=generator(seed, "long-curve-step", k))
-    return FreshRows(theta, ic_seeds, cycled_ic_families(size), steps)
+    return FreshRows(theta, ic_seeds, cycled_ic_kinds(size), steps)
 
 
 class FreshSource:
@@ -245,7 +245,7 @@ class FreshSource:
         """One replay of the batch's operators to its largest step (frames are kept, not recomputed
         per row), each row's state picked at its own step, and O_θ applied once to the picks."""
         rows = fresh_rows(self.family, self.seed, k, self.size, self.timesteps, self.curriculum)
-        ics, _ = make_ics(rows.ic_families, rows.ic_seeds, CHANNELS, self.grid)
+        ics, _ = make_ics(rows.ic_kinds, rows.ic_seeds, CHANNELS, self.grid)
         last = max(1, int(rows.steps.max()))  # replay needs at least one step
         frames = replay(rows.theta, ics, rows.ic_seeds, last, device=self.device)[:, 0]
         x = frames[torch.arange(self.size, device=self.device), rows.steps.to(self.device)]
@@ -261,8 +261,8 @@ class FreshSource:
         ]
         theta = torch.cat([d.theta for d in draws])[:n]
         seeds = [s for d in draws for s in d.ic_seeds][:n]
-        families = [f for d in draws for f in d.ic_families][:n]
-        return rollouts(theta, seeds, families, CHANNELS, self.grid, self.timesteps, self.device)
+        kinds = [kind for d in draws for kind in d.ic_kinds][:n]
+        return rollouts(theta, seeds, kinds, CHANNELS, self.grid, self.timesteps, self.device)
 
 
 Source = PoolSource | FreshSource

@@ -1,7 +1,7 @@
 """Replay throughput: operator-steps per second of batched CNO rollouts, against one-by-one rollouts.
 
 A batch of B random operators (θ from the dataset generator's scrambled Sobol sampler, ICs
-cycling through every IC family) is rolled out T steps by ``noa.operators.replay.replay``.
+cycling through every IC kind) is rolled out T steps by ``noa.operators.replay.replay``.
 The same B rollouts are then run as B sequential single-operator replays (identical total
 work), so the table shows what batching heterogeneous operators buys. Weight construction
 (``build_operators``) is timed on its own; replay times include it, the "roll" column does not.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from noa.data.generate import sobol_params
-from noa.data.ics import IC_FAMILIES, make_ics
+from noa.data.ics import IC_KINDS, make_ics
 from noa.operators.cno import build_operators
 from noa.operators.replay import replay
 from noa.errors import NoaError
@@ -65,8 +65,8 @@ class Row:
 def make_workload(batch: int, grid: int, seed: int) -> Workload:
     """The same kind of samples `noa data generate` draws, for dataset seed ``seed``."""
     params = torch.from_numpy(sobol_params(batch, seed, CNO_SPACE.size))
-    families = [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(batch)]
-    ics, _ = make_ics(families, [derive_seed(seed, "ic", i) for i in range(batch)], CHANNELS, grid)
+    kinds = [IC_KINDS[i % len(IC_KINDS)] for i in range(batch)]
+    ics, _ = make_ics(kinds, [derive_seed(seed, "ic", i) for i in range(batch)], CHANNELS, grid)
     return Workload(params, ics, [derive_seed(seed, "noise", i) for i in range(batch)])
 
 

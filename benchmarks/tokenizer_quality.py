@@ -33,7 +33,7 @@ from noa.data.generate import GenerateConfig, generate
 from noa.data.loader import split_rows, usable_rows
 from noa.errors import NoaError
 from noa.runtime import resolve_device
-from noa.tokenizer import FAMILIES, codebook_stats, load_tokenizer
+from noa.tokenizer import FEATURE_CATEGORIES, codebook_stats, load_tokenizer
 from noa.tokenizer.job import train_tokenizer_on_dataset
 
 TARGET_MSE = 0.1
@@ -87,17 +87,17 @@ def report(metrics: dict, train_usage: list[float], gen_s: float | None, args: a
     print(f"\nheld-out samples: {metrics['n_samples']}")
     print(
         "normalized reconstruction MSE: total {:.4f}  ".format(mse["total"])
-        + "  ".join(f"{f} {mse[f]:.4f}" for f in FAMILIES)
+        + "  ".join(f"{f} {mse[f]:.4f}" for f in FEATURE_CATEGORIES)
     )
     print(
         f"codebook utilization % on the held-out split, levels L0..L{args.levels - 1} ({books[0]['size']} codes each):"
     )
-    for family in FAMILIES:
-        rows = [(cb, tr) for cb, tr in zip(books, train_usage) if cb["category"] == family]
+    for category in FEATURE_CATEGORIES:
+        rows = [(cb, tr) for cb, tr in zip(books, train_usage) if cb["category"] == category]
         levels = " ".join(f"{100 * cb['utilization']:3.0f}" for cb, _ in rows)
         train_mean = statistics.fmean(tr for _, tr in rows)
         ppl = " ".join(f"{cb['perplexity']:.0f}" for cb, _ in rows)
-        print(f"  {family:<9} {levels} | training split mean {100 * train_mean:.1f}% | perplexity {ppl}")
+        print(f"  {category:<9} {levels} | training split mean {100 * train_mean:.1f}% | perplexity {ppl}")
     print(
         f"utilization mean {100 * summary['utilization_mean']:.1f}%  min {100 * summary['utilization_min']:.1f}%  "
         f"(training split mean {100 * summary['train_utilization_mean']:.1f}%); mean perplexity {summary['perplexity_mean']:.1f}"

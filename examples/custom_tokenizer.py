@@ -8,7 +8,7 @@ features and save it, then name the class when training:
     noa train --dataset datasets/100k_full_features.h5 --vqvae-path checkpoints/pca_tokenizer \\
         --vqvae-class examples/custom_tokenizer.py:PCATokenizer --enable-latent-loss
 
-Per category (a feature family) it standardizes the columns it reads, projects them onto their
+Per feature category (initial, summary, temporal) it standardizes the columns it reads, projects them onto their
 first ``components`` principal directions, whitened to unit variance (the latent, one entry per
 category), and quantizes that latent to the nearest of ``codes`` k-means centres. Everything it draws comes from one
 explicit generator seeded by ``--seed``.
@@ -38,8 +38,8 @@ STD_FLOOR = 1e-6  # a column more constant than this is not scaled up (its round
 
 
 def column_names(channels: int) -> dict[str, list[str]]:
-    """The feature columns the tokenizer reads for ``channels`` channels, per family."""
-    return {family: [f"{stem}_c{k}" for stem in stems for k in range(channels)] for family, stems in STEMS.items()}
+    """The feature columns the tokenizer reads for ``channels`` channels, per category."""
+    return {category: [f"{stem}_c{k}" for stem in stems for k in range(channels)] for category, stems in STEMS.items()}
 
 
 class PCATokenizer:
@@ -108,7 +108,7 @@ class PCATokenizer:
         iterations: int = 25,
         seed: int = 0,
     ) -> PCATokenizer:
-        """Fit on ``features`` (the columns ``meta["feature_names"]`` names, per family)."""
+        """Fit on ``features`` (the columns ``meta["feature_names"]`` names, per category)."""
         generator = torch.Generator().manual_seed(seed)
         state: dict[str, Tensor] = {}
         for category in meta["feature_names"]:
@@ -177,8 +177,8 @@ def fit_on_dataset(
         names = column_names(info.channels)
         train, held_out = (
             {
-                family: values[family][..., [stored[family].index(name) for name in columns]]
-                for family, columns in names.items()
+                category: values[category][..., [stored[category].index(name) for name in columns]]
+                for category, columns in names.items()
             }
             for values in (h5.read_features(f, split.train), h5.read_features(f, split.val))
         )

@@ -50,12 +50,12 @@ def tiny_checkpoint(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory
 def samples(tiny_dataset: Path) -> dict:
     """The first rows of the tiny dataset: what a replay needs and the stored trajectories."""
     with h5py.File(tiny_dataset, "r") as f:
-        families = json.loads(f.attrs["ic_families"])
+        kinds = json.loads(f.attrs["ic_families"])  # the recorded name of the IC kinds
         rows = slice(0, 5)
         return {
             "params": torch.from_numpy(f["parameters/params"][rows]),
             "fields": torch.from_numpy(f["inputs/fields"][rows]),
-            "families": [families[int(i)] for i in f["metadata/ic_family"][rows]],
+            "kinds": [kinds[int(i)] for i in f["metadata/ic_family"][rows]],
             "ic_seeds": f["metadata/ic_seed"][rows].tolist(),
             "noise_seeds": f["metadata/noise_seed"][rows].tolist(),
             "trajectories": torch.from_numpy(f["trajectories"][rows]),
@@ -119,10 +119,8 @@ def test_the_theta_table_lists_the_parameter_space() -> None:
 
 
 def test_ic_and_replay_rebuild_the_dataset_samples_bit_for_bit(samples: dict) -> None:
-    for i, (family, ic_seed, noise_seed) in enumerate(
-        zip(samples["families"], samples["ic_seeds"], samples["noise_seeds"])
-    ):
-        ic = noa.make_initial_condition(family, grid=16, channels=3, seed=ic_seed)
+    for i, (kind, ic_seed, noise_seed) in enumerate(zip(samples["kinds"], samples["ic_seeds"], samples["noise_seeds"])):
+        ic = noa.make_initial_condition(kind, grid=16, channels=3, seed=ic_seed)
         assert torch.equal(ic, samples["fields"][i])
         cno = noa.replay_cno(ic, samples["params"][i], 8, noise_seed=noise_seed)
         assert torch.equal(cno[0], samples["trajectories"][i])
@@ -202,7 +200,7 @@ def test_amplitude_and_length_scale_can_be_fixed_by_hand() -> None:
     [
         (lambda: noa.make_initial_condition("sinusoid", grid=16), "exactly one of seed="),
         (lambda: noa.make_initial_condition("sinusoid", seed=1, generator=torch.Generator()), "exactly one of seed="),
-        (lambda: noa.make_initial_condition("vortex", seed=1), "unknown IC family 'vortex'"),
+        (lambda: noa.make_initial_condition("vortex", seed=1), "unknown IC kind 'vortex'"),
         (lambda: noa.make_initial_condition("sinusoid", grid=4, seed=1), "at least 8"),
         (lambda: noa.make_initial_condition("sinusoid", seed=1.5), "seed must be an integer"),
         (lambda: noa.make_initial_condition("sinusoid", seed=1, amplitude="loud"), "unknown IC amplitude level 'loud'"),
@@ -265,6 +263,24 @@ def test_rollout_and_replay_on_cuda_match_the_cpu(tiny_checkpoint: Path, samples
     torch.testing.assert_close(cno.cpu(), samples["trajectories"][:2, :, :5], rtol=1e-4, atol=1e-5)
 
 
+def test_the_former_names_of_ic_kinds_still_work_and_say_they_are_deprecated(tiny_dataset: Path) -> None:
+    with pytest.warns(DeprecationWarning, match="noa.IC_FAMILIES is deprecated; use noa.IC_KINDS"):
+        assert noa.IC_FAMILIES == noa.IC_KINDS
+    with pytest.warns(DeprecationWarning, match="noa.IC_FAMILIES"):  # every access warns, not only the first
+        noa.IC_FAMILIES
+    assert "IC_FAMILIES" not in noa.__all__ and "IC_FAMILIES" not in dir(noa)
+    sample = noa.read_sample(tiny_dataset, 2)
+    with pytest.warns(DeprecationWarning, match="Sample.ic_family is deprecated; use Sample.ic_kind"):
+        assert sample.ic_family == sample.ic_kind
+    with pytest.warns(DeprecationWarning, match="family=.* is deprecated"):
+        old = noa.make_initial_condition(family="localized", grid=16, seed=3)
+    assert torch.equal(old, noa.make_initial_condition(kind="localized", grid=16, seed=3))
+    with pytest.raises(NoaError, match="give the IC kind once"):
+        noa.make_initial_condition("localized", family="localized", grid=16, seed=3)
+    with pytest.raises(NoaError, match="give the IC kind"):
+        noa.make_initial_condition(grid=16, seed=3)
+
+
 def test_dir_of_the_package_lists_the_public_api_only() -> None:
     names = dir(noa)
     assert {"load", "CNO_SPACE", "NoaError", "__version__"} <= set(names)
@@ -276,7 +292,7 @@ def test_read_sample_gives_what_replays_the_stored_rollout(tiny_dataset: Path, s
     assert sample.row == 3 and sample.valid
     assert torch.equal(sample.theta, samples["params"][3])
     assert torch.equal(sample.ic, samples["fields"][3])
-    assert sample.ic_family == samples["families"][3] and sample.ic_family in noa.IC_FAMILIES
+    assert sample.ic_kind == samples["kinds"][3] and sample.ic_kind in noa.IC_KINDS
     assert sample.noise_seed == samples["noise_seeds"][3]
     assert sample.physical == CNO_SPACE.decode(sample.theta)
     # θ, IC and noise seed are all a rollout needs: replaying them gives the stored trajectory.

@@ -37,7 +37,7 @@ def test_generate_then_info_from_the_console_script(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert out.exists() and "samples:       6" in run.stdout
     info = subprocess.run([sys.executable, "-m", "noa.cli", "data", "info", str(out)], capture_output=True, text=True)
-    assert info.returncode == 0 and "IC families" in info.stdout
+    assert info.returncode == 0 and "IC kinds" in info.stdout
 
 
 def test_no_progress_bar_when_the_output_is_not_a_terminal(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_off_a_terminal_generation_and_features_log_plain_progress_lines(tmp_pat
         (["data", "info", "missing.h5"], "does not exist"),
         (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--grid", "5", "--no-features"], "--grid"),
         (
-            ["data", "generate", "--out", "x.h5", "--n-samples", "4", "--ic-families", "vortex", "--no-features"],
+            ["data", "generate", "--out", "x.h5", "--n-samples", "4", "--ic-kinds", "vortex", "--no-features"],
             "vortex",
         ),
         (["data", "generate", "--out", "x.h5", "--n-samples", "4", "--device", "cuda:7", "--no-features"], "CUDA"),
@@ -146,3 +146,24 @@ def test_info_on_an_interrupted_generation_gives_the_whole_resume_command(tmp_pa
 def test_info_on_a_missing_dataset_says_how_to_make_one(tmp_path: Path, capsys) -> None:
     assert main(["data", "info", str(tmp_path / "none.h5")]) == 2
     assert f"create one with `noa data generate --out {tmp_path / 'none.h5'} --n-samples N`" in capsys.readouterr().err
+
+
+def test_ic_families_is_the_deprecated_name_of_ic_kinds(tmp_path: Path, capsys) -> None:
+    """The former flag still works the same, and says once on stderr that it was renamed."""
+    import json
+
+    import h5py
+
+    flags = ["--n-samples", "2", "--grid", "16", "--timesteps", "2", "--no-features", "--no-progress"]
+    err, fields = {}, {}
+    for flag in ("--ic-kinds", "--ic-families"):
+        out = tmp_path / f"{flag[2:]}.h5"
+        assert main(["data", "generate", "--out", str(out), *flags, flag, "sinusoid", "localized"]) == 0
+        err[flag] = capsys.readouterr().err
+        with h5py.File(out, "r") as f:
+            assert json.loads(f.attrs["ic_families"]) == ["sinusoid", "localized"]  # the recorded name
+            fields[flag] = f["inputs/fields"][:]
+    assert (fields["--ic-kinds"] == fields["--ic-families"]).all()
+    assert "deprecated" not in err["--ic-kinds"]
+    warnings = [line for line in err["--ic-families"].splitlines() if "deprecated" in line]
+    assert warnings == ["Warning: --ic-families is deprecated; use --ic-kinds (same values)"]

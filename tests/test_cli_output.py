@@ -36,6 +36,8 @@ def test_every_option_that_takes_a_value_shows_its_default_in_help() -> None:
         for action in parser._actions:
             if not action.option_strings or action.nargs == 0 or action.required or action.dest in ("help", "version"):
                 continue
+            if action.help == argparse.SUPPRESS:  # a former flag name, hidden from --help
+                continue
             if "default" not in _help_of(parser, action):
                 missing.append(f"{name} {action.option_strings[0]}")
     assert not missing, missing
@@ -46,6 +48,8 @@ def test_every_argument_says_what_it_is_not_only_its_default() -> None:
     for name, parser in _parsers(build_parser()):
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction) or action.dest in ("help", "version"):
+                continue
+            if action.help == argparse.SUPPRESS:  # a former flag name, hidden from --help
                 continue
             text = (action.help or "").strip()
             if not text or text.startswith("(default") or _help_of(parser, action).count("(default") > 1:

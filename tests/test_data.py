@@ -17,6 +17,7 @@ from noa.data.generate import GenerateConfig, generate
 from noa.data.h5 import open_dataset, read_info
 from noa.data.info import describe
 from noa.data.loader import usable_rows
+from noa.data.partial import resume_command
 from noa.errors import NoaError
 from noa.operators.replay import replay
 
@@ -102,6 +103,34 @@ def test_resume_with_other_flags_is_refused(tmp_path: Path) -> None:
         generate(_cfg(seed=4), out, resume=True, progress=False, log=lambda _: None)
 
 
+def test_ic_kinds_are_recorded_under_the_names_files_were_written_with(tmp_path: Path) -> None:
+    """IC kinds were "IC families" when the format was fixed: files record them as such (the
+    root attribute, the config key in its old place, the per-sample index), so a dataset or an
+    interrupted generation written before reads back, and resumes, unchanged."""
+    from noa.api.samples import read_sample
+    from noa.families import FULL
+
+    cfg = _cfg(n_samples=4, ic_kinds=["sinusoid", "localized"], store_trajectories=False)
+    written_before = (
+        '{"n_samples": 4, "grid": 16, "channels": 3, "timesteps": 4, "realizations": 1, "seed": 3, '
+        '"ic_families": ["sinusoid", "localized"], "store_trajectories": false, "features": false, '
+        f'"family": {json.dumps(FULL.as_dict())}}}'
+    )
+    out = tmp_path / "kinds.h5"
+    partial = out.with_name("kinds.h5.partial")
+    generate_module._create(partial, cfg, None, chunk=8)
+    with h5py.File(partial, "r") as f:
+        assert f.attrs["config"] == written_before  # byte for byte: the dataset fingerprint hashes it
+        assert json.loads(f.attrs["ic_families"]) == ["sinusoid", "localized"]
+        assert f["metadata/ic_family"][:].tolist() == [0, 1, 0, 1]
+    assert "--ic-kinds sinusoid localized" in (resume_command(out) or "")
+    generate(cfg, out, resume=True, progress=False, log=lambda _: None)  # the old record matches the config
+    with open_dataset(out) as f:
+        assert read_info(f).ic_kinds == ("sinusoid", "localized")
+    assert "IC kinds:      sinusoid 2, localized 2" in describe(out)
+    assert [read_sample(out, row).ic_kind for row in range(4)] == ["sinusoid", "localized"] * 2
+
+
 def test_existing_output_is_never_overwritten_without_consent(tmp_path: Path, dataset: Path) -> None:
     out = tmp_path / "keep.h5"
     shutil.copy(dataset, out)
@@ -116,7 +145,7 @@ def test_existing_output_is_never_overwritten_without_consent(tmp_path: Path, da
     [
         ({"grid": 4}, "--grid"),
         ({"n_samples": 0}, "--n-samples"),
-        ({"ic_families": ["gaussian_random_field", "plasma"]}, "plasma"),
+        ({"ic_kinds": ["gaussian_random_field", "plasma"]}, "plasma"),
         ({"timesteps": 0}, "--timesteps"),
     ],
 )

@@ -33,6 +33,7 @@ from noa.diagnostics.report import SKIP_REASON
 from noa.diagnostics.rollout_quality import report_horizons, step_errors, summarize
 from noa.train.checkpoint import load_checkpoint
 from noa.errors import NoaError
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.model import LatentProjector, UAFNO, UAFNOConfig
 from noa.operators.space import CNO_SPACE
 
@@ -114,7 +115,7 @@ def setup(tmp_path_factory):
     )
     with h5py.File(dataset, "r") as f:
         names = h5.feature_names(f)
-        features = {family: torch.from_numpy(f["features"][family][:]) for family in h5.FEATURE_FAMILIES}
+        features = {category: torch.from_numpy(f["features"][category][:]) for category in FEATURE_CATEGORIES}
     config = tokenizer_api.TokenizerConfig(
         feature_dims={k: len(v) for k, v in names.items()},
         feature_names=names,
@@ -728,13 +729,13 @@ def test_report_md_opens_with_the_run_and_labels_frames_with_theta(setup, report
     )  # save_checkpoint records no --lambda-commit: unknown, not guessed
     assert md.index("## Run") < md.index("## Report") < md.index("## Training flags")
     assert "| `--val-split` | 0.25 |" in md
-    # Frame rows: θ in physical units (the parameter space's decode), IC family, channel.
-    with h5py.File(setup["dataset"], "r") as f:
+    # Frame rows: θ in physical units (the parameter space's decode), IC kind, channel.
+    with h5py.File(setup["dataset"], "r") as f:  # the file records the IC kinds under their former name
         theta = f["parameters/params"][result.rows[0]]
-        family = json.loads(f.attrs["ic_families"])[int(f["metadata/ic_family"][result.rows[0]])]
+        kind = json.loads(f.attrs["ic_families"])[int(f["metadata/ic_family"][result.rows[0]])]
     decoded = CNO_SPACE.decode(theta)
     row = next(line for line in md if line.startswith(f"- row {result.rows[0]}: "))
-    assert f"IC {family}, channel 0" in row and f"n_layers={decoded['n_layers']}" in row
+    assert f"IC {kind}, channel 0" in row and f"n_layers={decoded['n_layers']}" in row
     assert f"activation={decoded['activation']}" in row and f"noise_scale={decoded['noise_scale']:.3g}" in row
 
 

@@ -9,7 +9,7 @@ import torch
 
 from noa.errors import NoaError
 from noa.features import (
-    FAMILIES,
+    FEATURE_CATEGORIES,
     FeatureSpec,
     compute_features,
     feature_dims,
@@ -43,8 +43,8 @@ def _static(field: torch.Tensor, frames: int) -> torch.Tensor:
     return field.expand(1, frames, *field.shape).clone()
 
 
-def _column(features: dict[str, torch.Tensor], family: str, name: str, channels: int = 3) -> torch.Tensor:
-    return features[family][..., feature_names(channels)[family].index(name)]
+def _column(features: dict[str, torch.Tensor], category: str, name: str, channels: int = 3) -> torch.Tensor:
+    return features[category][..., feature_names(channels)[category].index(name)]
 
 
 def _rollouts() -> dict[str, torch.Tensor]:
@@ -66,16 +66,23 @@ def _rollouts() -> dict[str, torch.Tensor]:
     }
 
 
+def test_feature_categories_keep_their_recorded_names() -> None:
+    """The category names are recorded: the HDF5 groups /features/<category> and the tokenizer's
+    config, buffer and metrics keys. Renaming one would leave every dataset and tokenizer
+    written before unreadable."""
+    assert FEATURE_CATEGORIES == ("initial", "summary", "temporal")
+
+
 @pytest.mark.parametrize("channels", [1, 2, 3, 5])
 def test_registry_lists_exactly_the_produced_columns(channels: int) -> None:
     features = compute_features(_noise(2, 5, channels, 8, 8))
     specs, names, dims = feature_specs(channels), feature_names(channels), feature_dims(channels)
-    assert tuple(features) == FAMILIES == tuple(specs) == tuple(names) == tuple(dims)
-    for family in FAMILIES:
-        assert features[family].shape[-1] == dims[family] == len(specs[family]) == len(names[family])
-        assert len(set(names[family])) == len(names[family])
-        assert all(isinstance(s, FeatureSpec) and s.family == family and s.description for s in specs[family])
-        assert [s.name for s in specs[family]] == names[family]
+    assert tuple(features) == FEATURE_CATEGORIES == tuple(specs) == tuple(names) == tuple(dims)
+    for category in FEATURE_CATEGORIES:
+        assert features[category].shape[-1] == dims[category] == len(specs[category]) == len(names[category])
+        assert len(set(names[category])) == len(names[category])
+        assert all(isinstance(s, FeatureSpec) and s.category == category and s.description for s in specs[category])
+        assert [s.name for s in specs[category]] == names[category]
     pairs = channels * (channels - 1) // 2
     expected = {"initial": 10 * channels + pairs, "summary": 10 * channels, "temporal": 9 * channels + pairs}
     assert feature_dims(channels) == expected
@@ -100,9 +107,9 @@ def test_shapes_dtype_and_device() -> None:
 def test_values_and_gradients_are_finite(kind: str) -> None:
     trajectory = _rollouts()[kind].requires_grad_(True)
     features = compute_features(trajectory)
-    for family, values in features.items():
-        assert torch.isfinite(values).all(), f"{kind}: non-finite {family} features"
-        assert values.abs().max() < 200.0, f"{kind}: {family} features are not compressed"
+    for category, values in features.items():
+        assert torch.isfinite(values).all(), f"{kind}: non-finite {category} features"
+        assert values.abs().max() < 200.0, f"{kind}: {category} features are not compressed"
     loss = sum((v * torch.linspace(-1.0, 1.0, v.numel()).view_as(v)).sum() for v in features.values())
     (grad,) = torch.autograd.grad(loss, trajectory)
     assert torch.isfinite(grad).all(), f"{kind}: non-finite gradient"
@@ -111,11 +118,11 @@ def test_values_and_gradients_are_finite(kind: str) -> None:
 def test_gradients_match_finite_differences() -> None:
     trajectory = _noise(1, 5, 2, 8, 8, seed=11) + 0.5
     direction = _noise(1, 5, 2, 8, 8, seed=12)
-    shapes = {family: values.shape for family, values in compute_features(trajectory).items()}
-    weights = {family: _noise(*shape, seed=13 + i) for i, (family, shape) in enumerate(shapes.items())}
+    shapes = {category: values.shape for category, values in compute_features(trajectory).items()}
+    weights = {category: _noise(*shape, seed=13 + i) for i, (category, shape) in enumerate(shapes.items())}
 
     def objective(x: torch.Tensor) -> torch.Tensor:
-        return sum((compute_features(x)[family] * weights[family]).sum() for family in FAMILIES)
+        return sum((compute_features(x)[category] * weights[category]).sum() for category in FEATURE_CATEGORIES)
 
     x = trajectory.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(objective(x), x)
@@ -132,14 +139,14 @@ def test_batch_independence() -> None:
     together = compute_features(batch)
     for i in range(batch.shape[0]):
         alone = compute_features(batch[i : i + 1])
-        for family in FAMILIES:
-            torch.testing.assert_close(together[family][i : i + 1], alone[family], rtol=1e-5, atol=1e-6)
+        for category in FEATURE_CATEGORIES:
+            torch.testing.assert_close(together[category][i : i + 1], alone[category], rtol=1e-5, atol=1e-6)
 
 
 def test_deterministic() -> None:
     trajectory = _noise(2, 9, 3, 16, 16, seed=30)
     first, second = compute_features(trajectory), compute_features(trajectory.clone())
-    assert all(torch.equal(first[family], second[family]) for family in FAMILIES)
+    assert all(torch.equal(first[category], second[category]) for category in FEATURE_CATEGORIES)
 
 
 def test_realizations_are_averaged_and_share_the_initial_features() -> None:
@@ -149,10 +156,10 @@ def test_realizations_are_averaged_and_share_the_initial_features() -> None:
     single = compute_features(trajectory[:, :1])
     plain = compute_features(trajectory[:, 0])
     per_realization = [compute_features(trajectory[:, m]) for m in range(3)]
-    for family in FAMILIES:
-        torch.testing.assert_close(single[family], plain[family], rtol=0, atol=0)
-        expected = torch.stack([p[family] for p in per_realization]).mean(dim=0)
-        torch.testing.assert_close(with_axis[family], expected, rtol=1e-5, atol=1e-6)
+    for category in FEATURE_CATEGORIES:
+        torch.testing.assert_close(single[category], plain[category], rtol=0, atol=0)
+        expected = torch.stack([p[category] for p in per_realization]).mean(dim=0)
+        torch.testing.assert_close(with_axis[category], expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(with_axis["initial"], plain["initial"], rtol=1e-6, atol=1e-6)
 
 
@@ -258,10 +265,10 @@ def test_statistics_taken_chunk_by_chunk_give_the_same_features_and_gradient(chu
     """T = 16: the lag-8 and lag-T covariances pair frames of different chunks (3 and 5 do not divide T+1)."""
     amplitude = torch.logspace(-3, 3, 17).view(1, 17, 1, 1, 1)
     x = amplitude * _noise(2, 17, 3, 16, 16, seed=110) + 0.3
-    weights = {family: _noise(*v.shape, seed=111 + i) for i, (family, v) in enumerate(compute_features(x).items())}
+    weights = {category: _noise(*v.shape, seed=111 + i) for i, (category, v) in enumerate(compute_features(x).items())}
 
     def objective(features: dict[str, torch.Tensor]) -> torch.Tensor:
-        return sum((features[family] * weights[family]).sum() for family in FAMILIES)
+        return sum((features[category] * weights[category]).sum() for category in FEATURE_CATEGORIES)
 
     reference = x.clone().requires_grad_(True)
     whole = compute_features(reference)
@@ -269,8 +276,8 @@ def test_statistics_taken_chunk_by_chunk_give_the_same_features_and_gradient(chu
 
     with torch.no_grad():
         stats = rollout_statistics(x, chunk)
-    for family, values in features_from_statistics(stats).items():
-        torch.testing.assert_close(values, whole[family].detach(), rtol=1e-6, atol=1e-6)
+    for category, values in features_from_statistics(stats).items():
+        torch.testing.assert_close(values, whole[category].detach(), rtol=1e-6, atol=1e-6)
     leaves = stats.requiring_grad()
     got = frame_gradient(objective(features_from_statistics(leaves)), leaves, x, chunk)
     assert torch.equal(got[:, 0], torch.zeros_like(got[:, 0]))  # frame 0, the initial condition, is held fixed
@@ -288,10 +295,10 @@ def test_cuda_matches_cpu_and_is_deterministic() -> None:
     trajectory = _noise(2, 2, 9, 3, 32, 32, seed=100)
     on_cpu = compute_features(trajectory)
     first, second = compute_features(trajectory.cuda()), compute_features(trajectory.cuda())
-    for family in FAMILIES:
-        assert first[family].device.type == "cuda" and first[family].dtype == torch.float32
-        assert torch.equal(first[family], second[family])
-        torch.testing.assert_close(first[family].cpu(), on_cpu[family], rtol=1e-4, atol=1e-4)
+    for category in FEATURE_CATEGORIES:
+        assert first[category].device.type == "cuda" and first[category].dtype == torch.float32
+        assert torch.equal(first[category], second[category])
+        torch.testing.assert_close(first[category].cpu(), on_cpu[category], rtol=1e-4, atol=1e-4)
 
 
 def test_stored_features_do_not_depend_on_batch_size_or_threads_to_the_byte() -> None:
@@ -307,8 +314,8 @@ def test_stored_features_do_not_depend_on_batch_size_or_threads_to_the_byte() ->
         two_threads = compute_features(x, stable=True)
     finally:
         torch.set_num_threads(threads)
-    for family, values in whole.items():
+    for category, values in whole.items():
         assert values.dtype == torch.float32
-        assert torch.equal(values[:5], five[family]), family
-        assert torch.equal(values, torch.cat([single[family] for single in one_by_one])), family
-        assert torch.equal(values, two_threads[family]), family
+        assert torch.equal(values[:5], five[category]), category
+        assert torch.equal(values, torch.cat([single[category] for single in one_by_one])), category
+        assert torch.equal(values, two_threads[category]), category

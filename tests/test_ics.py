@@ -1,5 +1,5 @@
-"""Initial-condition families: determinism, normalisation and the physical properties each
-family promises (correlation length, periodicity, locality, smooth edges)."""
+"""Initial-condition kinds: determinism, normalisation and the physical properties each
+kind promises (correlation length, periodicity, locality, smooth edges)."""
 
 from __future__ import annotations
 
@@ -10,51 +10,69 @@ import torch
 
 from noa.data.ics import (
     AMPLITUDE_LEVELS,
-    IC_FAMILIES,
+    IC_KINDS,
     LENGTH_SCALE_RANGES,
     ICSpec,
     correlation_length,
     draw_spec,
     make_ic,
     make_ics,
-    validate_families,
+    validate_kinds,
 )
 from noa.errors import NoaError
 
 
-def test_family_names_in_agreed_order():
-    assert IC_FAMILIES == ("gaussian_random_field", "multiscale_grf", "structured", "localized", "sinusoid")
+def test_kind_names_in_agreed_order():
+    assert IC_KINDS == ("gaussian_random_field", "multiscale_grf", "structured", "localized", "sinusoid")
     assert set(AMPLITUDE_LEVELS) == {"low", "medium", "high"}
 
 
-@pytest.mark.parametrize("family", IC_FAMILIES)
-def test_same_seed_same_bytes_different_seed_differs(family):
-    spec = draw_spec(family, 7)
-    assert draw_spec(family, 7) == spec
+def test_a_seed_draws_the_ics_it_always_drew():
+    """A kind's index in IC_KINDS keys its generators: these values were drawn before the kinds
+    were renamed from families, and every dataset's ICs depend on them staying put."""
+    ics, specs = make_ics(list(IC_KINDS), [101, 202, 303, 404, 505], channels=2, grid=16)
+    expected = [
+        ("gaussian_random_field", "medium", 0.058329140166863074, [0.227173, -0.455584, -1.550583], 408.4523),
+        ("multiscale_grf", "medium", 0.1302887442841159, [0.326433, 1.041065, 1.491927], 423.0401),
+        ("structured", "high", 0.1822414043254463, [3.392864, 2.090705, -0.70569], 1146.5546),
+        ("localized", "low", 0.043465227286258984, [-0.138821, 0.026396, 0.189843], 38.0729),
+        ("sinusoid", "high", 0.16666666666666666, [-2.407302, -1.806212, 0.147161], 1048.9786),
+    ]
+    for spec, field, (kind, level, ell, row, total) in zip(specs, ics, expected):
+        assert (spec.kind, spec.amplitude_level) == (kind, level)
+        assert spec.length_scale == pytest.approx(ell, rel=1e-12)
+        assert field[0, 3, :3].tolist() == pytest.approx(row, abs=1e-5)
+        assert float(field.abs().sum()) == pytest.approx(total, rel=1e-5)
+
+
+@pytest.mark.parametrize("kind", IC_KINDS)
+def test_same_seed_same_bytes_different_seed_differs(kind):
+    spec = draw_spec(kind, 7)
+    assert draw_spec(kind, 7) == spec
     a = make_ic(spec, 7)
     b = make_ic(spec, 7)
     assert a.numpy().tobytes() == b.numpy().tobytes()
     assert not torch.equal(a, make_ic(spec, 8))
 
 
-def test_sample_depends_only_on_its_family_and_seed():
-    families = ["sinusoid", "gaussian_random_field", "structured", "localized", "multiscale_grf"]
+def test_sample_depends_only_on_its_kind_and_seed():
+    kinds = ["sinusoid", "gaussian_random_field", "structured", "localized", "multiscale_grf"]
     seeds = [11, 12, 13, 14, 15]
-    batch, specs = make_ics(families, seeds, channels=2, grid=16)
+    batch, specs = make_ics(kinds, seeds, channels=2, grid=16)
     assert batch.shape == (5, 2, 16, 16)
     for i in range(len(seeds)):
-        alone, alone_specs = make_ics([families[i]], [seeds[i]], channels=2, grid=16)
+        alone, alone_specs = make_ics([kinds[i]], [seeds[i]], channels=2, grid=16)
         assert torch.equal(batch[i], alone[0])
         assert specs[i] == alone_specs[0]
-    reordered, _ = make_ics(families[::-1], seeds[::-1], channels=2, grid=16)
+    reordered, _ = make_ics(kinds[::-1], seeds[::-1], channels=2, grid=16)
     assert torch.equal(reordered.flip(0), batch)
 
 
-@pytest.mark.parametrize("family", IC_FAMILIES)
+@pytest.mark.parametrize("kind", IC_KINDS)
 @pytest.mark.parametrize("level", list(AMPLITUDE_LEVELS))
 @pytest.mark.parametrize(("channels", "grid"), [(3, 64), (1, 8), (2, 33)])
-def test_shape_dtype_finite_and_rms_normalised(family, level, channels, grid):
-    spec = ICSpec(family, level, draw_spec(family, 3).length_scale)
+def test_shape_dtype_finite_and_rms_normalised(kind, level, channels, grid):
+    spec = ICSpec(kind, level, draw_spec(kind, 3).length_scale)
     field = make_ic(spec, 3, channels=channels, grid=grid)
     assert field.shape == (channels, grid, grid)
     assert field.dtype == torch.float32
@@ -63,26 +81,26 @@ def test_shape_dtype_finite_and_rms_normalised(family, level, channels, grid):
     assert torch.allclose(rms, torch.full_like(rms, AMPLITUDE_LEVELS[level]), rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", IC_FAMILIES)
+@pytest.mark.parametrize("kind", IC_KINDS)
 @pytest.mark.parametrize("length_scale", [1e-4, 0.5])
-def test_extreme_length_scales_stay_finite(family, length_scale):
-    field = make_ic(ICSpec(family, "medium", length_scale), 1, channels=2, grid=8)
+def test_extreme_length_scales_stay_finite(kind, length_scale):
+    field = make_ic(ICSpec(kind, "medium", length_scale), 1, channels=2, grid=8)
     assert torch.isfinite(field).all()
     assert torch.allclose(field.square().mean(dim=(-2, -1)).sqrt(), torch.ones(2), rtol=1e-5)
 
 
-@pytest.mark.parametrize("family", IC_FAMILIES)
-def test_draw_spec_stays_in_documented_range(family):
-    lo, hi = LENGTH_SCALE_RANGES[family]
-    specs = [draw_spec(family, seed) for seed in range(40)]
+@pytest.mark.parametrize("kind", IC_KINDS)
+def test_draw_spec_stays_in_documented_range(kind):
+    lo, hi = LENGTH_SCALE_RANGES[kind]
+    specs = [draw_spec(kind, seed) for seed in range(40)]
     assert all(lo - 1e-12 <= s.length_scale <= hi + 1e-12 for s in specs)
     assert {s.amplitude_level for s in specs} == set(AMPLITUDE_LEVELS)
     assert len({s.length_scale for s in specs}) > 3
 
 
-def test_unknown_family_lists_valid_ones():
+def test_unknown_kind_lists_valid_ones():
     for call in (
-        lambda: validate_families(["gaussian_random_field", "perlin"]),
+        lambda: validate_kinds(["gaussian_random_field", "perlin"]),
         lambda: draw_spec("perlin", 0),
         lambda: ICSpec("perlin", "low", 0.1),
         lambda: make_ics(["perlin"], [0]),
@@ -90,9 +108,9 @@ def test_unknown_family_lists_valid_ones():
         with pytest.raises(NoaError) as info:
             call()
         assert "perlin" in str(info.value)
-        assert all(name in str(info.value) for name in IC_FAMILIES)
-    assert validate_families(["sinusoid", "localized"]) == ("sinusoid", "localized")
-    assert validate_families("sinusoid") == ("sinusoid",)  # one name, not its letters
+        assert all(name in str(info.value) for name in IC_KINDS)
+    assert validate_kinds(["sinusoid", "localized"]) == ("sinusoid", "localized")
+    assert validate_kinds("sinusoid") == ("sinusoid",)  # one name, not its letters
 
 
 @pytest.mark.parametrize(
@@ -105,7 +123,7 @@ def test_unknown_family_lists_valid_ones():
         lambda: ICSpec("sinusoid", "low", math.nan),
         lambda: ICSpec("sinusoid", "low", 0.0),
         lambda: ICSpec("sinusoid", "huge", 0.2),
-        lambda: validate_families([]),
+        lambda: validate_kinds([]),
     ],
 )
 def test_bad_inputs_raise_noa_error(bad):

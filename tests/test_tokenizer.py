@@ -16,7 +16,7 @@ import torch
 
 from noa.errors import NoaError
 from noa.tokenizer import (
-    FAMILIES,
+    FEATURE_CATEGORIES,
     TokenizerConfig,
     check_compatible,
     codebook_stats,
@@ -121,13 +121,13 @@ def test_shapes_sizes_and_slices(trained, splits):
     val = splits[1]
     n, levels, width = val["initial"].shape[0], model.config.levels, model.config.latent_dim
     latents = model.encode(val)
-    assert len(latents) == len(FAMILIES) * levels == len(model.codebook_sizes)
+    assert len(latents) == len(FEATURE_CATEGORIES) * levels == len(model.codebook_sizes)
     assert all(z.shape == (n, width) for z in latents)
-    assert model.latent_dim == sum(z.shape[1] for z in latents) == len(FAMILIES) * levels * width
+    assert model.latent_dim == sum(z.shape[1] for z in latents) == len(FEATURE_CATEGORIES) * levels * width
     flat = torch.cat(latents, dim=1)
-    for i, family in enumerate(FAMILIES):
+    for i, category in enumerate(FEATURE_CATEGORIES):
         assert torch.equal(
-            flat[:, model.category_slices[family]], torch.cat(latents[i * levels : (i + 1) * levels], dim=1)
+            flat[:, model.category_slices[category]], torch.cat(latents[i * levels : (i + 1) * levels], dim=1)
         )
     z_q, indices = model.quantize(latents)
     assert len(z_q) == len(indices) == len(latents)
@@ -145,8 +145,8 @@ def test_quantize_picks_nearest_code_and_levels_are_residuals(trained, splits):
     model, _ = trained
     latents = model.encode(splits[1])
     z_q, indices = model.quantize(latents)
-    for (family, level), z, q, idx in zip(model.entries, latents, z_q, indices):
-        codebook = model.quantizers[family][level].codebook
+    for (category, level), z, q, idx in zip(model.entries, latents, z_q, indices):
+        codebook = model.quantizers[category][level].codebook
         assert torch.equal(q, codebook[idx])
         best = torch.cdist(z, codebook).min(dim=1).values
         assert torch.allclose((z - q).norm(dim=1), best, atol=1e-5)
@@ -164,7 +164,7 @@ def test_eval_paths_have_no_side_effects_and_no_batch_coupling(trained, splits):
     model.quantize(latents)
     model(val)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    alone = model.encode({f: val[f][3:4] for f in FAMILIES})
+    alone = model.encode({f: val[f][3:4] for f in FEATURE_CATEGORIES})
     assert all(torch.allclose(a[0], b[3], atol=1e-5) for a, b in zip(alone, latents))
 
 
@@ -178,9 +178,9 @@ def test_normalization_uses_train_stats_and_is_applied_in_encode(trained, splits
 
     normed = model.normalize(val)
     identity = copy.deepcopy(model)
-    for family in FAMILIES:
-        getattr(identity, f"mean_{family}").zero_()
-        getattr(identity, f"std_{family}").fill_(1.0)
+    for category in FEATURE_CATEGORIES:
+        getattr(identity, f"mean_{category}").zero_()
+        getattr(identity, f"std_{category}").fill_(1.0)
     raw_latents = model.encode(val)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(identity.encode(normed), raw_latents))
     assert not torch.allclose(model.encode(normed)[0], raw_latents[0])
@@ -198,7 +198,7 @@ def test_training_reduces_val_reconstruction_error(trained, splits):
     assert all(len(v) == EPOCHS for v in history.values())
     assert history["val_recon"][-1] < 0.5 * history["val_recon"][0]
     mse = reconstruction_mse(model, splits[1], batch_size=50)
-    assert set(mse) == {*FAMILIES, "total"}
+    assert set(mse) == {*FEATURE_CATEGORIES, "total"}
     assert mse["total"] == pytest.approx(history["val_recon"][-1], rel=1e-6)
     assert mse["total"] < 0.3
     stats = codebook_stats(model, splits[1])
@@ -242,7 +242,7 @@ def test_save_load_round_trip_is_exact(trained, saved, splits):
         (q1, i1), (q2, i2) = model.quantize(ours), loaded.quantize(theirs)
         assert all(torch.equal(a, b) for a, b in zip(q1 + i1, q2 + i2))
         r1, r2 = model.decode(q1), loaded.decode(q2)
-        assert all(torch.equal(r1[f], r2[f]) for f in FAMILIES)
+        assert all(torch.equal(r1[f], r2[f]) for f in FEATURE_CATEGORIES)
     assert loaded.config == model.config
     assert {p.name for p in saved.iterdir()} == {"config.json", "weights.pt", "history.json", "metrics.json"}
     assert torch.load(saved / "weights.pt", weights_only=True).keys() == model.state_dict().keys()
@@ -259,8 +259,8 @@ def test_loaded_tokenizer_is_frozen_but_passes_gradients_to_features(saved, spli
     z_q, _ = loaded.quantize(latents)
     commit = torch.stack([torch.nn.functional.mse_loss(z, q.detach()) for z, q in zip(latents, z_q)]).mean()
     commit.backward()
-    for family in FAMILIES:
-        grad = features[family].grad
+    for category in FEATURE_CATEGORIES:
+        grad = features[category].grad
         assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     assert all(p.grad is None for p in loaded.parameters())
 

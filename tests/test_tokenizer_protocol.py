@@ -325,7 +325,7 @@ def test_features_noa_does_not_compute_are_named_with_a_guess(
     spec = f"{_subclasses(tmp_path)}:Misspelt"
     err = _train_refusal(tiny_dataset, pca, tmp_path, capsys, "--vqvae-class", spec)
     assert "temporal features noa does not compute for 3 channels: 'men_c1' (did you mean 'mean_c1'?)" in err
-    assert "feature family 'sumary' is not one noa computes (did you mean 'summary'?)" in err
+    assert "feature category 'sumary' is not one noa computes (did you mean 'summary'?)" in err
 
 
 def test_sizes_that_do_not_fit_the_data_name_both_values(

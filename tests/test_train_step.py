@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers import SMALL
 from noa.data.loader import SampleSource, usable_rows
-from noa.features import FAMILIES, compute_features, feature_dims, feature_names
+from noa.features import FEATURE_CATEGORIES, compute_features, feature_dims, feature_names
 from noa.model import UAFNO, LatentProjector, UAFNOConfig
 from noa.tokenizer import CategoricalVQVAE, TokenizerConfig, load_tokenizer
 from noa.tokenizer.model import isolated_global_rng
@@ -53,8 +53,8 @@ def _built_tokenizer(timesteps: int, grid: int = 16) -> CategoricalVQVAE:
         tokenizer = CategoricalVQVAE(config)
         tokenizer.set_normalization(compute_features(torch.randn(8, timesteps + 1, 3, grid, grid)))
         with torch.no_grad():
-            for family in FAMILIES:
-                for vq in tokenizer.quantizers[family]:
+            for category in FEATURE_CATEGORIES:
+                for vq in tokenizer.quantizers[category]:
                     vq.codebook.copy_(torch.randn_like(vq.codebook))
     return tokenizer.requires_grad_(False).eval()
 

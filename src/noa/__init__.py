@@ -16,6 +16,7 @@ Names are imported on first use, so ``import noa`` stays cheap (no torch) until 
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from noa.errors import NoaError
@@ -35,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "compute_features": "noa.features",
     "CNO_SPACE": "noa.operators.space",
     "ParameterSpace": "noa.operators.space",
-    "IC_FAMILIES": "noa.data.ics",
+    "IC_KINDS": "noa.data.ics",
     "read_sample": "noa.api.samples",
     "Sample": "noa.api.samples",
     "training_split": "noa.api.samples",
@@ -44,9 +45,14 @@ _EXPORTS: dict[str, str] = {
     "load_family": "noa.families",
 }
 
+# deprecated public name -> the name that replaced it (still served, with a DeprecationWarning)
+_DEPRECATED: dict[str, str] = {
+    "IC_FAMILIES": "IC_KINDS",  # IC kinds were called IC families
+}
+
 __all__ = [
     "CNO_SPACE",
-    "IC_FAMILIES",
+    "IC_KINDS",
     "NeuralOperatorAgent",
     "NoaError",
     "OperatorFamily",
@@ -78,7 +84,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from noa.api.samples import training_split as training_split
     from noa.api.tokens import Tokenizer as Tokenizer
     from noa.api.tokens import load_tokenizer as load_tokenizer
-    from noa.data.ics import IC_FAMILIES as IC_FAMILIES
+    from noa.data.ics import IC_KINDS as IC_FAMILIES  # noqa: F401  # deprecated alias (see _DEPRECATED)
+    from noa.data.ics import IC_KINDS as IC_KINDS
     from noa.families import OperatorFamily as OperatorFamily
     from noa.families import load_family as load_family
     from noa.features import compute_features as compute_features
@@ -88,7 +95,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
 
 
 def __getattr__(name: str) -> Any:
-    """Import a public name's module on first access (PEP 562) and cache the name here."""
+    """Import a public name's module on first access (PEP 562) and cache the name here; a
+    deprecated name warns on every access and is never cached (so it keeps warning)."""
+    if name in _DEPRECATED:
+        warnings.warn(f"noa.{name} is deprecated; use noa.{_DEPRECATED[name]}", DeprecationWarning, stacklevel=2)
+        return __getattr__(_DEPRECATED[name])
     if name not in _EXPORTS:
         raise AttributeError(f"module 'noa' has no attribute {name!r}")
     value = getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -15,7 +15,7 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from noa.errors import NoaError
 from noa.threads import apply_threads
@@ -47,6 +47,24 @@ class _DefaultsHelp(argparse.HelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         return f"{text} (default: %(default)s)" if text and self._adds_default(action) else text
+
+
+class _RenamedFlag(argparse.Action):
+    """A flag's former name: sets what the new name sets, and says once on stderr that it was renamed."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, new_name: str, **kwargs: Any) -> None:
+        self.new_name = new_name
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"Warning: {option_string} is deprecated; use {self.new_name} (same values)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _threads_flag(parser: argparse.ArgumentParser) -> None:
@@ -83,7 +101,15 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
         "`noa family show NAME` prints one to copy and edit); default full",
     )
     gen.add_argument(
-        "--ic-families", nargs="+", default=None, metavar="FAMILY", help="IC families to cycle through (default: all)"
+        "--ic-kinds",
+        nargs="+",
+        default=None,
+        metavar="KIND",
+        help="initial-condition kinds to cycle through, of gaussian_random_field multiscale_grf structured "
+        "localized sinusoid (default: all; formerly --ic-families)",
+    )
+    gen.add_argument(  # the flag's name before IC kinds were called kinds
+        "--ic-families", nargs="+", dest="ic_kinds", action=_RenamedFlag, new_name="--ic-kinds", help=argparse.SUPPRESS
     )
     gen.add_argument("--store-trajectories", action="store_true", help="also store the replayed trajectories (a cache)")
     gen.add_argument(
@@ -130,7 +156,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 def _data_generate(args: argparse.Namespace) -> None:
     from noa.data.generate import GenerateConfig, generate
-    from noa.data.ics import IC_FAMILIES
+    from noa.data.ics import IC_KINDS
     from noa.data.info import describe
     from noa.families import load_family
     from noa.runtime import resolve_device
@@ -141,7 +167,7 @@ def _data_generate(args: argparse.Namespace) -> None:
         timesteps=args.timesteps,
         realizations=args.realizations,
         seed=args.seed,
-        ic_families=list(args.ic_families or IC_FAMILIES),
+        ic_kinds=list(args.ic_kinds or IC_KINDS),
         store_trajectories=args.store_trajectories,
         features=not args.no_features,
         family=load_family(args.family).as_dict(),

@@ -169,7 +169,7 @@ def _remove_earlier_results(paths: dict[str, Path]) -> None:
     """What an earlier quickstart wrote, the report first: an interrupted start-over never
     leaves an old report beside missing checkpoints, nor looks finished."""
     from noa.diagnostics.report import REPORT_FILES
-    from noa.tokenizer.io import TOKENIZER_FILES
+    from noa.tokenizer.directory import TOKENIZER_FILES
     from noa.train.checkpoint import run_checkpoints
 
     dataset = paths["dataset"]

@@ -7,6 +7,7 @@ same readers ``noa train`` and ``noa diagnose`` use, in the user's terms.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from noa.data import h5
+from noa.data.ics import IC_KIND_KEY
 from noa.data.loader import run_split, usable_rows
 from noa.errors import NoaError
 from noa.train.checkpoint import load_checkpoint, recorded_path
@@ -28,9 +30,15 @@ class Sample:
     theta: torch.Tensor  # [P] unit coordinates, as the NOA is conditioned on them
     physical: dict[str, Any]  # θ decoded with the dataset's own parameter space
     ic: torch.Tensor  # [C, H, W] the initial condition
-    ic_family: str  # one of the dataset's IC families (noa.IC_FAMILIES for files noa makes)
+    ic_kind: str  # one of the dataset's IC kinds (noa.IC_KINDS for files noa makes)
     noise_seed: int  # keys the CNO's noise stream (replay_cno(..., noise_seed=...))
     valid: bool  # the rollout was replayed and stayed finite and bounded
+
+    @property
+    def ic_family(self) -> str:
+        """Deprecated name of :attr:`ic_kind` (IC kinds were called IC families)."""
+        warnings.warn("Sample.ic_family is deprecated; use Sample.ic_kind", DeprecationWarning, stacklevel=2)
+        return self.ic_kind
 
 
 def read_sample(dataset: str | Path, row: int) -> Sample:
@@ -47,7 +55,7 @@ def read_sample(dataset: str | Path, row: int) -> Sample:
             theta=theta,
             physical=info.space.decode(theta),
             ic=torch.from_numpy(np.asarray(f["inputs/fields"][i], dtype=np.float32)),
-            ic_family=info.ic_families[int(meta["ic_family"][i])],
+            ic_kind=info.ic_kinds[int(meta[IC_KIND_KEY][i])],
             noise_seed=int(meta["noise_seed"][i]),
             valid=bool(meta["replayed"][i] and meta["valid"][i]),
         )

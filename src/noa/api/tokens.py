@@ -64,7 +64,7 @@ class Tokenizer:
 
     @property
     def feature_names(self) -> dict[str, list[str]]:
-        """The feature columns it reads, per family (names of ``noa.features.feature_names``)."""
+        """The feature columns it reads, per feature category (names of ``noa.features.feature_names``)."""
         return self._frozen.feature_names
 
     @property

@@ -24,10 +24,11 @@ from tqdm import tqdm
 import noa
 from noa import distributed, outputs
 from noa.data import h5
-from noa.data.ics import AMPLITUDE_LEVELS, IC_FAMILIES, make_ics, validate_families
+from noa.data.ics import AMPLITUDE_LEVELS, IC_KIND_KEY, IC_KINDS, IC_KINDS_KEY, make_ics, validate_kinds
 from noa.data.workers import Result, Task, Work, run_tasks, run_tasks_on_ranks
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.interruption import Interruption
 from noa.model import UAFNOConfig
 from noa.operators.space import CNO_SPACE
@@ -37,6 +38,10 @@ from noa.seeding import derive_seed
 MAX_GRID = 512
 
 Runner = Callable[[Iterable[Task], Work], Iterator[Result]]
+
+# GenerateConfig fields whose key in the recorded ``config`` is another name (what files
+# written before call it): --resume compares, and the dataset fingerprint hashes, that JSON.
+RECORDED_KEYS = {"ic_kinds": IC_KINDS_KEY}
 
 
 @dataclass
@@ -49,7 +54,7 @@ class GenerateConfig:
     timesteps: int = 256
     realizations: int = 1
     seed: int = 0
-    ic_families: list[str] = field(default_factory=lambda: list(IC_FAMILIES))
+    ic_kinds: list[str] = field(default_factory=lambda: list(IC_KINDS))  # recorded as IC_KINDS_KEY
     store_trajectories: bool = False
     features: bool = True
     # The operator family θ is drawn from, as plain data (:meth:`OperatorFamily.as_dict`).
@@ -58,6 +63,11 @@ class GenerateConfig:
     @property
     def operator_family(self) -> OperatorFamily:
         return family_from_dict(self.family, "the dataset's family")
+
+    def recorded(self) -> dict:
+        """The config as the file's ``config`` attribute records it: the field names, except
+        ``ic_kinds`` under the name files written before use (same order, same JSON)."""
+        return {RECORDED_KEYS.get(key, key): value for key, value in asdict(self).items()}
 
     def validate(self) -> None:
         if self.n_samples < 1:
@@ -71,7 +81,7 @@ class GenerateConfig:
             )
         if self.timesteps < 1 or self.realizations < 1 or self.channels < 1:
             raise NoaError("--timesteps, --realizations and channels must all be >= 1")
-        self.ic_families = list(validate_families(self.ic_families))
+        self.ic_kinds = list(validate_kinds(self.ic_kinds))
         self.family = self.operator_family.as_dict()  # canonical: what the file records and --resume compares
 
 
@@ -84,7 +94,7 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
             format=h5.FORMAT,
             format_version=h5.FORMAT_VERSION,
             complete=False,
-            config=json.dumps(asdict(cfg)),
+            config=json.dumps(cfg.recorded()),
             grid=g,
             channels=c,
             timesteps=t,
@@ -92,7 +102,7 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
             parameter_space=CNO_SPACE.to_json(),
             cno_family=BANKS.to_json(),
             operator_family=family.to_json(),
-            ic_families=json.dumps(cfg.ic_families),
+            **{IC_KINDS_KEY: json.dumps(cfg.ic_kinds)},
             amplitude_levels=json.dumps(list(AMPLITUDE_LEVELS)),
             noa_version=noa.__version__,
         )
@@ -103,15 +113,13 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
         ic_seeds = np.array([derive_seed(cfg.seed, "ic", i) for i in range(n)], dtype=np.int64)
         meta["ic_seed"] = ic_seeds
         meta["noise_seed"] = np.array([derive_seed(cfg.seed, "noise", i) for i in range(n)], dtype=np.int64)
-        family_index = np.arange(n) % len(cfg.ic_families)
-        meta["ic_family"] = family_index.astype(np.int16)
+        kind_index = np.arange(n) % len(cfg.ic_kinds)
+        meta[IC_KIND_KEY] = kind_index.astype(np.int16)
         amplitude = meta.create_dataset("ic_amplitude", (n,), dtype="i2")
         length = meta.create_dataset("ic_length_scale", (n,), dtype="f4")
         for start in range(0, n, chunk):
             rows = range(start, min(n, start + chunk))
-            ics, specs = make_ics(
-                [cfg.ic_families[family_index[i]] for i in rows], [int(ic_seeds[i]) for i in rows], c, g
-            )
+            ics, specs = make_ics([cfg.ic_kinds[kind_index[i]] for i in rows], [int(ic_seeds[i]) for i in rows], c, g)
             fields[start : rows.stop] = ics.numpy()
             amplitude[start : rows.stop] = [list(AMPLITUDE_LEVELS).index(s.amplitude_level) for s in specs]
             length[start : rows.stop] = [s.length_scale for s in specs]
@@ -127,10 +135,10 @@ def _create(path: Path, cfg: GenerateConfig, feature_names: dict[str, list[str]]
 def create_feature_datasets(f: h5py.File, names: dict[str, list[str]], n: int, timesteps: int) -> None:
     """The /features group, empty, with column names and a per-sample done flag."""
     group = f.require_group("features")
-    for fam in h5.FEATURE_FAMILIES:
-        shape = (n, timesteps + 1, len(names[fam])) if fam == "temporal" else (n, len(names[fam]))
-        ds = group.create_dataset(fam, shape, dtype="f4", chunks=(1, *shape[1:]))
-        ds.attrs["names"] = json.dumps(names[fam])
+    for category in FEATURE_CATEGORIES:
+        shape = (n, timesteps + 1, len(names[category])) if category == "temporal" else (n, len(names[category]))
+        ds = group.create_dataset(category, shape, dtype="f4", chunks=(1, *shape[1:]))
+        ds.attrs["names"] = json.dumps(names[category])
     group.create_dataset("done", data=np.zeros(n, dtype=bool))
 
 
@@ -144,8 +152,8 @@ def _write(f: h5py.File, result: Result) -> None:
     if result.trajectories is not None:
         f["trajectories"][rows] = result.trajectories
     if result.features is not None:
-        for fam in h5.FEATURE_FAMILIES:
-            f["features"][fam][rows] = result.features[fam]
+        for category in FEATURE_CATEGORIES:
+            f["features"][category][rows] = result.features[category]
     if result.replayed:
         f["metadata/valid"][rows] = result.valid
         f["metadata/max_abs"][rows] = result.max_abs
@@ -431,9 +439,13 @@ def _check_sizes(
 def _check_resumable(path: Path, cfg: GenerateConfig, complete: bool = False) -> None:
     with h5.open_dataset(path) as f:
         stored = json.loads(f.attrs["config"])
-    if stored != asdict(cfg):
+    asked = cfg.recorded()
+    if stored != asked:
+        field_of = {recorded: name for name, recorded in RECORDED_KEYS.items()}
         diff = ", ".join(
-            f"{k}: file has {stored.get(k)!r}, you asked {v!r}" for k, v in asdict(cfg).items() if stored.get(k) != v
+            f"{field_of.get(k, k)}: file has {stored.get(k)!r}, you asked {v!r}"
+            for k, v in asked.items()
+            if stored.get(k) != v
         )
         if complete:
             raise NoaError(
@@ -472,8 +484,8 @@ def add_features(
         if "features" in f:
             stored_done = f["features/done"][:] if "done" in f["features"] else np.zeros(info.n_samples, bool)
             same_names = all(
-                fam in f["features"] and json.loads(f["features"][fam].attrs["names"]) == names[fam]
-                for fam in h5.FEATURE_FAMILIES
+                category in f["features"] and json.loads(f["features"][category].attrs["names"]) == names[category]
+                for category in FEATURE_CATEGORIES
             )
             if not same_names and not overwrite:
                 raise NoaError(

@@ -5,10 +5,10 @@ Layout (format ``noa-dataset`` version 2)::
     /                      attrs: format, format_version, complete, config (JSON), grid,
                                   channels, timesteps, realizations, parameter_space (JSON),
                                   cno_family (JSON: name, version, family seed, sizes),
-                                  ic_families (JSON), amplitude_levels (JSON), noa_version
+                                  ic_families (JSON: the IC kinds), amplitude_levels (JSON), noa_version
     /parameters/params     [N, P] float32   θ in unit coordinates      attrs: names (JSON)
     /inputs/fields         [N, C, H, W] float32 initial conditions
-    /metadata/ic_family    [N] int16   index into ic_families
+    /metadata/ic_family    [N] int16   index into ic_families (the sample's IC kind)
     /metadata/ic_amplitude [N] int16   index into amplitude_levels
     /metadata/ic_length_scale [N] float32
     /metadata/ic_seed, noise_seed [N] int64   the noise seed keys the CNO's noise stream only
@@ -17,6 +17,7 @@ Layout (format ``noa-dataset`` version 2)::
     /metadata/max_abs      [N] float32 largest |x| over the rollout
     /trajectories          [N, M, T+1, C, H, W] float32   optional cache of the replay
     /features/{initial,summary,temporal}   attrs: names (JSON); /features/done [N] bool
+                           (one group per feature category, noa.features.FEATURE_CATEGORIES)
 
 Everything a replay needs (θ, IC, noise seed, T, M, the family definition) is in the file, so
 trajectories are a cache, never the only copy of the truth.
@@ -39,8 +40,10 @@ import h5py
 import numpy as np
 import torch
 
+from noa.data.ics import IC_KIND_KEY, IC_KINDS_KEY
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, family_from_dict
+from noa.features.registry import FEATURE_CATEGORIES
 from noa.operators.space import CNO_SPACE, ParameterSpace
 from noa.operators.weights import BANKS
 
@@ -49,7 +52,7 @@ FORMAT_VERSION = 2
 REQUIRED = (
     "parameters/params",
     "inputs/fields",
-    "metadata/ic_family",
+    f"metadata/{IC_KIND_KEY}",
     "metadata/ic_amplitude",
     "metadata/ic_length_scale",
     "metadata/ic_seed",
@@ -58,7 +61,6 @@ REQUIRED = (
     "metadata/valid",
     "metadata/max_abs",
 )
-FEATURE_FAMILIES = ("initial", "summary", "temporal")
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ class DatasetInfo:
     timesteps: int
     realizations: int
     space: ParameterSpace
-    ic_families: tuple[str, ...]
+    ic_kinds: tuple[str, ...]  # the IC kinds the samples cycle through (recorded as IC_KINDS_KEY)
     amplitude_levels: tuple[str, ...]
     config: dict[str, Any]
     complete: bool
@@ -147,12 +149,12 @@ def read_info(f: h5py.File) -> DatasetInfo:
             timesteps=int(f.attrs["timesteps"]),
             realizations=int(f.attrs["realizations"]),
             space=space,
-            ic_families=tuple(json.loads(f.attrs["ic_families"])),
+            ic_kinds=tuple(json.loads(f.attrs[IC_KINDS_KEY])),
             amplitude_levels=tuple(json.loads(f.attrs["amplitude_levels"])),
             config=config,
             complete=bool(f.attrs["complete"]),
             has_trajectories="trajectories" in f,
-            has_features="features" in f and all(fam in f["features"] for fam in FEATURE_FAMILIES),
+            has_features="features" in f and all(category in f["features"] for category in FEATURE_CATEGORIES),
             family=str(f.attrs["cno_family"]),
             operator_family=recorded_family(f),
         )
@@ -165,7 +167,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
         **{
             f"metadata/{k}": (n,)
             for k in (
-                "ic_family",
+                IC_KIND_KEY,
                 "ic_amplitude",
                 "ic_length_scale",
                 "ic_seed",
@@ -201,7 +203,7 @@ _DTYPE_KINDS = {
     "trajectories": "f",
     "ic_length_scale": "f",
     "max_abs": "f",
-    "ic_family": "iu",
+    IC_KIND_KEY: "iu",
     "ic_amplitude": "iu",
     "ic_seed": "iu",
     "noise_seed": "iu",
@@ -276,9 +278,9 @@ def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
 
 def feature_names(f: h5py.File) -> dict[str, list[str]]:
     """Names of the stored feature columns per family."""
-    if "features" not in f or not all(fam in f["features"] for fam in FEATURE_FAMILIES):
+    if "features" not in f or not all(category in f["features"] for category in FEATURE_CATEGORIES):
         raise NoaError(f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`")
-    return {fam: json.loads(f["features"][fam].attrs["names"]) for fam in FEATURE_FAMILIES}
+    return {category: json.loads(f["features"][category].attrs["names"]) for category in FEATURE_CATEGORIES}
 
 
 def fingerprint(path: str | Path) -> str:
@@ -321,16 +323,16 @@ def read_features(f: h5py.File, rows: np.ndarray) -> dict[str, torch.Tensor]:
             f"dataset {f.filename} has features for only some samples; finish them with `noa data features {f.filename}`"
         )
     out = {}
-    for fam in FEATURE_FAMILIES:
-        if f["features"][fam].dtype.kind != "f":
+    for category in FEATURE_CATEGORIES:
+        if f["features"][category].dtype.kind != "f":
             raise NoaError(
-                f"dataset {f.filename}: /features/{fam} has dtype {f['features'][fam].dtype}, expected floating point; recompute with `noa data features --overwrite`"
+                f"dataset {f.filename}: /features/{category} has dtype {f['features'][category].dtype}, expected floating point; recompute with `noa data features --overwrite`"
             )
-        values = read_rows(f["features"][fam], rows)
+        values = read_rows(f["features"][category], rows)
         if not np.isfinite(values).all():
             bad = rows[int(np.argwhere(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))[0][0])]
             raise NoaError(
-                f"dataset {f.filename}: /features/{fam} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`"
+                f"dataset {f.filename}: /features/{category} holds NaN or inf at sample {bad}; recompute with `noa data features --overwrite`"
             )
-        out[fam] = torch.from_numpy(values)
+        out[category] = torch.from_numpy(values)
     return out

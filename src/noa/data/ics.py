@@ -1,11 +1,11 @@
-"""Initial-condition (IC) families for CNO rollouts.
+"""Initial-condition (IC) kinds for CNO rollouts.
 
 Every IC is a periodic field ``[C, grid, grid]`` on the unit torus (pixel ``i`` sits at
 ``i / grid``), drawn on the CPU in float64 from ``noa.seeding.generator(seed, "ic", ...)``
 and returned as float32, so one (spec, seed) pair gives the same bytes on every machine and
 never depends on other samples. Channels are drawn independently.
 
-Families and what ``ICSpec.length_scale`` (a fraction of the domain) means for each:
+Kinds and what ``ICSpec.length_scale`` (a fraction of the domain) means for each:
 
 - ``gaussian_random_field``: white noise filtered by the Gaussian envelope
   ``exp(-pi^2 l^2 |k|^2 / 2)`` (k integer wavenumbers, mean mode removed). Its covariance
@@ -17,7 +17,7 @@ Families and what ``ICSpec.length_scale`` (a fraction of the domain) means for e
   with decreasing weights; ``l`` is the largest and heaviest-weighted scale.
 - ``structured``: circles (``l`` = mean radius), stripes (``l`` = half-period) or
   level-set blobs (``l`` = scale of the GRF whose tanh-thresholded sign gives the blobs);
-  the kind is drawn from the seed. Edges are tanh profiles at least 1.5 pixels (and 0.1 l)
+  the pattern is drawn from the seed. Edges are tanh profiles at least 1.5 pixels (and 0.1 l)
   wide, so nothing is aliased.
 - ``localized``: 1-4 Gaussian bumps with random centres and signs on a zero background;
   ``l`` = mean bump standard deviation (at least one pixel).
@@ -27,7 +27,7 @@ Families and what ``ICSpec.length_scale`` (a fraction of the domain) means for e
 
 Normalisation: each channel is scaled so its RMS, ``sqrt(mean(x^2))``, equals
 ``AMPLITUDE_LEVELS[spec.amplitude_level]`` (RMS rather than max-abs, so the energy fed to
-the operator is comparable across families).
+the operator is comparable across kinds).
 """
 
 from __future__ import annotations
@@ -41,15 +41,23 @@ import torch
 from noa.errors import NoaError
 from noa.seeding import generator
 
-IC_FAMILIES: tuple[str, ...] = (
+# The order is part of every IC's seed (draw_spec and make_ic key their generators by the
+# kind's index here): append new kinds, never reorder, or every dataset's ICs change.
+IC_KINDS: tuple[str, ...] = (
     "gaussian_random_field",
     "multiscale_grf",
     "structured",
     "localized",
     "sinusoid",
 )
+# IC kinds were called "IC families" when the dataset format was fixed, and files keep those
+# names: the root attribute listing a dataset's kinds (also their key in its ``config``
+# attribute and in a diagnose report's data) and the per-sample index array under /metadata.
+# Datasets and reports written before read back unchanged.
+IC_KINDS_KEY = "ic_families"
+IC_KIND_KEY = "ic_family"
 AMPLITUDE_LEVELS: dict[str, float] = {"low": 0.25, "medium": 1.0, "high": 2.5}
-STRUCTURED_KINDS: tuple[str, ...] = ("circles", "stripes", "blobs")
+STRUCTURED_PATTERNS: tuple[str, ...] = ("circles", "stripes", "blobs")
 # Ranges draw_spec samples length_scale from (log-uniform); sinusoid draws k_max in 2..8.
 LENGTH_SCALE_RANGES: dict[str, tuple[float, float]] = {
     "gaussian_random_field": (0.04, 0.2),
@@ -70,12 +78,12 @@ _FIELD_STREAM = 1
 class ICSpec:
     """What was drawn for one sample; stored per sample in the dataset."""
 
-    family: str
+    kind: str
     amplitude_level: str
     length_scale: float
 
     def __post_init__(self) -> None:
-        validate_families([self.family])
+        validate_kinds([self.kind])
         if self.amplitude_level not in AMPLITUDE_LEVELS:
             raise NoaError(
                 f"unknown IC amplitude level {self.amplitude_level!r}; use one of {', '.join(AMPLITUDE_LEVELS)}"
@@ -88,48 +96,48 @@ class ICSpec:
             )
 
 
-def validate_families(names: Sequence[str]) -> tuple[str, ...]:
-    """The given family names as a tuple, or a NoaError naming the unknown one."""
+def validate_kinds(names: Sequence[str]) -> tuple[str, ...]:
+    """The given IC kind names as a tuple, or a NoaError naming the unknown one."""
     if isinstance(names, str):
         names = [names]
     if len(names) == 0:
-        raise NoaError(f"no IC families given; use one or more of {', '.join(IC_FAMILIES)}")
+        raise NoaError(f"no IC kinds given; use one or more of {', '.join(IC_KINDS)}")
     for name in names:
-        if name not in IC_FAMILIES:
-            raise NoaError(f"unknown IC family {name!r}; valid families: {', '.join(IC_FAMILIES)}")
+        if name not in IC_KINDS:
+            raise NoaError(f"unknown IC kind {name!r}; valid kinds: {', '.join(IC_KINDS)}")
     return tuple(names)
 
 
-def draw_spec(family: str, seed: int) -> ICSpec:
-    """Amplitude level and length scale for ``family``, drawn from ``seed`` alone."""
-    (family,) = validate_families([family])
-    gen = generator(seed, "ic", IC_FAMILIES.index(family), _SPEC_STREAM)
+def draw_spec(kind: str, seed: int) -> ICSpec:
+    """Amplitude level and length scale for ``kind``, drawn from ``seed`` alone."""
+    (kind,) = validate_kinds([kind])
+    gen = generator(seed, "ic", IC_KINDS.index(kind), _SPEC_STREAM)
     levels = list(AMPLITUDE_LEVELS)
     level = levels[_randint(gen, len(levels))]
-    if family == "sinusoid":
+    if kind == "sinusoid":
         ell = 1.0 / (2 + _randint(gen, 7))
     else:
-        lo, hi = LENGTH_SCALE_RANGES[family]
+        lo, hi = LENGTH_SCALE_RANGES[kind]
         ell = math.exp(_uniform(gen, math.log(lo), math.log(hi)))
-    return ICSpec(family=family, amplitude_level=level, length_scale=ell)
+    return ICSpec(kind=kind, amplitude_level=level, length_scale=ell)
 
 
 def make_ic(spec: ICSpec, seed: int, channels: int = 3, grid: int = 64) -> torch.Tensor:
     """The IC field ``[channels, grid, grid]`` (float32, CPU) for ``spec`` and ``seed``."""
     _check_size(channels, grid)
-    gen = generator(seed, "ic", IC_FAMILIES.index(spec.family), _FIELD_STREAM)
-    field = _BUILDERS[spec.family](spec.length_scale, gen, channels, grid)
+    gen = generator(seed, "ic", IC_KINDS.index(spec.kind), _FIELD_STREAM)
+    field = _BUILDERS[spec.kind](spec.length_scale, gen, channels, grid)
     return _normalise_rms(field, AMPLITUDE_LEVELS[spec.amplitude_level]).to(torch.float32)
 
 
 def make_ics(
-    families: Sequence[str], seeds: Sequence[int], channels: int = 3, grid: int = 64
+    kinds: Sequence[str], seeds: Sequence[int], channels: int = 3, grid: int = 64
 ) -> tuple[torch.Tensor, list[ICSpec]]:
-    """A batch ``[N, C, grid, grid]`` whose sample i depends only on (families[i], seeds[i])."""
-    if len(families) != len(seeds):
-        raise NoaError(f"got {len(families)} IC families but {len(seeds)} seeds; give one of each per sample")
+    """A batch ``[N, C, grid, grid]`` whose sample i depends only on (kinds[i], seeds[i])."""
+    if len(kinds) != len(seeds):
+        raise NoaError(f"got {len(kinds)} IC kinds but {len(seeds)} seeds; give one of each per sample")
     _check_size(channels, grid)
-    specs = [draw_spec(family, seed) for family, seed in zip(families, seeds)]
+    specs = [draw_spec(kind, seed) for kind, seed in zip(kinds, seeds)]
     fields = [make_ic(spec, seed, channels, grid) for spec, seed in zip(specs, seeds)]
     if not fields:
         return torch.empty(0, channels, grid, grid), specs
@@ -183,7 +191,7 @@ def correlation_length(field: torch.Tensor) -> float:
     return (r0 + (c0 - threshold) / (c0 - c1) * (r1 - r0)) / size
 
 
-# --- family builders: (length_scale, generator, channels, grid) -> float64 [C, grid, grid] ---
+# --- builders, one per kind: (length_scale, generator, channels, grid) -> float64 [C, grid, grid] ---
 
 
 def _gaussian_random_field(ell: float, gen: torch.Generator, channels: int, grid: int) -> torch.Tensor:
@@ -208,9 +216,9 @@ def _multiscale_grf(ell: float, gen: torch.Generator, channels: int, grid: int) 
 
 
 def _structured(ell: float, gen: torch.Generator, channels: int, grid: int) -> torch.Tensor:
-    kind = STRUCTURED_KINDS[_randint(gen, len(STRUCTURED_KINDS))]
+    pattern = STRUCTURED_PATTERNS[_randint(gen, len(STRUCTURED_PATTERNS))]
     edge = max(_EDGE_PIXELS / grid, 0.1 * ell)
-    if kind == "blobs":
+    if pattern == "blobs":
         # tanh(g / w) has edges w / |grad g| wide; scale w so even the steepest one is `edge`.
         smooth = _gaussian_random_field(ell, gen, channels, grid)
         steep = torch.hypot(smooth - smooth.roll(1, -1), smooth - smooth.roll(1, -2)) * grid
@@ -218,7 +226,7 @@ def _structured(ell: float, gen: torch.Generator, channels: int, grid: int) -> t
     coord = torch.arange(grid, dtype=torch.float64) / grid
     out = torch.zeros(channels, grid, grid, dtype=torch.float64)
     for c in range(channels):
-        if kind == "circles":
+        if pattern == "circles":
             for _ in range(1 + _randint(gen, 5)):
                 radius = ell * _uniform(gen, 0.7, 1.3)
                 dist = _periodic_distance(coord, _uniform(gen, 0, 1), _uniform(gen, 0, 1))

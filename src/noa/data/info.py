@@ -8,20 +8,26 @@ from pathlib import Path
 import numpy as np
 
 from noa.data import h5
+from noa.data.ics import IC_KIND_KEY
+from noa.features.registry import FEATURE_CATEGORIES
 
 
 def describe(path: str | Path) -> str:
-    """Counts, shapes, θ ranges in physical units, IC families, validity and what is stored."""
+    """Counts, shapes, θ ranges in physical units, IC kinds, validity and what is stored."""
     with h5.open_dataset(path) as f:
         info = h5.read_info(f)
         params = f["parameters/params"][:]
         replayed = f["metadata/replayed"][:]
         valid = f["metadata/valid"][:]
         max_abs = f["metadata/max_abs"][:]
-        families = Counter(info.ic_families[i] for i in f["metadata/ic_family"][:])
+        kinds = Counter(info.ic_kinds[i] for i in f[f"metadata/{IC_KIND_KEY}"][:])
         amplitudes = Counter(info.amplitude_levels[i] for i in f["metadata/ic_amplitude"][:])
         features_done = int(f["features/done"][:].sum()) if "features" in f and "done" in f["features"] else 0
-        feature_dims = {fam: f["features"][fam].shape[-1] for fam in h5.FEATURE_FAMILIES} if info.has_features else {}
+        feature_dims = (
+            {category: f["features"][category].shape[-1] for category in FEATURE_CATEGORIES}
+            if info.has_features
+            else {}
+        )
     n = info.n_samples
     lines = [
         f"Dataset {info.path}",
@@ -35,7 +41,7 @@ def describe(path: str | Path) -> str:
     ]
     if replayed.any():
         lines.append(f"  max |x|:       median {np.median(max_abs[replayed]):.3g}, max {max_abs[replayed].max():.3g}")
-    lines.append("  IC families:   " + ", ".join(f"{name} {families.get(name, 0)}" for name in info.ic_families))
+    lines.append("  IC kinds:      " + ", ".join(f"{name} {kinds.get(name, 0)}" for name in info.ic_kinds))
     lines.append("  IC amplitudes: " + ", ".join(f"{name} {amplitudes.get(name, 0)}" for name in info.amplitude_levels))
     family = info.operator_family
     lines.append(f"  operator family: {family.name}{f' ({family.description})' if family.description else ''}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import h5py
 
-from noa.data.ics import IC_FAMILIES
+from noa.data.ics import IC_KINDS, IC_KINDS_KEY
 
 
 def partial_of(path: Path) -> Path:
@@ -33,8 +33,8 @@ def resume_command(path: Path) -> str | None:
         for key in ("n_samples", "grid", "timesteps", "realizations", "seed")
         if key in config
     ]
-    if config.get("ic_families") and list(config["ic_families"]) != list(IC_FAMILIES):
-        flags.append("--ic-families " + " ".join(config["ic_families"]))
+    if config.get(IC_KINDS_KEY) and list(config[IC_KINDS_KEY]) != list(IC_KINDS):
+        flags.append("--ic-kinds " + " ".join(config[IC_KINDS_KEY]))
     if config.get("store_trajectories"):
         flags.append("--store-trajectories")
     if config.get("features") is False:

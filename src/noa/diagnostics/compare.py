@@ -29,7 +29,8 @@ from noa.diagnostics.rollout_quality import RolloutQuality, StepErrors, report_h
 from noa.diagnostics.skill import ALL as ALL_SKILL
 from noa.diagnostics.skill import ONE_STEP_DEFINITION
 from noa.errors import NoaError
-from noa.tokenizer.io import CONFIG_FILE, WEIGHTS_FILE, directory_fingerprint, tokenizer_fingerprint
+from noa.tokenizer.directory import CONFIG_FILE, WEIGHTS_FILE
+from noa.tokenizer.io import directory_fingerprint, tokenizer_fingerprint
 
 ALL = "all operators"
 OWN_CLASS = "noa"  # in a per-run --vqvae-class list: this run's tokenizer is noa's own (a class names MODULE:CLASS)

@@ -36,6 +36,7 @@ import torch
 import noa
 from noa.coverage import box_owner, dataset_warning, grid_note
 from noa.data import h5
+from noa.data.ics import IC_KIND_KEY, IC_KINDS_KEY
 from noa.data.loader import SampleSource, run_split, usable_rows
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import verdict as rating
@@ -148,7 +149,7 @@ class Evaluation:
     data: _Collected
     times: list[int]  # the rollout steps shown in the frames figure
     history: dict  # the checkpoint's training history
-    frame_labels: list[str]  # per plotted operator: row, IC family, channel, θ in physical units
+    frame_labels: list[str]  # per plotted operator: row, IC kind, channel, θ in physical units
     curves: TrainingCurves | None  # per-batch (metrics.jsonl) or per-epoch training curves
 
 
@@ -406,26 +407,26 @@ def run_summary(ckpt: dict, info: h5.DatasetInfo) -> dict[str, Any]:
             "grid": info.grid,
             "channels": info.channels,
             "timesteps": info.timesteps,
-            "ic_families": list(info.ic_families),
+            IC_KINDS_KEY: list(info.ic_kinds),  # the recorded key of reports written before
             "operator_family": info.operator_family.as_dict(),
         },
     }
 
 
 def frame_labels(dataset: str | Path, info: h5.DatasetInfo, rows: list[int]) -> list[str]:
-    """Per plotted operator: its row, IC family and the plotted channel, then θ in physical
+    """Per plotted operator: its row, IC kind and the plotted channel, then θ in physical
     units (the parameter space's decode), a few parameters per line; a parameter its update
     rule does not read (dt of a convex operator, alpha of a residual one) is left out."""
     with h5.open_dataset(dataset) as f:
         thetas = f["parameters/params"][rows] if rows else []
-        families = f["metadata/ic_family"][rows] if rows else []
+        kinds = f[f"metadata/{IC_KIND_KEY}"][rows] if rows else []
     labels = []
-    for row, theta, family in zip(rows, thetas, families):
+    for row, theta, kind in zip(rows, thetas, kinds):
         decoded = info.space.decode(theta)
         inert = {name for name, (switch, option) in ACTS_ONLY_UNDER.items() if decoded.get(switch, option) != option}
         values = [f"{name}={_physical(value)}" for name, value in decoded.items() if name not in inert]
         lines = [", ".join(values[i : i + THETA_PER_LINE]) for i in range(0, len(values), THETA_PER_LINE)]
-        labels.append("\n".join([f"row {row}: IC {info.ic_families[int(family)]}, channel 0", *lines]))
+        labels.append("\n".join([f"row {row}: IC {info.ic_kinds[int(kind)]}, channel 0", *lines]))
     return labels
 
 

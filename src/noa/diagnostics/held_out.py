@@ -2,7 +2,7 @@
 measured on.
 
 A held-out set is θ drawn from the family with a seed no training set uses, one initial
-condition per operator (the IC families cycled), CNO realization 0 replayed for T steps, and
+condition per operator (the IC kinds cycled), CNO realization 0 replayed for T steps, and
 O_θ applied to its states without noise. The set is balanced per update rule: residual and
 convex operators behave differently and are reported apart, so each rule present in the family
 gets its own ``per_rule`` operators (:func:`balanced_theta`).
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from noa.data.ics import IC_FAMILIES, make_ics
+from noa.data.ics import IC_KINDS, make_ics
 from noa.families import OperatorFamily
 from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.cno import apply_operator, build_operators
@@ -53,16 +53,16 @@ def ic_seeds(seed: int, n: int) -> list[int]:
     return [seed * 1_000_003 + i for i in range(n)]
 
 
-def cycled_ic_families(n: int) -> list[str]:
-    """Row i gets initial-condition family i mod 5."""
-    return [IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(n)]
+def cycled_ic_kinds(n: int) -> list[str]:
+    """Row i gets initial-condition kind i mod 5."""
+    return [IC_KINDS[i % len(IC_KINDS)] for i in range(n)]
 
 
 @torch.no_grad()
 def rollouts(
     theta: Tensor,
     ic_seeds: list[int],
-    ic_families: list[str],
+    ic_kinds: list[str],
     channels: int,
     grid: int,
     timesteps: int,
@@ -74,7 +74,7 @@ def rollouts(
     states, maps, n = [], [], theta.shape[0]
     for start in range(0, n, CHUNK):
         rows = slice(start, min(start + CHUNK, n))
-        ics, _ = make_ics(ic_families[rows], ic_seeds[rows], channels, grid)
+        ics, _ = make_ics(ic_kinds[rows], ic_seeds[rows], channels, grid)
         x = replay(theta[rows], ics, ic_seeds[rows], timesteps, device=device)[:, 0, :timesteps]
         ops = build_operators(theta[rows], ic_seeds[rows], channels, grid, device).repeat(timesteps)
         states.append(x)
@@ -126,5 +126,5 @@ def held_out_operators(
     T-step rollout and O_θ on them. The IC (and noise) seeds come from ``seed`` alone."""
     theta = balanced_theta(family, per_rule, seed)
     n = theta.shape[0]
-    full = rollouts(theta, ic_seeds(seed, n), cycled_ic_families(n), channels, grid, timesteps, device, log)
+    full = rollouts(theta, ic_seeds(seed, n), cycled_ic_kinds(n), channels, grid, timesteps, device, log)
     return full.picked(skill_steps(timesteps))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from noa import outputs
 from noa.coverage import trained_on_text
+from noa.data.ics import IC_KINDS_KEY
 from noa.diagnostics import alignment as guide
 from noa.diagnostics import plots
 from noa.diagnostics import verdict as rating
@@ -453,7 +454,7 @@ def _run_lines(r: DiagnosticsResult) -> list[str]:
         (
             "dataset",
             f"`{r.dataset}`: {d.get('samples')} samples, {d.get('grid')}×{d.get('grid')} grid, "
-            f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC families {', '.join(d.get('ic_families', []))}; "
+            f"{d.get('channels')} channels, T = {d.get('timesteps')}; IC kinds {', '.join(d.get(IC_KINDS_KEY, []))}; "
             f"operator family {d.get('operator_family', {}).get('name', 'full')}",
         ),
         ("trained on", trained_on_text(r.trained_on) if r.trained_on else "?"),

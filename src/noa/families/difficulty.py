@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from noa.data.ics import IC_FAMILIES, make_ics
+from noa.data.ics import IC_KINDS, make_ics
 from noa.families.family import OperatorFamily
 from noa.model.update_rule import CONVEX, RESIDUAL, UpdateRule
 from noa.operators.cno import apply_operator, build_operators
@@ -70,7 +70,7 @@ def family_difficulty(
     at the states of its CNO rollout at steps 0, T/4, T/2 and 3T/4 (one IC per operator)."""
     theta = torch.from_numpy(family.draw(operators, seed))
     seeds = [derive_seed(seed, "difficulty", i) for i in range(operators)]
-    ics, _ = make_ics([IC_FAMILIES[i % len(IC_FAMILIES)] for i in range(operators)], seeds, 3, grid)
+    ics, _ = make_ics([IC_KINDS[i % len(IC_KINDS)] for i in range(operators)], seeds, 3, grid)
     rollouts = replay(theta, ics, seeds, timesteps)[:, 0]
     steps = [0, timesteps // 4, timesteps // 2, 3 * timesteps // 4]
     states = rollouts[:, steps].flatten(0, 1)

@@ -6,11 +6,11 @@ training, so the tokenizer sees exactly what training feeds it.
 """
 
 from noa.features.compute import compute_features, features_from_statistics
-from noa.features.registry import FAMILIES, FeatureSpec, feature_dims, feature_names, feature_specs
+from noa.features.registry import FEATURE_CATEGORIES, FeatureSpec, feature_dims, feature_names, feature_specs
 from noa.features.statistics import RolloutStatistics, frame_gradient, rollout_statistics
 
 __all__ = [
-    "FAMILIES",
+    "FEATURE_CATEGORIES",
     "FeatureSpec",
     "RolloutStatistics",
     "compute_features",

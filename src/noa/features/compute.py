@@ -7,7 +7,7 @@ tokenizer's training data) runs them back to back, while NOA training
 differentiates only the second step, so that its memory does not grow with T.
 
 Realizations are flattened into the batch, featurized independently, then averaged over M
-for every family (INITIAL included: it is identical across M whenever frame 0 is shared,
+for every category (INITIAL included: it is identical across M whenever frame 0 is shared,
 as it is for CNO and NOA rollouts). Nothing mixes samples, yet PyTorch's float32
 log/asinh/rsqrt kernels differ in the last bit between their vectorised body and their tail,
 whose split moves with the batch size and thread count. So the features a dataset stores
@@ -48,8 +48,8 @@ def compute_features(trajectory: torch.Tensor, *, stable: bool = False) -> dict[
     stats = rollout_statistics(x)
     features = features_from_statistics(_float64(stats) if stable else stats)
     return {
-        family: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1).float()
-        for family, values in features.items()
+        category: values.reshape(batch, realizations, *values.shape[1:]).mean(dim=1).float()
+        for category, values in features.items()
     }
 
 
@@ -69,7 +69,7 @@ def _float64(stats: RolloutStatistics) -> RolloutStatistics:
 
 
 def features_from_statistics(stats: RolloutStatistics) -> dict[str, torch.Tensor]:
-    """Features ``{family: [N, ...]}`` of the N rollouts that ``stats`` describe (one per realization)."""
+    """Features ``{category: [N, ...]}`` of the N rollouts that ``stats`` describe (one per realization)."""
     temporal, temporal_pairs = temporal_columns(stats.frames)
     initial, initial_pairs = initial_columns(stats.frames, stats.initial, temporal, temporal_pairs)
     return {

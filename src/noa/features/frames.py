@@ -1,4 +1,4 @@
-"""Scale-safe per-frame statistics shared by every feature family.
+"""Scale-safe per-frame statistics shared by every feature category.
 
 Each frame (per channel) is divided by its max-abs value M (detached, floored at
 ``AMPLITUDE_FLOOR``) before any power is taken, so fields of any finite magnitude never

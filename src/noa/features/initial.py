@@ -1,6 +1,6 @@
 """INITIAL features: the statistics and spatial structure of frame 0 (the initial condition).
 
-The amplitude features are the temporal ones at frame 0, so the two families agree exactly;
+The amplitude features are the temporal ones at frame 0, so the two categories agree exactly;
 the rest describe the IC's shape: higher moments, the radially averaged power spectrum
 (slope and centroid) and a differentiable correlation length.
 """

@@ -1,6 +1,6 @@
-"""The feature registry: which columns each family produces, in which order, and what they mean.
+"""The feature registry: which columns each category produces, in which order, and what they mean.
 
-The family modules compute named per-channel quantities; :func:`assemble` lays them out in the
+The category modules compute named per-channel quantities; :func:`assemble` lays them out in the
 order this registry lists, so names, dimensions and tensors cannot drift apart. Column order is
 "feature-major": every channel of the first feature, then every channel of the next, then the
 channel-pair correlations.
@@ -14,14 +14,14 @@ from itertools import combinations
 
 import torch
 
-FAMILIES: tuple[str, str, str] = ("initial", "summary", "temporal")
+FEATURE_CATEGORIES: tuple[str, str, str] = ("initial", "summary", "temporal")
 
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One feature column: its family, unique name, meaning, and whether gradients flow through it."""
+    """One feature column: its category, unique name, meaning, and whether gradients flow through it."""
 
-    family: str
+    category: str
     name: str
     description: str
     differentiable: bool
@@ -78,45 +78,47 @@ def channel_pairs(channels: int) -> list[tuple[int, int]]:
 
 
 def feature_specs(channels: int) -> dict[str, list[FeatureSpec]]:
-    """Every column of every family for ``channels`` channels, in output order."""
+    """Every column of every category for ``channels`` channels, in output order."""
     specs: dict[str, list[FeatureSpec]] = {}
-    for family in FAMILIES:
+    for category in FEATURE_CATEGORIES:
         columns = [
-            FeatureSpec(family, f"{stem}_c{k}", f"{description} (channel {k})", True)
-            for stem, description in _PER_CHANNEL[family]
+            FeatureSpec(category, f"{stem}_c{k}", f"{description} (channel {k})", True)
+            for stem, description in _PER_CHANNEL[category]
             for k in range(channels)
         ]
-        if family in _PAIR_DESCRIPTION:
+        if category in _PAIR_DESCRIPTION:
             columns += [
-                FeatureSpec(family, f"corr_c{i}_c{j}", f"{_PAIR_DESCRIPTION[family]} ({i}, {j})", True)
+                FeatureSpec(category, f"corr_c{i}_c{j}", f"{_PAIR_DESCRIPTION[category]} ({i}, {j})", True)
                 for i, j in channel_pairs(channels)
             ]
-        specs[family] = columns
+        specs[category] = columns
     return specs
 
 
 def feature_names(channels: int) -> dict[str, list[str]]:
-    """Column names per family, in output order."""
-    return {family: [spec.name for spec in specs] for family, specs in feature_specs(channels).items()}
+    """Column names per category, in output order."""
+    return {category: [spec.name for spec in specs] for category, specs in feature_specs(channels).items()}
 
 
 def feature_dims(channels: int) -> dict[str, int]:
-    """Number of columns per family."""
-    return {family: len(specs) for family, specs in feature_specs(channels).items()}
+    """Number of columns per category."""
+    return {category: len(specs) for category, specs in feature_specs(channels).items()}
 
 
-def stems(family: str) -> tuple[str, ...]:
-    """The per-channel feature stems of ``family``, in column order."""
-    return tuple(stem for stem, _ in _PER_CHANNEL[family])
+def stems(category: str) -> tuple[str, ...]:
+    """The per-channel feature stems of ``category``, in column order."""
+    return tuple(stem for stem, _ in _PER_CHANNEL[category])
 
 
-def assemble(family: str, per_channel: Mapping[str, torch.Tensor], pairs: torch.Tensor | None) -> torch.Tensor:
+def assemble(category: str, per_channel: Mapping[str, torch.Tensor], pairs: torch.Tensor | None) -> torch.Tensor:
     """Concatenate per-channel tensors ``[..., C]`` (and pair tensors ``[..., P]``) in registry order."""
-    if set(per_channel) != set(stems(family)):
-        raise ValueError(f"{family} features computed {sorted(per_channel)}, registry lists {sorted(stems(family))}")
-    if (pairs is None) != (family not in _PAIR_DESCRIPTION):
-        raise ValueError(f"{family} pair correlations do not match the registry")
-    parts = [per_channel[stem] for stem in stems(family)]
+    if set(per_channel) != set(stems(category)):
+        raise ValueError(
+            f"{category} features computed {sorted(per_channel)}, registry lists {sorted(stems(category))}"
+        )
+    if (pairs is None) != (category not in _PAIR_DESCRIPTION):
+        raise ValueError(f"{category} pair correlations do not match the registry")
+    parts = [per_channel[stem] for stem in stems(category)]
     if pairs is not None:
         parts.append(pairs)
     return torch.cat(parts, dim=-1)

@@ -3,12 +3,12 @@ and the protocol any tokenizer class meets to take its place (:mod:`.protocol`).
 
 from noa.tokenizer.frozen import FrozenTokenizer, open_tokenizer
 from noa.tokenizer.io import check_compatible, load_config, load_tokenizer, save_tokenizer, tokenizer_info
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig
+from noa.tokenizer.model import FEATURE_CATEGORIES, CategoricalVQVAE, TokenizerConfig, reconstruction_mse
 from noa.tokenizer.protocol import TokenizerProtocol
-from noa.tokenizer.train import codebook_stats, evaluate_tokenizer, reconstruction_mse, train_tokenizer
+from noa.tokenizer.train import codebook_stats, evaluate_tokenizer, train_tokenizer
 
 __all__ = [
-    "FAMILIES",
+    "FEATURE_CATEGORIES",
     "CategoricalVQVAE",
     "FrozenTokenizer",
     "TokenizerConfig",

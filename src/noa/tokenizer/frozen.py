@@ -46,7 +46,7 @@ class FrozenTokenizer:
     ) -> None:
         self.model, self.path, self.class_spec, self.fingerprint = model, path, class_spec, fingerprint
         self.class_fingerprint = class_fingerprint
-        self.feature_names = {family: list(names) for family, names in model.feature_names.items()}
+        self.feature_names = {category: list(names) for category, names in model.feature_names.items()}
         self.timesteps, self.channels, self.grid = int(model.timesteps), int(model.channels), int(model.grid)
         self.entries = [(str(category), int(level)) for category, level in model.entries]
         self.codebook_sizes = [int(size) for size in model.codebook_sizes]
@@ -64,7 +64,7 @@ class FrozenTokenizer:
         self.device = torch.device(device)
         self.model = self.model.to(self.device)
         self.columns = {
-            family: None if index is None else index.to(self.device) for family, index in self.columns.items()
+            category: None if index is None else index.to(self.device) for category, index in self.columns.items()
         }
         return self
 

@@ -2,8 +2,9 @@
 
 A directory holds ``config.json`` (format marker + :class:`TokenizerConfig`), ``weights.pt``
 (the state dict, normalization buffers included; loads with ``weights_only=True``),
-``history.json`` and ``metrics.json``. The directory is written under a temporary name and renamed,
-so a reader never sees half a file.
+``history.json`` and ``metrics.json`` (the layout: :mod:`noa.tokenizer.directory`; the model
+reads its own directory, :meth:`CategoricalVQVAE.load`). The directory is written under a
+temporary name and renamed, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
 from noa import outputs
 from noa.errors import NoaError
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng
+from noa.tokenizer.directory import (
+    CONFIG_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    HISTORY_FILE,
+    METRICS_FILE,
+    TOKENIZER_FILES,
+    WEIGHTS_FILE,
+    existing_dir,
+    read_json,
+)
+from noa.tokenizer.model import FEATURE_CATEGORIES, CategoricalVQVAE, load_config
 from noa.tokenizer.protocol import Fits
-from noa.torchfile import load_pt
-
-FORMAT = "noa-tokenizer"
-FORMAT_VERSION = 1
-CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE = "config.json", "weights.pt", "history.json", "metrics.json"
-
-
-TOKENIZER_FILES = (CONFIG_FILE, WEIGHTS_FILE, HISTORY_FILE, METRICS_FILE)
 
 
 def check_output_dir(out_dir: str | Path, *, overwrite: bool) -> None:
@@ -83,78 +86,9 @@ def _write_synced(path: Path, write) -> None:
         os.fsync(f.fileno())
 
 
-# A directory that is not noa's own tokenizer may be another class's: say how to load one.
-ANOTHER_CLASS = (
-    "a tokenizer of another class is loaded by that class: pass --vqvae-class MODULE_OR_FILE:CLASS "
-    "(noa never imports a class a directory names)"
-)
-
-
-def load_config(path: str | Path) -> TokenizerConfig:
-    """The config of the tokenizer directory ``path`` (no weights are read)."""
-    directory = existing_dir(path)
-    if not any((directory / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)) and any(directory.iterdir()):
-        raise NoaError(
-            f"{directory} holds neither {CONFIG_FILE} nor {WEIGHTS_FILE}, so `noa vqvae train` did not write it; "
-            + ANOTHER_CLASS
-        )
-    data = _read_json(directory / CONFIG_FILE, required=True)
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("config"), dict):
-        raise NoaError(
-            f"{Path(path) / CONFIG_FILE} is not a noa tokenizer config (no '{FORMAT}' format marker); {ANOTHER_CLASS}"
-        )
-    if data.get("format_version") != FORMAT_VERSION:
-        raise NoaError(
-            f"{Path(path) / CONFIG_FILE} has tokenizer format version {data.get('format_version')!r}, "
-            f"this noa reads version {FORMAT_VERSION}; retrain the tokenizer with this version"
-        )
-    try:
-        return TokenizerConfig.from_dict(data["config"])
-    except NoaError as err:
-        raise NoaError(f"{Path(path) / CONFIG_FILE}: {err}") from err
-
-
 def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> CategoricalVQVAE:
     """A frozen tokenizer ready to use: eval mode, no parameter requires grad, on ``device``."""
-    path = existing_dir(path)
-    config = load_config(path)
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
-        raise NoaError(f"{weights} is missing; {path} is not a complete tokenizer directory (retrain or copy it again)")
-    state = load_pt(weights, "tokenizer weights", "retrain the tokenizer or copy its directory again")
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise NoaError(f"{weights} does not hold a tokenizer state dict; retrain or copy it again")
-    # Building the model draws default initial weights from torch's RNG; keep that away from the caller's.
-    with isolated_global_rng(0, "cpu"):
-        model = CategoricalVQVAE(config)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise NoaError(f"{weights} does not fit {path / CONFIG_FILE}: {err}") from err
-    if not bool(model.normalization_set):
-        raise NoaError(f"{weights} has no normalization statistics; retrain the tokenizer")
-    model.requires_grad_(False)
-    return model.to(device).eval()
-
-
-def existing_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise NoaError(f"{path} is a file, not a tokenizer directory; pass the directory `noa vqvae train --out` wrote")
-    if not path.is_dir():
-        raise NoaError(f"tokenizer directory {path} does not exist; train one with `noa vqvae train` or fix the path")
-    return path
-
-
-def _read_json(path: Path, *, required: bool) -> object:
-    if not path.is_file():
-        if required:
-            raise NoaError(f"{path} is missing; {path.parent} is not a complete tokenizer directory")
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise NoaError(f"{path} is not valid JSON ({err}); retrain the tokenizer or restore the file") from err
+    return CategoricalVQVAE.load(Path(path)).to(device)
 
 
 def tokenizer_fingerprint(path: str | Path) -> str:
@@ -208,26 +142,26 @@ def tokenizer_info(path: str | Path) -> str:
     path = existing_dir(path)
     cfg = load_config(path)
     weights = path / WEIGHTS_FILE
-    n_entries = len(FAMILIES) * cfg.levels
+    n_entries = len(FEATURE_CATEGORIES) * cfg.levels
     lines = [
         f"tokenizer {path}",
         f"  weights: {'present' if weights.is_file() else 'MISSING'} ({WEIGHTS_FILE})",
         "  features: "
-        + ", ".join(f"{f} {cfg.feature_dims[f]}" for f in FAMILIES)
+        + ", ".join(f"{f} {cfg.feature_dims[f]}" for f in FEATURE_CATEGORIES)
         + f" (temporal over {cfg.timesteps + 1} frames)",
         f"  rollouts: timesteps {cfg.timesteps}, channels {cfg.channels}, grid {cfg.grid}",
-        f"  codebooks: {len(FAMILIES)} categories x {cfg.levels} levels x {cfg.codebook_size} codes, "
+        f"  codebooks: {len(FEATURE_CATEGORIES)} categories x {cfg.levels} levels x {cfg.codebook_size} codes, "
         f"latent {cfg.latent_dim} per level (total latent_dim {n_entries * cfg.latent_dim}), hidden {cfg.hidden}",
         f"  quantizer: commitment {cfg.commitment_weight}, EMA decay {cfg.ema_decay}, "
         f"dead-code threshold {cfg.dead_code_threshold}, k-means iters {cfg.kmeans_iters}",
     ]
-    metrics = _read_json(path / METRICS_FILE, required=False)
+    metrics = read_json(path / METRICS_FILE, required=False)
     if isinstance(metrics, dict) and isinstance(metrics.get("recon_mse"), dict):
         mse = metrics["recon_mse"]
         lines.append(f"validation metrics ({metrics.get('n_samples', '?')} samples):")
         lines.append(
             f"  recon MSE (normalized): total {mse.get('total', float('nan')):.4f}  "
-            + "  ".join(f"{f} {mse.get(f, float('nan')):.4f}" for f in FAMILIES)
+            + "  ".join(f"{f} {mse.get(f, float('nan')):.4f}" for f in FEATURE_CATEGORIES)
         )
         for cb in metrics.get("codebooks", []):
             lines.append(
@@ -236,7 +170,7 @@ def tokenizer_info(path: str | Path) -> str:
             )
     else:
         lines.append(f"validation metrics: none ({METRICS_FILE} missing or unreadable)")
-    history = _read_json(path / HISTORY_FILE, required=False)
+    history = read_json(path / HISTORY_FILE, required=False)
     if isinstance(history, dict) and history.get("train_loss"):
         last = "  ".join(f"{k} {v[-1]:.4f}" for k, v in history.items() if isinstance(v, list) and v)
         lines.append(f"history ({len(history['train_loss'])} epochs), last: {last}")

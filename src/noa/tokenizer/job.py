@@ -19,7 +19,7 @@ from noa.data.loader import MIN_VAL_SAMPLES, split_rows, usable_rows
 from noa.errors import NoaError
 from noa.presets import tokenizer_preset
 from noa.tokenizer.io import check_output_dir, save_tokenizer
-from noa.tokenizer.model import FAMILIES, TokenizerConfig
+from noa.tokenizer.model import FEATURE_CATEGORIES, TokenizerConfig
 from noa.tokenizer.train import evaluate_tokenizer, train_tokenizer
 
 # What `noa vqvae train` trains with where neither a flag nor a --preset says otherwise: the
@@ -125,7 +125,7 @@ def _train_and_save(
         train = h5.read_features(f, split.train)
         val = h5.read_features(f, split.val)
     config = TokenizerConfig(
-        feature_dims={fam: len(names[fam]) for fam in FAMILIES},
+        feature_dims={category: len(names[category]) for category in FEATURE_CATEGORIES},
         feature_names=names,
         timesteps=info.timesteps,
         channels=info.channels,
@@ -202,16 +202,19 @@ def _low_utilization(metrics: dict, n_val: int, codebook_size: int) -> str | Non
 def _check_memory(config: TokenizerConfig, n_samples: int, batch_size: int) -> None:
     """Refuse up front a tokenizer too large for this machine (a rough estimate: weights, their
     gradients and two Adam moments, the codebooks, and a batch's activations)."""
-    widths = [config.feature_dims[fam] for fam in FAMILIES]
-    per_family = [
+    widths = [config.feature_dims[category] for category in FEATURE_CATEGORIES]
+    per_category = [
         2 * (d * config.hidden + 2 * config.hidden * config.hidden + config.hidden * config.latent_dim * config.levels)
         for d in widths
     ]
-    params = sum(per_family) + len(FAMILIES) * config.levels * config.codebook_size * config.latent_dim
+    params = sum(per_category) + len(FEATURE_CATEGORIES) * config.levels * config.codebook_size * config.latent_dim
     activations = (
         8
         * min(batch_size, n_samples)
-        * (sum(widths) + len(FAMILIES) * (config.hidden + config.levels * (config.latent_dim + config.codebook_size)))
+        * (
+            sum(widths)
+            + len(FEATURE_CATEGORIES) * (config.hidden + config.levels * (config.latent_dim + config.codebook_size))
+        )
     )
     outputs.check_memory(
         4 * (4 * params + activations),

@@ -1,6 +1,6 @@
 """The frozen behavioural tokenizer: a categorical, hierarchical VQ-VAE over rollout features.
 
-Each feature family ("category") has its own encoder, ``levels`` residual quantizers and a
+Each feature category (INITIAL, SUMMARY, TEMPORAL) has its own encoder, ``levels`` residual quantizers and a
 decoder. Level 0 quantizes the encoder output; level l quantizes what levels < l left over,
 so the codes of one category refine each other from coarse to fine. Normalization lives
 inside the model (buffers fitted on the training split), so callers always pass raw
@@ -28,6 +28,9 @@ from torch import Tensor, nn
 from vector_quantize_pytorch import VectorQuantize
 
 from noa.errors import NoaError
+from noa.features.registry import FEATURE_CATEGORIES
+from noa.tokenizer.directory import CONFIG_FILE, WEIGHTS_FILE, config_data, existing_dir
+from noa.torchfile import load_pt
 
 # vector_quantize_pytorch logs (through loguru) "k-means init received N vectors for a codebook of
 # M - duplicates will be sampled" once per codebook at its first batch: an expected event of small
@@ -62,8 +65,6 @@ def dead_code_arguments(threshold: float, codebook_size: int) -> dict[str, float
         return {"threshold_ema_dead_code": threshold}
     return {"dead_code_threshold_ratio": threshold if threshold < 1 else threshold / codebook_size}
 
-
-FAMILIES = ("initial", "summary", "temporal")
 
 # A train-split std below this (absolute + relative to the mean) marks a feature as constant:
 # normalizing by it would turn float round-off (and any NOA deviation) into huge values.
@@ -102,18 +103,18 @@ class TokenizerConfig:
 
     def __post_init__(self) -> None:
         problems = []
-        if set(self.feature_dims) != set(FAMILIES) or set(self.feature_names) != set(FAMILIES):
+        if set(self.feature_dims) != set(FEATURE_CATEGORIES) or set(self.feature_names) != set(FEATURE_CATEGORIES):
             problems.append(
-                f"feature_dims and feature_names need exactly the families {list(FAMILIES)}, "
+                f"feature_dims and feature_names need exactly the categories {list(FEATURE_CATEGORIES)}, "
                 f"got {sorted(self.feature_dims)} and {sorted(self.feature_names)}"
             )
         else:
-            for family in FAMILIES:
-                names, dim = self.feature_names[family], self.feature_dims[family]
+            for category in FEATURE_CATEGORIES:
+                names, dim = self.feature_names[category], self.feature_dims[category]
                 if not isinstance(dim, int) or dim < 1 or len(names) != dim:
-                    problems.append(f"{family}: feature_dims says {dim} but {len(names)} names are given")
+                    problems.append(f"{category}: feature_dims says {dim} but {len(names)} names are given")
                 elif len(set(names)) != len(names):
-                    problems.append(f"{family}: feature names repeat")
+                    problems.append(f"{category}: feature names repeat")
         integers = ("timesteps", "channels", "grid", "latent_dim", "levels", "codebook_size", "hidden", "kmeans_iters")
         for name in integers:
             value = getattr(self, name)
@@ -150,11 +151,20 @@ class TokenizerConfig:
             and isinstance(names, Mapping)
             and all(isinstance(v, list) for v in names.values())
         ):
-            raise NoaError("tokenizer config: feature_dims must map family -> int and feature_names family -> list")
+            raise NoaError("tokenizer config: feature_dims must map category -> int and feature_names category -> list")
         values = dict(d)
         values["feature_dims"] = dict(dims)
         values["feature_names"] = {k: [str(n) for n in v] for k, v in names.items()}
         return cls(**values)
+
+
+def load_config(path: str | Path) -> TokenizerConfig:
+    """The config of the tokenizer directory ``path`` (no weights are read)."""
+    data = config_data(path)
+    try:
+        return TokenizerConfig.from_dict(data)
+    except NoaError as err:
+        raise NoaError(f"{Path(path) / CONFIG_FILE}: {err}") from err
 
 
 @contextmanager
@@ -218,13 +228,13 @@ class TemporalDecoder(nn.Module):
 
 
 class CategoricalVQVAE(nn.Module):
-    """Per-family encoders, residual codebooks and decoders, with normalization built in."""
+    """Per-category encoders, residual codebooks and decoders, with normalization built in."""
 
     normalization_set: Tensor  # a buffer: whether fit_normalization has run
 
-    def levels_of(self, family: str) -> nn.ModuleList:
-        """The residual quantizers of ``family``, level by level (typed: ModuleDict items are plain Modules)."""
-        return cast(nn.ModuleList, self.quantizers[family])
+    def levels_of(self, category: str) -> nn.ModuleList:
+        """The residual quantizers of ``category``, level by level (typed: ModuleDict items are plain Modules)."""
+        return cast(nn.ModuleList, self.quantizers[category])
 
     def __init__(self, config: TokenizerConfig) -> None:
         super().__init__()
@@ -247,7 +257,7 @@ class CategoricalVQVAE(nn.Module):
         )
         self.quantizers = nn.ModuleDict(
             {
-                family: nn.ModuleList(
+                category: nn.ModuleList(
                     VectorQuantize(
                         dim=latent,
                         codebook_size=config.codebook_size,
@@ -261,12 +271,12 @@ class CategoricalVQVAE(nn.Module):
                     )
                     for _ in range(config.levels)
                 )
-                for family in FAMILIES
+                for category in FEATURE_CATEGORIES
             }
         )
-        for family in FAMILIES:
-            self.register_buffer(f"mean_{family}", torch.zeros(dims[family]))
-            self.register_buffer(f"std_{family}", torch.ones(dims[family]))
+        for category in FEATURE_CATEGORIES:
+            self.register_buffer(f"mean_{category}", torch.zeros(dims[category]))
+            self.register_buffer(f"std_{category}", torch.ones(dims[category]))
         self.register_buffer("normalization_set", torch.tensor(False))
 
     # ---- sizes -------------------------------------------------------------------------
@@ -274,7 +284,7 @@ class CategoricalVQVAE(nn.Module):
     @property
     def entries(self) -> list[tuple[str, int]]:
         """(category, level) of each encode/quantize entry, category-major."""
-        return [(family, level) for family in FAMILIES for level in range(self.config.levels)]
+        return [(category, level) for category in FEATURE_CATEGORIES for level in range(self.config.levels)]
 
     @property
     def latent_dim(self) -> int:
@@ -289,7 +299,7 @@ class CategoricalVQVAE(nn.Module):
 
     @property
     def feature_names(self) -> dict[str, list[str]]:
-        """The feature columns it was trained on, per family (all of them, in registry order)."""
+        """The feature columns it was trained on, per category (all of them, in registry order)."""
         return self.config.feature_names
 
     @property
@@ -306,22 +316,39 @@ class CategoricalVQVAE(nn.Module):
 
     @classmethod
     def load(cls, directory: Path) -> CategoricalVQVAE:
-        """The tokenizer `noa vqvae train` wrote to ``directory``, frozen, on the CPU."""
-        from noa.tokenizer.io import load_tokenizer
-
-        return load_tokenizer(directory)
+        """The tokenizer `noa vqvae train` wrote to ``directory``, frozen (eval mode, no parameter
+        requires grad), on the CPU."""
+        path = existing_dir(directory)
+        config = load_config(path)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise NoaError(
+                f"{weights} is missing; {path} is not a complete tokenizer directory (retrain or copy it again)"
+            )
+        state = load_pt(weights, "tokenizer weights", "retrain the tokenizer or copy its directory again")
+        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise NoaError(f"{weights} does not hold a tokenizer state dict; retrain or copy it again")
+        # Building the model draws default initial weights from torch's RNG; keep that away from the caller's.
+        with isolated_global_rng(0, "cpu"):
+            model = cls(config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise NoaError(f"{weights} does not fit {path / CONFIG_FILE}: {err}") from err
+        if not bool(model.normalization_set):
+            raise NoaError(f"{weights} has no normalization statistics; retrain the tokenizer")
+        model.requires_grad_(False)
+        return model.eval()
 
     def reconstruction_mse(self, features: Mapping[str, Tensor]) -> dict[str, float]:
-        """Normalized reconstruction MSE per category and "total" (see :func:`noa.tokenizer.train.reconstruction_mse`)."""
-        from noa.tokenizer.train import reconstruction_mse
-
+        """Normalized reconstruction MSE per category and "total" (see :func:`reconstruction_mse`)."""
         return reconstruction_mse(self, features)
 
     @property
     def category_slices(self) -> dict[str, slice]:
         """Where each category's levels sit in the concatenation of the encode outputs."""
         width = self.config.levels * self.config.latent_dim
-        return {family: slice(i * width, (i + 1) * width) for i, family in enumerate(FAMILIES)}
+        return {category: slice(i * width, (i + 1) * width) for i, category in enumerate(FEATURE_CATEGORIES)}
 
     # ---- normalization -----------------------------------------------------------------
 
@@ -329,14 +356,14 @@ class CategoricalVQVAE(nn.Module):
     def set_normalization(self, train_features: Mapping[str, Tensor]) -> None:
         """Fit per-feature mean/std on the training split (temporal: over samples and time)."""
         self._check_features(train_features)
-        for family in FAMILIES:
-            x = train_features[family].double()
+        for category in FEATURE_CATEGORIES:
+            x = train_features[category].double()
             x = x.reshape(-1, x.shape[-1])
             mean = x.mean(dim=0)
             std = x.std(dim=0, unbiased=False)
             std = torch.maximum(std, STD_FLOOR_ABS + STD_FLOOR_REL * mean.abs())
-            getattr(self, f"mean_{family}").copy_(mean)
-            getattr(self, f"std_{family}").copy_(std)
+            getattr(self, f"mean_{category}").copy_(mean)
+            getattr(self, f"std_{category}").copy_(std)
         self.normalization_set.fill_(True)
 
     def normalize(self, features: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -344,15 +371,15 @@ class CategoricalVQVAE(nn.Module):
         if not bool(self.normalization_set):
             raise RuntimeError("normalization statistics are not set: call set_normalization first")
         return {
-            family: (features[family] - getattr(self, f"mean_{family}")) / getattr(self, f"std_{family}")
-            for family in FAMILIES
+            category: (features[category] - getattr(self, f"mean_{category}")) / getattr(self, f"std_{category}")
+            for category in FEATURE_CATEGORIES
         }
 
     def _check_features(self, features: Mapping[str, Tensor]) -> None:
         """Shapes must match the config exactly: never silently truncate or broadcast."""
-        missing = [f for f in FAMILIES if f not in features]
+        missing = [f for f in FEATURE_CATEGORIES if f not in features]
         if missing:
-            raise NoaError(f"features lack the families {missing}; the tokenizer needs {list(FAMILIES)}")
+            raise NoaError(f"features lack the categories {missing}; the tokenizer needs {list(FEATURE_CATEGORIES)}")
         frames = self.config.timesteps + 1
         expected = {
             "initial": (self.config.feature_dims["initial"],),
@@ -360,12 +387,12 @@ class CategoricalVQVAE(nn.Module):
             "temporal": (frames, self.config.feature_dims["temporal"]),
         }
         n = features["initial"].shape[0]
-        for family in FAMILIES:
-            shape = tuple(features[family].shape)
-            if shape[1:] != expected[family] or shape[0] != n:
+        for category in FEATURE_CATEGORIES:
+            shape = tuple(features[category].shape)
+            if shape[1:] != expected[category] or shape[0] != n:
                 raise NoaError(
-                    f"{family} features have shape {list(shape)}, the tokenizer expects "
-                    f"[{n}, {', '.join(map(str, expected[family]))}] (same N for every family)"
+                    f"{category} features have shape {list(shape)}, the tokenizer expects "
+                    f"[{n}, {', '.join(map(str, expected[category]))}] (same N for every category)"
                 )
 
     # ---- encode / quantize / decode -----------------------------------------------------
@@ -379,9 +406,9 @@ class CategoricalVQVAE(nn.Module):
         """
         normed = self.normalize(features)
         latents = []
-        for family in FAMILIES:
-            residual = self.encoders[family](normed[family])
-            for vq in self.levels_of(family):
+        for category in FEATURE_CATEGORIES:
+            residual = self.encoders[category](normed[category])
+            for vq in self.levels_of(category):
                 latents.append(residual)
                 codes, _ = _nearest(vq, residual)
                 residual = residual - codes.detach()
@@ -392,8 +419,8 @@ class CategoricalVQVAE(nn.Module):
         if len(latents) != len(self.entries):
             raise ValueError(f"expected {len(self.entries)} latents (one per category and level), got {len(latents)}")
         quantized, indices = [], []
-        for (family, level), z in zip(self.entries, latents):
-            codes, idx = _nearest(self.levels_of(family)[level], z)
+        for (category, level), z in zip(self.entries, latents):
+            codes, idx = _nearest(self.levels_of(category)[level], z)
             quantized.append(codes)
             indices.append(idx)
         return quantized, indices
@@ -404,8 +431,8 @@ class CategoricalVQVAE(nn.Module):
             raise ValueError(f"expected {len(self.entries)} code tensors, got {len(z_q)}")
         levels = self.config.levels
         return {
-            family: self.decoders[family](torch.stack(z_q[i * levels : (i + 1) * levels]).sum(dim=0))
-            for i, family in enumerate(FAMILIES)
+            category: self.decoders[category](torch.stack(z_q[i * levels : (i + 1) * levels]).sum(dim=0))
+            for i, category in enumerate(FEATURE_CATEGORIES)
         }
 
     def forward(self, features: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], list[Tensor], Tensor]:
@@ -422,9 +449,9 @@ class CategoricalVQVAE(nn.Module):
             return self.decode(z_q), indices, self.config.commitment_weight * commit
         normed = self.normalize(features)
         z_q, indices, losses = [], [], []
-        for family in FAMILIES:
-            residual = self.encoders[family](normed[family])
-            for vq in self.levels_of(family):
+        for category in FEATURE_CATEGORIES:
+            residual = self.encoders[category](normed[category])
+            for vq in self.levels_of(category):
                 quantized, idx, loss = vq(residual)
                 z_q.append(quantized)
                 indices.append(idx)
@@ -439,3 +466,53 @@ def _nearest(vq: VectorQuantize, z: Tensor) -> tuple[Tensor, Tensor]:
     distances = z.detach().pow(2).sum(dim=1, keepdim=True) - 2.0 * z.detach() @ codebook.T + codebook.pow(2).sum(dim=1)
     indices = distances.argmin(dim=1)
     return codebook[indices], indices
+
+
+# ---- evaluation passes (reconstruction_mse here; the training loop's metrics use them too) ----
+
+
+@contextmanager
+def evaluating(model: CategoricalVQVAE) -> Iterator[None]:
+    """Eval mode and no grad for a block, restoring the caller's mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def batches(features: Mapping[str, Tensor], batch_size: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
+    """Consecutive slices of ``batch_size`` samples of every category, moved to ``device``."""
+    n = features[FEATURE_CATEGORIES[0]].shape[0]
+    for start in range(0, n, batch_size):
+        yield {f: features[f][start : start + batch_size].to(device) for f in FEATURE_CATEGORIES}
+
+
+def model_device(model: CategoricalVQVAE) -> torch.device:
+    """Where the model's tensors live (its normalization flag is one of its buffers)."""
+    return model.normalization_set.device
+
+
+def reconstruction_mse(
+    model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024
+) -> dict[str, float]:
+    """Normalized reconstruction MSE of decode(quantize(encode(x))) per category and "total".
+
+    Each category's value is the mean over all its normalized values. "total" is the mean
+    over every normalized value of all categories together, so each category weighs by its
+    number of values per sample (temporal: (T+1) x D_t, usually the largest).
+    """
+    sse = {f: 0.0 for f in FEATURE_CATEGORIES}
+    count = {f: 0 for f in FEATURE_CATEGORIES}
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
+            z_q, _ = model.quantize(model.encode(batch))
+            recon, normed = model.decode(z_q), model.normalize(batch)
+            for f in FEATURE_CATEGORIES:
+                sse[f] += float((recon[f].double() - normed[f].double()).pow(2).sum())
+                count[f] += normed[f].numel()
+    result = {f: sse[f] / max(count[f], 1) for f in FEATURE_CATEGORIES}
+    result["total"] = sum(sse.values()) / max(sum(count.values()), 1)
+    return result

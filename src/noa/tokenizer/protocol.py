@@ -40,8 +40,8 @@ class TokenizerProtocol(Fits, Protocol):
 
     Attributes (plain attributes or properties):
 
-    - ``feature_names``: ``{family: [name, ...]}``, the feature columns it reads, named as
-      ``noa.features.feature_names(channels)`` lists them (families ``initial``, ``summary``,
+    - ``feature_names``: ``{category: [name, ...]}``, the feature columns it reads, named as
+      ``noa.features.feature_names(channels)`` lists them (categories ``initial``, ``summary``,
       ``temporal``; any subset, in any order). ``encode`` gets exactly these columns.
     - ``timesteps``, ``channels``, ``grid``: the rollouts it fits (T, C, H = W); noa refuses
       data of any other shape, naming both values.
@@ -73,7 +73,7 @@ class TokenizerProtocol(Fits, Protocol):
         ...
 
     def encode(self, features: Mapping[str, Tensor]) -> list[Tensor]:
-        """Features ``{family: [N, D] or [N, T+1, D]}`` -> one latent ``[N, d_e]`` per entry.
+        """Features ``{category: [N, D] or [N, T+1, D]}`` -> one latent ``[N, d_e]`` per entry.
 
         Pre-quantization and differentiable in the features: L_commit's gradient reaches the
         NOA through it. No side effects (no codebook updates, no statistics).

@@ -8,8 +8,7 @@ derived seeds, and each epoch's data order comes from a generator seeded by (see
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,17 @@ from tqdm import tqdm
 
 from noa.errors import NoaError
 from noa.seeding import derive_seed, generator
-from noa.tokenizer.model import FAMILIES, CategoricalVQVAE, TokenizerConfig, isolated_global_rng, quiet_kmeans_init
+from noa.tokenizer.model import (
+    FEATURE_CATEGORIES,
+    CategoricalVQVAE,
+    TokenizerConfig,
+    batches,
+    evaluating,
+    isolated_global_rng,
+    model_device,
+    quiet_kmeans_init,
+    reconstruction_mse,
+)
 
 # k-means initialisation sees at most this many training samples (all of them when fewer).
 KMEANS_INIT_SAMPLES = 8192
@@ -49,16 +58,16 @@ def train_tokenizer(
         raise NoaError(f"need epochs >= 1, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}")
     _check_finite(train, "training")
     _check_finite(val, "validation")
-    n_train = train[FAMILIES[0]].shape[0]
-    if n_train == 0 or val[FAMILIES[0]].shape[0] == 0:
+    n_train = train[FEATURE_CATEGORIES[0]].shape[0]
+    if n_train == 0 or val[FEATURE_CATEGORIES[0]].shape[0] == 0:
         raise NoaError("the training and validation splits both need at least one sample")
 
     with isolated_global_rng(derive_seed(seed, "tokenizer/init"), "cpu"):
         model = CategoricalVQVAE(config)
     model.set_normalization(train)
     model.to(device)
-    train = {f: train[f].to(device) for f in FAMILIES}
-    val = {f: val[f].to(device) for f in FAMILIES}
+    train = {f: train[f].to(device) for f in FEATURE_CATEGORIES}
+    val = {f: val[f].to(device) for f in FEATURE_CATEGORIES}
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY)
     steps_per_epoch = math.ceil(n_train / batch_size)
@@ -73,7 +82,7 @@ def train_tokenizer(
         with isolated_global_rng(derive_seed(seed, "tokenizer/vq-library", epoch), device):
             for start in range(0, n_train, batch_size):
                 idx = order[start : start + batch_size]
-                loss = _loss(model, {f: train[f][idx] for f in FAMILIES})
+                loss = _loss(model, {f: train[f][idx] for f in FEATURE_CATEGORIES})
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP_NORM)
@@ -92,14 +101,14 @@ def train_tokenizer(
 
 
 def _check_finite(features: Mapping[str, Tensor], split: str) -> None:
-    missing = [f for f in FAMILIES if f not in features]
+    missing = [f for f in FEATURE_CATEGORIES if f not in features]
     if missing:
-        raise NoaError(f"the {split} features lack the families {missing}")
-    for family in FAMILIES:
-        bad = int((~torch.isfinite(features[family])).sum())
+        raise NoaError(f"the {split} features lack the categories {missing}")
+    for category in FEATURE_CATEGORIES:
+        bad = int((~torch.isfinite(features[category])).sum())
         if bad:
             raise NoaError(
-                f"the {split} {family} features contain {bad} NaN/inf values; "
+                f"the {split} {category} features contain {bad} NaN/inf values; "
                 "drop or fix the invalid samples before training the tokenizer"
             )
 
@@ -107,7 +116,7 @@ def _check_finite(features: Mapping[str, Tensor], split: str) -> None:
 def _loss(model: CategoricalVQVAE, batch: Mapping[str, Tensor]) -> Tensor:
     recon, _, commitment = model(batch)
     normed = model.normalize(batch)
-    return sum(F.mse_loss(recon[f], normed[f]) for f in FAMILIES) + commitment
+    return sum(F.mse_loss(recon[f], normed[f]) for f in FEATURE_CATEGORIES) + commitment
 
 
 @torch.no_grad()
@@ -117,83 +126,38 @@ def _init_codebooks(model: CategoricalVQVAE, train: Mapping[str, Tensor], seed: 
     The library would otherwise initialise on the first batch only. One train-mode pass
     initialises level 0, then each deeper level on the residuals left by the levels above.
     """
-    n = train[FAMILIES[0]].shape[0]
+    n = train[FEATURE_CATEGORIES[0]].shape[0]
     subset = torch.randperm(n, generator=generator(seed, "tokenizer/kmeans-subset"))[:KMEANS_INIT_SAMPLES]
     model.train()
     with isolated_global_rng(derive_seed(seed, "tokenizer/kmeans"), device), quiet_kmeans_init():
-        model({f: train[f][subset.to(device)] for f in FAMILIES})
-
-
-@contextmanager
-def _evaluating(model: CategoricalVQVAE) -> Iterator[None]:
-    """Eval mode and no grad for a block, restoring the caller's mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
-
-
-def _batches(features: Mapping[str, Tensor], batch_size: int, device: torch.device) -> Iterator[dict[str, Tensor]]:
-    n = features[FAMILIES[0]].shape[0]
-    for start in range(0, n, batch_size):
-        yield {f: features[f][start : start + batch_size].to(device) for f in FAMILIES}
-
-
-def _device(model: CategoricalVQVAE) -> torch.device:
-    return model.normalization_set.device
+        model({f: train[f][subset.to(device)] for f in FEATURE_CATEGORIES})
 
 
 def _mean_loss(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int) -> float:
     """The training loss formula in eval mode, averaged over samples."""
     total, n = 0.0, 0
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
-            size = batch[FAMILIES[0]].shape[0]
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
+            size = batch[FEATURE_CATEGORIES[0]].shape[0]
             total += _loss(model, batch).item() * size
             n += size
     return total / n
 
 
-def reconstruction_mse(
-    model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024
-) -> dict[str, float]:
-    """Normalized reconstruction MSE of decode(quantize(encode(x))) per category and "total".
-
-    Each category's value is the mean over all its normalized values. "total" is the mean
-    over every normalized value of all categories together, so each category weighs by its
-    number of values per sample (temporal: (T+1) x D_t, usually the largest).
-    """
-    sse = {f: 0.0 for f in FAMILIES}
-    count = {f: 0 for f in FAMILIES}
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
-            z_q, _ = model.quantize(model.encode(batch))
-            recon, normed = model.decode(z_q), model.normalize(batch)
-            for f in FAMILIES:
-                sse[f] += float((recon[f].double() - normed[f].double()).pow(2).sum())
-                count[f] += normed[f].numel()
-    result = {f: sse[f] / max(count[f], 1) for f in FAMILIES}
-    result["total"] = sum(sse.values()) / max(sum(count.values()), 1)
-    return result
-
-
 def codebook_stats(model: CategoricalVQVAE, features: Mapping[str, Tensor], batch_size: int = 1024) -> list[dict]:
     """Per codebook (category-major, level-minor): codes used on ``features``, utilization, perplexity."""
     counts = [torch.zeros(size, dtype=torch.long) for size in model.codebook_sizes]
-    with _evaluating(model):
-        for batch in _batches(features, batch_size, _device(model)):
+    with evaluating(model):
+        for batch in batches(features, batch_size, model_device(model)):
             _, indices = model.quantize(model.encode(batch))
             for c, idx in zip(counts, indices):
                 c += torch.bincount(idx.cpu(), minlength=c.numel())
     stats = []
-    for (family, level), c in zip(model.entries, counts):
+    for (category, level), c in zip(model.entries, counts):
         used = int((c > 0).sum())
         stats.append(
             {
-                "category": family,
+                "category": category,
                 "level": level,
                 "size": c.numel(),
                 "used": used,
@@ -208,7 +172,7 @@ def evaluate_tokenizer(model: CategoricalVQVAE, features: Mapping[str, Tensor], 
     """The metrics saved beside a tokenizer: reconstruction MSE and codebook statistics."""
     _check_finite(features, "evaluation")
     return {
-        "n_samples": int(features[FAMILIES[0]].shape[0]),
+        "n_samples": int(features[FEATURE_CATEGORIES[0]].shape[0]),
         "recon_mse": reconstruction_mse(model, features, batch_size),
         "codebooks": codebook_stats(model, features, batch_size),
     }
