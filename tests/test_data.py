@@ -226,7 +226,7 @@ def test_a_file_of_another_family_is_refused(tmp_path: Path, dataset: Path) -> N
     with h5py.File(other, "r+") as f:
         family = json.loads(f.attrs["cno_family"])
         f.attrs["cno_family"] = json.dumps({**family, "seed": family["seed"] + 1})
-    with pytest.raises(NoaError, match="made with CNO family"):
+    with pytest.raises(NoaError, match="made with CNO weight banks"):
         usable_rows(other, None)
 
 

@@ -4,7 +4,7 @@ Layout (format ``noa-dataset`` version 2)::
 
     /                      attrs: format, format_version, complete, config (JSON), grid,
                                   channels, timesteps, realizations, parameter_space (JSON),
-                                  cno_family (JSON: name, version, family seed, sizes),
+                                  cno_family (JSON of the weight banks: name, version, seed, sizes),
                                   ic_families (JSON: the IC kinds), amplitude_levels (JSON), noa_version
     /parameters/params     [N, P] float32   θ in unit coordinates      attrs: names (JSON)
     /inputs/fields         [N, C, H, W] float32 initial conditions
@@ -80,7 +80,7 @@ class DatasetInfo:
     complete: bool
     has_trajectories: bool
     has_features: bool
-    family: str = ""  # the CNO family definition the file was made with (JSON)
+    family: str = ""  # the CNO weight banks the file was made with (JSON; recorded as cno_family)
     operator_family: OperatorFamily = FULL  # the region of the parameter space θ was drawn from
 
 
@@ -124,7 +124,7 @@ def read_info(f: h5py.File) -> DatasetInfo:
     version = int(f.attrs.get("format_version", -1))
     if version == 1:
         raise NoaError(
-            f"{p} is a version-1 noa dataset: its operators' weights come from per-sample operator seeds, a CNO family "
+            f"{p} is a version-1 noa dataset: its operators' weights come from per-sample operator seeds, a CNO generator "
             f"this noa no longer replays (θ now identifies the operator); regenerate it with `noa data generate` "
             f"(its flags are in the file's config: {f.attrs.get('config', '?')})"
         )
@@ -228,7 +228,7 @@ def recorded_family(f: h5py.File) -> OperatorFamily:
 
 
 def check_family(f: h5py.File) -> None:
-    """NoaError unless the file was made with the CNO family and parameter space this noa replays.
+    """NoaError unless the file was made with the weight banks and parameter space this noa replays.
 
     The replay cannot take another family (its weights are a constant of the code), so a file
     that declares one must be refused rather than replayed as something it is not.
@@ -237,7 +237,7 @@ def check_family(f: h5py.File) -> None:
     stored = f.attrs.get("cno_family")
     if stored is None:
         raise NoaError(
-            f"dataset {p} does not record its CNO family (root attribute 'cno_family'); regenerate it with `noa data generate`"
+            f"dataset {p} does not record its CNO weight banks (root attribute 'cno_family'); regenerate it with `noa data generate`"
         )
     try:
         declared = json.loads(stored)
@@ -245,12 +245,12 @@ def check_family(f: h5py.File) -> None:
         raise NoaError(f"dataset {p}: its 'cno_family' attribute is not valid JSON ({err}); regenerate it") from err
     if declared != json.loads(BANKS.to_json()):
         raise NoaError(
-            f"dataset {p} was made with CNO family {declared}, but this noa replays {json.loads(BANKS.to_json())}; "
+            f"dataset {p} was made with CNO weight banks {declared}, but this noa replays {json.loads(BANKS.to_json())}; "
             "regenerate it with this noa's `noa data generate` (or use the noa version that made it)"
         )
     if "parameter_space" in f.attrs and ParameterSpace.from_json(f.attrs["parameter_space"]) != CNO_SPACE:
         raise NoaError(
-            f"dataset {p} declares a parameter space other than this noa's CNO family ({', '.join(CNO_SPACE.names)}); "
+            f"dataset {p} declares a parameter space other than this noa's CNO operators' ({', '.join(CNO_SPACE.names)}); "
             "regenerate it with `noa data generate`"
         )
 
@@ -277,7 +277,7 @@ def check_inputs(f: h5py.File, rows: np.ndarray, chunk: int = 1024) -> None:
 
 
 def feature_names(f: h5py.File) -> dict[str, list[str]]:
-    """Names of the stored feature columns per family."""
+    """Names of the stored feature columns per category."""
     if "features" not in f or not all(category in f["features"] for category in FEATURE_CATEGORIES):
         raise NoaError(f"dataset {f.filename} has no features; compute them with `noa data features {f.filename}`")
     return {category: json.loads(f["features"][category].attrs["names"]) for category in FEATURE_CATEGORIES}

@@ -35,7 +35,7 @@ def describe(path: str | Path) -> str:
         f"  samples:       {n}  (replayed {int(replayed.sum())}, valid {int(valid.sum())}, invalid {int((replayed & ~valid).sum())})",
         f"  fields:        C={info.channels}, grid {info.grid}x{info.grid}, T={info.timesteps}, realizations M={info.realizations}",
         f"  seed:          {info.config.get('seed')}",
-        f"  CNO family:    {info.family}",
+        f"  weight banks:  {info.family}",
         f"  trajectories:  {'stored ' + str((n, info.realizations, info.timesteps + 1, info.channels, info.grid, info.grid)) if info.has_trajectories else 'not stored (replayed on demand)'}",
         f"  features:      {f'{features_done}/{n} samples, dims {feature_dims}' if info.has_features else 'none (run `noa data features`)'}",
     ]

@@ -65,7 +65,7 @@ def run_task(task: Task, work: Work) -> Result:
     if work.features:
         from noa.features import compute_features
 
-        features = {family: values.cpu().numpy() for family, values in compute_features(traj, stable=True).items()}
+        features = {category: values.cpu().numpy() for category, values in compute_features(traj, stable=True).items()}
     status = rollout_status(traj)
     return Result(
         rows=task.rows,
