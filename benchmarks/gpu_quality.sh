@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What compute buys on a GPU, in one call of at most 9 minutes: benchmarks/long_curve.py with
-# fresh operators on CUDA (the best candidate so far, uafno, unless MODEL names another), its
+# fresh operators on CUDA (the best candidate so far, hybrid: the θ-generated stack beside the
+# U-AFNO, whose CPU curve still rose at 5k updates where the U-AFNO's was flat; MODEL names another), its
 # held-out curve to as many updates as fit in MINUTES (default 7.5; the data and the CUDA
 # start-up come on top), then its summary (curve, seconds per update, the replay's share) as
 # JSON in $OUT/gpu_quality.json (default benchmarks/.work/), printed as well. The run's folder
@@ -17,7 +18,7 @@
 set -euo pipefail
 SMOKE=${SMOKE:-0}
 if [[ "${1:-}" == "--smoke" ]]; then SMOKE=1; fi
-MODEL=${MODEL:-uafno}
+MODEL=${MODEL:-hybrid}
 PYTHON=${PYTHON:-python3}  # the interpreter with torch (the suite passes its own)
 DEST=${OUT:-benchmarks/.work}
 mkdir -p "$DEST"
