@@ -64,7 +64,6 @@ from noa.diagnostics.skill import (
 )
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
-from noa.model.uafno import BACKBONES
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -473,9 +472,9 @@ def main() -> None:
     p.add_argument("--afno-blocks", type=int, default=2)
     p.add_argument(
         "--backbone",
-        choices=BACKBONES,
+        choices=("uafno", "hybrid"),  # not "generated": the recipe's L_latent needs the U-AFNO's bottleneck
         default="uafno",
-        help="noa train's --backbone: the U-AFNO, the θ-generated stack beside it (hybrid) or the stack alone",
+        help="noa train's --backbone: the U-AFNO or the θ-generated stack beside it (hybrid)",
     )
     p.add_argument("--n-realizations", type=int, default=1, help="CNO realizations averaged into the training target")
     p.add_argument(
