@@ -64,6 +64,7 @@ from noa.diagnostics.skill import (
 )
 from noa.errors import NoaError
 from noa.families import FULL, OperatorFamily, load_family
+from noa.model.uafno import BACKBONES
 from noa.operators.replay import replay
 from noa.operators.space import CNO_SPACE
 from noa.tokenizer.job import train_tokenizer_on_dataset
@@ -472,7 +473,7 @@ def main() -> None:
     p.add_argument("--afno-blocks", type=int, default=2)
     p.add_argument(
         "--backbone",
-        choices=("uafno", "hybrid"),  # not "generated": the recipe's L_latent needs the U-AFNO's bottleneck
+        choices=tuple(b for b in BACKBONES if b != "generated"),  # the recipe's L_latent reads the U-AFNO's bottleneck
         default="uafno",
         help="noa train's --backbone: the U-AFNO or the θ-generated stack beside it (hybrid)",
     )
